@@ -1,0 +1,194 @@
+//! `tidewatch.toml`: every setting with its default; unknown keys are errors.
+//!
+//! Precedence: defaults < config file < `TIDEWATCH_*` environment < command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP API (port 0 picks a free port, printed at start).
+    pub listen: String,
+    /// Where the log, lake, rules, alerts and offsets live.
+    pub data_dir: PathBuf,
+    /// Rule files (YAML or JSON) loaded at start, in addition to the rules stored by the API.
+    pub rules_dir: Option<PathBuf>,
+    /// How long a graceful stop may take before in-flight work is abandoned (it stays in the log).
+    pub shutdown_timeout_secs: u64,
+    /// The durable log.
+    pub log: LogSection,
+    /// Ingest limits.
+    pub ingest: IngestSection,
+    /// Defaults for streams created by their first event.
+    pub streams: StreamsSection,
+    /// The Parquet lake.
+    pub lake: LakeSection,
+    /// Detection.
+    pub detect: DetectSection,
+    /// SQL.
+    pub query: QuerySection,
+    /// Where alerts are delivered.
+    pub sinks: Vec<tw_alerts::SinkConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7070".into(),
+            data_dir: PathBuf::from("./tidewatch-data"),
+            rules_dir: None,
+            shutdown_timeout_secs: 30,
+            log: LogSection::default(),
+            ingest: IngestSection::default(),
+            streams: StreamsSection::default(),
+            lake: LakeSection::default(),
+            detect: DetectSection::default(),
+            query: QuerySection::default(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A partition's active segment is rolled past this size.
+    pub segment_max_bytes: u64,
+    /// Extra wait to gather a bigger group commit (0: commit whatever queued during the last fsync).
+    pub commit_interval_ms: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self { segment_max_bytes: 64 << 20, commit_interval_ms: 0 }
+    }
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    /// Largest request body as sent.
+    pub max_body_bytes: usize,
+    /// Largest body after gzip decompression.
+    pub max_decompressed_bytes: usize,
+    /// Largest single event.
+    pub max_event_bytes: usize,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        let limits = tw_pipeline::IngestLimits::default();
+        Self { max_body_bytes: limits.max_body_bytes, max_decompressed_bytes: limits.max_decompressed_bytes, max_event_bytes: limits.max_event_bytes }
+    }
+}
+
+/// `[streams]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsSection {
+    /// Partitions of a new stream.
+    pub partitions: u32,
+    /// Partition key of a new stream (field path); round-robin when unset.
+    pub partition_key: Option<String>,
+    /// Event-time field of a new stream; `eventTime`, `@timestamp`, `timestamp` are tried when unset.
+    pub event_time_field: Option<String>,
+    /// Per-stream partition keys for streams created implicitly (`cloudtrail = "userIdentity.arn"`).
+    pub partition_keys: BTreeMap<String, String>,
+}
+
+impl Default for StreamsSection {
+    fn default() -> Self {
+        Self { partitions: 4, partition_key: None, event_time_field: None, partition_keys: BTreeMap::new() }
+    }
+}
+
+/// `[lake]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeSection {
+    /// Flush a partition's buffer at this many rows.
+    pub flush_max_rows: usize,
+    /// Flush a partition's buffer at about this many bytes.
+    pub flush_max_bytes: usize,
+    /// Flush a partition's buffer when its oldest row is this old.
+    pub flush_max_age_ms: u64,
+}
+
+impl Default for LakeSection {
+    fn default() -> Self {
+        Self { flush_max_rows: 100_000, flush_max_bytes: 64 << 20, flush_max_age_ms: 10_000 }
+    }
+}
+
+/// `[detect]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectSection {
+    /// How far behind the newest event time an event may arrive and still count in its window.
+    pub allowed_lateness_ms: i64,
+}
+
+impl Default for DetectSection {
+    fn default() -> Self {
+        Self { allowed_lateness_ms: 60_000 }
+    }
+}
+
+/// `[query]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuerySection {
+    /// A query running longer is cancelled.
+    pub timeout_ms: u64,
+    /// Results are cut (and marked truncated) past this many rows.
+    pub max_result_rows: usize,
+    /// Memory a query may use.
+    pub memory_limit_bytes: usize,
+    /// Threads of the query runtime.
+    pub threads: usize,
+    /// How long a query waits for the lake consumer to catch up with the log (read-your-writes).
+    pub freshness_wait_ms: u64,
+}
+
+impl Default for QuerySection {
+    fn default() -> Self {
+        Self { timeout_ms: 30_000, max_result_rows: 100_000, memory_limit_bytes: 512 << 20, threads: 2, freshness_wait_ms: 5_000 }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; a typo in a key is an error naming it.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    /// Checks every setting and reports every problem at once.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!("listen: {:?} is not an address like 127.0.0.1:7070", self.listen));
+        }
+        if self.streams.partitions == 0 || self.streams.partitions > tw_core::MAX_PARTITIONS {
+            problems.push(format!("streams.partitions must be 1 to {}", tw_core::MAX_PARTITIONS));
+        }
+        if self.lake.flush_max_rows == 0 {
+            problems.push("lake.flush_max_rows must be at least 1".into());
+        }
+        if self.query.threads == 0 {
+            problems.push("query.threads must be at least 1".into());
+        }
+        if let Err(error) = tw_alerts::validate_sinks(&self.sinks) {
+            problems.push(error.to_string());
+        }
+        anyhow::ensure!(problems.is_empty(), "invalid configuration:\n  {}", problems.join("\n  "));
+        Ok(())
+    }
+}

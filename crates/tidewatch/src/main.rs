@@ -1,0 +1,211 @@
+//! `tidewatch`: real-time security and event analytics in one binary.
+//!
+//! This crate is the wiring: the command line, configuration, and the start and stop of every
+//! stage. It is the only crate where `anyhow` is used.
+
+mod bench;
+mod client;
+mod config;
+mod demo;
+mod detection;
+mod datagen;
+mod serve;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::datagen::{Generator, Kind};
+
+#[derive(Parser)]
+#[command(name = "tidewatch", version, about = "Real-time security and event analytics in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (ingest, detection, lake, SQL) on 127.0.0.1:7070 with data in ./tidewatch-data.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, env = "TIDEWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory (log, lake, rules, alerts, offsets).
+        #[arg(long, env = "TIDEWATCH_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Listen address (port 0 picks a free port).
+        #[arg(long, env = "TIDEWATCH_LISTEN")]
+        listen: Option<String>,
+        /// Directory of rule files (YAML/JSON) loaded at start.
+        #[arg(long, env = "TIDEWATCH_RULES_DIR")]
+        rules_dir: Option<PathBuf>,
+        /// Generate live CloudTrail and clickstream traffic and install example rules.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Send NDJSON / JSON files (or stdin) to a running server, in batches, with retries.
+    Send {
+        /// Target stream.
+        #[arg(long)]
+        stream: String,
+        /// Server URL.
+        #[arg(long, env = "TIDEWATCH_SERVER", default_value = "http://127.0.0.1:7070")]
+        server: String,
+        /// Lines per request.
+        #[arg(long, default_value_t = 10_000)]
+        batch_lines: usize,
+        /// Bytes per request (about).
+        #[arg(long, default_value_t = 8 << 20)]
+        batch_bytes: usize,
+        /// Files to send (`-` or none: stdin); `.gz` files are decompressed.
+        files: Vec<PathBuf>,
+    },
+    /// Write realistic events deterministically (same seed, same bytes).
+    Gen {
+        /// Kind of events.
+        #[arg(long, value_enum, default_value = "cloudtrail")]
+        kind: Kind,
+        /// Number of events.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Events per simulated second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Simulated start time (RFC 3339, UTC).
+        #[arg(long, default_value = "2024-03-01T00:00:00Z")]
+        start: String,
+        /// Output file (`-`: stdout).
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+    },
+    /// Measure a running server (see BENCHMARKS.md); prints one JSON document.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+        /// Server URL.
+        #[arg(long, global = true, env = "TIDEWATCH_SERVER", default_value = "http://127.0.0.1:7070")]
+        server: String,
+    },
+    /// Run SQL on a running server.
+    Query {
+        /// The SQL statement.
+        sql: String,
+        /// Server URL.
+        #[arg(long, env = "TIDEWATCH_SERVER", default_value = "http://127.0.0.1:7070")]
+        server: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "auto")]
+        format: client::OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Durable HTTP ingest throughput and latency, then consumer drain times.
+    Ingest {
+        #[arg(long, default_value = "bench")]
+        stream: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Events per request.
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Event-accepted → alert latency at a steady rate.
+    Latency {
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Time SQL statements (median of `runs`).
+    Queries {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The statements.
+        sql: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TIDEWATCH_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, data_dir, listen, rules_dir, demo } => {
+            let mut settings = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            if let Some(dir) = data_dir {
+                settings.data_dir = dir;
+            }
+            if let Some(listen) = listen {
+                settings.listen = listen;
+            }
+            if rules_dir.is_some() {
+                settings.rules_dir = rules_dir;
+            }
+            runtime()?.block_on(serve::serve(settings, demo))
+        }
+        Command::Send { stream, server, batch_lines, batch_bytes, files } => {
+            runtime()?.block_on(client::send(&server, &stream, &files, batch_lines.max(1), batch_bytes.max(1)))
+        }
+        Command::Gen { kind, count, seed, rate, start, out } => generate(kind, count, seed, rate, &start, &out),
+        Command::Bench { what, server } => {
+            let server = server.trim_end_matches('/').to_string();
+            let report = runtime()?.block_on(async {
+                match what {
+                    BenchCommand::Ingest { stream, events, seed, batch, concurrency } => bench::ingest(&server, &stream, events, seed, batch.max(1), concurrency).await,
+                    BenchCommand::Latency { rate, seconds, seed } => bench::latency(&server, rate, seconds, seed).await,
+                    BenchCommand::Queries { runs, sql } => bench::queries(&server, &sql, runs).await,
+                }
+            })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Query { sql, server, format } => runtime()?.block_on(client::query(&server, &sql, format)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn generate(kind: Kind, count: u64, seed: u64, rate: u64, start: &str, out: &PathBuf) -> anyhow::Result<()> {
+    let start_secs = tw_core::parse_time_ms(&serde_json::Value::String(start.to_string()))
+        .ok_or_else(|| anyhow::anyhow!("--start {start:?} is not a time"))?
+        / 1000;
+    let mut writer: Box<dyn Write> = if out.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))
+    } else {
+        Box::new(std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?))
+    };
+    let mut generator = Generator::new(kind, seed, rate, start_secs);
+    let mut buffer = String::with_capacity(1 << 20);
+    for _ in 0..count {
+        generator.next_into(&mut buffer);
+        if buffer.len() > 900_000 {
+            writer.write_all(buffer.as_bytes())?;
+            buffer.clear();
+        }
+    }
+    writer.write_all(buffer.as_bytes())?;
+    writer.flush()?;
+    Ok(())
+}

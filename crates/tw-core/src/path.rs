@@ -1,0 +1,82 @@
+//! Dotted field paths into JSON events (`requestParameters.policyArn`).
+
+use serde_json::Value;
+
+/// A field path compiled once (split on `.`) and applied to many events.
+///
+/// A segment that is an unsigned integer also indexes into arrays (`resources.0.ARN`).
+/// When the nested walk finds nothing and the object holds a key that itself contains dots
+/// (`{"a.b": 1}`), that literal key is used, so flattened and nested events are both addressed
+/// by the same path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FieldPath {
+    text: String,
+    segments: Vec<String>,
+}
+
+impl FieldPath {
+    /// Compiles `text` (for example `userIdentity.userName`).
+    pub fn new(text: &str) -> Self {
+        Self { text: text.to_string(), segments: text.split('.').map(str::to_string).collect() }
+    }
+
+    /// The path as the user wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The value at this path, if present (a JSON `null` is returned as `Some(Null)`).
+    pub fn get<'v>(&self, event: &'v Value) -> Option<&'v Value> {
+        self.walk(event).or_else(|| {
+            // Rare: a producer that already flattened its keys. Tried second because the walk
+            // almost always succeeds and this lookup almost always misses.
+            (self.segments.len() > 1).then(|| event.as_object()?.get(&self.text)).flatten()
+        })
+    }
+
+    fn walk<'v>(&self, event: &'v Value) -> Option<&'v Value> {
+        let mut current = event;
+        for segment in &self.segments {
+            current = match current {
+                Value::Object(object) => object.get(segment)?,
+                Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(current)
+    }
+
+    /// The value at this path rendered as text: strings as they are, numbers and booleans in
+    /// their JSON spelling, objects and arrays as compact JSON; `None` when absent or null.
+    pub fn get_text(&self, event: &Value) -> Option<String> {
+        match self.get(event)? {
+            Value::Null => None,
+            Value::String(text) => Some(text.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn resolves_nested_array_and_literal_dotted_keys() {
+        let event = json!({"a": {"b": [10, {"c": "x"}]}, "d.e": 5, "n": null});
+        assert_eq!(FieldPath::new("a.b.0").get(&event), Some(&json!(10)));
+        assert_eq!(FieldPath::new("a.b.1.c").get_text(&event).as_deref(), Some("x"));
+        assert_eq!(FieldPath::new("d.e").get(&event), Some(&json!(5)));
+        assert_eq!(FieldPath::new("a.zz").get(&event), None);
+        assert_eq!(FieldPath::new("n").get(&event), Some(&Value::Null));
+        assert_eq!(FieldPath::new("n").get_text(&event), None);
+        assert_eq!(FieldPath::new("a.b.7").get(&event), None);
+    }
+}

@@ -1,0 +1,369 @@
+//! Validation and compilation of a [`Rule`] into a [`CompiledRule`].
+//!
+//! Both are one walk: [`Rule::validate`] compiles and throws the result away, so a rule that
+//! validates always compiles, and every problem is found in a single pass.
+
+use std::collections::HashMap;
+
+use regex::RegexBuilder;
+use serde_json::Value;
+use tw_core::FieldPath;
+
+use crate::cidr::Cidr;
+use crate::document::{Condition, FieldCondition, FieldOp, Rule};
+use crate::duration::parse_duration_ms;
+use crate::matcher::{CompareOp, Literal, Matcher, Test, TextKind};
+use crate::parse::MAX_CONDITION_DEPTH;
+use crate::{RuleError, RuleProblem};
+
+/// Largest compiled program of a user regex, in bytes (the `regex` crate's size limit).
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Longest accepted field path, in bytes.
+const MAX_FIELD_PATH_LEN: usize = 1024;
+
+/// A rule ready to evaluate: field paths compiled once, regexes built, CIDRs parsed.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    rule: Rule,
+    paths: Vec<FieldPath>,
+    matcher: Option<Matcher>,
+    threshold: Option<CompiledThreshold>,
+}
+
+/// The compiled `threshold` section.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledThreshold {
+    pub(crate) more_than: u64,
+    pub(crate) window_ms: i64,
+    pub(crate) group_by: Vec<FieldPath>,
+}
+
+/// Rules with more distinct field paths than this resolve the rest without caching.
+const CACHED_PATHS: usize = 16;
+
+impl CompiledRule {
+    /// The rule this was compiled from.
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    /// The rule id.
+    pub fn id(&self) -> &str {
+        &self.rule.id
+    }
+
+    /// Whether this is an aggregate (threshold) rule.
+    pub fn is_aggregate(&self) -> bool {
+        self.threshold.is_some()
+    }
+
+    /// Window length of an aggregate rule, in milliseconds.
+    pub fn window_ms(&self) -> Option<i64> {
+        self.threshold.as_ref().map(|t| t.window_ms)
+    }
+
+    /// The distinct field paths the condition reads, in first-use order.
+    pub fn field_paths(&self) -> &[FieldPath] {
+        &self.paths
+    }
+
+    /// Whether `event` satisfies the rule's condition (always true without a condition).
+    /// Each distinct field path is resolved at most once, and only when needed.
+    pub fn matches(&self, event: &Value) -> bool {
+        let mut cache: [Option<Option<&Value>>; CACHED_PATHS] = [None; CACHED_PATHS];
+        self.matches_with(&mut |index| match cache.get_mut(index) {
+            Some(slot) => *slot.get_or_insert_with(|| self.paths[index].get(event)),
+            None => self.paths[index].get(event),
+        })
+    }
+
+    /// Evaluates the condition with a caller-supplied resolver for the rule's `i`-th path
+    /// (the engine shares one cache across all rules of a stream).
+    pub(crate) fn matches_with<'a, F>(&self, resolve: &mut F) -> bool
+    where
+        F: FnMut(usize) -> Option<&'a Value>,
+    {
+        self.matcher
+            .as_ref()
+            .is_none_or(|matcher| matcher.eval(resolve))
+    }
+
+    pub(crate) fn threshold(&self) -> Option<&CompiledThreshold> {
+        self.threshold.as_ref()
+    }
+
+    /// Whether two compiled rules evaluate identically (same id, stream, condition and
+    /// threshold); title, severity, tags, sinks and version may differ. The engine keeps
+    /// window state across a rule update exactly when this holds.
+    pub fn same_definition(&self, other: &CompiledRule) -> bool {
+        self.rule.id == other.rule.id
+            && self.rule.stream == other.rule.stream
+            && self.rule.condition == other.rule.condition
+            && self.rule.threshold == other.rule.threshold
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+fn field_path_problem(text: &str) -> Option<String> {
+    if text.is_empty() {
+        return Some("field path must not be empty".into());
+    }
+    if text.len() > MAX_FIELD_PATH_LEN {
+        return Some(format!(
+            "field path is longer than {MAX_FIELD_PATH_LEN} bytes"
+        ));
+    }
+    if text.split('.').any(str::is_empty) {
+        return Some(format!("invalid field path {text:?} (empty segment)"));
+    }
+    None
+}
+
+struct Compiler {
+    problems: Vec<RuleProblem>,
+    paths: Vec<FieldPath>,
+    index: HashMap<String, usize>,
+}
+
+impl Compiler {
+    fn problem(&mut self, path: String, message: impl Into<String>) {
+        self.problems.push(RuleProblem::new(path, message));
+    }
+
+    fn path_index(&mut self, text: &str) -> usize {
+        if let Some(index) = self.index.get(text) {
+            return *index;
+        }
+        self.paths.push(FieldPath::new(text));
+        self.index.insert(text.to_string(), self.paths.len() - 1);
+        self.paths.len() - 1
+    }
+
+    fn condition(&mut self, condition: &Condition, at: &str, depth: usize) -> Option<Matcher> {
+        if depth > MAX_CONDITION_DEPTH {
+            self.problem(
+                at.to_string(),
+                format!("conditions nest deeper than {MAX_CONDITION_DEPTH} levels"),
+            );
+            return None;
+        }
+        let list = |this: &mut Self, items: &[Condition], key: &str| -> Option<Vec<Matcher>> {
+            let at = format!("{at}.{key}");
+            if items.is_empty() {
+                this.problem(at.clone(), "list must not be empty");
+            }
+            let compiled: Vec<Option<Matcher>> = items
+                .iter()
+                .enumerate()
+                .map(|(index, item)| this.condition(item, &format!("{at}[{index}]"), depth + 1))
+                .collect();
+            compiled.into_iter().collect()
+        };
+        match condition {
+            Condition::All(items) => list(self, items, "all").map(Matcher::All),
+            Condition::Any(items) => list(self, items, "any").map(Matcher::Any),
+            Condition::Not(inner) => self
+                .condition(inner, &format!("{at}.not"), depth + 1)
+                .map(|m| Matcher::Not(Box::new(m))),
+            Condition::Field(leaf) => self.leaf(leaf, at),
+        }
+    }
+
+    fn leaf(&mut self, leaf: &FieldCondition, at: &str) -> Option<Matcher> {
+        let mut ok = true;
+        if let Some(message) = field_path_problem(&leaf.field) {
+            self.problem(format!("{at}.field"), message);
+            ok = false;
+        }
+        let op_at = format!("{at}.{}", leaf.op.name());
+        if leaf.ignore_case && !leaf.op.is_string_operator() {
+            self.problem(
+                format!("{at}.ignore_case"),
+                format!("does not apply to `{}`", leaf.op.name()),
+            );
+            ok = false;
+        }
+        let ignore_case = leaf.ignore_case;
+        let text = |this: &mut Self, kind: TextKind, needles: &[String]| {
+            if needles.is_empty() {
+                this.problem(op_at.clone(), "list must not be empty");
+                return None;
+            }
+            let needles = needles
+                .iter()
+                .map(|n| {
+                    if ignore_case {
+                        n.to_lowercase().into()
+                    } else {
+                        n.as_str().into()
+                    }
+                })
+                .collect();
+            Some(Test::Text {
+                kind,
+                needles,
+                ignore_case,
+            })
+        };
+        let compare = |this: &mut Self, op: CompareOp, bound: f64| {
+            if bound.is_finite() {
+                Some(Test::Compare { op, bound })
+            } else {
+                this.problem(op_at.clone(), "bound must be a finite number");
+                None
+            }
+        };
+        let test = match &leaf.op {
+            FieldOp::Equals(value) => match Literal::new(value, ignore_case) {
+                Some(literal) => Some(Test::Equals(literal)),
+                None => {
+                    self.problem(op_at.clone(), "expected a string, number or boolean");
+                    None
+                }
+            },
+            FieldOp::In(values) => {
+                if values.is_empty() {
+                    self.problem(op_at.clone(), "list must not be empty");
+                }
+                let mut literals = Vec::with_capacity(values.len());
+                for (index, value) in values.iter().enumerate() {
+                    match Literal::new(value, ignore_case) {
+                        Some(literal) => literals.push(literal),
+                        None => self.problem(
+                            format!("{op_at}[{index}]"),
+                            "expected a string, number or boolean",
+                        ),
+                    }
+                }
+                (literals.len() == values.len() && !values.is_empty()).then_some(Test::In(literals))
+            }
+            FieldOp::Contains(needles) => text(self, TextKind::Contains, needles),
+            FieldOp::StartsWith(needles) => text(self, TextKind::StartsWith, needles),
+            FieldOp::EndsWith(needles) => text(self, TextKind::EndsWith, needles),
+            FieldOp::Regex(pattern) => {
+                match RegexBuilder::new(pattern)
+                    .case_insensitive(ignore_case)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                {
+                    Ok(regex) => Some(Test::Regex(regex)),
+                    Err(error) => {
+                        let reason = error.to_string().replace('\n', " ");
+                        self.problem(
+                            op_at.clone(),
+                            format!("invalid regex {pattern:?}: {reason}"),
+                        );
+                        None
+                    }
+                }
+            }
+            FieldOp::Exists(flag) => Some(Test::Exists(*flag)),
+            FieldOp::Gt(bound) => compare(self, CompareOp::Gt, *bound),
+            FieldOp::Gte(bound) => compare(self, CompareOp::Gte, *bound),
+            FieldOp::Lt(bound) => compare(self, CompareOp::Lt, *bound),
+            FieldOp::Lte(bound) => compare(self, CompareOp::Lte, *bound),
+            FieldOp::Cidr(texts) => {
+                if texts.is_empty() {
+                    self.problem(op_at.clone(), "list must not be empty");
+                }
+                let mut networks = Vec::with_capacity(texts.len());
+                for (index, text) in texts.iter().enumerate() {
+                    // A single CIDR is written as a string, so its place has no index.
+                    let place = if texts.len() == 1 {
+                        op_at.clone()
+                    } else {
+                        format!("{op_at}[{index}]")
+                    };
+                    match Cidr::parse(text) {
+                        Ok(network) => networks.push(network),
+                        Err(message) => self.problem(place, message),
+                    }
+                }
+                (networks.len() == texts.len() && !texts.is_empty()).then_some(Test::Cidr(networks))
+            }
+        }?;
+        if !ok {
+            return None;
+        }
+        Some(Matcher::Leaf {
+            path: self.path_index(&leaf.field),
+            test,
+        })
+    }
+}
+
+impl Rule {
+    /// Checks everything about the rule and reports every problem at once, each located by its
+    /// path in the document (`match.all[2].cidr: invalid CIDR "10.0.0.0/33"`).
+    pub fn validate(&self) -> Result<(), RuleError> {
+        self.compile().map(|_| ())
+    }
+
+    /// Compiles the rule for evaluation (validating it first; same problems as `validate`).
+    pub fn compile(&self) -> Result<CompiledRule, RuleError> {
+        let mut compiler = Compiler {
+            problems: Vec::new(),
+            paths: Vec::new(),
+            index: HashMap::new(),
+        };
+        if !valid_id(&self.id) {
+            compiler.problem(
+                "id".into(),
+                format!("invalid id {:?} (1 to 128 of A-Z a-z 0-9 _ . : -)", self.id),
+            );
+        }
+        if self.title.trim().is_empty() {
+            compiler.problem("title".into(), "must not be empty");
+        }
+        if let Err(error) = tw_core::StreamName::new(&self.stream) {
+            compiler.problem("stream".into(), error.to_string());
+        }
+        for (key, items) in [("tags", &self.tags), ("sinks", &self.sinks)] {
+            for (index, item) in items.iter().enumerate() {
+                if item.trim().is_empty() {
+                    compiler.problem(format!("{key}[{index}]"), "must not be empty");
+                }
+            }
+        }
+        let matcher = self
+            .condition
+            .as_ref()
+            .and_then(|condition| compiler.condition(condition, "match", 1));
+        let threshold = self.threshold.as_ref().and_then(|threshold| {
+            let window_ms = parse_duration_ms(&threshold.window)
+                .map_err(|message| compiler.problem("threshold.window".into(), message))
+                .ok();
+            let mut group_by = Vec::with_capacity(threshold.group_by.len());
+            for (index, field) in threshold.group_by.iter().enumerate() {
+                match field_path_problem(field) {
+                    Some(message) => {
+                        compiler.problem(format!("threshold.group_by[{index}]"), message)
+                    }
+                    None => group_by.push(FieldPath::new(field)),
+                }
+            }
+            Some(CompiledThreshold {
+                more_than: threshold.more_than,
+                window_ms: window_ms?,
+                group_by,
+            })
+        });
+        if !compiler.problems.is_empty() {
+            return Err(RuleError::Invalid {
+                problems: compiler.problems,
+            });
+        }
+        Ok(CompiledRule {
+            rule: self.clone(),
+            paths: compiler.paths,
+            matcher,
+            threshold,
+        })
+    }
+}

@@ -1,0 +1,291 @@
+//! The rule document: what a user writes in YAML or JSON and what the server persists.
+//!
+//! The types are plain data. Reading them from text goes through one path
+//! ([`crate::parse_rule`], [`Rule::from_value`] and `Deserialize` share it) so that every
+//! structural problem is reported with its place in the document; [`Rule::validate`] then checks
+//! what the structure cannot (identifier syntax, CIDRs, regexes, durations).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use tw_core::Severity;
+
+/// A detection rule.
+///
+/// The kind of a rule follows from which optional sections it has: no `threshold` makes it a
+/// single-event rule, `threshold` makes it an aggregate rule. Later kinds (distinct count,
+/// sequence, new value) are further optional sections of the same document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Identifier, `[A-Za-z0-9_.:-]{1,128}`; stable across edits.
+    pub id: String,
+    /// Revision assigned by the rule registry (outside this crate); 0 when never stored.
+    pub version: u64,
+    /// One-line human title, copied into alerts.
+    pub title: String,
+    /// Longer explanation (may be empty).
+    pub description: String,
+    /// Severity of the alerts this rule raises.
+    pub severity: Severity,
+    /// The stream whose events the rule evaluates.
+    pub stream: String,
+    /// Disabled rules are kept but never evaluated.
+    pub enabled: bool,
+    /// Free-form tags, for example ATT&CK technique ids.
+    pub tags: Vec<String>,
+    /// Names of configured sinks to notify; empty means every sink.
+    pub sinks: Vec<String>,
+    /// The condition an event must satisfy; `None` matches every event of the stream.
+    pub condition: Option<Condition>,
+    /// Makes the rule an aggregate rule: count matching events per group and window.
+    pub threshold: Option<Threshold>,
+}
+
+/// Count threshold over tumbling event-time windows aligned to the Unix epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    /// The alert fires when the count of matching events in one group and window exceeds this.
+    pub more_than: u64,
+    /// Window length as written (`500ms`, `30s`, `5m`, `1h`, `1d`).
+    pub window: String,
+    /// Field paths whose values form the group key; a missing value groups as `null`.
+    pub group_by: Vec<String>,
+}
+
+/// A boolean condition over one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// Every sub-condition holds.
+    All(Vec<Condition>),
+    /// At least one sub-condition holds.
+    Any(Vec<Condition>),
+    /// The sub-condition does not hold.
+    Not(Box<Condition>),
+    /// A test on one field.
+    Field(FieldCondition),
+}
+
+/// A test on the value at one field path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldCondition {
+    /// Dotted field path (`requestParameters.policyArn`).
+    pub field: String,
+    /// The operator and its operand.
+    pub op: FieldOp,
+    /// Compare strings case-insensitively (string operators only).
+    pub ignore_case: bool,
+}
+
+/// Field operators. Operands of string operators may be one string or a list (any matches).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldOp {
+    /// Equal to a string, number or boolean.
+    Equals(Value),
+    /// Equal to one of the listed strings, numbers or booleans.
+    In(Vec<Value>),
+    /// The text contains one of the strings.
+    Contains(Vec<String>),
+    /// The text starts with one of the strings.
+    StartsWith(Vec<String>),
+    /// The text ends with one of the strings.
+    EndsWith(Vec<String>),
+    /// The text matches the regular expression (unanchored, `regex` crate syntax).
+    Regex(String),
+    /// `true`: present and not null; `false`: absent or null.
+    Exists(bool),
+    /// Numerically greater than.
+    Gt(f64),
+    /// Numerically greater than or equal.
+    Gte(f64),
+    /// Numerically less than.
+    Lt(f64),
+    /// Numerically less than or equal.
+    Lte(f64),
+    /// An IP address inside one of the networks (`10.0.0.0/8`, `2001:db8::/32`).
+    Cidr(Vec<String>),
+}
+
+impl FieldOp {
+    /// The operator's key in the document.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Equals(_) => "equals",
+            Self::In(_) => "in",
+            Self::Contains(_) => "contains",
+            Self::StartsWith(_) => "startswith",
+            Self::EndsWith(_) => "endswith",
+            Self::Regex(_) => "regex",
+            Self::Exists(_) => "exists",
+            Self::Gt(_) => "gt",
+            Self::Gte(_) => "gte",
+            Self::Lt(_) => "lt",
+            Self::Lte(_) => "lte",
+            Self::Cidr(_) => "cidr",
+        }
+    }
+
+    /// Whether `ignore_case` means something for this operator.
+    pub fn is_string_operator(&self) -> bool {
+        matches!(
+            self,
+            Self::Equals(_)
+                | Self::In(_)
+                | Self::Contains(_)
+                | Self::StartsWith(_)
+                | Self::EndsWith(_)
+                | Self::Regex(_)
+        )
+    }
+}
+
+/// Every operator key, for error messages and the parser.
+pub(crate) const OPERATORS: &[&str] = &[
+    "equals",
+    "in",
+    "contains",
+    "startswith",
+    "endswith",
+    "regex",
+    "exists",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "cidr",
+];
+
+fn string_or_list(items: &[String]) -> Value {
+    match items {
+        [one] => Value::String(one.clone()),
+        many => Value::Array(many.iter().cloned().map(Value::String).collect()),
+    }
+}
+
+fn number(value: f64) -> Value {
+    // Integral operands print as integers so a round trip keeps `gt: 5` as written.
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        Value::from(value as i64)
+    } else {
+        serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number)
+    }
+}
+
+impl Condition {
+    /// The condition as a JSON value in document form.
+    pub fn to_value(&self) -> Value {
+        let mut object = Map::new();
+        match self {
+            Self::All(items) => {
+                object.insert(
+                    "all".into(),
+                    Value::Array(items.iter().map(Self::to_value).collect()),
+                );
+            }
+            Self::Any(items) => {
+                object.insert(
+                    "any".into(),
+                    Value::Array(items.iter().map(Self::to_value).collect()),
+                );
+            }
+            Self::Not(inner) => {
+                object.insert("not".into(), inner.to_value());
+            }
+            Self::Field(leaf) => {
+                object.insert("field".into(), Value::String(leaf.field.clone()));
+                let operand = match &leaf.op {
+                    FieldOp::Equals(value) => value.clone(),
+                    FieldOp::In(values) => Value::Array(values.clone()),
+                    FieldOp::Contains(items)
+                    | FieldOp::StartsWith(items)
+                    | FieldOp::EndsWith(items) => string_or_list(items),
+                    FieldOp::Cidr(items) => string_or_list(items),
+                    FieldOp::Regex(text) => Value::String(text.clone()),
+                    FieldOp::Exists(flag) => Value::Bool(*flag),
+                    FieldOp::Gt(n) | FieldOp::Gte(n) | FieldOp::Lt(n) | FieldOp::Lte(n) => {
+                        number(*n)
+                    }
+                };
+                object.insert(leaf.op.name().into(), operand);
+                if leaf.ignore_case {
+                    object.insert("ignore_case".into(), Value::Bool(true));
+                }
+            }
+        }
+        Value::Object(object)
+    }
+}
+
+impl Rule {
+    /// The rule as a JSON value in document form (what [`Serialize`] writes).
+    pub fn to_value(&self) -> Value {
+        let mut object = Map::new();
+        object.insert("id".into(), Value::String(self.id.clone()));
+        object.insert("version".into(), Value::from(self.version));
+        object.insert("title".into(), Value::String(self.title.clone()));
+        object.insert(
+            "description".into(),
+            Value::String(self.description.clone()),
+        );
+        object.insert(
+            "severity".into(),
+            serde_json::to_value(self.severity).unwrap_or(Value::Null),
+        );
+        object.insert("stream".into(), Value::String(self.stream.clone()));
+        object.insert("enabled".into(), Value::Bool(self.enabled));
+        object.insert(
+            "tags".into(),
+            Value::Array(self.tags.iter().cloned().map(Value::String).collect()),
+        );
+        object.insert(
+            "sinks".into(),
+            Value::Array(self.sinks.iter().cloned().map(Value::String).collect()),
+        );
+        if let Some(condition) = &self.condition {
+            object.insert("match".into(), condition.to_value());
+        }
+        if let Some(threshold) = &self.threshold {
+            let mut t = Map::new();
+            t.insert("more_than".into(), Value::from(threshold.more_than));
+            t.insert("window".into(), Value::String(threshold.window.clone()));
+            t.insert(
+                "group_by".into(),
+                Value::Array(
+                    threshold
+                        .group_by
+                        .iter()
+                        .cloned()
+                        .map(Value::String)
+                        .collect(),
+                ),
+            );
+            object.insert("threshold".into(), Value::Object(t));
+        }
+        Value::Object(object)
+    }
+
+    /// Builds a rule from a JSON value (already parsed from YAML or JSON), checking structure
+    /// only; unknown fields are refused. Use [`crate::parse_rule`] to also validate.
+    pub fn from_value(value: &Value) -> Result<Self, crate::RuleError> {
+        crate::parse::rule_from_value(value)
+    }
+}
+
+impl Serialize for Rule {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rule {
+    /// Structure is checked exactly as [`crate::parse_rule`] does (unknown fields refused), but
+    /// not the semantics: call [`Rule::validate`] after deserializing untrusted input.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        crate::parse::rule_from_value(&value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Condition {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
+}

@@ -1,0 +1,34 @@
+//! Detection: the rule language, its compiler and the evaluation engine.
+//!
+//! This crate owns rule documents ([`Rule`], read from YAML or JSON by [`parse_rule`]), their
+//! validation ([`Rule::validate`] reports every problem with its place in the document),
+//! compilation ([`Rule::compile`] → [`CompiledRule`]) and the [`Engine`] that evaluates batches
+//! of already-parsed events and returns [`tw_core::Alert`]s. It does no I/O and starts no
+//! tasks: the caller feeds events and delivers alerts.
+//!
+//! Invariants:
+//! - a rule that validates always compiles, and the engine never panics on any event;
+//! - alert identity is deterministic (`dedup_key`, and `id = Alert::id_for(dedup_key)`), so a
+//!   replay of the same records raises alerts with the same ids;
+//! - state is bounded: at most `max_groups_per_rule` (group, window) entries per rule, and
+//!   windows are dropped once the stream's watermark passes their end;
+//! - window state survives [`Engine::set_rules`] exactly for rules whose definition
+//!   (id, stream, condition, threshold) is unchanged.
+
+mod cidr;
+mod compile;
+mod document;
+mod duration;
+mod engine;
+mod error;
+mod matcher;
+mod parse;
+mod window;
+
+pub use cidr::Cidr;
+pub use compile::{CompiledRule, REGEX_SIZE_LIMIT};
+pub use document::{Condition, FieldCondition, FieldOp, Rule, Threshold};
+pub use duration::{MAX_DURATION_MS, parse_duration_ms};
+pub use engine::{Engine, EngineConfig, RuleStats};
+pub use error::{RuleError, RuleProblem};
+pub use parse::{RuleFormat, parse_rule};

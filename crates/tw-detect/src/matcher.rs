@@ -1,0 +1,287 @@
+//! The compiled form of a condition and its evaluation against one event.
+//!
+//! Evaluation never allocates for ASCII data: field values are borrowed from the event,
+//! numbers are rendered into a stack buffer when a text comparison needs them, literals of
+//! `ignore_case` operators are lowercased once at compile time. Only a case-insensitive text
+//! operator on non-ASCII text falls back to lowercasing the field value into a new string.
+//!
+//! Arrays: when the value at a path is an array, a leaf holds if any element satisfies it
+//! (nested arrays are searched too). `exists` looks at the value itself, not its elements.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use regex::Regex;
+use serde_json::{Number, Value};
+
+use crate::cidr::Cidr;
+
+/// A compiled condition; leaves refer to field paths by index into the rule's path table.
+#[derive(Debug, Clone)]
+pub(crate) enum Matcher {
+    All(Vec<Matcher>),
+    Any(Vec<Matcher>),
+    Not(Box<Matcher>),
+    Leaf { path: usize, test: Test },
+}
+
+/// What a leaf checks on the value it resolved.
+#[derive(Debug, Clone)]
+pub(crate) enum Test {
+    Equals(Literal),
+    In(Vec<Literal>),
+    Text {
+        kind: TextKind,
+        needles: Vec<Box<str>>,
+        ignore_case: bool,
+    },
+    Regex(Regex),
+    Exists(bool),
+    Compare {
+        op: CompareOp,
+        bound: f64,
+    },
+    Cidr(Vec<Cidr>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TextKind {
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CompareOp {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+/// An operand of `equals` / `in`, prepared for fast comparison.
+#[derive(Debug, Clone)]
+pub(crate) enum Literal {
+    /// Lowercased already when `ignore_case`.
+    Str {
+        text: Box<str>,
+        ignore_case: bool,
+    },
+    /// A number and its JSON spelling (for string fields, compared as text).
+    Num {
+        number: Number,
+        text: Box<str>,
+    },
+    Bool(bool),
+}
+
+impl Literal {
+    /// Prepares a scalar operand; `None` for arrays, objects and null (refused by the parser).
+    pub(crate) fn new(value: &Value, ignore_case: bool) -> Option<Self> {
+        match value {
+            Value::String(text) if ignore_case => Some(Self::Str {
+                text: text.to_lowercase().into(),
+                ignore_case,
+            }),
+            Value::String(text) => Some(Self::Str {
+                text: text.as_str().into(),
+                ignore_case,
+            }),
+            Value::Number(number) => Some(Self::Num {
+                number: number.clone(),
+                text: number.to_string().into(),
+            }),
+            Value::Bool(flag) => Some(Self::Bool(*flag)),
+            _ => None,
+        }
+    }
+
+    fn matches(&self, value: &Value) -> bool {
+        match (self, value) {
+            (Self::Str { text, ignore_case }, _) => {
+                let mut buffer = TextBuffer::new();
+                match scalar_text(value, &mut buffer) {
+                    Some(field) if *ignore_case => eq_ignore_case(field, text),
+                    Some(field) => field == &**text,
+                    None => false,
+                }
+            }
+            (Self::Num { number, .. }, Value::Number(field)) => numbers_equal(number, field),
+            (Self::Num { text, .. }, Value::String(field)) => field == &**text,
+            (Self::Bool(flag), Value::Bool(field)) => flag == field,
+            (Self::Bool(flag), Value::String(field)) => {
+                field == if *flag { "true" } else { "false" }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Numeric equality: exact for two integers (no precision loss above 2^53), else as f64.
+fn numbers_equal(a: &Number, b: &Number) -> bool {
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        return x == y;
+    }
+    if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
+        return x == y;
+    }
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// A stack buffer for the text of a number, so comparing numbers as text does not allocate.
+pub(crate) struct TextBuffer {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl TextBuffer {
+    pub(crate) fn new() -> Self {
+        Self {
+            bytes: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl std::fmt::Write for TextBuffer {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let end = self.len + text.len();
+        if end > self.bytes.len() {
+            return Err(std::fmt::Error);
+        }
+        self.bytes[self.len..end].copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// The text of a scalar: strings as they are, numbers and booleans in JSON spelling.
+fn scalar_text<'a>(value: &'a Value, buffer: &'a mut TextBuffer) -> Option<&'a str> {
+    match value {
+        Value::String(text) => Some(text),
+        Value::Bool(true) => Some("true"),
+        Value::Bool(false) => Some("false"),
+        Value::Number(number) => {
+            write!(buffer, "{number}").ok()?;
+            std::str::from_utf8(&buffer.bytes[..buffer.len]).ok()
+        }
+        _ => None,
+    }
+}
+
+/// `field` equals `lowered` (already lowercase) ignoring case.
+fn eq_ignore_case(field: &str, lowered: &str) -> bool {
+    if field.is_ascii() {
+        field.eq_ignore_ascii_case(lowered)
+    } else {
+        field
+            .chars()
+            .flat_map(char::to_lowercase)
+            .eq(lowered.chars())
+    }
+}
+
+fn text_test(kind: TextKind, field: &str, needle: &str, ignore_case: bool) -> bool {
+    if !ignore_case {
+        return match kind {
+            TextKind::Contains => field.contains(needle),
+            TextKind::StartsWith => field.starts_with(needle),
+            TextKind::EndsWith => field.ends_with(needle),
+        };
+    }
+    if field.is_ascii() && needle.is_ascii() {
+        let (hay, pin) = (field.as_bytes(), needle.as_bytes());
+        if pin.len() > hay.len() {
+            return false;
+        }
+        return match kind {
+            TextKind::Contains => {
+                pin.is_empty() || hay.windows(pin.len()).any(|w| w.eq_ignore_ascii_case(pin))
+            }
+            TextKind::StartsWith => hay[..pin.len()].eq_ignore_ascii_case(pin),
+            TextKind::EndsWith => hay[hay.len() - pin.len()..].eq_ignore_ascii_case(pin),
+        };
+    }
+    // Rare: non-ASCII text. Unicode lowercasing can change lengths, so compare lowered copies.
+    text_test(kind, &field.to_lowercase(), needle, false)
+}
+
+fn number_of(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => text.trim().parse::<f64>().ok().filter(|n| !n.is_nan()),
+        _ => None,
+    }
+}
+
+impl Test {
+    fn holds(&self, value: Option<&Value>) -> bool {
+        match (self, value) {
+            (Self::Exists(wanted), value) => value.is_some_and(|v| !v.is_null()) == *wanted,
+            (_, None | Some(Value::Null)) => false,
+            (_, Some(value)) => self.holds_on(value),
+        }
+    }
+
+    fn holds_on(&self, value: &Value) -> bool {
+        match value {
+            Value::Array(items) => items.iter().any(|item| self.holds_on(item)),
+            Value::Object(_) | Value::Null => false,
+            scalar => self.holds_on_scalar(scalar),
+        }
+    }
+
+    fn holds_on_scalar(&self, value: &Value) -> bool {
+        match self {
+            Self::Equals(literal) => literal.matches(value),
+            Self::In(literals) => literals.iter().any(|literal| literal.matches(value)),
+            Self::Text {
+                kind,
+                needles,
+                ignore_case,
+            } => {
+                let mut buffer = TextBuffer::new();
+                scalar_text(value, &mut buffer).is_some_and(|text| {
+                    needles
+                        .iter()
+                        .any(|needle| text_test(*kind, text, needle, *ignore_case))
+                })
+            }
+            Self::Regex(regex) => {
+                let mut buffer = TextBuffer::new();
+                scalar_text(value, &mut buffer).is_some_and(|text| regex.is_match(text))
+            }
+            Self::Compare { op, bound } => number_of(value).is_some_and(|n| match op {
+                CompareOp::Gt => n > *bound,
+                CompareOp::Gte => n >= *bound,
+                CompareOp::Lt => n < *bound,
+                CompareOp::Lte => n <= *bound,
+            }),
+            Self::Cidr(networks) => match value {
+                Value::String(text) => text
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| networks.iter().any(|network| network.contains(ip))),
+                _ => false,
+            },
+            Self::Exists(_) => true,
+        }
+    }
+}
+
+impl Matcher {
+    /// Evaluates the condition; `resolve(i)` returns the value at the rule's `i`-th path.
+    pub(crate) fn eval<'a, F>(&self, resolve: &mut F) -> bool
+    where
+        F: FnMut(usize) -> Option<&'a Value>,
+    {
+        match self {
+            Self::All(items) => items.iter().all(|item| item.eval(resolve)),
+            Self::Any(items) => items.iter().any(|item| item.eval(resolve)),
+            Self::Not(inner) => !inner.eval(resolve),
+            Self::Leaf { path, test } => test.holds(resolve(*path)),
+        }
+    }
+}

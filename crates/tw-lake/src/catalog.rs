@@ -1,0 +1,413 @@
+//! The per-stream catalog: the event columns, their types, when they appeared, and every
+//! widening. Persisted as `{root}/_catalog/{stream}.json`, written atomically (tmp, fsync,
+//! rename, fsync of the directory) whenever it changes and before any Parquet file that uses a
+//! new column or type is written.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+use tw_core::StreamName;
+
+use crate::LakeError;
+
+/// Format version written into every catalog file.
+pub(crate) const CATALOG_FORMAT_VERSION: u32 = 1;
+
+/// Name of the directory under the lake root holding the catalogs.
+pub(crate) const CATALOG_DIR: &str = "_catalog";
+
+/// Metadata column: event time.
+pub(crate) const TIME_COLUMN: &str = "_time";
+/// Metadata column: ingest time.
+pub(crate) const INGEST_TIME_COLUMN: &str = "_ingest_time";
+/// Metadata column: the log partition.
+pub(crate) const PARTITION_COLUMN: &str = "_partition";
+/// Metadata column: the log offset.
+pub(crate) const OFFSET_COLUMN: &str = "_offset";
+/// Column holding, as a JSON object, the fields that did not fit the column limit.
+pub(crate) const OVERFLOW_COLUMN: &str = "_overflow";
+
+/// Type of an event column. Widening only ever goes towards `Utf8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ColumnType {
+    /// JSON `true` / `false`.
+    Boolean,
+    /// JSON integers that fit in `i64`.
+    Int64,
+    /// Every other JSON number.
+    Float64,
+    /// Strings, arrays and empty objects (as compact JSON), and anything after a conflict.
+    Utf8,
+}
+
+impl ColumnType {
+    /// The Arrow type of a column of this type.
+    pub(crate) fn data_type(self) -> DataType {
+        match self {
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Utf8 => DataType::Utf8,
+        }
+    }
+
+    /// The type a column of type `self` must become to hold a value of type `value`, and
+    /// whether that is a conflict (the value will be stored as its JSON text). Int64 and
+    /// Float64 meet at Float64 without a conflict; any other disagreement becomes Utf8.
+    pub(crate) fn widen(self, value: ColumnType) -> (ColumnType, bool) {
+        use ColumnType::*;
+        match (self, value) {
+            (a, b) if a == b => (a, false),
+            (Int64, Float64) | (Float64, Int64) => (Float64, false),
+            _ => (Utf8, true),
+        }
+    }
+}
+
+/// One event column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CatalogField {
+    /// Column name (the dotted path, renamed when it would collide with a reserved name).
+    pub(crate) name: String,
+    /// Current type.
+    #[serde(rename = "type")]
+    pub(crate) column_type: ColumnType,
+    /// Wall-clock time the column was first seen, Unix milliseconds.
+    pub(crate) first_seen_ms: i64,
+}
+
+/// One change of a column's type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Widening {
+    /// The column.
+    pub(crate) column: String,
+    /// Type before.
+    pub(crate) from: ColumnType,
+    /// Type after.
+    pub(crate) to: ColumnType,
+    /// Wall-clock time of the change, Unix milliseconds.
+    pub(crate) at_ms: i64,
+}
+
+/// The schema history of one stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Catalog {
+    /// Format of this file ([`CATALOG_FORMAT_VERSION`]).
+    pub(crate) format_version: u32,
+    /// Bumped on every change, so readers can tell two versions apart.
+    pub(crate) revision: u64,
+    /// The stream.
+    pub(crate) stream: StreamName,
+    /// Event columns in order of first appearance (may include `_overflow`).
+    pub(crate) fields: Vec<CatalogField>,
+    /// Every type change, oldest first.
+    pub(crate) history: Vec<Widening>,
+    /// Position of each field by name (rebuilt on load).
+    #[serde(skip)]
+    index: HashMap<String, usize>,
+}
+
+/// What [`Catalog::observe`] decided for one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Stored in the event column at this position.
+    Column(usize),
+    /// The column limit is reached: stored in `_overflow`.
+    Overflow,
+}
+
+impl Catalog {
+    /// An empty catalog for `stream`.
+    pub(crate) fn new(stream: StreamName) -> Self {
+        Catalog {
+            format_version: CATALOG_FORMAT_VERSION,
+            revision: 0,
+            stream,
+            fields: Vec::new(),
+            history: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// Position of the column named `name`.
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// Number of event columns counted against the limit (`_overflow` is not).
+    fn limited_len(&self) -> usize {
+        self.fields.len() - usize::from(self.index.contains_key(OVERFLOW_COLUMN))
+    }
+
+    /// Records that column `name` received a value of type `value_type` and returns where the
+    /// value goes, plus whether it was a type conflict. Adds or widens columns as needed;
+    /// never refuses a value.
+    pub(crate) fn observe(
+        &mut self,
+        name: &str,
+        value_type: ColumnType,
+        max_columns: usize,
+        now_ms: i64,
+    ) -> (Placement, bool) {
+        if let Some(position) = self.position(name) {
+            let field = &mut self.fields[position];
+            let (widened, conflict) = field.column_type.widen(value_type);
+            if widened != field.column_type {
+                self.history.push(Widening {
+                    column: name.to_string(),
+                    from: field.column_type,
+                    to: widened,
+                    at_ms: now_ms,
+                });
+                field.column_type = widened;
+                self.revision += 1;
+            }
+            return (Placement::Column(position), conflict);
+        }
+        if self.limited_len() >= max_columns {
+            return (Placement::Overflow, false);
+        }
+        (
+            Placement::Column(self.push(name, value_type, now_ms)),
+            false,
+        )
+    }
+
+    /// Position of the `_overflow` column, adding it if needed.
+    pub(crate) fn overflow_position(&mut self, now_ms: i64) -> usize {
+        match self.position(OVERFLOW_COLUMN) {
+            Some(position) => position,
+            None => self.push(OVERFLOW_COLUMN, ColumnType::Utf8, now_ms),
+        }
+    }
+
+    fn push(&mut self, name: &str, column_type: ColumnType, now_ms: i64) -> usize {
+        self.fields.push(CatalogField {
+            name: name.to_string(),
+            column_type,
+            first_seen_ms: now_ms,
+        });
+        self.index.insert(name.to_string(), self.fields.len() - 1);
+        self.revision += 1;
+        self.fields.len() - 1
+    }
+
+    /// The table schema: metadata columns, then the event columns, all event columns nullable.
+    pub(crate) fn schema(&self) -> SchemaRef {
+        let mut fields = metadata_fields();
+        fields.extend(
+            self.fields
+                .iter()
+                .map(|field| Field::new(&field.name, field.column_type.data_type(), true)),
+        );
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Path of the catalog file of `stream` under `root`.
+    pub(crate) fn path(root: &Path, stream: &StreamName) -> PathBuf {
+        root.join(CATALOG_DIR).join(format!("{stream}.json"))
+    }
+
+    /// Loads every catalog under `root` (none when the directory does not exist).
+    pub(crate) fn load_all(root: &Path) -> Result<Vec<Catalog>, LakeError> {
+        let dir = root.join(CATALOG_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(LakeError::io(&dir)(error)),
+        };
+        let mut catalogs = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(LakeError::io(&dir))?.path();
+            if path.extension().is_some_and(|ext| ext == "json") {
+                catalogs.push(Self::load(&path)?);
+            }
+        }
+        catalogs.sort_by(|a, b| a.stream.cmp(&b.stream));
+        Ok(catalogs)
+    }
+
+    fn load(path: &Path) -> Result<Catalog, LakeError> {
+        let bytes = std::fs::read(path).map_err(LakeError::io(path))?;
+        let mut catalog: Catalog =
+            serde_json::from_slice(&bytes).map_err(|source| LakeError::CatalogInvalid {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if catalog.format_version != CATALOG_FORMAT_VERSION {
+            return Err(LakeError::CatalogVersion {
+                path: path.to_path_buf(),
+                version: catalog.format_version,
+            });
+        }
+        catalog.index = catalog
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, field)| (field.name.clone(), i))
+            .collect();
+        Ok(catalog)
+    }
+
+    /// Writes the catalog atomically: a reader sees the old or the new version, never half.
+    pub(crate) fn save(&self, root: &Path) -> Result<(), LakeError> {
+        let path = Self::path(root, &self.stream);
+        let dir = root.join(CATALOG_DIR);
+        std::fs::create_dir_all(&dir).map_err(LakeError::io(&dir))?;
+        // Serialising plain data to a Vec cannot fail; the error arm only satisfies the type.
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|source| LakeError::CatalogInvalid {
+                path: path.clone(),
+                source,
+            })?;
+        write_atomically(&path, &bytes)
+    }
+}
+
+/// The four metadata columns every table starts with.
+pub(crate) fn metadata_fields() -> Vec<Field> {
+    let timestamp = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    vec![
+        Field::new(TIME_COLUMN, timestamp.clone(), false),
+        Field::new(INGEST_TIME_COLUMN, timestamp, false),
+        Field::new(PARTITION_COLUMN, DataType::Int32, false),
+        Field::new(OFFSET_COLUMN, DataType::Int64, false),
+    ]
+}
+
+/// Writes `bytes` to `path` via a hidden tmp file in the same directory, fsyncing the file
+/// before the rename and the directory after it.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
+    let tmp = tmp_path(path);
+    let mut file = std::fs::File::create(&tmp).map_err(LakeError::io(&tmp))?;
+    file.write_all(bytes).map_err(LakeError::io(&tmp))?;
+    file.sync_all().map_err(LakeError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(LakeError::io(path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The tmp file a final file is first written to: hidden (leading `.`, trailing `.tmp`) so that
+/// no reader globbing `*.parquet` or `*.json` ever sees a partial file.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Fsyncs a directory so that a rename inside it survives a power loss.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LakeError> {
+    std::fs::File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(LakeError::io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widening_rules() {
+        use ColumnType::*;
+        assert_eq!(Int64.widen(Int64), (Int64, false));
+        assert_eq!(Int64.widen(Float64), (Float64, false));
+        assert_eq!(Float64.widen(Int64), (Float64, false));
+        assert_eq!(Int64.widen(Utf8), (Utf8, true));
+        assert_eq!(Boolean.widen(Int64), (Utf8, true));
+        assert_eq!(Utf8.widen(Boolean), (Utf8, true));
+        assert_eq!(Float64.widen(Boolean), (Utf8, true));
+    }
+
+    #[test]
+    fn catalog_round_trips_through_disk_with_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = StreamName::new("ct").unwrap();
+        let mut catalog = Catalog::new(stream.clone());
+        assert_eq!(
+            catalog.observe("a", ColumnType::Int64, 10, 1),
+            (Placement::Column(0), false)
+        );
+        assert_eq!(
+            catalog.observe("b.c", ColumnType::Boolean, 10, 2),
+            (Placement::Column(1), false)
+        );
+        assert_eq!(
+            catalog.observe("a", ColumnType::Float64, 10, 3),
+            (Placement::Column(0), false)
+        );
+        assert_eq!(
+            catalog.observe("b.c", ColumnType::Utf8, 10, 4),
+            (Placement::Column(1), true)
+        );
+        catalog.save(dir.path()).unwrap();
+        assert!(
+            !tmp_path(&Catalog::path(dir.path(), &stream)).exists(),
+            "tmp file left behind"
+        );
+
+        let loaded = Catalog::load_all(dir.path()).unwrap();
+        assert_eq!(loaded, vec![catalog.clone()]);
+        let mut loaded = loaded.into_iter().next().unwrap();
+        assert_eq!(loaded.position("b.c"), Some(1), "index rebuilt on load");
+        assert_eq!(loaded.history.len(), 2);
+        assert_eq!(
+            loaded.history[0],
+            Widening {
+                column: "a".into(),
+                from: ColumnType::Int64,
+                to: ColumnType::Float64,
+                at_ms: 3
+            }
+        );
+        assert_eq!(loaded.revision, 4);
+        assert_eq!(
+            loaded.observe("d", ColumnType::Utf8, 10, 5),
+            (Placement::Column(2), false)
+        );
+    }
+
+    #[test]
+    fn column_limit_sends_new_fields_to_overflow() {
+        let mut catalog = Catalog::new(StreamName::new("s").unwrap());
+        assert_eq!(
+            catalog.observe("a", ColumnType::Int64, 2, 0).0,
+            Placement::Column(0)
+        );
+        assert_eq!(catalog.overflow_position(0), 1);
+        assert_eq!(
+            catalog.observe("b", ColumnType::Int64, 2, 0).0,
+            Placement::Column(2),
+            "_overflow is not counted"
+        );
+        assert_eq!(
+            catalog.observe("c", ColumnType::Int64, 2, 0).0,
+            Placement::Overflow
+        );
+        assert_eq!(
+            catalog.observe("a", ColumnType::Utf8, 2, 0),
+            (Placement::Column(0), true),
+            "known columns still widen"
+        );
+    }
+
+    #[test]
+    fn unknown_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(CATALOG_DIR)).unwrap();
+        let text = r#"{"format_version":99,"revision":1,"stream":"s","fields":[],"history":[]}"#;
+        std::fs::write(dir.path().join(CATALOG_DIR).join("s.json"), text).unwrap();
+        assert!(matches!(
+            Catalog::load_all(dir.path()),
+            Err(LakeError::CatalogVersion { version: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,258 @@
+//! Turning a batch of JSON events into one Arrow `RecordBatch` (once, at `handle` time), and
+//! reshaping buffered batches to a later, wider schema.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Array, Int64Array, Int64Builder,
+    RecordBatch, RecordBatchOptions, StringBuilder, TimestampMillisecondArray, new_null_array,
+};
+use arrow::compute::cast;
+use arrow::datatypes::SchemaRef;
+use serde_json::{Map, Value};
+use tw_core::Record;
+
+use crate::LakeError;
+use crate::catalog::{Catalog, ColumnType, Placement};
+use crate::flatten::{for_each_leaf, value_type};
+
+/// The result of converting one batch.
+pub(crate) struct Converted {
+    /// The rows, conforming to the catalog's schema after the conversion.
+    pub(crate) batch: RecordBatch,
+    /// Values stored as text because their type conflicted with their column, per column.
+    pub(crate) conflicts: BTreeMap<String, u64>,
+    /// Fields sent to `_overflow` (column limit reached, or a duplicate name in one event).
+    pub(crate) overflowed: u64,
+}
+
+/// Where one flattened value of row `.0` goes.
+enum Slot<'v> {
+    /// Into the event column at this position.
+    Column(usize, usize, &'v Value),
+    /// Into `_overflow`, under this name.
+    Overflow(usize, String, &'v Value),
+}
+
+/// Converts `records` / `events` (same length) of one partition. Updates `catalog` first (new
+/// columns, widenings), so that every value fits the resulting schema.
+pub(crate) fn convert(
+    catalog: &mut Catalog,
+    max_columns: usize,
+    partition: u32,
+    records: &[&Record],
+    events: &[&Value],
+    now_ms: i64,
+) -> Result<Converted, LakeError> {
+    let stream = catalog.stream.to_string();
+    let mut conflicts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut overflowed = 0u64;
+    let mut slots: Vec<Slot<'_>> = Vec::with_capacity(events.len() * 8);
+    let mut seen = vec![usize::MAX; catalog.fields.len()];
+    let mut path = String::new();
+    for (row, event) in events.iter().enumerate() {
+        for_each_leaf(event, &mut path, |name, value| {
+            let Some(kind) = value_type(value) else {
+                // A null carries no type: it neither creates nor widens a column.
+                return;
+            };
+            match catalog.observe(name, kind, max_columns, now_ms) {
+                (Placement::Column(position), conflict) => {
+                    if conflict {
+                        *conflicts.entry(name.to_string()).or_default() += 1;
+                    }
+                    if seen.len() <= position {
+                        seen.resize(position + 1, usize::MAX);
+                    }
+                    if seen[position] == row {
+                        // Two fields of one event flatten to the same name (`{"a.b":1,"a":{"b":2}}`):
+                        // the first wins the column, the other is kept in `_overflow`.
+                        overflowed += 1;
+                        slots.push(Slot::Overflow(row, name.to_string(), value));
+                    } else {
+                        seen[position] = row;
+                        slots.push(Slot::Column(row, position, value));
+                    }
+                }
+                (Placement::Overflow, _) => {
+                    overflowed += 1;
+                    slots.push(Slot::Overflow(row, name.to_string(), value));
+                }
+            }
+        });
+    }
+    let overflow_position = (overflowed > 0).then(|| catalog.overflow_position(now_ms));
+
+    let mut builders: Vec<ColumnBuilder> = catalog
+        .fields
+        .iter()
+        .map(|field| ColumnBuilder::new(field.column_type))
+        .collect();
+    // The overflow object of the row being filled; slots come in row order.
+    let mut pending: Option<(usize, Map<String, Value>)> = None;
+    for slot in &slots {
+        match slot {
+            Slot::Column(row, position, value) => builders[*position].push(*row, value),
+            Slot::Overflow(row, name, value) => {
+                if pending
+                    .as_ref()
+                    .is_some_and(|(pending_row, _)| pending_row != row)
+                {
+                    finish_overflow(&mut builders, overflow_position, pending.take());
+                }
+                let (_, overflow) = pending.get_or_insert_with(|| (*row, Map::new()));
+                // Names may repeat here too (renamed or dotted keys): suffix, never overwrite.
+                let mut key = name.clone();
+                let mut copy = 1;
+                while overflow.contains_key(&key) {
+                    copy += 1;
+                    key = format!("{name}#{copy}");
+                }
+                overflow.insert(key, (*value).clone());
+            }
+        }
+    }
+    finish_overflow(&mut builders, overflow_position, pending);
+
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(4 + builders.len());
+    let times: Vec<i64> = records.iter().map(|record| record.event_time_ms).collect();
+    let ingest: Vec<i64> = records.iter().map(|record| record.ingest_time_ms).collect();
+    let offsets = records
+        .iter()
+        .map(|record| {
+            i64::try_from(record.offset).map_err(|_| LakeError::OffsetRange {
+                stream: stream.clone(),
+                partition,
+                offset: record.offset,
+            })
+        })
+        .collect::<Result<Vec<i64>, LakeError>>()?;
+    columns.push(Arc::new(
+        TimestampMillisecondArray::from(times).with_timezone("UTC"),
+    ));
+    columns.push(Arc::new(
+        TimestampMillisecondArray::from(ingest).with_timezone("UTC"),
+    ));
+    let partition_value = i32::try_from(partition).map_err(|_| LakeError::PartitionRange {
+        stream: stream.clone(),
+        partition,
+    })?;
+    columns.push(Arc::new(Int32Array::from(vec![
+        partition_value;
+        records.len()
+    ])));
+    columns.push(Arc::new(Int64Array::from(offsets)));
+    columns.extend(
+        builders
+            .into_iter()
+            .map(|builder| builder.finish(records.len())),
+    );
+    let options = RecordBatchOptions::new().with_row_count(Some(records.len()));
+    let batch = RecordBatch::try_new_with_options(catalog.schema(), columns, &options)
+        .map_err(LakeError::arrow(&stream))?;
+    Ok(Converted {
+        batch,
+        conflicts,
+        overflowed,
+    })
+}
+
+fn finish_overflow(
+    builders: &mut [ColumnBuilder],
+    position: Option<usize>,
+    pending: Option<(usize, Map<String, Value>)>,
+) {
+    if let (Some(position), Some((row, overflow))) = (position, pending) {
+        builders[position].push(row, &Value::Object(overflow));
+    }
+}
+
+/// Reshapes `batch` to `schema`: columns are matched by name, cast where a column was widened
+/// since the batch was built, and filled with nulls where the column is newer than the batch.
+pub(crate) fn align(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    stream: &str,
+) -> Result<RecordBatch, LakeError> {
+    if batch.schema() == *schema {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+            Some(column) => cast(column, field.data_type()).map_err(LakeError::arrow(stream)),
+            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options)
+        .map_err(LakeError::arrow(stream))
+}
+
+/// A builder for one event column that pads skipped rows with nulls.
+enum ColumnBuilder {
+    Boolean(BooleanBuilder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Utf8(StringBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(column_type: ColumnType) -> Self {
+        match column_type {
+            ColumnType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::new()),
+            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
+            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
+            ColumnType::Utf8 => ColumnBuilder::Utf8(StringBuilder::new()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ColumnBuilder::Boolean(b) => b.len(),
+            ColumnBuilder::Int64(b) => b.len(),
+            ColumnBuilder::Float64(b) => b.len(),
+            ColumnBuilder::Utf8(b) => b.len(),
+        }
+    }
+
+    fn pad_to(&mut self, rows: usize) {
+        let missing = rows.saturating_sub(self.len());
+        match self {
+            ColumnBuilder::Boolean(b) => b.append_nulls(missing),
+            ColumnBuilder::Int64(b) => b.append_nulls(missing),
+            ColumnBuilder::Float64(b) => b.append_nulls(missing),
+            ColumnBuilder::Utf8(b) => b.append_nulls(missing),
+        }
+    }
+
+    /// Appends `value` as row `row`. The catalog was widened for every value beforehand, so
+    /// each arm receives a value of its type; Utf8 takes anything as JSON text.
+    fn push(&mut self, row: usize, value: &Value) {
+        self.pad_to(row);
+        match (self, value) {
+            (ColumnBuilder::Boolean(b), Value::Bool(flag)) => b.append_value(*flag),
+            (ColumnBuilder::Int64(b), Value::Number(n)) if n.is_i64() => {
+                b.append_option(n.as_i64())
+            }
+            (ColumnBuilder::Float64(b), Value::Number(n)) => b.append_option(n.as_f64()),
+            (ColumnBuilder::Utf8(b), Value::String(text)) => b.append_value(text),
+            (ColumnBuilder::Utf8(b), other) => b.append_value(other.to_string()),
+            // Unreachable given the widening above; a null keeps the row count right.
+            (other, _) => other.pad_to(row + 1),
+        }
+    }
+
+    fn finish(mut self, rows: usize) -> ArrayRef {
+        self.pad_to(rows);
+        match self {
+            ColumnBuilder::Boolean(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Int64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Utf8(mut b) => Arc::new(b.finish()),
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! [`LakeWriter`]: the `tw_pipeline::Consumer` that buffers events as Arrow batches and flushes
+//! them to Parquet by size and age.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use arrow::array::RecordBatch;
+use tw_core::{Offset, PartitionId, StreamName, now_ms};
+use tw_pipeline::{Consumer, ConsumerError, EventBatch, StreamPartition};
+
+use crate::catalog::{CATALOG_DIR, Catalog};
+use crate::convert::{align, convert};
+use crate::{Lake, LakeError, PartitionBuffer, StreamState, files};
+
+/// Name under which the lake's offsets are stored.
+const CONSUMER_NAME: &str = "lake";
+
+/// Writes handled events into the lake. Runs on a blocking thread; needs no async runtime.
+#[derive(Debug)]
+pub struct LakeWriter {
+    lake: Lake,
+    /// Offsets given to `start`, for partitions whose stream appears only later.
+    committed: BTreeMap<StreamPartition, Offset>,
+    /// Files of failed flushes not yet deleted.
+    orphans: Vec<PathBuf>,
+}
+
+impl LakeWriter {
+    pub(crate) fn new(lake: Lake) -> Self {
+        LakeWriter {
+            lake,
+            committed: BTreeMap::new(),
+            orphans: Vec::new(),
+        }
+    }
+
+    /// Removes what was written past `committed` (files of flushes whose offsets were never
+    /// committed, stray tmp files) and resets the hot buffers to start there. A partition with
+    /// files but no committed offset starts at 0: all its files are uncommitted.
+    pub fn start_at(
+        &mut self,
+        committed: &BTreeMap<StreamPartition, Offset>,
+    ) -> Result<(), LakeError> {
+        let root = self.lake.root().to_path_buf();
+        remove_tmp_files(&root.join(CATALOG_DIR))?;
+        let mut streams: Vec<StreamName> =
+            committed.keys().map(|(stream, _)| stream.clone()).collect();
+        streams.extend(self.lake.streams());
+        streams.extend(stream_dirs(&root)?);
+        streams.sort();
+        streams.dedup();
+
+        let mut starts: BTreeMap<StreamPartition, Offset> = committed.clone();
+        for stream in &streams {
+            let (data, tmp) = files::list(&self.lake.stream_dir(stream))?;
+            for path in tmp {
+                files::remove(&path)?;
+            }
+            for file in data {
+                let keep_below = *starts.entry((stream.clone(), file.partition)).or_insert(0);
+                if file.first >= keep_below {
+                    tracing::info!(%stream, path = %file.path.display(), "removing lake file past the committed offset");
+                    files::remove(&file.path)?;
+                } else if file.last >= keep_below {
+                    tracing::warn!(%stream, path = %file.path.display(), keep_below, "cutting lake file straddling the committed offset");
+                    files::truncate(&file, keep_below, stream.as_str())?;
+                }
+            }
+        }
+
+        let mut state = self.lake.lock();
+        for stream_state in state.streams.values_mut() {
+            stream_state.partitions.clear();
+        }
+        for ((stream, partition), offset) in &starts {
+            if let Some(stream_state) = state.streams.get_mut(stream) {
+                stream_state
+                    .partitions
+                    .insert(*partition, PartitionBuffer::starting_at(*offset));
+            }
+        }
+        self.committed = starts;
+        Ok(())
+    }
+
+    /// Converts and buffers one batch, then flushes its partition if it is over a size limit.
+    /// Records below the partition's next expected offset are skipped, so a retry after an
+    /// error never buffers a row twice.
+    pub fn write(&mut self, batch: &EventBatch) -> Result<(), LakeError> {
+        let (stream, partition) = (&batch.stream, batch.partition);
+        if batch.records.len() != batch.events.len() {
+            return Err(LakeError::BatchShape {
+                stream: stream.to_string(),
+                partition,
+                records: batch.records.len(),
+                events: batch.events.len(),
+            });
+        }
+        let start = self
+            .committed
+            .get(&(stream.clone(), partition))
+            .copied()
+            .unwrap_or(0);
+        // The catalog leaves the lock while converting so queries are not blocked meanwhile;
+        // only this writer ever touches it.
+        let (mut catalog, persisted_revision, next_offset) = {
+            let mut state = self.lake.lock();
+            let stream_state = state.streams.entry(stream.clone()).or_insert_with(|| {
+                let mut fresh = StreamState::new(Catalog::new(stream.clone()));
+                fresh.persisted_revision = u64::MAX;
+                fresh
+            });
+            let next = stream_state
+                .partitions
+                .entry(partition)
+                .or_insert_with(|| PartitionBuffer::starting_at(start))
+                .next_offset;
+            (
+                std::mem::replace(&mut stream_state.catalog, Catalog::new(stream.clone())),
+                stream_state.persisted_revision,
+                next,
+            )
+        };
+        let (records, events): (Vec<_>, Vec<_>) = batch
+            .records
+            .iter()
+            .zip(&batch.events)
+            .filter(|(record, _)| record.offset >= next_offset)
+            .unzip();
+        let now = now_ms();
+        let max_columns = self.lake.shared.max_columns;
+        let converted = convert(&mut catalog, max_columns, partition, &records, &events, now)
+            .and_then(|converted| {
+                if catalog.revision != persisted_revision {
+                    catalog.save(self.lake.root())?;
+                }
+                Ok(converted)
+            });
+
+        let mut state = self.lake.lock();
+        let stream_state = state
+            .streams
+            .entry(stream.clone())
+            .or_insert_with(|| StreamState::new(Catalog::new(stream.clone())));
+        stream_state.catalog = catalog;
+        let converted = converted?;
+        stream_state.persisted_revision = stream_state.catalog.revision;
+        if stream_state.schema_revision != stream_state.catalog.revision {
+            stream_state.schema = stream_state.catalog.schema();
+            stream_state.schema_revision = stream_state.catalog.revision;
+        }
+        let buffer = stream_state
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionBuffer::starting_at(start));
+        if let (Some(first), Some(last)) = (records.first(), records.last()) {
+            buffer.rows += converted.batch.num_rows();
+            buffer.bytes += converted.batch.get_array_memory_size();
+            buffer.first_offset.get_or_insert(first.offset);
+            buffer.last_offset = Some(last.offset);
+            buffer.oldest_buffered_ms.get_or_insert(now);
+            buffer.next_offset = last.offset + 1;
+            buffer.batches.push(converted.batch);
+        }
+        // Checked even when every record was skipped: a retry after a failed flush flushes.
+        let full = !buffer.batches.is_empty()
+            && (buffer.rows >= self.lake.config().flush_max_rows
+                || buffer.bytes >= self.lake.config().flush_max_bytes);
+        drop(state);
+
+        for (column, count) in converted.conflicts {
+            metrics::counter!("tidewatch_lake_type_conflicts_total", "stream" => stream.to_string(), "column" => column)
+                .increment(count);
+        }
+        if converted.overflowed > 0 {
+            metrics::counter!("tidewatch_lake_overflow_fields_total", "stream" => stream.to_string())
+                .increment(converted.overflowed);
+        }
+        if full {
+            self.flush_partition(stream, partition)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every partition whose oldest buffered row was buffered at least
+    /// `flush_max_age_ms` before `now_ms`.
+    pub fn flush_older_than_age(&mut self, now_ms: i64) -> Result<(), LakeError> {
+        let max_age = i64::try_from(self.lake.config().flush_max_age_ms).unwrap_or(i64::MAX);
+        let due = self.partitions_where(|buffer| {
+            buffer
+                .oldest_buffered_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) >= max_age)
+        });
+        for (stream, partition) in due {
+            self.flush_partition(&stream, partition)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every partition holding rows.
+    pub fn flush_all(&mut self) -> Result<(), LakeError> {
+        for (stream, partition) in self.partitions_where(|buffer| !buffer.batches.is_empty()) {
+            self.flush_partition(&stream, partition)?;
+        }
+        Ok(())
+    }
+
+    fn partitions_where(&self, due: impl Fn(&PartitionBuffer) -> bool) -> Vec<StreamPartition> {
+        let state = self.lake.lock();
+        state
+            .streams
+            .iter()
+            .flat_map(|(stream, s)| {
+                s.partitions
+                    .iter()
+                    .filter(|(_, b)| due(b))
+                    .map(|(p, _)| (stream.clone(), *p))
+            })
+            .collect()
+    }
+
+    /// Writes the buffered rows of one partition, then (and only then) drops them from the
+    /// hot buffer and advances `hot_start`, under the lock snapshots take.
+    fn flush_partition(
+        &mut self,
+        stream: &StreamName,
+        partition: PartitionId,
+    ) -> Result<(), LakeError> {
+        let taken: Option<(
+            arrow::datatypes::SchemaRef,
+            Vec<RecordBatch>,
+            Offset,
+            Offset,
+        )> = {
+            let state = self.lake.lock();
+            state.streams.get(stream).and_then(|s| {
+                let buffer = s.partitions.get(&partition)?;
+                Some((
+                    s.schema.clone(),
+                    buffer.batches.clone(),
+                    buffer.first_offset?,
+                    buffer.last_offset?,
+                ))
+            })
+        };
+        let Some((schema, batches, first, last)) = taken else {
+            return Ok(());
+        };
+        let aligned = batches
+            .iter()
+            .map(|batch| align(batch, &schema, stream.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.remove_orphans()?;
+        let mut paths = Vec::new();
+        let written = files::write_flush(
+            &self.lake.stream_dir(stream),
+            stream.as_str(),
+            partition,
+            (first, last),
+            &schema,
+            &aligned,
+            &mut paths,
+        );
+        let written = match written {
+            Ok(written) => written,
+            Err(error) => {
+                // Files of a failed flush are invisible to queries (their offsets are not below
+                // hot_start yet) but would duplicate rows once a later flush with another
+                // offset range advances hot_start: they must go before any flush succeeds.
+                self.orphans.extend(paths);
+                self.remove_orphans()?;
+                return Err(error);
+            }
+        };
+        {
+            let mut state = self.lake.lock();
+            if let Some(buffer) = state
+                .streams
+                .get_mut(stream)
+                .and_then(|s| s.partitions.get_mut(&partition))
+            {
+                let next_offset = buffer.next_offset;
+                *buffer = PartitionBuffer::starting_at(last + 1);
+                buffer.next_offset = next_offset;
+            }
+        }
+        tracing::debug!(%stream, partition, first, last, files = paths.len(), "lake flush");
+        let label = stream.to_string();
+        metrics::counter!("tidewatch_lake_flushes_total", "stream" => label.clone()).increment(1);
+        metrics::counter!("tidewatch_lake_rows_written_total", "stream" => label.clone())
+            .increment(written.rows as u64);
+        metrics::counter!("tidewatch_lake_bytes_written_total", "stream" => label)
+            .increment(written.bytes);
+        Ok(())
+    }
+}
+
+impl LakeWriter {
+    /// Deletes the files of failed flushes; an error stops the flush that needed the clean-up.
+    fn remove_orphans(&mut self) -> Result<(), LakeError> {
+        while let Some(path) = self.orphans.last() {
+            files::remove(path)?;
+            self.orphans.pop();
+        }
+        Ok(())
+    }
+}
+
+/// Stream directories under the lake root (not `_catalog`, not hidden entries).
+fn stream_dirs(root: &std::path::Path) -> Result<Vec<StreamName>, LakeError> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(LakeError::io(root)(error)),
+    };
+    let mut streams = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(LakeError::io(root))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry
+            .file_type()
+            .map_err(LakeError::io(entry.path()))?
+            .is_dir()
+            && name != CATALOG_DIR
+            // Deserialising (unlike `StreamName::new`) also admits Tidewatch's own `_` streams.
+            && let Ok(stream) = serde_json::from_value::<StreamName>(serde_json::Value::String(name))
+        {
+            streams.push(stream);
+        }
+    }
+    Ok(streams)
+}
+
+fn remove_tmp_files(dir: &std::path::Path) -> Result<(), LakeError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            files::remove(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn consumer_error(error: LakeError) -> ConsumerError {
+    ConsumerError {
+        consumer: CONSUMER_NAME.to_string(),
+        message: error.to_string(),
+    }
+}
+
+impl Consumer for LakeWriter {
+    fn name(&self) -> &str {
+        CONSUMER_NAME
+    }
+
+    fn start(
+        &mut self,
+        committed: &BTreeMap<StreamPartition, Offset>,
+    ) -> Result<(), ConsumerError> {
+        self.start_at(committed).map_err(consumer_error)
+    }
+
+    fn handle(&mut self, batch: &EventBatch) -> Result<(), ConsumerError> {
+        self.write(batch).map_err(consumer_error)
+    }
+
+    fn tick(&mut self, now_ms: i64) -> Result<(), ConsumerError> {
+        self.flush_older_than_age(now_ms).map_err(consumer_error)
+    }
+
+    fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset> {
+        let state = self.lake.lock();
+        let mut offsets = self.committed.clone();
+        for (stream, stream_state) in &state.streams {
+            for (partition, buffer) in &stream_state.partitions {
+                offsets.insert((stream.clone(), *partition), buffer.hot_start);
+            }
+        }
+        offsets
+    }
+
+    fn flush(&mut self) -> Result<(), ConsumerError> {
+        self.flush_all().map_err(consumer_error)
+    }
+}

@@ -1,0 +1,59 @@
+//! The consumer plug-in point: what detection and the lake implement.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use tw_core::{Offset, PartitionId, Record, StreamName};
+
+/// A (stream, partition) pair, the unit of offsets.
+pub type StreamPartition = (StreamName, PartitionId);
+
+/// Records of one partition, in offset order, each parsed once.
+#[derive(Debug, Clone)]
+pub struct EventBatch {
+    /// Stream the records belong to.
+    pub stream: StreamName,
+    /// Partition the records belong to.
+    pub partition: PartitionId,
+    /// The records as stored in the log.
+    pub records: Vec<Record>,
+    /// `events[i]` is `records[i].payload` parsed as JSON.
+    pub events: Vec<Value>,
+}
+
+/// An error of a consumer stage; the runner logs it, backs off and retries the same batch.
+#[derive(Debug, thiserror::Error)]
+#[error("{consumer}: {message}")]
+pub struct ConsumerError {
+    /// Name of the consumer.
+    pub consumer: String,
+    /// What failed.
+    pub message: String,
+}
+
+/// A stage that reads the log. Runs on a blocking thread owned by the runner: it may do
+/// blocking I/O but must not assume a tokio context.
+pub trait Consumer: Send + 'static {
+    /// Stable name: offsets are stored under it.
+    fn name(&self) -> &str;
+
+    /// Called once before the first batch with the committed offsets (the next offset to read
+    /// per partition; partitions not in the map start at the log's first offset). A consumer
+    /// that writes output (the lake) removes here anything it wrote past these offsets.
+    fn start(&mut self, committed: &BTreeMap<StreamPartition, Offset>) -> Result<(), ConsumerError>;
+
+    /// Handles one batch. Returning an error makes the runner retry the same batch later.
+    fn handle(&mut self, batch: &EventBatch) -> Result<(), ConsumerError>;
+
+    /// Called regularly (about every 200 ms, and when idle): time-based work such as flushing
+    /// by age.
+    fn tick(&mut self, now_ms: i64) -> Result<(), ConsumerError>;
+
+    /// The offsets (next offset to read) whose effects are durable, so they may be committed.
+    /// A consumer that buffers (the lake) reports the end of what it has flushed.
+    fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset>;
+
+    /// Makes everything handled so far durable (graceful shutdown): after this,
+    /// `safe_offsets` covers every handled record.
+    fn flush(&mut self) -> Result<(), ConsumerError>;
+}

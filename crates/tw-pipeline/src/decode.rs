@@ -1,0 +1,263 @@
+//! Request bodies to JSON events: gzip with a bound, NDJSON, JSON arrays, CloudTrail files.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::IngestError;
+
+/// Limits applied to every ingest body, whatever protocol it came through.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestLimits {
+    /// Largest body accepted as sent on the wire (compressed or not).
+    pub max_body_bytes: usize,
+    /// Largest body after decompression (the gzip-bomb guard).
+    pub max_decompressed_bytes: usize,
+    /// Largest single event.
+    pub max_event_bytes: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self { max_body_bytes: 32 << 20, max_decompressed_bytes: 256 << 20, max_event_bytes: 1 << 20 }
+    }
+}
+
+/// Content encodings the ingest path understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentEncoding {
+    /// Plain bytes.
+    Identity,
+    /// gzip (`Content-Encoding: gzip`).
+    Gzip,
+}
+
+impl ContentEncoding {
+    /// Parses a `Content-Encoding` header value.
+    pub fn from_header(value: Option<&str>) -> Result<Self, IngestError> {
+        match value.map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(Self::Identity),
+            Some(v) if v.is_empty() || v == "identity" => Ok(Self::Identity),
+            Some(v) if v == "gzip" || v == "x-gzip" => Ok(Self::Gzip),
+            Some(v) => Err(IngestError::UnsupportedEncoding(v)),
+        }
+    }
+}
+
+/// Undoes the content encoding, refusing bodies that inflate past the limit.
+pub fn decode_body(body: Bytes, encoding: ContentEncoding, limits: &IngestLimits) -> Result<Bytes, IngestError> {
+    if body.len() > limits.max_body_bytes {
+        return Err(IngestError::BodyTooLarge { limit: limits.max_body_bytes });
+    }
+    match encoding {
+        ContentEncoding::Identity => Ok(body),
+        ContentEncoding::Gzip => {
+            let limit = limits.max_decompressed_bytes;
+            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+            let mut decoder = flate2::read::MultiGzDecoder::new(&body[..]).take(limit as u64 + 1);
+            decoder.read_to_end(&mut out).map_err(|error| IngestError::BadGzip(error.to_string()))?;
+            if out.len() > limit {
+                return Err(IngestError::DecompressedTooLarge { limit });
+            }
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+/// One event parsed from a body, with its original bytes.
+#[derive(Debug, Clone)]
+pub struct ParsedEvent {
+    /// 1-based line (NDJSON) or element (array) number in the body.
+    pub line: usize,
+    /// The parsed event (always a JSON object).
+    pub value: Value,
+    /// The bytes stored in the log: the original line, or the compact JSON of an array element.
+    pub raw: Bytes,
+}
+
+/// A record of the body that could not be parsed.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// 1-based line or element number in the body (0 when the whole body is at fault).
+    pub line: usize,
+    /// Why it was refused.
+    pub reason: String,
+    /// The original bytes (cut to the event limit).
+    pub raw: Bytes,
+}
+
+/// Splits a decoded body into events: a JSON array of objects, a CloudTrail-style
+/// `{"Records": [...]}` document, a single JSON object, or NDJSON (one object per line; blank
+/// lines ignored). Records that fail are returned as rejections, never dropped.
+pub fn split_events(body: &Bytes, limits: &IngestLimits) -> Result<(Vec<ParsedEvent>, Vec<Rejection>), IngestError> {
+    let trimmed_start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
+    match body.get(trimmed_start) {
+        None => Ok((Vec::new(), Vec::new())),
+        Some(b'[') => {
+            let items: Vec<Value> = serde_json::from_slice(body).map_err(|error| IngestError::BadJson(error.to_string()))?;
+            Ok(collect_elements(items, limits))
+        }
+        Some(b'{') => {
+            // A whole-body document (pretty-printed object or CloudTrail file) fails fast at the
+            // second line of NDJSON, so trying it first costs one line.
+            if let Ok(document) = serde_json::from_slice::<Value>(body) {
+                return Ok(match document {
+                    Value::Object(mut object) if records_wrapper(&object) => match object.remove("Records") {
+                        Some(Value::Array(records)) => collect_elements(records, limits),
+                        _ => (Vec::new(), Vec::new()),
+                    },
+                    single => {
+                        let (mut events, mut rejected) = (Vec::new(), Vec::new());
+                        let raw = Bytes::from(serde_json::to_vec(&single).unwrap_or_default());
+                        push_checked(1, single, raw, limits, &mut events, &mut rejected);
+                        (events, rejected)
+                    }
+                });
+            }
+            Ok(split_lines(body, limits))
+        }
+        Some(_) => Ok(split_lines(body, limits)),
+    }
+}
+
+fn records_wrapper(object: &serde_json::Map<String, Value>) -> bool {
+    object.len() == 1 && matches!(object.get("Records"), Some(Value::Array(_)))
+}
+
+fn collect_elements(items: Vec<Value>, limits: &IngestLimits) -> (Vec<ParsedEvent>, Vec<Rejection>) {
+    let mut events = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for (index, value) in items.into_iter().enumerate() {
+        let raw = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        push_checked(index + 1, value, raw, limits, &mut events, &mut rejected);
+    }
+    (events, rejected)
+}
+
+fn split_lines(body: &Bytes, limits: &IngestLimits) -> (Vec<ParsedEvent>, Vec<Rejection>) {
+    let mut events = Vec::new();
+    let mut rejected = Vec::new();
+    let mut start = 0;
+    for (index, line) in body.split(|b| *b == b'\n').enumerate() {
+        let line_start = start;
+        start += line.len() + 1;
+        let trimmed = line.trim_ascii();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let offset_in_line = trimmed.as_ptr() as usize - line.as_ptr() as usize;
+        let raw = body.slice(line_start + offset_in_line..line_start + offset_in_line + trimmed.len());
+        if raw.len() > limits.max_event_bytes {
+            rejected.push(too_large(index + 1, raw, limits));
+            continue;
+        }
+        match serde_json::from_slice::<Value>(&raw) {
+            Ok(value) => push_checked(index + 1, value, raw, limits, &mut events, &mut rejected),
+            Err(error) => rejected.push(Rejection { line: index + 1, reason: format!("invalid JSON: {error}"), raw }),
+        }
+    }
+    (events, rejected)
+}
+
+fn push_checked(
+    line: usize,
+    value: Value,
+    raw: Bytes,
+    limits: &IngestLimits,
+    events: &mut Vec<ParsedEvent>,
+    rejected: &mut Vec<Rejection>,
+) {
+    if raw.len() > limits.max_event_bytes {
+        rejected.push(too_large(line, raw, limits));
+    } else if !value.is_object() {
+        rejected.push(Rejection { line, reason: format!("an event must be a JSON object, got {}", kind(&value)), raw });
+    } else {
+        events.push(ParsedEvent { line, value, raw });
+    }
+}
+
+fn too_large(line: usize, raw: Bytes, limits: &IngestLimits) -> Rejection {
+    let size = raw.len();
+    Rejection {
+        line,
+        reason: format!("event of {size} bytes exceeds the limit of {} bytes", limits.max_event_bytes),
+        raw: raw.slice(..size.min(limits.max_event_bytes)),
+    }
+}
+
+/// The JSON type name of a value, for messages.
+pub(crate) fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn split(text: &str) -> (Vec<ParsedEvent>, Vec<Rejection>) {
+        split_events(&Bytes::from(text.to_string()), &IngestLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn ndjson_keeps_original_bytes_and_reports_bad_lines() {
+        let (events, rejected) = split("{\"a\":1}\n\n  {\"b\": 2}  \nnot json\n[1]\n{\"c\":3}");
+        assert_eq!(events.iter().map(|e| e.line).collect::<Vec<_>>(), vec![1, 3, 6]);
+        assert_eq!(&events[1].raw[..], b"{\"b\": 2}");
+        assert_eq!(rejected.iter().map(|r| r.line).collect::<Vec<_>>(), vec![4, 5]);
+        assert!(rejected[0].reason.starts_with("invalid JSON"), "{}", rejected[0].reason);
+        assert!(rejected[1].reason.contains("an array"));
+    }
+
+    #[test]
+    fn arrays_records_wrapper_and_single_objects() {
+        let (events, rejected) = split("[{\"a\":1}, 5, {\"a\":2}]");
+        assert_eq!((events.len(), rejected.len(), rejected[0].line), (2, 1, 2));
+        let (events, _) = split("{\"Records\": [{\"eventName\":\"X\"}, {\"eventName\":\"Y\"}]}");
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].value["eventName"], "Y");
+        let (events, _) = split("{\n  \"pretty\": true\n}\n");
+        assert_eq!(events.len(), 1);
+    }
+
+    #[test]
+    fn a_single_oversized_object_is_rejected_like_a_line() {
+        let limits = IngestLimits { max_event_bytes: 100, ..IngestLimits::default() };
+        let body = Bytes::from(format!("{{\"x\":\"{}\"}}", "a".repeat(200)));
+        let (events, rejected) = split_events(&body, &limits).unwrap();
+        assert_eq!((events.len(), rejected.len()), (0, 1));
+        assert!(rejected[0].reason.contains("exceeds the limit"));
+    }
+
+    #[test]
+    fn deep_nesting_and_invalid_utf8_are_rejected_not_fatal() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(split_events(&Bytes::from(deep), &IngestLimits::default()), Err(IngestError::BadJson(_))));
+        let mut body = b"{\"a\":\"".to_vec();
+        body.extend_from_slice(&[0xff, 0xfe]);
+        body.extend_from_slice(b"\"}\n{\"ok\":1}");
+        let (events, rejected) = split_events(&Bytes::from(body), &IngestLimits::default()).unwrap();
+        assert_eq!((events.len(), rejected.len()), (1, 1));
+    }
+
+    #[test]
+    fn gzip_bomb_is_refused() {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![b' '; 10 << 20]).unwrap();
+        let bomb = Bytes::from(encoder.finish().unwrap());
+        let limits = IngestLimits { max_decompressed_bytes: 1 << 20, ..IngestLimits::default() };
+        assert!(matches!(decode_body(bomb.clone(), ContentEncoding::Gzip, &limits), Err(IngestError::DecompressedTooLarge { .. })));
+        let roomy = IngestLimits { max_decompressed_bytes: 11 << 20, ..limits };
+        assert_eq!(decode_body(bomb, ContentEncoding::Gzip, &roomy).unwrap().len(), 10 << 20);
+        assert!(matches!(decode_body(Bytes::from_static(b"nope"), ContentEncoding::Gzip, &roomy), Err(IngestError::BadGzip(_))));
+        assert!(ContentEncoding::from_header(Some("br")).is_err());
+    }
+}

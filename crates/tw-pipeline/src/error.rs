@@ -1,0 +1,65 @@
+//! Errors of the pipeline, each mapped by the server to one HTTP outcome.
+
+use tw_log::LogError;
+
+/// What can go wrong on the ingest path.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The body is larger than `max_body_bytes`.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body inflates past `max_decompressed_bytes`.
+    #[error("decompressed body exceeds the limit of {limit} bytes")]
+    DecompressedTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The gzip stream is invalid.
+    #[error("invalid gzip body: {0}")]
+    BadGzip(String),
+    /// A `Content-Encoding` other than identity or gzip.
+    #[error("unsupported content encoding {0:?} (use gzip or none)")]
+    UnsupportedEncoding(String),
+    /// A `Content-Type` the ingest path does not read.
+    #[error("unsupported content type {0:?} (use application/x-ndjson, application/json or text/plain)")]
+    UnsupportedContentType(String),
+    /// The body as a whole is not JSON (a JSON array that does not parse).
+    #[error("invalid JSON body: {0}")]
+    BadJson(String),
+    /// The stream name or configuration is invalid.
+    #[error("{0}")]
+    BadStream(String),
+    /// The stream does not exist and may not be created implicitly.
+    #[error("stream {0} does not exist")]
+    UnknownStream(String),
+    /// The log refused or failed the append.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Persisting the stream registry failed.
+    #[error("stream registry i/o error on {path}: {message}")]
+    Registry {
+        /// File involved.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl IngestError {
+    /// Whether the client can fix the request (4xx) rather than retry it (5xx/503).
+    pub fn is_client_error(&self) -> bool {
+        match self {
+            IngestError::Log(LogError::RecordTooLarge { .. }) => true,
+            IngestError::Log(_) | IngestError::Registry { .. } => false,
+            _ => true,
+        }
+    }
+
+    /// Whether retrying later may succeed (disk full, log shutting down).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, IngestError::Log(LogError::DiskFull { .. } | LogError::Closed))
+    }
+}

@@ -1,0 +1,31 @@
+//! The pipeline: everything between a request body and the log, and between the log and the
+//! consumers.
+//!
+//! Ingest side: decode the body (NDJSON, JSON array, CloudTrail `{"Records": [...]}`,
+//! optionally gzip with a bound on the decompressed size), parse each record once, validate it
+//! against the stream's schema, extract the partition key and the event time, and split the
+//! batch by partition for the log. Every record that fails is reported to the caller and kept
+//! in the dead-letter queue with its original bytes and the reason.
+//!
+//! Consumer side: [`Consumer`] is the one plug-in point for stages that read the log (detection,
+//! the lake). The runner reads each partition from the consumer's committed offset, parses
+//! each record once into an [`EventBatch`], hands it over, and commits only the offsets the
+//! consumer reports safe.
+
+mod consumer;
+mod decode;
+mod dlq;
+mod error;
+mod ingest;
+mod registry;
+mod runner;
+mod validate;
+
+pub use consumer::{Consumer, ConsumerError, EventBatch, StreamPartition};
+pub use decode::{ContentEncoding, IngestLimits, ParsedEvent, Rejection, decode_body, split_events};
+pub use dlq::{DLQ_STREAM, DeadLetter, DeadLetterQueue, DlqEntry};
+pub use error::IngestError;
+pub use ingest::{IngestOutcome, Ingestor, RejectedRecord};
+pub use registry::{StreamDefaults, StreamRegistry, StreamState, write_atomically};
+pub use runner::{ConsumerProgress, RunnerConfig, RunningConsumer, spawn_consumer};
+pub use validate::CompiledSchema;

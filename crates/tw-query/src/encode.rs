@@ -1,0 +1,156 @@
+//! Result encoders: JSON rows, CSV, Arrow IPC stream, and a text table for the CLI.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
+use datafusion::arrow::json::writer::JsonArray;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use serde_json::{Map, Value};
+
+use crate::error::QueryError;
+
+fn encode_error(
+    format: &'static str,
+) -> impl Fn(datafusion::arrow::error::ArrowError) -> QueryError {
+    move |e| QueryError::Encode {
+        format,
+        message: e.to_string(),
+    }
+}
+
+/// One JSON object per row, every column present (NULL as `null`), timestamps as RFC 3339.
+pub fn to_json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, QueryError> {
+    let mut writer = JsonWriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, JsonArray>(Vec::new());
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    writer.write_batches(&refs).map_err(encode_error("json"))?;
+    writer.finish().map_err(encode_error("json"))?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        // The writer emits nothing at all when there were no rows.
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Map<String, Value>> =
+        serde_json::from_slice(&bytes).map_err(|e| QueryError::Encode {
+            format: "json",
+            message: e.to_string(),
+        })?;
+    Ok(rows)
+}
+
+/// CSV with a header line; timestamps as RFC 3339.
+pub fn to_csv(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
+    let mut writer = CsvWriterBuilder::new().with_header(true).build(Vec::new());
+    for batch in batches {
+        writer.write(batch).map_err(encode_error("csv"))?;
+    }
+    Ok(writer.into_inner())
+}
+
+/// The Arrow IPC stream format (schema first, so an empty result still carries its columns).
+pub fn to_arrow_ipc(batches: &[RecordBatch], schema: &SchemaRef) -> Result<Vec<u8>, QueryError> {
+    let mut writer =
+        StreamWriter::try_new(Vec::new(), schema).map_err(encode_error("arrow ipc"))?;
+    for batch in batches {
+        writer.write(batch).map_err(encode_error("arrow ipc"))?;
+    }
+    writer.finish().map_err(encode_error("arrow ipc"))?;
+    writer.into_inner().map_err(encode_error("arrow ipc"))
+}
+
+/// A boxed text table, for the CLI.
+pub fn to_pretty_table(batches: &[RecordBatch]) -> Result<String, QueryError> {
+    pretty_format_batches(batches)
+        .map(|table| table.to_string())
+        .map_err(encode_error("table"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::arrow::ipc::reader::StreamReader;
+    use serde_json::json;
+
+    use super::*;
+
+    fn sample() -> (SchemaRef, Vec<RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "_time",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("eventName", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![Some(1_704_103_200_123), None])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(StringArray::from(vec![
+                    Some("ConsoleLogin"),
+                    Some("a,\"b\""),
+                ])),
+                Arc::new(Int64Array::from(vec![None, Some(7)])),
+            ],
+        )
+        .expect("valid batch");
+        (schema, vec![batch])
+    }
+
+    #[test]
+    fn json_rows_keep_nulls_and_format_times() {
+        let (_, batches) = sample();
+        let rows = to_json_rows(&batches).expect("encodes");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            Value::Object(rows[0].clone()),
+            json!({"_time": "2024-01-01T10:00:00.123Z", "eventName": "ConsoleLogin", "n": null})
+        );
+        assert_eq!(
+            Value::Object(rows[1].clone()),
+            json!({"_time": null, "eventName": "a,\"b\"", "n": 7})
+        );
+        assert!(to_json_rows(&[]).expect("empty encodes").is_empty());
+    }
+
+    #[test]
+    fn csv_has_header_and_quotes() {
+        let (_, batches) = sample();
+        let text = String::from_utf8(to_csv(&batches).expect("encodes")).expect("utf8");
+        assert_eq!(
+            text,
+            "_time,eventName,n\n2024-01-01T10:00:00.123Z,ConsoleLogin,\n,\"a,\"\"b\"\"\",7\n"
+        );
+    }
+
+    #[test]
+    fn ipc_round_trips() {
+        let (schema, batches) = sample();
+        let bytes = to_arrow_ipc(&batches, &schema).expect("encodes");
+        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).expect("reads");
+        assert_eq!(reader.schema(), schema);
+        let read: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("batches");
+        assert_eq!(read, batches);
+    }
+
+    #[test]
+    fn pretty_table_shows_values() {
+        let (_, batches) = sample();
+        let table = to_pretty_table(&batches).expect("formats");
+        assert!(table.contains("| ConsoleLogin |"), "{table}");
+        assert!(
+            table.lines().next().is_some_and(|l| l.starts_with("+---")),
+            "{table}"
+        );
+    }
+}

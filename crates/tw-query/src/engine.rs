@@ -1,0 +1,319 @@
+//! The query engine: a dedicated runtime, a shared memory pool, one fresh context per query.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::TableReference;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use futures::StreamExt;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use crate::catalog::LakeCatalog;
+use crate::config::QueryConfig;
+use crate::error::{ErrorOutcome, QueryError};
+use crate::statement::{parse_read_only, rewrite_dotted_identifiers};
+use crate::table::stream_table;
+
+/// Name of DataFusion's catalog schema.
+const INFORMATION_SCHEMA: &str = "information_schema";
+
+/// The rows of a finished query.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// Schema of the result (also when no row was returned).
+    pub schema: SchemaRef,
+    /// The rows, at most `max_result_rows` of them.
+    pub batches: Vec<RecordBatch>,
+    /// Whether rows were cut at `max_result_rows`.
+    pub truncated: bool,
+    /// Wall-clock time of planning and execution.
+    pub elapsed_ms: u64,
+}
+
+impl QueryResult {
+    /// Number of rows returned.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// SQL over the lake's Parquet files and its not-yet-flushed rows.
+///
+/// Queries run on a runtime owned by the engine, apart from ingest, so a heavy query cannot
+/// starve appends; all queries share one memory pool of `memory_limit_bytes`.
+pub struct QueryEngine {
+    catalog: Arc<dyn LakeCatalog>,
+    config: QueryConfig,
+    runtime_env: Arc<RuntimeEnv>,
+    // Option so Drop can hand the runtime to `shutdown_background`: dropping a runtime
+    // inside another runtime's async context panics.
+    runtime: Option<Runtime>,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryEngine {
+    /// Creates an engine over any [`LakeCatalog`].
+    pub fn with_catalog(
+        catalog: Arc<dyn LakeCatalog>,
+        config: QueryConfig,
+    ) -> Result<Self, QueryError> {
+        config
+            .validate()
+            .map_err(|problems| QueryError::Setup(problems.join("; ")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads)
+            .thread_name("tw-query")
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Setup(format!("query runtime: {e}")))?;
+        // DataFusion caches directory listings forever by default; the lake adds files on
+        // every flush (and the rows leave the hot buffer), so a cached listing would hide
+        // them. Footer and statistics caches stay: they are checked against size and mtime.
+        let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        let runtime_env = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
+            .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit_bytes)))
+            .build_arc()
+            .map_err(|e| QueryError::Setup(format!("query memory pool: {e}")))?;
+        Ok(Self {
+            catalog,
+            config,
+            runtime_env,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// Runs one read-only SQL statement on the engine's runtime, within the time limit.
+    ///
+    /// Dropping the returned future cancels the query.
+    pub async fn query(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| QueryError::Internal("query runtime is shut down".to_string()))?;
+        let job = QueryJob {
+            catalog: Arc::clone(&self.catalog),
+            config: self.config.clone(),
+            runtime_env: Arc::clone(&self.runtime_env),
+            sql: sql.to_string(),
+        };
+        let timeout_ms = self.config.timeout_ms;
+        let handle = runtime.spawn(async move {
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(Duration::from_millis(timeout_ms), job.run()).await;
+            // Elapsed time is measured here, on the query runtime, so a busy caller does not
+            // inflate it.
+            let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match outcome {
+                Ok(Ok(mut result)) => {
+                    result.elapsed_ms = elapsed_ms;
+                    Ok(result)
+                }
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(QueryError::Timeout { timeout_ms }),
+            }
+        });
+        let mut guard = AbortOnDrop(handle);
+        let result = (&mut guard.0)
+            .await
+            .map_err(|e| QueryError::Internal(format!("query task failed: {e}")))?;
+        record_metrics(&result);
+        result
+    }
+}
+
+impl Drop for QueryEngine {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Aborts the query task when the caller stops waiting (client gone, request cancelled).
+struct AbortOnDrop(JoinHandle<Result<QueryResult, QueryError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn record_metrics(result: &Result<QueryResult, QueryError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) if e.is_user_error() => "user_error",
+        Err(e) if e.is_unavailable() => "unavailable",
+        Err(_) => "internal_error",
+    };
+    match result {
+        Ok(result) => tracing::debug!(
+            rows = result.num_rows(),
+            truncated = result.truncated,
+            elapsed_ms = result.elapsed_ms,
+            "query finished"
+        ),
+        Err(error) if error.outcome() == ErrorOutcome::Internal => {
+            tracing::error!(%error, "query failed")
+        }
+        Err(error) => tracing::debug!(%error, "query refused or cut short"),
+    }
+    metrics::counter!("tidewatch_queries_total", "outcome" => outcome).increment(1);
+    if let Ok(result) = result {
+        metrics::histogram!("tidewatch_query_duration_seconds")
+            .record(result.elapsed_ms as f64 / 1000.0);
+    }
+}
+
+/// Everything one query needs, moved onto the query runtime.
+struct QueryJob {
+    catalog: Arc<dyn LakeCatalog>,
+    config: QueryConfig,
+    runtime_env: Arc<RuntimeEnv>,
+    sql: String,
+}
+
+impl QueryJob {
+    async fn run(self) -> Result<QueryResult, QueryError> {
+        let mut statement = parse_read_only(&self.sql)?;
+        let ctx = self.context();
+        let wanted = referenced_streams(&ctx, &statement)?;
+        let dotted = self.register_streams(&ctx, wanted.as_ref())?;
+        rewrite_dotted_identifiers(&mut statement, &dotted);
+
+        let plan = ctx.state().statement_to_plan(statement).await?;
+        // Second gate after the AST check: e.g. `SELECT ... INTO` plans as DDL.
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| QueryError::Refused(e.to_string()))?;
+        let frame = ctx.execute_logical_plan(plan).await?;
+        let schema = Arc::clone(frame.schema().inner());
+        let mut stream = frame.execute_stream().await?;
+
+        let max_rows = self.config.max_result_rows;
+        let (mut batches, mut rows, mut truncated) = (Vec::new(), 0usize, false);
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if rows + batch.num_rows() > max_rows {
+                let keep = max_rows - rows;
+                if keep > 0 {
+                    batches.push(batch.slice(0, keep));
+                }
+                // Dropping the stream stops the rest of the work.
+                truncated = true;
+                break;
+            }
+            rows += batch.num_rows();
+            batches.push(batch);
+        }
+        Ok(QueryResult {
+            schema,
+            batches,
+            truncated,
+            elapsed_ms: 0,
+        })
+    }
+
+    fn context(&self) -> SessionContext {
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(self.config.threads)
+            .with_collect_statistics(true)
+            .with_parquet_pruning(true);
+        let options = config.options_mut();
+        // CloudTrail's camelCase fields must match as written, unquoted.
+        options.sql_parser.enable_ident_normalization = false;
+        options.execution.parquet.enable_page_index = true;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::clone(&self.runtime_env))
+            .with_default_features()
+            .build();
+        SessionContext::new_with_state(state)
+    }
+
+    /// Registers one table per stream (only those in `wanted`, when given); returns the
+    /// dotted column names seen, for the rewrite.
+    ///
+    /// Order matters for the read-once invariant: the hot snapshot is taken here, before
+    /// planning lists the files. A flush in between writes files whose rows the snapshot
+    /// still holds; the offset filter drops them from the files. Listing first could miss
+    /// rows that a flush moved out of the hot buffer after the listing.
+    fn register_streams(
+        &self,
+        ctx: &SessionContext,
+        wanted: Option<&HashSet<String>>,
+    ) -> Result<HashSet<String>, QueryError> {
+        let mut dotted = HashSet::new();
+        for stream in self.catalog.streams() {
+            if wanted.is_some_and(|names| !names.contains(stream.as_str())) {
+                continue;
+            }
+            let table = stream_table(
+                ctx,
+                self.catalog.table_schema(&stream),
+                &self.catalog.stream_dir(&stream),
+                self.catalog.hot_snapshot(&stream),
+            )?;
+            dotted.extend(
+                table
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name())
+                    .filter(|n| n.contains('.'))
+                    .cloned(),
+            );
+            // `bare` keeps names such as `vpc.flow` whole: users quote them, "vpc.flow".
+            ctx.register_table(TableReference::bare(stream.as_str()), table)?;
+        }
+        Ok(dotted)
+    }
+}
+
+/// The table names a statement reads, or None when it reads the catalog itself
+/// (information_schema, SHOW) and so needs every stream registered.
+///
+/// Registering only what is read spares each query a hot snapshot of every stream.
+fn referenced_streams(
+    ctx: &SessionContext,
+    statement: &DfStatement,
+) -> Result<Option<HashSet<String>>, QueryError> {
+    let references = ctx.state().resolve_table_references(statement)?;
+    if references
+        .iter()
+        .any(|r| r.schema() == Some(INFORMATION_SCHEMA))
+    {
+        return Ok(None);
+    }
+    Ok(Some(
+        references.iter().map(|r| r.table().to_string()).collect(),
+    ))
+}

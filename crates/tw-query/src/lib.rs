@@ -1,0 +1,33 @@
+//! SQL over the lake: Apache DataFusion over Parquet files plus not-yet-flushed (hot) rows.
+//!
+//! Owns: the [`QueryEngine`] (a dedicated runtime, a memory pool, a time limit and a row
+//! limit), the per-stream tables, the read-only gate, the rewrite that lets users write
+//! flattened JSON fields as written (`requestParameters.policyArn`, unquoted and case kept),
+//! and the result encoders (JSON rows, CSV, Arrow IPC, text table).
+//!
+//! Invariants:
+//! - every event is returned once: a file row whose offset the hot snapshot also holds
+//!   (`_offset >= hot_start[_partition]`) is skipped, and hot rows are appended;
+//! - only reads run: DDL, DML, COPY and SET are refused before planning and again on the plan,
+//!   so SQL can never write a file;
+//! - a query never outlives `timeout_ms` and never returns more than `max_result_rows` rows.
+
+mod catalog;
+mod config;
+mod encode;
+mod engine;
+mod error;
+mod files;
+mod lake;
+mod statement;
+mod table;
+
+#[cfg(test)]
+mod tests;
+
+pub use catalog::{HotData, LakeCatalog};
+pub use config::QueryConfig;
+pub use encode::{to_arrow_ipc, to_csv, to_json_rows, to_pretty_table};
+pub use engine::{QueryEngine, QueryResult};
+pub use error::{ErrorOutcome, QueryError};
+pub use table::PARTITION_COLUMNS;

@@ -1,0 +1,4 @@
+//! End-to-end tests of the engine over Parquet fixtures written with ArrowWriter.
+
+mod fixture;
+mod queries;

@@ -1,0 +1,516 @@
+//! Queries over fixture lakes, with exact expected rows.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use serde_json::json;
+
+use super::fixture::*;
+use crate::{QueryConfig, QueryError};
+
+fn utf8(name: &str, values: &[Option<&str>]) -> (Field, ArrayRef) {
+    (
+        Field::new(name, DataType::Utf8, true),
+        Arc::new(StringArray::from(values.to_vec())),
+    )
+}
+
+fn int64(name: &str, values: &[Option<i64>]) -> (Field, ArrayRef) {
+    (
+        Field::new(name, DataType::Int64, true),
+        Arc::new(Int64Array::from(values.to_vec())),
+    )
+}
+
+fn float64(name: &str, values: &[Option<f64>]) -> (Field, ArrayRef) {
+    (
+        Field::new(name, DataType::Float64, true),
+        Arc::new(Float64Array::from(values.to_vec())),
+    )
+}
+
+/// The lake's union schema for the evolution tests: `bytes` widened to Float64, `code` to Utf8.
+fn evolved_schema() -> Arc<Schema> {
+    let mut fields = system_fields();
+    fields.push(Field::new("eventName", DataType::Utf8, true));
+    fields.push(Field::new("bytes", DataType::Float64, true));
+    fields.push(Field::new("code", DataType::Utf8, true));
+    fields.push(Field::new(
+        "requestParameters.policyArn",
+        DataType::Utf8,
+        true,
+    ));
+    fields.push(Field::new("userIdentity.userName", DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// Two files with different column subsets and narrower types, and a hot-only stream.
+fn cloudtrail_lake() -> FixtureLake {
+    let mut lake = FixtureLake::new();
+    let t = ms(2024, 1, 1, 10);
+    let old = batch(
+        &[t, t + 1],
+        0,
+        &[0, 1],
+        vec![
+            utf8("eventName", &[Some("ConsoleLogin"), Some("GetObject")]),
+            int64("bytes", &[Some(10), None]),
+            int64("code", &[Some(200), Some(404)]),
+        ],
+    );
+    let new = batch(
+        &[t + 2, t + 3, t + 4],
+        0,
+        &[2, 3, 4],
+        vec![
+            utf8(
+                "eventName",
+                &[
+                    Some("ConsoleLogin"),
+                    Some("AttachUserPolicy"),
+                    Some("AttachUserPolicy"),
+                ],
+            ),
+            float64("bytes", &[Some(2.5), Some(3.0), None]),
+            utf8(
+                "requestParameters.policyArn",
+                &[
+                    None,
+                    Some("arn:aws:iam::aws:policy/AdministratorAccess"),
+                    Some("arn:aws:iam::aws:policy/ReadOnly"),
+                ],
+            ),
+            utf8(
+                "userIdentity.userName",
+                &[Some("alice"), Some("mallory"), Some("bob")],
+            ),
+        ],
+    );
+    lake.write_file(
+        "cloudtrail",
+        (2024, 1, 1, 10),
+        "p000-00000000000000000000-00000000000000000001.parquet",
+        &old,
+        1024,
+    );
+    lake.write_file(
+        "cloudtrail",
+        (2024, 1, 1, 10),
+        "p000-00000000000000000002-00000000000000000004.parquet",
+        &new,
+        1024,
+    );
+    lake.stream(
+        "cloudtrail",
+        Some(evolved_schema()),
+        empty_hot(evolved_schema()),
+    );
+    let flow = batch(&[t], 1, &[0], vec![int64("bytes", &[Some(99)])]);
+    lake.stream("vpc-flow", None, hot(vec![flow], &[(1, 0)]));
+    lake
+}
+
+#[tokio::test]
+async fn files_with_different_columns_read_as_one_table() {
+    let engine = cloudtrail_lake().engine(QueryConfig::default());
+    let result = run(&engine, "SELECT _offset, eventName, bytes, code, \"requestParameters.policyArn\" AS arn FROM cloudtrail ORDER BY _offset").await;
+    assert_eq!(
+        result
+            .schema
+            .field_with_name("bytes")
+            .map(|f| f.data_type().clone())
+            .ok(),
+        Some(DataType::Float64)
+    );
+    assert_eq!(
+        result
+            .schema
+            .field_with_name("code")
+            .map(|f| f.data_type().clone())
+            .ok(),
+        Some(DataType::Utf8)
+    );
+    let rows = crate::to_json_rows(&result.batches).expect("json");
+    let rows: Vec<_> = rows.into_iter().map(serde_json::Value::Object).collect();
+    assert_eq!(
+        rows,
+        vec![
+            json!({"_offset": 0, "eventName": "ConsoleLogin", "bytes": 10.0, "code": "200", "arn": null}),
+            json!({"_offset": 1, "eventName": "GetObject", "bytes": null, "code": "404", "arn": null}),
+            json!({"_offset": 2, "eventName": "ConsoleLogin", "bytes": 2.5, "code": null, "arn": null}),
+            json!({"_offset": 3, "eventName": "AttachUserPolicy", "bytes": 3.0, "code": null, "arn": "arn:aws:iam::aws:policy/AdministratorAccess"}),
+            json!({"_offset": 4, "eventName": "AttachUserPolicy", "bytes": null, "code": null, "arn": "arn:aws:iam::aws:policy/ReadOnly"}),
+        ]
+    );
+    // A filter on a cast column is evaluated after the cast.
+    assert_eq!(
+        rows_of(&engine, "SELECT _offset FROM cloudtrail WHERE code = '404'").await,
+        vec![json!({"_offset": 1})]
+    );
+}
+
+async fn rows_of(engine: &crate::QueryEngine, sql: &str) -> Vec<serde_json::Value> {
+    rows(engine, sql).await
+}
+
+#[tokio::test]
+async fn camel_case_and_dotted_identifiers_work_unquoted() {
+    let engine = cloudtrail_lake().engine(QueryConfig::default());
+    assert_eq!(
+        rows(&engine, "SELECT eventName, count(*) AS n FROM cloudtrail WHERE eventName = 'ConsoleLogin' GROUP BY eventName").await,
+        vec![json!({"eventName": "ConsoleLogin", "n": 2})]
+    );
+    assert_eq!(
+        rows(&engine, "SELECT userIdentity.userName, requestParameters.policyArn FROM cloudtrail WHERE requestParameters.policyArn LIKE '%Admin%'").await,
+        vec![json!({"userIdentity.userName": "mallory", "requestParameters.policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"})]
+    );
+    assert_eq!(
+        rows(&engine, "SELECT c.userIdentity.userName AS who FROM cloudtrail AS c WHERE c.eventName = 'ConsoleLogin' ORDER BY who").await,
+        vec![json!({"who": "alice"}), json!({"who": null})]
+    );
+    // Case is kept: a lower-cased name is another (unknown) column, a user error.
+    let error = engine
+        .query("SELECT eventname FROM cloudtrail")
+        .await
+        .expect_err("unknown column");
+    assert!(error.is_user_error(), "{error}");
+    // A stream name that is not an identifier is reachable quoted.
+    assert_eq!(
+        rows(&engine, "SELECT bytes FROM \"vpc-flow\"").await,
+        vec![json!({"bytes": 99})]
+    );
+}
+
+#[tokio::test]
+async fn hot_rows_and_overlapping_files_yield_each_offset_once() {
+    let mut lake = FixtureLake::new();
+    let t = ms(2024, 3, 5, 7);
+    let p0: Vec<i64> = (0..10).collect();
+    let p1: Vec<i64> = (0..5).collect();
+    let times = |n: usize| vec![t; n];
+    lake.write_file(
+        "events",
+        (2024, 3, 5, 7),
+        "p000-00000000000000000000-00000000000000000009.parquet",
+        &batch(&times(10), 0, &p0, vec![]),
+        4,
+    );
+    lake.write_file(
+        "events",
+        (2024, 3, 5, 7),
+        "p001-00000000000000000000-00000000000000000004.parquet",
+        &batch(&times(5), 1, &p1, vec![]),
+        4,
+    );
+    // The hot snapshot of partition 0 starts at 7 (7..=9 are also in the file: a flush raced
+    // the snapshot) and adds a column the files do not have yet.
+    let hot_offsets: Vec<i64> = (7..12).collect();
+    let hot_batch = batch(
+        &times(5),
+        0,
+        &hot_offsets,
+        vec![utf8("fresh", &[Some("h"); 5])],
+    );
+    lake.stream(
+        "events",
+        Some(Arc::new(Schema::new(system_fields()))),
+        hot(vec![hot_batch], &[(0, 7)]),
+    );
+    let engine = lake.engine(QueryConfig::default());
+
+    let result = rows(
+        &engine,
+        "SELECT _partition, _offset, fresh FROM events ORDER BY _partition, _offset",
+    )
+    .await;
+    let mut expected: Vec<serde_json::Value> = (0..12)
+        .map(|o| json!({"_partition": 0, "_offset": o, "fresh": if o >= 7 { json!("h") } else { json!(null) }}))
+        .collect();
+    expected.extend((0..5).map(|o| json!({"_partition": 1, "_offset": o, "fresh": null})));
+    assert_eq!(result, expected);
+    // Hot rows get their Hive columns from `_time`, like file rows.
+    assert_eq!(
+        rows(&engine, "SELECT count(*) AS n FROM events WHERE year = 2024 AND month = 3 AND day = 5 AND hour = 7").await,
+        vec![json!({"n": 17})]
+    );
+}
+
+#[tokio::test]
+async fn partition_filters_prune_files() {
+    let mut lake = FixtureLake::new();
+    let schema = Arc::new(Schema::new(system_fields()));
+    let files = [
+        (2024, 1, 1, 9),
+        (2024, 1, 1, 10),
+        (2024, 1, 2, 10),
+        (2023, 12, 31, 10),
+    ];
+    for (i, ymdh) in files.iter().enumerate() {
+        let (y, m, d, h) = *ymdh;
+        let offset = i as i64;
+        lake.write_file(
+            "ct",
+            *ymdh,
+            &format!("p000-{offset:020}-{offset:020}.parquet"),
+            &batch(&[ms(y, m, d, h)], 0, &[offset], vec![]),
+            16,
+        );
+    }
+    lake.stream("ct", Some(Arc::clone(&schema)), empty_hot(schema));
+    let engine = lake.engine(QueryConfig::default());
+
+    assert_eq!(
+        rows(
+            &engine,
+            "SELECT _offset FROM ct WHERE year = 2024 AND hour = 10 ORDER BY _offset"
+        )
+        .await,
+        vec![json!({"_offset": 1}), json!({"_offset": 2})]
+    );
+    let plan = crate::to_pretty_table(
+        &run(
+            &engine,
+            "EXPLAIN SELECT _offset FROM ct WHERE year = 2024 AND hour = 10",
+        )
+        .await
+        .batches,
+    )
+    .expect("plan");
+    assert!(
+        plan.contains("p000-00000000000000000001-00000000000000000001.parquet"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("p000-00000000000000000002-00000000000000000002.parquet"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("p000-00000000000000000000-00000000000000000000.parquet"),
+        "hour 9 scanned: {plan}"
+    );
+    assert!(
+        !plan.contains("p000-00000000000000000003-00000000000000000003.parquet"),
+        "year 2023 scanned: {plan}"
+    );
+    // Zero-padded directories (`month=01/day=02`) match unpadded literals.
+    assert_eq!(
+        rows(
+            &engine,
+            "SELECT _offset FROM ct WHERE year = 2024 AND month = 1 AND day = 2 AND hour = 10"
+        )
+        .await,
+        vec![json!({"_offset": 2})]
+    );
+}
+
+#[tokio::test]
+async fn time_predicates_prune_row_groups() {
+    let mut lake = FixtureLake::new();
+    let schema = Arc::new(Schema::new(system_fields()));
+    let t = ms(2024, 1, 1, 10);
+    let times: Vec<i64> = (0..8).map(|i| t + i * 60_000).collect();
+    let offsets: Vec<i64> = (0..8).collect();
+    // Four row groups of two rows each, in time order.
+    lake.write_file(
+        "ct",
+        (2024, 1, 1, 10),
+        "p000-00000000000000000000-00000000000000000007.parquet",
+        &batch(&times, 0, &offsets, vec![]),
+        2,
+    );
+    lake.stream("ct", Some(Arc::clone(&schema)), empty_hot(schema));
+    let engine = lake.engine(QueryConfig::default());
+    let sql = format!(
+        "SELECT _offset FROM ct WHERE _time >= to_timestamp_millis({}) ORDER BY _offset",
+        t + 6 * 60_000
+    );
+    assert_eq!(
+        rows(&engine, &sql).await,
+        vec![json!({"_offset": 6}), json!({"_offset": 7})]
+    );
+    let analyzed = crate::to_pretty_table(
+        &run(&engine, &format!("EXPLAIN ANALYZE {sql}"))
+            .await
+            .batches,
+    )
+    .expect("plan");
+    assert!(
+        analyzed.contains("row_groups_pruned_statistics=4 total \u{2192} 1 matched"),
+        "{analyzed}"
+    );
+}
+
+#[tokio::test]
+async fn hot_only_stream_without_directory() {
+    let engine = cloudtrail_lake().engine(QueryConfig::default());
+    assert_eq!(
+        rows(
+            &engine,
+            "SELECT _partition, _offset, year, hour FROM \"vpc-flow\""
+        )
+        .await,
+        vec![json!({"_partition": 1, "_offset": 0, "year": 2024, "hour": 10})]
+    );
+}
+
+#[tokio::test]
+async fn only_queried_streams_are_snapshotted() {
+    let lake = cloudtrail_lake();
+    let snapshots = std::sync::Arc::clone(&lake.snapshots);
+    let engine = lake.engine(QueryConfig::default());
+    run(&engine, "SELECT count(*) FROM cloudtrail").await;
+    assert_eq!(*snapshots.lock().expect("log"), ["cloudtrail"]);
+    run(&engine, "SHOW TABLES").await;
+    assert_eq!(
+        snapshots.lock().expect("log").len(),
+        3,
+        "SHOW TABLES needs every stream"
+    );
+}
+
+#[tokio::test]
+async fn catalog_is_browsable() {
+    let engine = cloudtrail_lake().engine(QueryConfig::default());
+    assert_eq!(
+        rows(&engine, "SELECT column_name FROM information_schema.columns WHERE table_name = 'vpc-flow' AND column_name LIKE 'b%'").await,
+        vec![json!({"column_name": "bytes"})]
+    );
+    let described = run(&engine, "DESCRIBE cloudtrail").await;
+    assert_eq!(described.num_rows(), 12);
+    assert_eq!(
+        rows(&engine, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name").await,
+        vec![json!({"table_name": "cloudtrail"}), json!({"table_name": "vpc-flow"})]
+    );
+    let tables = run(&engine, "SHOW TABLES").await;
+    assert!(tables.num_rows() >= 2);
+    let star = run(&engine, "SELECT * FROM cloudtrail").await;
+    assert_eq!(star.num_rows(), 5);
+    let names: Vec<&str> = star
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "_time",
+            "_partition",
+            "_offset",
+            "eventName",
+            "bytes",
+            "code",
+            "requestParameters.policyArn",
+            "userIdentity.userName",
+            "year",
+            "month",
+            "day",
+            "hour"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn writes_are_refused_and_errors_are_classified() {
+    let engine = cloudtrail_lake().engine(QueryConfig::default());
+    let target = tempfile::tempdir().expect("dir");
+    let copy = format!("COPY (SELECT 1) TO '{}/x.parquet'", target.path().display());
+    for sql in [
+        copy.as_str(),
+        "CREATE TABLE x AS SELECT 1",
+        "INSERT INTO cloudtrail SELECT * FROM cloudtrail",
+        "DROP TABLE cloudtrail",
+        "SELECT 1 AS a INTO copied",
+    ] {
+        match engine.query(sql).await {
+            Err(error @ QueryError::Refused(_)) => assert!(error.is_user_error()),
+            other => panic!("{sql}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(target.path()).expect("dir").count(),
+        0,
+        "a file was written"
+    );
+    let unknown = engine
+        .query("SELECT * FROM nope")
+        .await
+        .expect_err("unknown table");
+    assert!(unknown.is_user_error(), "{unknown}");
+    let syntax = engine.query("SELEKT 1").await.expect_err("syntax");
+    assert!(matches!(syntax, QueryError::Syntax(_)), "{syntax}");
+}
+
+#[tokio::test]
+async fn slow_queries_time_out() {
+    let config = QueryConfig {
+        timeout_ms: 200,
+        ..QueryConfig::default()
+    };
+    let engine = FixtureLake::new().engine(config);
+    let started = std::time::Instant::now();
+    let error = engine
+        .query("SELECT sum(value) FROM generate_series(1, 100000000000)")
+        .await
+        .expect_err("times out");
+    assert!(
+        matches!(error, QueryError::Timeout { timeout_ms: 200 }),
+        "{error}"
+    );
+    assert!(error.is_unavailable());
+    assert!(error.to_string().contains("200 ms"), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn results_are_cut_at_the_row_limit() {
+    let config = QueryConfig {
+        max_result_rows: 5,
+        ..QueryConfig::default()
+    };
+    let engine = cloudtrail_lake().engine(config);
+    let cut = run(
+        &engine,
+        "SELECT value FROM generate_series(1, 100000) ORDER BY value",
+    )
+    .await;
+    assert!(cut.truncated);
+    assert_eq!(cut.num_rows(), 5);
+    let values = crate::to_json_rows(&cut.batches).expect("json");
+    assert_eq!(
+        values.last().and_then(|row| row.get("value")),
+        Some(&json!(5))
+    );
+    let exact = run(&engine, "SELECT _offset FROM cloudtrail").await;
+    assert_eq!((exact.num_rows(), exact.truncated), (5, false));
+}
+
+#[tokio::test]
+async fn memory_limit_is_enforced() {
+    let config = QueryConfig {
+        memory_limit_bytes: 1024 * 1024,
+        ..QueryConfig::default()
+    };
+    let engine = FixtureLake::new().engine(config);
+    let error = engine
+        .query("SELECT array_agg(value) FROM generate_series(1, 2000000)")
+        .await
+        .expect_err("needs more than 1 MiB");
+    assert!(
+        matches!(error, QueryError::ResourcesExhausted(_)),
+        "{error}"
+    );
+    assert!(error.is_unavailable());
+}
+
+#[test]
+fn engine_is_shareable_across_tasks() {
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    fn assert_send<T: Send>(_: &T) {}
+    let engine = FixtureLake::new().engine(QueryConfig::default());
+    assert_send_sync(&engine);
+    // axum handlers and tokio::spawn need the query future to be Send.
+    let query = engine.query("SELECT 1");
+    assert_send(&query);
+}

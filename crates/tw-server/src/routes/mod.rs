@@ -1,0 +1,37 @@
+//! Route table of the API (names per DESIGN.md; extend, never rename).
+
+mod alerts;
+mod dlq;
+mod ingest;
+mod ops;
+mod query;
+mod rules;
+mod streams;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::AppState;
+
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/streams", get(streams::list))
+        .route("/api/v1/streams/{stream}", get(streams::get).put(streams::put))
+        .route("/api/v1/streams/{stream}/events", post(ingest::post_events))
+        .route("/api/v1/rules", get(rules::list).post(rules::create))
+        .route("/api/v1/rules/test", post(rules::test))
+        .route("/api/v1/rules/{id}", get(rules::get).put(rules::put).delete(rules::delete))
+        .route("/api/v1/rules/{id}/enable", post(rules::enable))
+        .route("/api/v1/rules/{id}/disable", post(rules::disable))
+        .route("/api/v1/rules/{id}/history", get(rules::history))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/stream", get(alerts::stream))
+        .route("/api/v1/query", post(query::run))
+        .route("/api/v1/dlq", get(dlq::list))
+        .route("/api/v1/dlq/replay", post(dlq::replay))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The benchmark: release build, fixed seed, a fresh data directory, this machine.
+#   scripts/bench.sh [EVENTS]        (default 2,000,000)
+# Prints JSON per phase and appends them to bench-results.jsonl. Figures go to BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+events="${1:-2000000}"
+cargo build --release -p tidewatch
+bin=target/release/tidewatch
+work="${BENCH_DIR:-$PWD/bench-data}/run-$(date +%s)"
+mkdir -p "$work"
+cat > "$work/tidewatch.toml" <<TOML
+[query]
+max_result_rows = 1000000
+timeout_ms = 600000
+TOML
+"$bin" serve --config "$work/tidewatch.toml" --data-dir "$work/data" --listen 127.0.0.1:7171 > "$work/server.out" 2> "$work/server.err" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf localhost:7171/healthz >/dev/null && break; sleep 0.1; done
+export TIDEWATCH_SERVER=http://127.0.0.1:7171
+
+# Reference rules R01-R10, W01, W02 in the native language (see shared/bench/rules_reference.md).
+for rule in bench/rules/*.yaml; do
+  curl -sf -X POST localhost:7171/api/v1/rules -H 'content-type: application/yaml' --data-binary @"$rule" > /dev/null
+done
+
+echo "== ingest ($events events, 4 requests in flight, 5000 events each) =="
+"$bin" bench ingest --stream cloudtrail --events "$events" --seed 42 | tee -a "$work/results.json"
+echo "== peak RSS of the server so far =="
+grep VmHWM /proc/$server/status
+echo "== alert latency at 50,000 events/s for 30 s =="
+"$bin" bench latency --rate 50000 --seconds 30 | tee -a "$work/results.json"
+echo "== SQL =="
+"$bin" bench queries --runs 5 \
+  "SELECT eventName, count(*) AS n FROM cloudtrail GROUP BY eventName ORDER BY n DESC" \
+  "SELECT sourceIPAddress, count(*) AS n FROM cloudtrail WHERE errorCode = 'AccessDenied' AND year = 2024 AND month = 3 AND day = 1 AND hour = 0 GROUP BY sourceIPAddress ORDER BY n DESC LIMIT 10" \
+  "SELECT count(DISTINCT userIdentity.userName) AS users, awsRegion FROM cloudtrail GROUP BY awsRegion" \
+  "SELECT count(*) FROM cloudtrail WHERE lower(userAgent) LIKE '%kali%' OR errorMessage LIKE '%iam:AttachUserPolicy%'" \
+  | tee -a "$work/results.json"
+grep VmHWM /proc/$server/status
+kill -TERM $server; wait $server || true
+echo "results in $work/results.json"
