@@ -28,7 +28,7 @@ async fn duckdb_reads_the_lake_as_it_is() {
 import duckdb, json, sys
 lake = sys.argv[1]
 con = duckdb.connect()
-rel = f"read_parquet('{lake}/cloudtrail/**/*.parquet', hive_partitioning = true)"
+rel = f"read_parquet('{lake}/cloudtrail/**/*.parquet', hive_partitioning = true, union_by_name = true)"
 total, distinct = con.execute(f"SELECT count(*), count(DISTINCT eventID) FROM {rel}").fetchone()
 hours = con.execute(f"SELECT count(DISTINCT (year, month, day, hour)) FROM {rel}").fetchone()[0]
 admin = con.execute(f"""SELECT count(*) FROM {rel} WHERE "requestParameters.policyArn" LIKE '%AdministratorAccess%'""").fetchone()[0]

@@ -37,7 +37,8 @@ async fn rules_apply_live_are_versioned_and_dry_run() {
         .await
         .unwrap();
     assert_eq!(changed.status(), 200);
-    assert_eq!(changed.json::<Value>().await.unwrap()["rule"]["version"], 2);
+    let changed: Value = changed.json().await.unwrap();
+    assert_eq!((changed["rule"]["version"].as_u64(), changed["state_reset"].as_bool()), (Some(2), Some(true)), "{changed}");
     assert_eq!(server.send("app", format!("{}\n{}", events("X", 5, 100), events("Y", 3, 200))).await.0, 200);
     server.eventually("3 alerts for Y", Duration::from_secs(5), || async { server.alerts(Some("watch")).await.len() == 13 }).await;
     let titles: Vec<String> = server.alerts(Some("watch")).await.iter().map(|a| a["rule_title"].as_str().unwrap().to_string()).collect();

@@ -6,10 +6,15 @@
 //! silently return no file rows. Equalities on the padded columns are handed to the
 //! ListingTable as one-element IN lists, which it still evaluates against every file's
 //! partition values (so files are still pruned) but does not turn into a path prefix.
+//!
+//! The wrapper also turns bounds on `_time` into bounds on the hour directories, so the
+//! usual `WHERE _time > now() - INTERVAL '1 hour'` lists and opens only the last hours' files.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Datelike, Timelike};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -17,11 +22,17 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::expr::InList;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::expr::{Between, Cast, InList, TryCast};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Operator, TableProviderFilterPushDown, ident, lit,
+};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::table::PARTITION_COLUMNS;
+
+/// The event-time column the lake partitions by.
+const TIME_COLUMN: &str = "_time";
 
 /// A [`ListingTable`] whose zero-padded partition equalities never become listing prefixes.
 #[derive(Debug)]
@@ -79,18 +90,111 @@ impl TableProvider for HiveFiles {
         state: &dyn Session,
         args: ScanArgs<'a>,
     ) -> DfResult<ScanResult> {
-        let filters = args
-            .filters()
-            .unwrap_or(&[])
+        let given = args.filters().unwrap_or(&[]);
+        let mut filters = given
             .iter()
             .map(|f| unpad_equalities(f.clone()))
             .collect::<DfResult<Vec<_>>>()?;
+        // Extra filters on partition columns only prune files; they never reach the rows.
+        filters.extend(given.iter().flat_map(hour_bounds));
         let args = ScanArgs::default()
             .with_projection(args.projection())
             .with_filters(Some(&filters))
             .with_limit(args.limit())
             .with_statistics_requests(args.statistics_requests());
         self.inner.scan_with_args(state, args).await
+    }
+}
+
+/// Files are laid out by the UTC hour of `_time`, so a bound on `_time` bounds the hour
+/// directories: `_time >= t` keeps hours whose key `yyyymmddhh` is at least the key of `t`.
+/// Bounds are rounded outwards, so a kept hour may hold no matching row, but a dropped hour
+/// never holds one.
+fn hour_bounds(filter: &Expr) -> Vec<Expr> {
+    let mut bounds = Vec::new();
+    for conjunct in split_conjunction(filter) {
+        match conjunct {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (op, value) = match (time_column(left), time_literal(right)) {
+                    (true, Some(value)) => (*op, value),
+                    _ => match (time_literal(left), time_column(right), op.swap()) {
+                        (Some(value), true, Some(swapped)) => (swapped, value),
+                        _ => continue,
+                    },
+                };
+                bounds.extend(hour_bound(op, value));
+            }
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) if time_column(expr) => {
+                if let Some(low) = time_literal(low) {
+                    bounds.extend(hour_bound(Operator::GtEq, low));
+                }
+                if let Some(high) = time_literal(high) {
+                    bounds.extend(hour_bound(Operator::LtEq, high));
+                }
+            }
+            _ => {}
+        }
+    }
+    bounds
+}
+
+fn hour_bound(op: Operator, ms: i64) -> Option<Expr> {
+    let (keep, at) = match op {
+        Operator::GtEq => (Operator::GtEq, ms),
+        Operator::Gt => (Operator::GtEq, ms.checked_add(1)?),
+        Operator::LtEq => (Operator::LtEq, ms),
+        Operator::Lt => (Operator::LtEq, ms.checked_sub(1)?),
+        Operator::Eq => {
+            return Some(hour_bound(Operator::GtEq, ms)?.and(hour_bound(Operator::LtEq, ms)?));
+        }
+        _ => return None,
+    };
+    let time = DateTime::from_timestamp_millis(at)?;
+    let key = i64::from(time.year()) * 1_000_000
+        + i64::from(time.month()) * 10_000
+        + i64::from(time.day()) * 100
+        + i64::from(time.hour());
+    Some(Expr::BinaryExpr(BinaryExpr::new(
+        Box::new(hour_key()),
+        keep,
+        Box::new(lit(key)),
+    )))
+}
+
+/// `year * 1000000 + month * 10000 + day * 100 + hour`, typed Int64 throughout because these
+/// expressions skip the planner's type coercion.
+fn hour_key() -> Expr {
+    let scaled = |name: &str, factor: i64| {
+        Expr::Cast(Cast::new(Box::new(ident(name)), DataType::Int64)) * lit(factor)
+    };
+    scaled("year", 1_000_000) + scaled("month", 10_000) + scaled("day", 100) + scaled("hour", 1)
+}
+
+fn time_column(expr: &Expr) -> bool {
+    match expr {
+        Expr::Column(column) => column.name == TIME_COLUMN,
+        // The planner may cast the column to the literal's unit instead of the reverse.
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => time_column(expr),
+        _ => false,
+    }
+}
+
+/// A timestamp literal as epoch milliseconds.
+fn time_literal(expr: &Expr) -> Option<i64> {
+    let Expr::Literal(value, _) = expr else {
+        return None;
+    };
+    match value {
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1000),
+        ScalarValue::TimestampMillisecond(Some(v), _) => Some(*v),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => Some(v.div_euclid(1000)),
+        ScalarValue::TimestampNanosecond(Some(v), _) => Some(v.div_euclid(1_000_000)),
+        _ => None,
     }
 }
 
@@ -136,7 +240,7 @@ fn prints_as_directory(column: &str, value: &ScalarValue) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::logical_expr::{col, lit};
+    use datafusion::logical_expr::col;
 
     use super::*;
 
@@ -154,5 +258,32 @@ mod tests {
                 .and(col("month").in_list(vec![lit(3)], false))
                 .and(col("eventName").eq(lit("x")))
         );
+    }
+
+    #[test]
+    fn time_bounds_become_hour_key_bounds() {
+        // 2024-01-01T11:00:00Z
+        let at = 1_704_106_800_000_i64;
+        let ns = ScalarValue::TimestampNanosecond(Some(at * 1_000_000), Some("+00:00".into()));
+        let time_ns = Expr::Cast(Cast::new(
+            Box::new(col("_time")),
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None),
+        ));
+        let filter = time_ns.lt(Expr::Literal(ns, None));
+        // Rows before 11:00 live in hour 10 at the latest.
+        assert_eq!(
+            hour_bounds(&filter),
+            vec![hour_key().lt_eq(lit(2024010110_i64))]
+        );
+        let ms = |v| Expr::Literal(ScalarValue::TimestampMillisecond(Some(v), None), None);
+        assert_eq!(
+            hour_bounds(
+                &ms(at)
+                    .lt_eq(col("_time"))
+                    .and(col("eventName").eq(lit("x")))
+            ),
+            vec![hour_key().gt_eq(lit(2024010111_i64))]
+        );
+        assert!(hour_bounds(&col("_ingest_time").gt(ms(at))).is_empty());
     }
 }

@@ -5,9 +5,15 @@
 //! flattened JSON fields as written (`requestParameters.policyArn`, unquoted and case kept),
 //! and the result encoders (JSON rows, CSV, Arrow IPC, text table).
 //!
+//! Each stream is one table named after it (quote names that are not identifiers:
+//! `"vpc-flow"`), with the lake's union schema plus the Hive columns `year, month, day, hour`
+//! (Int32). Filters on those columns, and bounds on `_time`, prune hour directories; other
+//! filters prune row groups by Parquet statistics.
+//!
 //! Invariants:
 //! - every event is returned once: a file row whose offset the hot snapshot also holds
-//!   (`_offset >= hot_start[_partition]`) is skipped, and hot rows are appended;
+//!   (`_offset >= hot_start[_partition]`) is skipped, and hot rows are appended; the snapshot
+//!   is taken before the files are listed;
 //! - only reads run: DDL, DML, COPY and SET are refused before planning and again on the plan,
 //!   so SQL can never write a file;
 //! - a query never outlives `timeout_ms` and never returns more than `max_result_rows` rows.

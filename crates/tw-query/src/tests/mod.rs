@@ -1,4 +1,5 @@
 //! End-to-end tests of the engine over Parquet fixtures written with ArrowWriter.
 
 mod fixture;
+mod pruning;
 mod queries;

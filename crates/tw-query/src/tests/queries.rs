@@ -175,6 +175,11 @@ async fn camel_case_and_dotted_identifiers_work_unquoted() {
         .await
         .expect_err("unknown column");
     assert!(error.is_user_error(), "{error}");
+    // Qualified by the table name itself.
+    assert_eq!(
+        rows(&engine, "SELECT cloudtrail.eventName FROM cloudtrail WHERE cloudtrail.requestParameters.policyArn LIKE '%Admin%'").await,
+        vec![json!({"eventName": "AttachUserPolicy"})]
+    );
     // A stream name that is not an identifier is reachable quoted.
     assert_eq!(
         rows(&engine, "SELECT bytes FROM \"vpc-flow\"").await,
@@ -233,111 +238,6 @@ async fn hot_rows_and_overlapping_files_yield_each_offset_once() {
     assert_eq!(
         rows(&engine, "SELECT count(*) AS n FROM events WHERE year = 2024 AND month = 3 AND day = 5 AND hour = 7").await,
         vec![json!({"n": 17})]
-    );
-}
-
-#[tokio::test]
-async fn partition_filters_prune_files() {
-    let mut lake = FixtureLake::new();
-    let schema = Arc::new(Schema::new(system_fields()));
-    let files = [
-        (2024, 1, 1, 9),
-        (2024, 1, 1, 10),
-        (2024, 1, 2, 10),
-        (2023, 12, 31, 10),
-    ];
-    for (i, ymdh) in files.iter().enumerate() {
-        let (y, m, d, h) = *ymdh;
-        let offset = i as i64;
-        lake.write_file(
-            "ct",
-            *ymdh,
-            &format!("p000-{offset:020}-{offset:020}.parquet"),
-            &batch(&[ms(y, m, d, h)], 0, &[offset], vec![]),
-            16,
-        );
-    }
-    lake.stream("ct", Some(Arc::clone(&schema)), empty_hot(schema));
-    let engine = lake.engine(QueryConfig::default());
-
-    assert_eq!(
-        rows(
-            &engine,
-            "SELECT _offset FROM ct WHERE year = 2024 AND hour = 10 ORDER BY _offset"
-        )
-        .await,
-        vec![json!({"_offset": 1}), json!({"_offset": 2})]
-    );
-    let plan = crate::to_pretty_table(
-        &run(
-            &engine,
-            "EXPLAIN SELECT _offset FROM ct WHERE year = 2024 AND hour = 10",
-        )
-        .await
-        .batches,
-    )
-    .expect("plan");
-    assert!(
-        plan.contains("p000-00000000000000000001-00000000000000000001.parquet"),
-        "{plan}"
-    );
-    assert!(
-        plan.contains("p000-00000000000000000002-00000000000000000002.parquet"),
-        "{plan}"
-    );
-    assert!(
-        !plan.contains("p000-00000000000000000000-00000000000000000000.parquet"),
-        "hour 9 scanned: {plan}"
-    );
-    assert!(
-        !plan.contains("p000-00000000000000000003-00000000000000000003.parquet"),
-        "year 2023 scanned: {plan}"
-    );
-    // Zero-padded directories (`month=01/day=02`) match unpadded literals.
-    assert_eq!(
-        rows(
-            &engine,
-            "SELECT _offset FROM ct WHERE year = 2024 AND month = 1 AND day = 2 AND hour = 10"
-        )
-        .await,
-        vec![json!({"_offset": 2})]
-    );
-}
-
-#[tokio::test]
-async fn time_predicates_prune_row_groups() {
-    let mut lake = FixtureLake::new();
-    let schema = Arc::new(Schema::new(system_fields()));
-    let t = ms(2024, 1, 1, 10);
-    let times: Vec<i64> = (0..8).map(|i| t + i * 60_000).collect();
-    let offsets: Vec<i64> = (0..8).collect();
-    // Four row groups of two rows each, in time order.
-    lake.write_file(
-        "ct",
-        (2024, 1, 1, 10),
-        "p000-00000000000000000000-00000000000000000007.parquet",
-        &batch(&times, 0, &offsets, vec![]),
-        2,
-    );
-    lake.stream("ct", Some(Arc::clone(&schema)), empty_hot(schema));
-    let engine = lake.engine(QueryConfig::default());
-    let sql = format!(
-        "SELECT _offset FROM ct WHERE _time >= to_timestamp_millis({}) ORDER BY _offset",
-        t + 6 * 60_000
-    );
-    assert_eq!(
-        rows(&engine, &sql).await,
-        vec![json!({"_offset": 6}), json!({"_offset": 7})]
-    );
-    let analyzed = crate::to_pretty_table(
-        &run(&engine, &format!("EXPLAIN ANALYZE {sql}"))
-            .await
-            .batches,
-    )
-    .expect("plan");
-    assert!(
-        analyzed.contains("row_groups_pruned_statistics=4 total \u{2192} 1 matched"),
-        "{analyzed}"
     );
 }
 

@@ -71,21 +71,12 @@ pub(crate) async fn put(
         return Err(ApiError::bad_request(format!("the rule's id {:?} does not match the URL's {id:?}", rule.id)));
     }
     let (stored, before) = state.rules.upsert(rule, &who(&headers), true)?;
-    let state_kept = before.as_ref().is_some_and(|b| same_definition(b, &stored));
-    Ok(Json(json!({ "rule": stored, "created": before.is_none(), "state_reset": before.is_some() && !state_kept })))
-}
-
-/// Whether two versions of a rule differ only in bookkeeping (version), so its window state
-/// survives the change.
-fn same_definition(a: &Rule, b: &Rule) -> bool {
-    let strip = |rule: &Rule| {
-        let mut value = serde_json::to_value(rule).unwrap_or(Value::Null);
-        if let Some(object) = value.as_object_mut() {
-            object.remove("version");
-        }
-        value
+    // Window state survives when only bookkeeping changed (title, severity, sinks...).
+    let state_kept = match (&before, stored.compile()) {
+        (Some(before), Ok(after)) => before.compile().is_ok_and(|before| before.same_definition(&after)),
+        _ => false,
     };
-    strip(a) == strip(b)
+    Ok(Json(json!({ "rule": stored, "created": before.is_none(), "state_reset": before.is_some() && !state_kept })))
 }
 
 pub(crate) async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Rule>, ApiError> {
