@@ -15,7 +15,9 @@ use serde_json::Value;
 use tw_core::{Record, parse_time_ms};
 use tw_detect::{CompiledRule, Engine, EngineConfig, RuleFormat, parse_rule};
 
-const GENERATOR: &str = "/work/shared/bench/gen_events.py";
+/// The reference generator in `shared/`, which sits beside the repository (CI and every
+/// developer checkout have it there).
+const GENERATOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/bench/gen_events.py");
 
 fn fixtures() -> Vec<Arc<CompiledRule>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
