@@ -38,8 +38,17 @@ fn summary(mut samples: Vec<f64>) -> Value {
 }
 
 /// Durable ingest throughput, then consumer drain times.
-pub async fn ingest(server: &str, stream: &str, events: u64, seed: u64, batch: usize, concurrency: usize) -> anyhow::Result<Value> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+pub async fn ingest(
+    server: &str,
+    stream: &str,
+    events: u64,
+    seed: u64,
+    batch: usize,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()?;
     let url = format!("{server}/api/v1/streams/{stream}/events");
     // Generate ahead on a blocking thread so the generator never limits the measurement.
     let (sender, receiver) = tokio::sync::mpsc::channel::<(String, usize)>(concurrency * 2);
@@ -65,10 +74,17 @@ pub async fn ingest(server: &str, stream: &str, events: u64, seed: u64, batch: u
         tokio::spawn(async move {
             let (mut latencies, mut bytes, mut accepted) = (Vec::new(), 0u64, 0u64);
             loop {
-                let Some((body, _)) = receiver.lock().await.recv().await else { break };
+                let Some((body, _)) = receiver.lock().await.recv().await else {
+                    break;
+                };
                 bytes += body.len() as u64;
                 let sent = Instant::now();
-                let response = client.post(&url).header("content-type", "application/x-ndjson").body(body).send().await?;
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body)
+                    .send()
+                    .await?;
                 if !response.status().is_success() {
                     bail!("ingest failed: {}", response.status());
                 }
@@ -93,11 +109,17 @@ pub async fn ingest(server: &str, stream: &str, events: u64, seed: u64, batch: u
     let deadline = Instant::now() + Duration::from_secs(3600);
     for consumer in ["detect", "lake"] {
         while consumer_lag(&client, server, consumer).await? > 0.0 {
-            anyhow::ensure!(Instant::now() < deadline, "consumer {consumer} did not drain");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "consumer {consumer} did not drain"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let secs = started.elapsed().as_secs_f64();
-        drained.insert(consumer.into(), json!({ "drained_after_s": secs, "events_per_s": accepted as f64 / secs }));
+        drained.insert(
+            consumer.into(),
+            json!({ "drained_after_s": secs, "events_per_s": accepted as f64 / secs }),
+        );
     }
     Ok(json!({
         "events": accepted,
@@ -112,24 +134,51 @@ pub async fn ingest(server: &str, stream: &str, events: u64, seed: u64, batch: u
     }))
 }
 
-async fn consumer_lag(client: &reqwest::Client, server: &str, consumer: &str) -> anyhow::Result<f64> {
-    let text = client.get(format!("{server}/metrics")).send().await?.text().await?;
+async fn consumer_lag(
+    client: &reqwest::Client,
+    server: &str,
+    consumer: &str,
+) -> anyhow::Result<f64> {
+    let text = client
+        .get(format!("{server}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     let prefix = format!("tidewatch_consumer_lag_events{{consumer=\"{consumer}\"");
-    Ok(text.lines().filter(|l| l.starts_with(&prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }
 
 /// Steady-rate detection latency: acknowledgement → alert on the SSE feed.
 pub async fn latency(server: &str, rate: u64, seconds: u64, seed: u64) -> anyhow::Result<Value> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
     let stream = "bench-latency";
     let rule = json!({
         "id": "bench-latency-marker", "title": "bench marker", "stream": stream, "severity": "info",
         "match": { "field": "bench_marker", "exists": true }
     });
-    let response = client.put(format!("{server}/api/v1/rules/bench-latency-marker")).json(&rule).send().await?;
-    anyhow::ensure!(response.status().is_success(), "installing the bench rule: {}", response.text().await?);
+    let response = client
+        .put(format!("{server}/api/v1/rules/bench-latency-marker"))
+        .json(&rule)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "installing the bench rule: {}",
+        response.text().await?
+    );
     let acked: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
-    let mut feed = client.get(format!("{server}/api/v1/alerts/stream")).send().await?.bytes_stream();
+    let mut feed = client
+        .get(format!("{server}/api/v1/alerts/stream"))
+        .send()
+        .await?
+        .bytes_stream();
     let (found_tx, mut found_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
     let listener = tokio::spawn(async move {
         let mut buffer = String::new();
@@ -139,10 +188,10 @@ pub async fn latency(server: &str, rate: u64, seconds: u64, seed: u64) -> anyhow
             while let Some(end) = buffer.find("\n\n") {
                 let event: String = buffer.drain(..end + 2).collect();
                 for line in event.lines().filter_map(|l| l.strip_prefix("data:")) {
-                    if let Ok(alert) = serde_json::from_str::<Value>(line.trim()) {
-                        if let Some(id) = alert["events"][0]["bench_marker"].as_u64() {
-                            let _ = found_tx.send((id, now));
-                        }
+                    if let Ok(alert) = serde_json::from_str::<Value>(line.trim())
+                        && let Some(id) = alert["events"][0]["bench_marker"].as_u64()
+                    {
+                        let _ = found_tx.send((id, now));
                     }
                 }
             }
@@ -151,7 +200,12 @@ pub async fn latency(server: &str, rate: u64, seconds: u64, seed: u64) -> anyhow
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ticks_per_second = 20u64;
     let per_tick = (rate / ticks_per_second).max(1) as usize;
-    let mut generator = Generator::new(Kind::Cloudtrail, seed, rate.max(1), chrono::Utc::now().timestamp());
+    let mut generator = Generator::new(
+        Kind::Cloudtrail,
+        seed,
+        rate.max(1),
+        chrono::Utc::now().timestamp(),
+    );
     let mut interval = tokio::time::interval(Duration::from_millis(1000 / ticks_per_second));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let url = format!("{server}/api/v1/streams/{stream}/events");
@@ -162,12 +216,22 @@ pub async fn latency(server: &str, rate: u64, seconds: u64, seed: u64) -> anyhow
         for _ in 1..per_tick {
             generator.next_into(&mut body);
         }
-        body.push_str(&format!("{{\"bench_marker\":{marker},\"eventTime\":\"{}\"}}\n", chrono::Utc::now().to_rfc3339()));
+        body.push_str(&format!(
+            "{{\"bench_marker\":{marker},\"eventTime\":\"{}\"}}\n",
+            chrono::Utc::now().to_rfc3339()
+        ));
         let (client, url, acked) = (client.clone(), url.clone(), acked.clone());
         sends.push(tokio::spawn(async move {
             let response = client.post(&url).body(body).send().await?;
-            anyhow::ensure!(response.status().is_success(), "ingest failed: {}", response.status());
-            acked.lock().unwrap_or_else(|p| p.into_inner()).insert(marker, Instant::now());
+            anyhow::ensure!(
+                response.status().is_success(),
+                "ingest failed: {}",
+                response.status()
+            );
+            acked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(marker, Instant::now());
             Ok(())
         }));
     }
@@ -190,21 +254,33 @@ pub async fn latency(server: &str, rate: u64, seconds: u64, seed: u64) -> anyhow
     }
     listener.abort();
     if (latencies.len() as u64) < expected {
-        bail!("only {} of {expected} marker alerts arrived", latencies.len());
+        bail!(
+            "only {} of {expected} marker alerts arrived",
+            latencies.len()
+        );
     }
-    Ok(json!({ "rate_events_per_s": per_tick as u64 * ticks_per_second, "seconds": seconds, "alert_latency_ms": summary(latencies) }))
+    Ok(
+        json!({ "rate_events_per_s": per_tick as u64 * ticks_per_second, "seconds": seconds, "alert_latency_ms": summary(latencies) }),
+    )
 }
 
 /// Times each SQL statement `runs` times; reports the median and the first (cold) run.
 pub async fn queries(server: &str, statements: &[String], runs: usize) -> anyhow::Result<Value> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
     let mut results = Vec::new();
     for sql in statements {
         let mut times = Vec::new();
         let mut rows = 0;
         for _ in 0..runs.max(1) {
             let started = Instant::now();
-            let response = client.post(format!("{server}/api/v1/query")).json(&json!({ "sql": sql })).send().await.context("query")?;
+            let response = client
+                .post(format!("{server}/api/v1/query"))
+                .json(&json!({ "sql": sql }))
+                .send()
+                .await
+                .context("query")?;
             let status = response.status();
             let body: Value = response.json().await?;
             anyhow::ensure!(status.is_success(), "query failed: {body}");

@@ -12,14 +12,35 @@ use serde_json::Value;
 const MAX_ATTEMPTS: u32 = 10;
 
 /// Sends NDJSON files (or stdin with `-`) to a stream in batches, retrying retryable failures.
-pub async fn send(server: &str, stream: &str, files: &[PathBuf], batch_lines: usize, batch_bytes: usize) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
-    let url = format!("{}/api/v1/streams/{stream}/events", server.trim_end_matches('/'));
-    let inputs: Vec<PathBuf> = if files.is_empty() { vec![PathBuf::from("-")] } else { files.to_vec() };
-    let total_bytes: u64 = inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+pub async fn send(
+    server: &str,
+    stream: &str,
+    files: &[PathBuf],
+    batch_lines: usize,
+    batch_bytes: usize,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let url = format!(
+        "{}/api/v1/streams/{stream}/events",
+        server.trim_end_matches('/')
+    );
+    let inputs: Vec<PathBuf> = if files.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        files.to_vec()
+    };
+    let total_bytes: u64 = inputs
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
     let bar = if total_bytes > 0 && std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(total_bytes);
-        bar.set_style(ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")?);
+        bar.set_style(ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+        )?);
         bar
     } else {
         ProgressBar::hidden()
@@ -29,25 +50,41 @@ pub async fn send(server: &str, stream: &str, files: &[PathBuf], batch_lines: us
         let reader: Box<dyn Read> = if input.as_os_str() == "-" {
             Box::new(std::io::stdin())
         } else {
-            let file = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
-            if input.extension().is_some_and(|e| e == "gz") { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) }
+            let file = std::fs::File::open(input)
+                .with_context(|| format!("opening {}", input.display()))?;
+            if input.extension().is_some_and(|e| e == "gz") {
+                Box::new(flate2::read::MultiGzDecoder::new(file))
+            } else {
+                Box::new(file)
+            }
         };
         let mut lines = BufReader::with_capacity(1 << 20, reader);
         let mut batch = Vec::with_capacity(batch_bytes + 4096);
         let (mut count, mut first_line) = (0usize, 1usize);
         loop {
-            let read = lines.read_until(b'\n', &mut batch).with_context(|| format!("reading {}", input.display()))?;
+            let read = lines
+                .read_until(b'\n', &mut batch)
+                .with_context(|| format!("reading {}", input.display()))?;
             if read > 0 {
                 count += 1;
                 bar.inc(read as u64);
             }
-            if (read == 0 && !batch.is_empty()) || count >= batch_lines || batch.len() >= batch_bytes {
+            if (read == 0 && !batch.is_empty())
+                || count >= batch_lines
+                || batch.len() >= batch_bytes
+            {
                 let outcome = post_with_retries(&client, &url, std::mem::take(&mut batch)).await?;
                 accepted += outcome["accepted"].as_u64().unwrap_or(0);
                 for rejection in outcome["rejected"].as_array().into_iter().flatten() {
                     rejected += 1;
                     let line = rejection["line"].as_u64().unwrap_or(0) as usize + first_line - 1;
-                    bar.suspend(|| eprintln!("{}:{line}: {}", input.display(), rejection["reason"].as_str().unwrap_or("?")));
+                    bar.suspend(|| {
+                        eprintln!(
+                            "{}:{line}: {}",
+                            input.display(),
+                            rejection["reason"].as_str().unwrap_or("?")
+                        )
+                    });
                 }
                 first_line += count;
                 count = 0;
@@ -58,24 +95,40 @@ pub async fn send(server: &str, stream: &str, files: &[PathBuf], batch_lines: us
         }
     }
     bar.finish_and_clear();
-    eprintln!("sent to {stream}: {accepted} accepted, {rejected} rejected (kept in the dead-letter queue)");
+    eprintln!(
+        "sent to {stream}: {accepted} accepted, {rejected} rejected (kept in the dead-letter queue)"
+    );
     if rejected > 0 {
         std::process::exit(2);
     }
     Ok(())
 }
 
-async fn post_with_retries(client: &reqwest::Client, url: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+async fn post_with_retries(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<Value> {
     let mut backoff = Duration::from_millis(200);
     for attempt in 1..=MAX_ATTEMPTS {
-        let outcome = client.post(url).header("content-type", "application/x-ndjson").body(body.clone()).send().await;
+        let outcome = client
+            .post(url)
+            .header("content-type", "application/x-ndjson")
+            .body(body.clone())
+            .send()
+            .await;
         match outcome {
             Ok(response) if response.status().is_success() => return Ok(response.json().await?),
             Ok(response) if response.status().is_client_error() => {
                 let status = response.status();
-                bail!("server refused the batch ({status}): {}", response.text().await.unwrap_or_default());
+                bail!(
+                    "server refused the batch ({status}): {}",
+                    response.text().await.unwrap_or_default()
+                );
             }
-            Ok(response) => tracing::warn!(status = %response.status(), attempt, "server busy; retrying"),
+            Ok(response) => {
+                tracing::warn!(status = %response.status(), attempt, "server busy; retrying")
+            }
             Err(error) => tracing::warn!(%error, attempt, "request failed; retrying"),
         }
         tokio::time::sleep(backoff).await;
@@ -120,17 +173,30 @@ pub async fn query(server: &str, sql: &str, format: OutputFormat) -> anyhow::Res
     let truncated = response.headers().contains_key("x-tidewatch-truncated");
     let body = response.bytes().await?;
     if !status.is_success() {
-        let message = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["error"].as_str().map(str::to_string));
-        bail!("query failed ({status}): {}", message.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()));
+        let message = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string));
+        bail!(
+            "query failed ({status}): {}",
+            message.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())
+        );
     }
     let mut out = std::io::stdout().lock();
     match format {
         OutputFormat::Table => {
-            let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
+            let reader =
+                arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
             let batches = reader.collect::<Result<Vec<_>, _>>()?;
-            writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+            writeln!(
+                out,
+                "{}",
+                arrow::util::pretty::pretty_format_batches(&batches)?
+            )?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            eprintln!("{rows} row(s){}", if truncated { " (truncated)" } else { "" });
+            eprintln!(
+                "{rows} row(s){}",
+                if truncated { " (truncated)" } else { "" }
+            );
         }
         OutputFormat::Json => {
             let value: Value = serde_json::from_slice(&body)?;

@@ -66,7 +66,10 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self { segment_max_bytes: 64 << 20, commit_interval_ms: 0 }
+        Self {
+            segment_max_bytes: 64 << 20,
+            commit_interval_ms: 0,
+        }
     }
 }
 
@@ -85,7 +88,11 @@ pub struct IngestSection {
 impl Default for IngestSection {
     fn default() -> Self {
         let limits = tw_pipeline::IngestLimits::default();
-        Self { max_body_bytes: limits.max_body_bytes, max_decompressed_bytes: limits.max_decompressed_bytes, max_event_bytes: limits.max_event_bytes }
+        Self {
+            max_body_bytes: limits.max_body_bytes,
+            max_decompressed_bytes: limits.max_decompressed_bytes,
+            max_event_bytes: limits.max_event_bytes,
+        }
     }
 }
 
@@ -105,7 +112,12 @@ pub struct StreamsSection {
 
 impl Default for StreamsSection {
     fn default() -> Self {
-        Self { partitions: 4, partition_key: None, event_time_field: None, partition_keys: BTreeMap::new() }
+        Self {
+            partitions: 4,
+            partition_key: None,
+            event_time_field: None,
+            partition_keys: BTreeMap::new(),
+        }
     }
 }
 
@@ -123,7 +135,11 @@ pub struct LakeSection {
 
 impl Default for LakeSection {
     fn default() -> Self {
-        Self { flush_max_rows: 100_000, flush_max_bytes: 64 << 20, flush_max_age_ms: 10_000 }
+        Self {
+            flush_max_rows: 100_000,
+            flush_max_bytes: 64 << 20,
+            flush_max_age_ms: 10_000,
+        }
     }
 }
 
@@ -137,7 +153,9 @@ pub struct DetectSection {
 
 impl Default for DetectSection {
     fn default() -> Self {
-        Self { allowed_lateness_ms: 60_000 }
+        Self {
+            allowed_lateness_ms: 60_000,
+        }
     }
 }
 
@@ -159,14 +177,21 @@ pub struct QuerySection {
 
 impl Default for QuerySection {
     fn default() -> Self {
-        Self { timeout_ms: 30_000, max_result_rows: 100_000, memory_limit_bytes: 512 << 20, threads: 2, freshness_wait_ms: 5_000 }
+        Self {
+            timeout_ms: 30_000,
+            max_result_rows: 100_000,
+            memory_limit_bytes: 512 << 20,
+            threads: 2,
+            freshness_wait_ms: 5_000,
+        }
     }
 }
 
 impl Config {
     /// Reads a TOML file; a typo in a key is an error naming it.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
     }
 
@@ -174,10 +199,16 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!("listen: {:?} is not an address like 127.0.0.1:7070", self.listen));
+            problems.push(format!(
+                "listen: {:?} is not an address like 127.0.0.1:7070",
+                self.listen
+            ));
         }
         if self.streams.partitions == 0 || self.streams.partitions > tw_core::MAX_PARTITIONS {
-            problems.push(format!("streams.partitions must be 1 to {}", tw_core::MAX_PARTITIONS));
+            problems.push(format!(
+                "streams.partitions must be 1 to {}",
+                tw_core::MAX_PARTITIONS
+            ));
         }
         if self.lake.flush_max_rows == 0 {
             problems.push("lake.flush_max_rows must be at least 1".into());
@@ -188,7 +219,11 @@ impl Config {
         if let Err(error) = tw_alerts::validate_sinks(&self.sinks) {
             problems.push(error.to_string());
         }
-        anyhow::ensure!(problems.is_empty(), "invalid configuration:\n  {}", problems.join("\n  "));
+        anyhow::ensure!(
+            problems.is_empty(),
+            "invalid configuration:\n  {}",
+            problems.join("\n  ")
+        );
         Ok(())
     }
 }

@@ -81,9 +81,12 @@ match:
 /// Installs the example rules that are not there yet (a user's edits are kept).
 pub fn install_rules(rules: &RuleRegistry) -> anyhow::Result<()> {
     for text in DEMO_RULES {
-        let rule = parse_rule(text, RuleFormat::Yaml).map_err(|e| anyhow::anyhow!("demo rule: {e}"))?;
+        let rule =
+            parse_rule(text, RuleFormat::Yaml).map_err(|e| anyhow::anyhow!("demo rule: {e}"))?;
         if rules.get(&rule.id).is_none() {
-            rules.upsert(rule, "demo", false).map_err(|e| anyhow::anyhow!("{e}"))?;
+            rules
+                .upsert(rule, "demo", false)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
     Ok(())
@@ -94,8 +97,16 @@ pub async fn run(ingestor: Arc<Ingestor>) {
     let start = chrono::Utc::now().timestamp();
     let seed = start as u64;
     let mut streams = [
-        ("cloudtrail", Generator::new(Kind::Cloudtrail, seed, CLOUDTRAIL_RATE, start), CLOUDTRAIL_RATE),
-        ("clickstream", Generator::new(Kind::Clickstream, seed, CLICKSTREAM_RATE, start), CLICKSTREAM_RATE),
+        (
+            "cloudtrail",
+            Generator::new(Kind::Cloudtrail, seed, CLOUDTRAIL_RATE, start),
+            CLOUDTRAIL_RATE,
+        ),
+        (
+            "clickstream",
+            Generator::new(Kind::Clickstream, seed, CLICKSTREAM_RATE, start),
+            CLICKSTREAM_RATE,
+        ),
     ];
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -105,7 +116,10 @@ pub async fn run(ingestor: Arc<Ingestor>) {
             for _ in 0..*rate / 4 {
                 generator.next_into(&mut body);
             }
-            if let Err(error) = ingestor.ingest_body(stream, Bytes::from(body), ContentEncoding::Identity).await {
+            if let Err(error) = ingestor
+                .ingest_body(stream, Bytes::from(body), ContentEncoding::Identity)
+                .await
+            {
                 tracing::warn!(%error, stream, "demo traffic could not be ingested");
             }
         }

@@ -29,22 +29,40 @@ pub struct DetectionConsumer {
 
 impl DetectionConsumer {
     /// A consumer that follows the rule set published on `rules`.
-    pub fn new(config: EngineConfig, rules: watch::Receiver<RuleSet>, alerts: AlertStore, dispatcher: Arc<Dispatcher>) -> Self {
-        Self { engine: Engine::new(config), rules, sinks_by_rule: HashMap::new(), alerts, dispatcher, positions: BTreeMap::new() }
+    pub fn new(
+        config: EngineConfig,
+        rules: watch::Receiver<RuleSet>,
+        alerts: AlertStore,
+        dispatcher: Arc<Dispatcher>,
+    ) -> Self {
+        Self {
+            engine: Engine::new(config),
+            rules,
+            sinks_by_rule: HashMap::new(),
+            alerts,
+            dispatcher,
+            positions: BTreeMap::new(),
+        }
     }
 
     /// Picks up a changed rule set (state of unchanged rules is kept by the engine).
     fn refresh_rules(&mut self, force: bool) {
         if force || self.rules.has_changed().unwrap_or(false) {
             let rules = self.rules.borrow_and_update().clone();
-            self.sinks_by_rule = rules.iter().map(|r| (r.id().to_string(), r.rule().sinks.clone())).collect();
+            self.sinks_by_rule = rules
+                .iter()
+                .map(|r| (r.id().to_string(), r.rule().sinks.clone()))
+                .collect();
             self.engine.set_rules(rules.to_vec());
             tracing::info!(rules = rules.len(), "detection rule set loaded");
         }
     }
 
     fn error(&self, message: impl std::fmt::Display) -> ConsumerError {
-        ConsumerError { consumer: DETECT_CONSUMER.into(), message: message.to_string() }
+        ConsumerError {
+            consumer: DETECT_CONSUMER.into(),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -53,7 +71,10 @@ impl Consumer for DetectionConsumer {
         DETECT_CONSUMER
     }
 
-    fn start(&mut self, committed: &BTreeMap<StreamPartition, Offset>) -> Result<(), ConsumerError> {
+    fn start(
+        &mut self,
+        committed: &BTreeMap<StreamPartition, Offset>,
+    ) -> Result<(), ConsumerError> {
         self.positions = committed.clone();
         self.refresh_rules(true);
         Ok(())
@@ -61,19 +82,32 @@ impl Consumer for DetectionConsumer {
 
     fn handle(&mut self, batch: &EventBatch) -> Result<(), ConsumerError> {
         self.refresh_rules(false);
-        let raised = self.engine.evaluate(batch.stream.as_str(), batch.partition, &batch.records, &batch.events, now_ms());
+        let raised = self.engine.evaluate(
+            batch.stream.as_str(),
+            batch.partition,
+            &batch.records,
+            &batch.events,
+            now_ms(),
+        );
         if !raised.is_empty() {
             let fresh = self.alerts.insert(raised).map_err(|e| self.error(e))?;
-            metrics::counter!("tidewatch_alerts_total", "stream" => batch.stream.to_string()).increment(fresh.len() as u64);
+            metrics::counter!("tidewatch_alerts_total", "stream" => batch.stream.to_string())
+                .increment(fresh.len() as u64);
             for alert in &fresh {
-                let sinks = self.sinks_by_rule.get(&alert.rule_id).map(Vec::as_slice).unwrap_or_default();
+                let sinks = self
+                    .sinks_by_rule
+                    .get(&alert.rule_id)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 self.dispatcher.dispatch(alert, sinks);
             }
         }
         if let Some(last) = batch.records.last() {
-            self.positions.insert((batch.stream.clone(), batch.partition), last.offset + 1);
+            self.positions
+                .insert((batch.stream.clone(), batch.partition), last.offset + 1);
         }
-        metrics::counter!("tidewatch_events_evaluated_total", "stream" => batch.stream.to_string()).increment(batch.records.len() as u64);
+        metrics::counter!("tidewatch_events_evaluated_total", "stream" => batch.stream.to_string())
+            .increment(batch.records.len() as u64);
         Ok(())
     }
 

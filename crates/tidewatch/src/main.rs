@@ -6,9 +6,9 @@
 mod bench;
 mod client;
 mod config;
+mod datagen;
 mod demo;
 mod detection;
-mod datagen;
 mod serve;
 
 use std::io::Write;
@@ -20,7 +20,11 @@ use crate::config::Config;
 use crate::datagen::{Generator, Kind};
 
 #[derive(Parser)]
-#[command(name = "tidewatch", version, about = "Real-time security and event analytics in one binary")]
+#[command(
+    name = "tidewatch",
+    version,
+    about = "Real-time security and event analytics in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,11 @@ enum Command {
         #[arg(long)]
         stream: String,
         /// Server URL.
-        #[arg(long, env = "TIDEWATCH_SERVER", default_value = "http://127.0.0.1:7070")]
+        #[arg(
+            long,
+            env = "TIDEWATCH_SERVER",
+            default_value = "http://127.0.0.1:7070"
+        )]
         server: String,
         /// Lines per request.
         #[arg(long, default_value_t = 10_000)]
@@ -89,7 +97,12 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
         /// Server URL.
-        #[arg(long, global = true, env = "TIDEWATCH_SERVER", default_value = "http://127.0.0.1:7070")]
+        #[arg(
+            long,
+            global = true,
+            env = "TIDEWATCH_SERVER",
+            default_value = "http://127.0.0.1:7070"
+        )]
         server: String,
     },
     /// Run SQL on a running server.
@@ -97,7 +110,11 @@ enum Command {
         /// The SQL statement.
         sql: String,
         /// Server URL.
-        #[arg(long, env = "TIDEWATCH_SERVER", default_value = "http://127.0.0.1:7070")]
+        #[arg(
+            long,
+            env = "TIDEWATCH_SERVER",
+            default_value = "http://127.0.0.1:7070"
+        )]
         server: String,
         /// Output format.
         #[arg(long, value_enum, default_value = "auto")]
@@ -142,12 +159,21 @@ enum BenchCommand {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TIDEWATCH_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TIDEWATCH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, data_dir, listen, rules_dir, demo } => {
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+            rules_dir,
+            demo,
+        } => {
             let mut settings = match config {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
@@ -163,38 +189,89 @@ fn main() -> anyhow::Result<()> {
             }
             runtime()?.block_on(serve::serve(settings, demo))
         }
-        Command::Send { stream, server, batch_lines, batch_bytes, files } => {
-            runtime()?.block_on(client::send(&server, &stream, &files, batch_lines.max(1), batch_bytes.max(1)))
-        }
-        Command::Gen { kind, count, seed, rate, start, out } => generate(kind, count, seed, rate, &start, &out),
+        Command::Send {
+            stream,
+            server,
+            batch_lines,
+            batch_bytes,
+            files,
+        } => runtime()?.block_on(client::send(
+            &server,
+            &stream,
+            &files,
+            batch_lines.max(1),
+            batch_bytes.max(1),
+        )),
+        Command::Gen {
+            kind,
+            count,
+            seed,
+            rate,
+            start,
+            out,
+        } => generate(kind, count, seed, rate, &start, &out),
         Command::Bench { what, server } => {
             let server = server.trim_end_matches('/').to_string();
             let report = runtime()?.block_on(async {
                 match what {
-                    BenchCommand::Ingest { stream, events, seed, batch, concurrency } => bench::ingest(&server, &stream, events, seed, batch.max(1), concurrency).await,
-                    BenchCommand::Latency { rate, seconds, seed } => bench::latency(&server, rate, seconds, seed).await,
-                    BenchCommand::Queries { runs, sql } => bench::queries(&server, &sql, runs).await,
+                    BenchCommand::Ingest {
+                        stream,
+                        events,
+                        seed,
+                        batch,
+                        concurrency,
+                    } => {
+                        bench::ingest(&server, &stream, events, seed, batch.max(1), concurrency)
+                            .await
+                    }
+                    BenchCommand::Latency {
+                        rate,
+                        seconds,
+                        seed,
+                    } => bench::latency(&server, rate, seconds, seed).await,
+                    BenchCommand::Queries { runs, sql } => {
+                        bench::queries(&server, &sql, runs).await
+                    }
                 }
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-        Command::Query { sql, server, format } => runtime()?.block_on(client::query(&server, &sql, format)),
+        Command::Query {
+            sql,
+            server,
+            format,
+        } => runtime()?.block_on(client::query(&server, &sql, format)),
     }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
-fn generate(kind: Kind, count: u64, seed: u64, rate: u64, start: &str, out: &PathBuf) -> anyhow::Result<()> {
+fn generate(
+    kind: Kind,
+    count: u64,
+    seed: u64,
+    rate: u64,
+    start: &str,
+    out: &PathBuf,
+) -> anyhow::Result<()> {
     let start_secs = tw_core::parse_time_ms(&serde_json::Value::String(start.to_string()))
         .ok_or_else(|| anyhow::anyhow!("--start {start:?} is not a time"))?
         / 1000;
     let mut writer: Box<dyn Write> = if out.as_os_str() == "-" {
-        Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout().lock(),
+        ))
     } else {
-        Box::new(std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?))
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(out)?,
+        ))
     };
     let mut generator = Generator::new(kind, seed, rate, start_secs);
     let mut buffer = String::with_capacity(1 << 20);

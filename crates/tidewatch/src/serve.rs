@@ -16,7 +16,10 @@ use tw_core::{StreamConfig, now_ms};
 use tw_detect::{EngineConfig, RuleFormat, parse_rule};
 use tw_lake::{Lake, LakeConfig};
 use tw_log::{DiskLog, Log, LogConfig, OffsetStore};
-use tw_pipeline::{DeadLetterQueue, IngestLimits, Ingestor, RunnerConfig, StreamDefaults, StreamRegistry, spawn_consumer};
+use tw_pipeline::{
+    DeadLetterQueue, IngestLimits, Ingestor, RunnerConfig, StreamDefaults, StreamRegistry,
+    spawn_consumer,
+};
 use tw_query::{QueryConfig, QueryEngine};
 use tw_server::{AppState, RuleRegistry};
 
@@ -26,9 +29,12 @@ use crate::detection::DetectionConsumer;
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     config.validate()?;
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
     let data = config.data_dir.clone();
-    std::fs::create_dir_all(&data).with_context(|| format!("creating data directory {}", data.display()))?;
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("creating data directory {}", data.display()))?;
 
     let log: Arc<dyn Log> = DiskLog::open(LogConfig {
         segment_max_bytes: config.log.segment_max_bytes,
@@ -36,7 +42,8 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         ..LogConfig::new(data.join("log"))
     })
     .context("opening the log")?;
-    let offsets = Arc::new(OffsetStore::open(&data.join("offsets")).context("opening consumer offsets")?);
+    let offsets =
+        Arc::new(OffsetStore::open(data.join("offsets")).context("opening consumer offsets")?);
     let dlq = DeadLetterQueue::open(log.clone()).context("opening the dead-letter queue")?;
     let defaults = StreamDefaults {
         config: StreamConfig {
@@ -47,7 +54,10 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         },
         partition_keys: config.streams.partition_keys.clone(),
     };
-    let registry = Arc::new(StreamRegistry::open(&data.join("streams"), log.clone(), defaults).context("opening stream configurations")?);
+    let registry = Arc::new(
+        StreamRegistry::open(&data.join("streams"), log.clone(), defaults)
+            .context("opening stream configurations")?,
+    );
     let limits = IngestLimits {
         max_body_bytes: config.ingest.max_body_bytes,
         max_decompressed_bytes: config.ingest.max_decompressed_bytes,
@@ -62,7 +72,10 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         crate::demo::install_rules(&rules)?;
     }
     let alerts = AlertStore::open(&data.join("alerts")).context("opening the alert store")?;
-    let dispatcher = Arc::new(Dispatcher::start(config.sinks.clone(), &data.join("alerts")).context("starting alert sinks")?);
+    let dispatcher = Arc::new(
+        Dispatcher::start(config.sinks.clone(), &data.join("alerts"))
+            .context("starting alert sinks")?,
+    );
     let lake = Lake::open(LakeConfig {
         root: data.join("lake"),
         flush_max_rows: config.lake.flush_max_rows,
@@ -71,24 +84,44 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     })
     .context("opening the lake")?;
     let query = Arc::new(
-        QueryEngine::new(lake.clone(), QueryConfig {
-            timeout_ms: config.query.timeout_ms,
-            max_result_rows: config.query.max_result_rows,
-            memory_limit_bytes: config.query.memory_limit_bytes,
-            threads: config.query.threads,
-        })
+        QueryEngine::new(
+            lake.clone(),
+            QueryConfig {
+                timeout_ms: config.query.timeout_ms,
+                max_result_rows: config.query.max_result_rows,
+                memory_limit_bytes: config.query.memory_limit_bytes,
+                threads: config.query.threads,
+            },
+        )
         .context("starting the query engine")?,
     );
 
     let stop_consumers = Arc::new(AtomicBool::new(false));
-    let lake_consumer = spawn_consumer(Box::new(lake.writer()), log.clone(), offsets.clone(), dlq.clone(), RunnerConfig::default(), stop_consumers.clone())?;
+    let lake_consumer = spawn_consumer(
+        Box::new(lake.writer()),
+        log.clone(),
+        offsets.clone(),
+        dlq.clone(),
+        RunnerConfig::default(),
+        stop_consumers.clone(),
+    )?;
     let detection = DetectionConsumer::new(
-        EngineConfig { allowed_lateness_ms: config.detect.allowed_lateness_ms, ..EngineConfig::default() },
+        EngineConfig {
+            allowed_lateness_ms: config.detect.allowed_lateness_ms,
+            ..EngineConfig::default()
+        },
         rules.subscribe(),
         alerts.clone(),
         dispatcher.clone(),
     );
-    let detect_consumer = spawn_consumer(Box::new(detection), log.clone(), offsets, dlq, RunnerConfig::default(), stop_consumers.clone())?;
+    let detect_consumer = spawn_consumer(
+        Box::new(detection),
+        log.clone(),
+        offsets,
+        dlq,
+        RunnerConfig::default(),
+        stop_consumers.clone(),
+    )?;
 
     let state = Arc::new(AppState {
         log: log.clone(),
@@ -98,18 +131,29 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         lake,
         query,
         lake_progress: lake_consumer.progress.clone(),
-        consumers: vec![("lake".into(), lake_consumer.progress.clone()), ("detect".into(), detect_consumer.progress.clone())],
+        consumers: vec![
+            ("lake".into(), lake_consumer.progress.clone()),
+            ("detect".into(), detect_consumer.progress.clone()),
+        ],
         metrics,
         query_freshness_wait: Duration::from_millis(config.query.freshness_wait_ms),
     });
     let retention = tokio::spawn(enforce_retention(log.clone(), ingestor.clone()));
-    let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     // Tests and scripts read this line to find an ephemeral port.
-    println!("tidewatch listening on http://{address} (data in {})", data.display());
+    println!(
+        "tidewatch listening on http://{address} (data in {})",
+        data.display()
+    );
     let demo_task = demo.then(|| tokio::spawn(crate::demo::run(ingestor.clone())));
 
-    axum::serve(listener, tw_server::router(state)).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
+    axum::serve(listener, tw_server::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
 
     tracing::info!("shutting down: flushing the lake and committing offsets");
     if let Some(task) = demo_task {
@@ -118,18 +162,25 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     retention.abort();
     stop_consumers.store(true, Ordering::Relaxed);
     let deadline = Duration::from_secs(config.shutdown_timeout_secs);
-    let joined = tokio::time::timeout(deadline, tokio::task::spawn_blocking(move || {
-        let _ = lake_consumer.thread.join();
-        let _ = detect_consumer.thread.join();
-    }))
+    let joined = tokio::time::timeout(
+        deadline,
+        tokio::task::spawn_blocking(move || {
+            let _ = lake_consumer.thread.join();
+            let _ = detect_consumer.thread.join();
+        }),
+    )
     .await;
     if joined.is_err() {
-        tracing::warn!("consumers did not stop in time; what they had not committed will be replayed at the next start");
+        tracing::warn!(
+            "consumers did not stop in time; what they had not committed will be replayed at the next start"
+        );
     }
     // The detection consumer (joined above) held the other reference.
     match Arc::try_unwrap(dispatcher) {
         Ok(dispatcher) => dispatcher.shutdown(deadline).await,
-        Err(_) => tracing::warn!("alert sinks still in use at shutdown; queued deliveries finish in the background"),
+        Err(_) => tracing::warn!(
+            "alert sinks still in use at shutdown; queued deliveries finish in the background"
+        ),
     }
     tracing::info!("stopped");
     Ok(())
@@ -138,7 +189,8 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 /// Imports every `.yaml`, `.yml` and `.json` rule file of `dir`, storing a new version only
 /// when a file differs from the stored rule.
 fn load_rules_dir(rules: &RuleRegistry, dir: &Path) -> anyhow::Result<()> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("reading rules directory {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading rules directory {}", dir.display()))?;
     let mut problems = Vec::new();
     for entry in entries {
         let path = entry?.path();
@@ -147,7 +199,9 @@ fn load_rules_dir(rules: &RuleRegistry, dir: &Path) -> anyhow::Result<()> {
             Some("json") => RuleFormat::Json,
             _ => continue,
         };
-        let outcome = std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|text| parse_rule(&text, format).map_err(|e| e.to_string()));
+        let outcome = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| parse_rule(&text, format).map_err(|e| e.to_string()));
         match outcome {
             Ok(mut rule) => {
                 if let Some(stored) = rules.get(&rule.id) {
@@ -163,7 +217,12 @@ fn load_rules_dir(rules: &RuleRegistry, dir: &Path) -> anyhow::Result<()> {
             Err(error) => problems.push(format!("{}: {error}", path.display())),
         }
     }
-    anyhow::ensure!(problems.is_empty(), "rules directory {} has invalid rules:\n  {}", dir.display(), problems.join("\n  "));
+    anyhow::ensure!(
+        problems.is_empty(),
+        "rules directory {} has invalid rules:\n  {}",
+        dir.display(),
+        problems.join("\n  ")
+    );
     Ok(())
 }
 
@@ -173,12 +232,21 @@ async fn enforce_retention(log: Arc<dyn Log>, ingestor: Arc<Ingestor>) {
     loop {
         interval.tick().await;
         for stream in ingestor.registry().list() {
-            if stream.config.retention.max_age_secs.is_none() && stream.config.retention.max_bytes.is_none() {
+            if stream.config.retention.max_age_secs.is_none()
+                && stream.config.retention.max_bytes.is_none()
+            {
                 continue;
             }
             for partition in 0..stream.config.partitions {
-                let (log, name, retention) = (log.clone(), stream.name.clone(), stream.config.retention.clone());
-                let outcome = tokio::task::spawn_blocking(move || log.apply_retention(&name, partition, &retention, now_ms())).await;
+                let (log, name, retention) = (
+                    log.clone(),
+                    stream.name.clone(),
+                    stream.config.retention.clone(),
+                );
+                let outcome = tokio::task::spawn_blocking(move || {
+                    log.apply_retention(&name, partition, &retention, now_ms())
+                })
+                .await;
                 if let Ok(Err(error)) = outcome {
                     tracing::warn!(%error, stream = %stream.name, partition, "retention failed");
                 }

@@ -41,7 +41,12 @@ async fn kill_nine_during_ingest_loses_nothing_acknowledged_and_duplicates_nothi
                         .map(|i| format!(r#"{{"id":{i},"round":{round},"eventTime":"2024-03-01T{:02}:{:02}:00Z","pad":"{}"}}"#, (i / 60) % 24, i % 60, "x".repeat(200)))
                         .collect::<Vec<_>>()
                         .join("\n");
-                    let response = server.client.post(format!("{}/api/v1/streams/crash/events", server.url)).body(body).send().await;
+                    let response = server
+                        .client
+                        .post(format!("{}/api/v1/streams/crash/events", server.url))
+                        .body(body)
+                        .send()
+                        .await;
                     match response {
                         Ok(response) if response.status().is_success() => {
                             acked.lock().unwrap().extend(id..id + BATCH);
@@ -56,21 +61,39 @@ async fn kill_nine_during_ingest_loses_nothing_acknowledged_and_duplicates_nothi
         };
         // Wait for this round's first acknowledged batch, then kill at a pseudo-random moment.
         let started = std::time::Instant::now();
-        while !acked.lock().unwrap().contains(&next_id) && started.elapsed() < Duration::from_secs(30) {
+        while !acked.lock().unwrap().contains(&next_id)
+            && started.elapsed() < Duration::from_secs(30)
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         tokio::time::sleep(Duration::from_millis(100 + (seed >> 33) % 900)).await;
-        Arc::try_unwrap(server).map(Server::kill9).unwrap_or_else(|server| {
-            // The sender still holds a reference: kill through the pid.
-            let _ = std::process::Command::new("kill").args(["-9", &server.pid().to_string()]).status();
-        });
+        Arc::try_unwrap(server)
+            .map(Server::kill9)
+            .unwrap_or_else(|server| {
+                // The sender still holds a reference: kill through the pid.
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &server.pid().to_string()])
+                    .status();
+            });
         let _ = sender.await;
         // Ids of requests in flight at the kill may or may not be stored; never reuse them.
-        next_id = acked.lock().unwrap().iter().next_back().map_or(next_id, |last| last + 1) + BATCH * 4;
+        next_id = acked
+            .lock()
+            .unwrap()
+            .iter()
+            .next_back()
+            .map_or(next_id, |last| last + 1)
+            + BATCH * 4;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() as u64 >= ROUNDS * BATCH, "too little traffic was acknowledged: {}", acked.len());
+    assert!(
+        acked.len() as u64 >= ROUNDS * BATCH,
+        "too little traffic was acknowledged: {}",
+        acked.len()
+    );
 
     let server = Server::start(&data, Some(&config), &[]);
     check(&server, &acked).await;
@@ -82,9 +105,19 @@ async fn kill_nine_during_ingest_loses_nothing_acknowledged_and_duplicates_nothi
 
 async fn check(server: &Server, acked: &BTreeSet<u64>) {
     let total = server.sql_count("SELECT count(*) FROM crash").await;
-    let distinct = server.sql_count("SELECT count(DISTINCT id) FROM crash").await;
+    let distinct = server
+        .sql_count("SELECT count(DISTINCT id) FROM crash")
+        .await;
     assert_eq!(total, distinct, "some events appear twice");
-    let stored: BTreeSet<u64> = server.sql("SELECT id FROM crash").await.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    let stored: BTreeSet<u64> = server
+        .sql("SELECT id FROM crash")
+        .await
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
     let missing: Vec<_> = acked.difference(&stored).take(10).collect();
-    assert!(missing.is_empty(), "acknowledged events lost (first ones): {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged events lost (first ones): {missing:?}"
+    );
 }

@@ -19,12 +19,21 @@ async fn duckdb_reads_the_lake_as_it_is() {
     let data = dir.path().join("data");
     let server = Server::start(&data, None, &[]);
     let text = generate("cloudtrail", 12_000, 3, 1);
-    let expected_admin = text.lines().filter(|l| l.contains("policy/AdministratorAccess")).count();
+    let expected_admin = text
+        .lines()
+        .filter(|l| l.contains("policy/AdministratorAccess"))
+        .count();
     assert_eq!(server.send("cloudtrail", text).await.0, 200);
-    assert_eq!(server.sql_count("SELECT count(*) FROM cloudtrail").await, 12_000);
+    assert_eq!(
+        server.sql_count("SELECT count(*) FROM cloudtrail").await,
+        12_000
+    );
     assert!(server.terminate(), "graceful stop flushes the lake");
 
-    let script = write(dir.path(), "check.py", r#"
+    let script = write(
+        dir.path(),
+        "check.py",
+        r#"
 import duckdb, json, sys
 lake = sys.argv[1]
 con = duckdb.connect()
@@ -33,9 +42,18 @@ total, distinct = con.execute(f"SELECT count(*), count(DISTINCT eventID) FROM {r
 hours = con.execute(f"SELECT count(DISTINCT (year, month, day, hour)) FROM {rel}").fetchone()[0]
 admin = con.execute(f"""SELECT count(*) FROM {rel} WHERE "requestParameters.policyArn" LIKE '%AdministratorAccess%'""").fetchone()[0]
 print(json.dumps({"total": total, "distinct": distinct, "hours": hours, "admin": admin}))
-"#);
-    let output = Command::new(&python).arg(&script).arg(data.join("lake")).output().unwrap();
-    assert!(output.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&output.stderr));
+"#,
+    );
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg(data.join("lake"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "duckdb failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(result["total"], 12_000, "{result}");
     assert_eq!(result["distinct"], 12_000, "{result}");

@@ -54,7 +54,15 @@ fn expected_brute_force(events: &[Value]) -> usize {
     let mut groups: HashMap<(String, i64), u32> = HashMap::new();
     for event in events.iter().filter(|e| is_failed_login(e)) {
         let time = tw_core::parse_time_ms(&event["eventTime"]).expect("eventTime");
-        *groups.entry((event["sourceIPAddress"].as_str().unwrap_or("null").to_string(), time.div_euclid(60_000))).or_default() += 1;
+        *groups
+            .entry((
+                event["sourceIPAddress"]
+                    .as_str()
+                    .unwrap_or("null")
+                    .to_string(),
+                time.div_euclid(60_000),
+            ))
+            .or_default() += 1;
     }
     groups.values().filter(|count| **count > 2).count()
 }
@@ -67,11 +75,18 @@ async fn ingest_detect_lake_and_sql_agree_exactly_across_a_restart() {
     write(&rules, "brute-force.yml", BRUTE_FORCE_RULE);
     let config = write(dir.path(), "tidewatch.toml", CONFIG);
     let data = dir.path().join("data");
-    let server = Server::start(&data, Some(&config), &["--rules-dir", rules.to_str().unwrap()]);
+    let server = Server::start(
+        &data,
+        Some(&config),
+        &["--rules-dir", rules.to_str().unwrap()],
+    );
 
     let text = generate("cloudtrail", 30_000, 7, 2000);
     let lines: Vec<&str> = text.lines().collect();
-    let events: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
 
     // Six requests; the third carries three bad lines, the fifth is gzip.
     let mut accepted = 0;
@@ -81,7 +96,8 @@ async fn ingest_detect_lake_and_sql_agree_exactly_across_a_restart() {
             body = format!("not json\n{}\n{{\"truncated\": \n[1,2]", body);
         }
         let (status, outcome) = if index == 4 {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             encoder.write_all(body.as_bytes()).unwrap();
             let response = server
                 .client
@@ -91,17 +107,35 @@ async fn ingest_detect_lake_and_sql_agree_exactly_across_a_restart() {
                 .send()
                 .await
                 .unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
         } else {
             server.send("cloudtrail", body).await
         };
         assert_eq!(status, 200, "{outcome}");
         accepted += outcome["accepted"].as_u64().unwrap();
-        let rejected: Vec<u64> = outcome["rejected"].as_array().unwrap().iter().map(|r| r["line"].as_u64().unwrap()).collect();
+        let rejected: Vec<u64> = outcome["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["line"].as_u64().unwrap())
+            .collect();
         if index == 2 {
             assert_eq!(rejected, vec![1, 5002, 5003], "{outcome}");
-            assert!(outcome["rejected"][0]["reason"].as_str().unwrap().contains("invalid JSON"));
-            assert!(outcome["rejected"][2]["reason"].as_str().unwrap().contains("JSON object"));
+            assert!(
+                outcome["rejected"][0]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("invalid JSON")
+            );
+            assert!(
+                outcome["rejected"][2]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("JSON object")
+            );
         } else {
             assert!(rejected.is_empty(), "{outcome}");
         }
@@ -109,15 +143,32 @@ async fn ingest_detect_lake_and_sql_agree_exactly_across_a_restart() {
     assert_eq!(accepted, 30_000);
 
     // SQL sees every accepted event exactly once (hot and flushed data together).
-    assert_eq!(server.sql_count("SELECT count(*) AS n FROM cloudtrail").await, 30_000);
-    assert_eq!(server.sql_count("SELECT count(DISTINCT eventID) AS n FROM cloudtrail").await, 30_000);
-    let logins = events.iter().filter(|e| e["eventName"] == "ConsoleLogin").count() as u64;
+    assert_eq!(
+        server
+            .sql_count("SELECT count(*) AS n FROM cloudtrail")
+            .await,
+        30_000
+    );
+    assert_eq!(
+        server
+            .sql_count("SELECT count(DISTINCT eventID) AS n FROM cloudtrail")
+            .await,
+        30_000
+    );
+    let logins = events
+        .iter()
+        .filter(|e| e["eventName"] == "ConsoleLogin")
+        .count() as u64;
     let rows = server.sql("SELECT eventName, count(*) AS n FROM cloudtrail WHERE eventName = 'ConsoleLogin' GROUP BY eventName").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["n"].as_u64(), Some(logins));
     let admin = events
         .iter()
-        .filter(|e| e["requestParameters"]["policyArn"].as_str().is_some_and(|p| p.contains("AdministratorAccess")))
+        .filter(|e| {
+            e["requestParameters"]["policyArn"]
+                .as_str()
+                .is_some_and(|p| p.contains("AdministratorAccess"))
+        })
         .count() as u64;
     let sql = "SELECT count(*) AS n FROM cloudtrail WHERE requestParameters.policyArn LIKE '%AdministratorAccess%'";
     assert_eq!(server.sql_count(sql).await, admin);
@@ -140,24 +191,44 @@ async fn ingest_detect_lake_and_sql_agree_exactly_across_a_restart() {
     // Alerts: exactly the independent computation.
     let failed_logins = events.iter().filter(|e| is_failed_login(e)).count();
     let brute_force = expected_brute_force(&events);
-    assert!(brute_force > 0, "the data set must exercise the threshold rule");
+    assert!(
+        brute_force > 0,
+        "the data set must exercise the threshold rule"
+    );
     server
         .eventually("alerts", Duration::from_secs(60), || async {
-            server.alerts(Some("failed-login")).await.len() == failed_logins && server.alerts(Some("brute-force")).await.len() == brute_force
+            server.alerts(Some("failed-login")).await.len() == failed_logins
+                && server.alerts(Some("brute-force")).await.len() == brute_force
         })
         .await;
     let alert = &server.alerts(Some("brute-force")).await[0];
-    assert!(alert["group"]["sourceIPAddress"].is_string() && alert["window"].is_array() && alert["value"].as_f64().unwrap() > 2.0, "{alert}");
+    assert!(
+        alert["group"]["sourceIPAddress"].is_string()
+            && alert["window"].is_array()
+            && alert["value"].as_f64().unwrap() > 2.0,
+        "{alert}"
+    );
 
     // Dead letters keep the original bytes and the reason.
     let (status, dlq) = server.get("/api/v1/dlq?stream=cloudtrail").await;
     assert_eq!(status, 200);
-    let raws: Vec<&str> = dlq["entries"].as_array().unwrap().iter().map(|e| e["raw"].as_str().unwrap()).collect();
+    let raws: Vec<&str> = dlq["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["raw"].as_str().unwrap())
+        .collect();
     assert_eq!(raws, vec!["not json", "{\"truncated\":", "[1,2]"]);
 
     // The lake is laid out by event time.
     let hour = data.join("lake/cloudtrail/year=2024/month=03/day=01/hour=00");
-    server.eventually("parquet files", Duration::from_secs(30), || async { std::fs::read_dir(&hour).map(|d| d.count() > 0).unwrap_or(false) }).await;
+    server
+        .eventually("parquet files", Duration::from_secs(30), || async {
+            std::fs::read_dir(&hour)
+                .map(|d| d.count() > 0)
+                .unwrap_or(false)
+        })
+        .await;
 
     let (_, metrics) = server.get_text("/metrics").await;
     assert!(metrics.contains("tidewatch_events_in_total"), "{metrics}");
@@ -165,11 +236,26 @@ async fn ingest_detect_lake_and_sql_agree_exactly_across_a_restart() {
 
     // A graceful stop flushes and commits; a restart finds everything once, and pages no one twice.
     assert!(server.terminate(), "graceful stop exits 0");
-    let server = Server::start(&data, Some(&config), &["--rules-dir", rules.to_str().unwrap()]);
-    assert_eq!(server.sql_count("SELECT count(*) AS n FROM cloudtrail").await, 30_000);
+    let server = Server::start(
+        &data,
+        Some(&config),
+        &["--rules-dir", rules.to_str().unwrap()],
+    );
+    assert_eq!(
+        server
+            .sql_count("SELECT count(*) AS n FROM cloudtrail")
+            .await,
+        30_000
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(server.alerts(Some("failed-login")).await.len(), failed_logins);
+    assert_eq!(
+        server.alerts(Some("failed-login")).await.len(),
+        failed_logins
+    );
     assert_eq!(server.alerts(Some("brute-force")).await.len(), brute_force);
     let rule: Value = server.get("/api/v1/rules/brute-force").await.1;
-    assert_eq!(rule["version"], 1, "an unchanged rules directory does not bump versions: {rule}");
+    assert_eq!(
+        rule["version"], 1,
+        "an unchanged rules directory does not bump versions: {rule}"
+    );
 }

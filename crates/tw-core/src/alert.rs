@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// How bad an alert is; ordered from least to most severe.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Worth recording.
@@ -30,7 +32,9 @@ impl std::str::FromStr for Severity {
             "medium" => Ok(Self::Medium),
             "high" => Ok(Self::High),
             "critical" => Ok(Self::Critical),
-            other => Err(format!("unknown severity {other:?} (expected info, low, medium, high or critical)")),
+            other => Err(format!(
+                "unknown severity {other:?} (expected info, low, medium, high or critical)"
+            )),
         }
     }
 }

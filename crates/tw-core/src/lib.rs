@@ -18,7 +18,7 @@ pub use alert::{Alert, EventLocation, Severity};
 pub use path::FieldPath;
 pub use record::{AppendRecord, Offset, PartitionId, Record, partition_for_key};
 pub use stream::{
-    FieldSpec, FieldType, MAX_PARTITIONS, Retention, StreamConfig, StreamConfigError, StreamName, StreamNameError,
-    StreamSchema,
+    FieldSpec, FieldType, MAX_PARTITIONS, Retention, StreamConfig, StreamConfigError, StreamName,
+    StreamNameError, StreamSchema,
 };
 pub use time::{event_time_ms, format_rfc3339_ms, now_ms, parse_time_ms};

@@ -17,7 +17,10 @@ pub struct FieldPath {
 impl FieldPath {
     /// Compiles `text` (for example `userIdentity.userName`).
     pub fn new(text: &str) -> Self {
-        Self { text: text.to_string(), segments: text.split('.').map(str::to_string).collect() }
+        Self {
+            text: text.to_string(),
+            segments: text.split('.').map(str::to_string).collect(),
+        }
     }
 
     /// The path as the user wrote it.
@@ -30,7 +33,9 @@ impl FieldPath {
         self.walk(event).or_else(|| {
             // Rare: a producer that already flattened its keys. Tried second because the walk
             // almost always succeeds and this lookup almost always misses.
-            (self.segments.len() > 1).then(|| event.as_object()?.get(&self.text)).flatten()
+            (self.segments.len() > 1)
+                .then(|| event.as_object()?.get(&self.text))
+                .flatten()
         })
     }
 
@@ -72,7 +77,10 @@ mod tests {
     fn resolves_nested_array_and_literal_dotted_keys() {
         let event = json!({"a": {"b": [10, {"c": "x"}]}, "d.e": 5, "n": null});
         assert_eq!(FieldPath::new("a.b.0").get(&event), Some(&json!(10)));
-        assert_eq!(FieldPath::new("a.b.1.c").get_text(&event).as_deref(), Some("x"));
+        assert_eq!(
+            FieldPath::new("a.b.1.c").get_text(&event).as_deref(),
+            Some("x")
+        );
         assert_eq!(FieldPath::new("d.e").get(&event), Some(&json!(5)));
         assert_eq!(FieldPath::new("a.zz").get(&event), None);
         assert_eq!(FieldPath::new("n").get(&event), Some(&Value::Null));

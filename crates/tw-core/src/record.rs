@@ -58,11 +58,21 @@ mod tests {
     #[test]
     fn partition_assignment_is_stable_and_in_range() {
         // Pinned values: changing the hash would silently re-shard every stored stream.
-        assert_eq!(partition_for_key(b"", 4), (0xcbf2_9ce4_8422_2325u64 % 4) as u32);
-        assert_eq!(partition_for_key(b"alice", 4), partition_for_key(b"alice", 4));
+        assert_eq!(
+            partition_for_key(b"", 4),
+            (0xcbf2_9ce4_8422_2325u64 % 4) as u32
+        );
+        assert_eq!(
+            partition_for_key(b"alice", 4),
+            partition_for_key(b"alice", 4)
+        );
         for key in [&b"a"[..], b"bob", b"10.0.0.1", b"arn:aws:iam::123:user/x"] {
             assert!(partition_for_key(key, 7) < 7);
         }
-        assert_eq!(partition_for_key(b"anything", 0), 0, "zero partitions is treated as one");
+        assert_eq!(
+            partition_for_key(b"anything", 0),
+            0,
+            "zero partitions is treated as one"
+        );
     }
 }

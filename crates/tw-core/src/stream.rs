@@ -25,11 +25,19 @@ pub struct StreamNameError {
 impl StreamName {
     /// Validates a user-supplied stream name.
     pub fn new(name: &str) -> Result<Self, StreamNameError> {
-        let fail = |reason| Err(StreamNameError { name: name.chars().take(200).collect(), reason });
+        let fail = |reason| {
+            Err(StreamNameError {
+                name: name.chars().take(200).collect(),
+                reason,
+            })
+        };
         if name.is_empty() || name.len() > MAX_STREAM_NAME_LEN {
             return fail("must be 1 to 128 characters long");
         }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
             return fail("may contain only letters, digits, '_', '-' and '.'");
         }
         if !name.as_bytes()[0].is_ascii_alphanumeric() {
@@ -140,21 +148,37 @@ impl StreamConfig {
     pub fn validate(&self) -> Result<(), StreamConfigError> {
         let mut problems = Vec::new();
         if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
-            problems.push(format!("partitions must be 1 to {MAX_PARTITIONS}, got {}", self.partitions));
+            problems.push(format!(
+                "partitions must be 1 to {MAX_PARTITIONS}, got {}",
+                self.partitions
+            ));
         }
-        for (name, path) in [("partition_key", &self.partition_key), ("event_time_field", &self.event_time_field)] {
-            if path.as_deref().is_some_and(|path| path.is_empty() || path.split('.').any(str::is_empty)) {
+        for (name, path) in [
+            ("partition_key", &self.partition_key),
+            ("event_time_field", &self.event_time_field),
+        ] {
+            if path
+                .as_deref()
+                .is_some_and(|path| path.is_empty() || path.split('.').any(str::is_empty))
+            {
                 problems.push(format!("{name} must be a dotted field path like `a.b`"));
             }
         }
         if let Some(schema) = &self.schema {
             for field in &schema.fields {
                 if field.name.is_empty() || field.name.split('.').any(str::is_empty) {
-                    problems.push(format!("schema field name {:?} is not a dotted field path", field.name));
+                    problems.push(format!(
+                        "schema field name {:?} is not a dotted field path",
+                        field.name
+                    ));
                 }
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(StreamConfigError { problems }) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StreamConfigError { problems })
+        }
     }
 }
 
@@ -231,7 +255,11 @@ mod tests {
 
     #[test]
     fn config_reports_every_problem_and_rejects_unknown_fields() {
-        let config = StreamConfig { partitions: 0, partition_key: Some("a..b".into()), ..Default::default() };
+        let config = StreamConfig {
+            partitions: 0,
+            partition_key: Some("a..b".into()),
+            ..Default::default()
+        };
         let error = config.validate().unwrap_err();
         assert_eq!(error.problems.len(), 2, "{error}");
         let typo = serde_json::from_str::<StreamConfig>(r#"{"partitons": 3}"#);

@@ -24,7 +24,11 @@ pub fn parse_time_ms(value: &Value) -> Option<i64> {
             if !raw.is_finite() || raw < 0.0 {
                 return None;
             }
-            let millis = if raw >= MILLIS_THRESHOLD { raw } else { raw * 1000.0 };
+            let millis = if raw >= MILLIS_THRESHOLD {
+                raw
+            } else {
+                raw * 1000.0
+            };
             (millis < i64::MAX as f64).then_some(millis as i64)
         }
         _ => None,
@@ -50,7 +54,10 @@ fn parse_time_text(text: &str) -> Option<i64> {
 /// The event time of `event` from `field` (or ingest time when the field is absent or
 /// unparseable). The second element says whether the event's own time was used.
 pub fn event_time_ms(event: &Value, field: Option<&FieldPath>, ingest_time_ms: i64) -> (i64, bool) {
-    match field.and_then(|path| path.get(event)).and_then(parse_time_ms) {
+    match field
+        .and_then(|path| path.get(event))
+        .and_then(parse_time_ms)
+    {
         Some(millis) => (millis, true),
         None => (ingest_time_ms, false),
     }
@@ -90,8 +97,14 @@ mod tests {
     #[test]
     fn falls_back_to_ingest_time() {
         let path = FieldPath::new("eventTime");
-        assert_eq!(event_time_ms(&json!({"eventTime": "bad"}), Some(&path), 7), (7, false));
+        assert_eq!(
+            event_time_ms(&json!({"eventTime": "bad"}), Some(&path), 7),
+            (7, false)
+        );
         assert_eq!(event_time_ms(&json!({}), None, 7), (7, false));
-        assert_eq!(format_rfc3339_ms(1_714_557_600_123), "2024-05-01T10:00:00.123Z");
+        assert_eq!(
+            format_rfc3339_ms(1_714_557_600_123),
+            "2024-05-01T10:00:00.123Z"
+        );
     }
 }

@@ -17,7 +17,10 @@ use tw_detect::{CompiledRule, Engine, EngineConfig, RuleFormat, parse_rule};
 
 /// The reference generator in `shared/`, which sits beside the repository (CI and every
 /// developer checkout have it there).
-const GENERATOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/bench/gen_events.py");
+const GENERATOR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/bench/gen_events.py"
+);
 
 fn fixtures() -> Vec<Arc<CompiledRule>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");

@@ -78,7 +78,8 @@ pub trait Log: Send + Sync + 'static {
     ) -> Result<Vec<Record>, LogError>;
 
     /// First retained offset of a partition.
-    fn start_offset(&self, stream: &StreamName, partition: PartitionId) -> Result<Offset, LogError>;
+    fn start_offset(&self, stream: &StreamName, partition: PartitionId)
+    -> Result<Offset, LogError>;
 
     /// One past the last durable offset of a partition (the offset the next append gets).
     fn end_offset(&self, stream: &StreamName, partition: PartitionId) -> Result<Offset, LogError>;

@@ -40,7 +40,8 @@ pub trait Consumer: Send + 'static {
     /// Called once before the first batch with the committed offsets (the next offset to read
     /// per partition; partitions not in the map start at the log's first offset). A consumer
     /// that writes output (the lake) removes here anything it wrote past these offsets.
-    fn start(&mut self, committed: &BTreeMap<StreamPartition, Offset>) -> Result<(), ConsumerError>;
+    fn start(&mut self, committed: &BTreeMap<StreamPartition, Offset>)
+    -> Result<(), ConsumerError>;
 
     /// Handles one batch. Returning an error makes the runner retry the same batch later.
     fn handle(&mut self, batch: &EventBatch) -> Result<(), ConsumerError>;

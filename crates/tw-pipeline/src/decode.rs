@@ -20,7 +20,11 @@ pub struct IngestLimits {
 
 impl Default for IngestLimits {
     fn default() -> Self {
-        Self { max_body_bytes: 32 << 20, max_decompressed_bytes: 256 << 20, max_event_bytes: 1 << 20 }
+        Self {
+            max_body_bytes: 32 << 20,
+            max_decompressed_bytes: 256 << 20,
+            max_event_bytes: 1 << 20,
+        }
     }
 }
 
@@ -46,9 +50,15 @@ impl ContentEncoding {
 }
 
 /// Undoes the content encoding, refusing bodies that inflate past the limit.
-pub fn decode_body(body: Bytes, encoding: ContentEncoding, limits: &IngestLimits) -> Result<Bytes, IngestError> {
+pub fn decode_body(
+    body: Bytes,
+    encoding: ContentEncoding,
+    limits: &IngestLimits,
+) -> Result<Bytes, IngestError> {
     if body.len() > limits.max_body_bytes {
-        return Err(IngestError::BodyTooLarge { limit: limits.max_body_bytes });
+        return Err(IngestError::BodyTooLarge {
+            limit: limits.max_body_bytes,
+        });
     }
     match encoding {
         ContentEncoding::Identity => Ok(body),
@@ -56,7 +66,9 @@ pub fn decode_body(body: Bytes, encoding: ContentEncoding, limits: &IngestLimits
             let limit = limits.max_decompressed_bytes;
             let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
             let mut decoder = flate2::read::MultiGzDecoder::new(&body[..]).take(limit as u64 + 1);
-            decoder.read_to_end(&mut out).map_err(|error| IngestError::BadGzip(error.to_string()))?;
+            decoder
+                .read_to_end(&mut out)
+                .map_err(|error| IngestError::BadGzip(error.to_string()))?;
             if out.len() > limit {
                 return Err(IngestError::DecompressedTooLarge { limit });
             }
@@ -90,12 +102,19 @@ pub struct Rejection {
 /// Splits a decoded body into events: a JSON array of objects, a CloudTrail-style
 /// `{"Records": [...]}` document, a single JSON object, or NDJSON (one object per line; blank
 /// lines ignored). Records that fail are returned as rejections, never dropped.
-pub fn split_events(body: &Bytes, limits: &IngestLimits) -> Result<(Vec<ParsedEvent>, Vec<Rejection>), IngestError> {
-    let trimmed_start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
+pub fn split_events(
+    body: &Bytes,
+    limits: &IngestLimits,
+) -> Result<(Vec<ParsedEvent>, Vec<Rejection>), IngestError> {
+    let trimmed_start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
     match body.get(trimmed_start) {
         None => Ok((Vec::new(), Vec::new())),
         Some(b'[') => {
-            let items: Vec<Value> = serde_json::from_slice(body).map_err(|error| IngestError::BadJson(error.to_string()))?;
+            let items: Vec<Value> = serde_json::from_slice(body)
+                .map_err(|error| IngestError::BadJson(error.to_string()))?;
             Ok(collect_elements(items, limits))
         }
         Some(b'{') => {
@@ -103,10 +122,12 @@ pub fn split_events(body: &Bytes, limits: &IngestLimits) -> Result<(Vec<ParsedEv
             // second line of NDJSON, so trying it first costs one line.
             if let Ok(document) = serde_json::from_slice::<Value>(body) {
                 return Ok(match document {
-                    Value::Object(mut object) if records_wrapper(&object) => match object.remove("Records") {
-                        Some(Value::Array(records)) => collect_elements(records, limits),
-                        _ => (Vec::new(), Vec::new()),
-                    },
+                    Value::Object(mut object) if records_wrapper(&object) => {
+                        match object.remove("Records") {
+                            Some(Value::Array(records)) => collect_elements(records, limits),
+                            _ => (Vec::new(), Vec::new()),
+                        }
+                    }
                     single => {
                         let (mut events, mut rejected) = (Vec::new(), Vec::new());
                         let raw = Bytes::from(serde_json::to_vec(&single).unwrap_or_default());
@@ -125,7 +146,10 @@ fn records_wrapper(object: &serde_json::Map<String, Value>) -> bool {
     object.len() == 1 && matches!(object.get("Records"), Some(Value::Array(_)))
 }
 
-fn collect_elements(items: Vec<Value>, limits: &IngestLimits) -> (Vec<ParsedEvent>, Vec<Rejection>) {
+fn collect_elements(
+    items: Vec<Value>,
+    limits: &IngestLimits,
+) -> (Vec<ParsedEvent>, Vec<Rejection>) {
     let mut events = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (index, value) in items.into_iter().enumerate() {
@@ -147,14 +171,19 @@ fn split_lines(body: &Bytes, limits: &IngestLimits) -> (Vec<ParsedEvent>, Vec<Re
             continue;
         }
         let offset_in_line = trimmed.as_ptr() as usize - line.as_ptr() as usize;
-        let raw = body.slice(line_start + offset_in_line..line_start + offset_in_line + trimmed.len());
+        let raw =
+            body.slice(line_start + offset_in_line..line_start + offset_in_line + trimmed.len());
         if raw.len() > limits.max_event_bytes {
             rejected.push(too_large(index + 1, raw, limits));
             continue;
         }
         match serde_json::from_slice::<Value>(&raw) {
             Ok(value) => push_checked(index + 1, value, raw, limits, &mut events, &mut rejected),
-            Err(error) => rejected.push(Rejection { line: index + 1, reason: format!("invalid JSON: {error}"), raw }),
+            Err(error) => rejected.push(Rejection {
+                line: index + 1,
+                reason: format!("invalid JSON: {error}"),
+                raw,
+            }),
         }
     }
     (events, rejected)
@@ -171,7 +200,11 @@ fn push_checked(
     if raw.len() > limits.max_event_bytes {
         rejected.push(too_large(line, raw, limits));
     } else if !value.is_object() {
-        rejected.push(Rejection { line, reason: format!("an event must be a JSON object, got {}", kind(&value)), raw });
+        rejected.push(Rejection {
+            line,
+            reason: format!("an event must be a JSON object, got {}", kind(&value)),
+            raw,
+        });
     } else {
         events.push(ParsedEvent { line, value, raw });
     }
@@ -181,7 +214,10 @@ fn too_large(line: usize, raw: Bytes, limits: &IngestLimits) -> Rejection {
     let size = raw.len();
     Rejection {
         line,
-        reason: format!("event of {size} bytes exceeds the limit of {} bytes", limits.max_event_bytes),
+        reason: format!(
+            "event of {size} bytes exceeds the limit of {} bytes",
+            limits.max_event_bytes
+        ),
         raw: raw.slice(..size.min(limits.max_event_bytes)),
     }
 }
@@ -210,10 +246,20 @@ mod tests {
     #[test]
     fn ndjson_keeps_original_bytes_and_reports_bad_lines() {
         let (events, rejected) = split("{\"a\":1}\n\n  {\"b\": 2}  \nnot json\n[1]\n{\"c\":3}");
-        assert_eq!(events.iter().map(|e| e.line).collect::<Vec<_>>(), vec![1, 3, 6]);
+        assert_eq!(
+            events.iter().map(|e| e.line).collect::<Vec<_>>(),
+            vec![1, 3, 6]
+        );
         assert_eq!(&events[1].raw[..], b"{\"b\": 2}");
-        assert_eq!(rejected.iter().map(|r| r.line).collect::<Vec<_>>(), vec![4, 5]);
-        assert!(rejected[0].reason.starts_with("invalid JSON"), "{}", rejected[0].reason);
+        assert_eq!(
+            rejected.iter().map(|r| r.line).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        assert!(
+            rejected[0].reason.starts_with("invalid JSON"),
+            "{}",
+            rejected[0].reason
+        );
         assert!(rejected[1].reason.contains("an array"));
     }
 
@@ -230,7 +276,10 @@ mod tests {
 
     #[test]
     fn a_single_oversized_object_is_rejected_like_a_line() {
-        let limits = IngestLimits { max_event_bytes: 100, ..IngestLimits::default() };
+        let limits = IngestLimits {
+            max_event_bytes: 100,
+            ..IngestLimits::default()
+        };
         let body = Bytes::from(format!("{{\"x\":\"{}\"}}", "a".repeat(200)));
         let (events, rejected) = split_events(&body, &limits).unwrap();
         assert_eq!((events.len(), rejected.len()), (0, 1));
@@ -240,11 +289,15 @@ mod tests {
     #[test]
     fn deep_nesting_and_invalid_utf8_are_rejected_not_fatal() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(matches!(split_events(&Bytes::from(deep), &IngestLimits::default()), Err(IngestError::BadJson(_))));
+        assert!(matches!(
+            split_events(&Bytes::from(deep), &IngestLimits::default()),
+            Err(IngestError::BadJson(_))
+        ));
         let mut body = b"{\"a\":\"".to_vec();
         body.extend_from_slice(&[0xff, 0xfe]);
         body.extend_from_slice(b"\"}\n{\"ok\":1}");
-        let (events, rejected) = split_events(&Bytes::from(body), &IngestLimits::default()).unwrap();
+        let (events, rejected) =
+            split_events(&Bytes::from(body), &IngestLimits::default()).unwrap();
         assert_eq!((events.len(), rejected.len()), (1, 1));
     }
 
@@ -253,11 +306,28 @@ mod tests {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         encoder.write_all(&vec![b' '; 10 << 20]).unwrap();
         let bomb = Bytes::from(encoder.finish().unwrap());
-        let limits = IngestLimits { max_decompressed_bytes: 1 << 20, ..IngestLimits::default() };
-        assert!(matches!(decode_body(bomb.clone(), ContentEncoding::Gzip, &limits), Err(IngestError::DecompressedTooLarge { .. })));
-        let roomy = IngestLimits { max_decompressed_bytes: 11 << 20, ..limits };
-        assert_eq!(decode_body(bomb, ContentEncoding::Gzip, &roomy).unwrap().len(), 10 << 20);
-        assert!(matches!(decode_body(Bytes::from_static(b"nope"), ContentEncoding::Gzip, &roomy), Err(IngestError::BadGzip(_))));
+        let limits = IngestLimits {
+            max_decompressed_bytes: 1 << 20,
+            ..IngestLimits::default()
+        };
+        assert!(matches!(
+            decode_body(bomb.clone(), ContentEncoding::Gzip, &limits),
+            Err(IngestError::DecompressedTooLarge { .. })
+        ));
+        let roomy = IngestLimits {
+            max_decompressed_bytes: 11 << 20,
+            ..limits
+        };
+        assert_eq!(
+            decode_body(bomb, ContentEncoding::Gzip, &roomy)
+                .unwrap()
+                .len(),
+            10 << 20
+        );
+        assert!(matches!(
+            decode_body(Bytes::from_static(b"nope"), ContentEncoding::Gzip, &roomy),
+            Err(IngestError::BadGzip(_))
+        ));
         assert!(ContentEncoding::from_header(Some("br")).is_err());
     }
 }

@@ -65,7 +65,9 @@ impl DeadLetter {
     /// The original bytes.
     pub fn raw_bytes(&self) -> Vec<u8> {
         if self.raw_base64 {
-            base64::engine::general_purpose::STANDARD.decode(&self.raw).unwrap_or_default()
+            base64::engine::general_purpose::STANDARD
+                .decode(&self.raw)
+                .unwrap_or_default()
         } else {
             self.raw.as_bytes().to_vec()
         }
@@ -119,7 +121,12 @@ impl DeadLetterQueue {
 
     /// Lists up to `limit` entries from id `from`, optionally only those of one stream.
     /// Blocking (reads the log).
-    pub fn list(&self, from: u64, limit: usize, stream: Option<&str>) -> Result<Vec<DlqEntry>, LogError> {
+    pub fn list(
+        &self,
+        from: u64,
+        limit: usize,
+        stream: Option<&str>,
+    ) -> Result<Vec<DlqEntry>, LogError> {
         let mut entries = Vec::new();
         let mut next = from;
         let end = self.log.end_offset(&self.stream, 0)?;
@@ -130,10 +137,18 @@ impl DeadLetterQueue {
             for record in records {
                 let letter = match serde_json::from_slice::<DeadLetter>(&record.payload) {
                     Ok(letter) => letter,
-                    Err(error) => DeadLetter::new("?", "dlq", format!("unreadable dead letter: {error}"), &record.payload),
+                    Err(error) => DeadLetter::new(
+                        "?",
+                        "dlq",
+                        format!("unreadable dead letter: {error}"),
+                        &record.payload,
+                    ),
                 };
                 if stream.is_none_or(|wanted| wanted == letter.stream) && entries.len() < limit {
-                    entries.push(DlqEntry { id: record.offset, letter });
+                    entries.push(DlqEntry {
+                        id: record.offset,
+                        letter,
+                    });
                 }
             }
         }

@@ -24,7 +24,9 @@ pub enum IngestError {
     #[error("unsupported content encoding {0:?} (use gzip or none)")]
     UnsupportedEncoding(String),
     /// A `Content-Type` the ingest path does not read.
-    #[error("unsupported content type {0:?} (use application/x-ndjson, application/json or text/plain)")]
+    #[error(
+        "unsupported content type {0:?} (use application/x-ndjson, application/json or text/plain)"
+    )]
     UnsupportedContentType(String),
     /// The body as a whole is not JSON (a JSON array that does not parse).
     #[error("invalid JSON body: {0}")]
@@ -60,6 +62,9 @@ impl IngestError {
 
     /// Whether retrying later may succeed (disk full, log shutting down).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, IngestError::Log(LogError::DiskFull { .. } | LogError::Closed))
+        matches!(
+            self,
+            IngestError::Log(LogError::DiskFull { .. } | LogError::Closed)
+        )
     }
 }

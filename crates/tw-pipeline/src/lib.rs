@@ -22,7 +22,9 @@ mod runner;
 mod validate;
 
 pub use consumer::{Consumer, ConsumerError, EventBatch, StreamPartition};
-pub use decode::{ContentEncoding, IngestLimits, ParsedEvent, Rejection, decode_body, split_events};
+pub use decode::{
+    ContentEncoding, IngestLimits, ParsedEvent, Rejection, decode_body, split_events,
+};
 pub use dlq::{DLQ_STREAM, DeadLetter, DeadLetterQueue, DlqEntry};
 pub use error::IngestError;
 pub use ingest::{IngestOutcome, Ingestor, RejectedRecord};

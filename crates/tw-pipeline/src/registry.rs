@@ -32,7 +32,10 @@ impl StreamState {
     fn new(name: StreamName, config: StreamConfig) -> Self {
         let time_fields = match &config.event_time_field {
             Some(field) => vec![FieldPath::new(field)],
-            None => CONVENTIONAL_TIME_FIELDS.iter().map(|f| FieldPath::new(f)).collect(),
+            None => CONVENTIONAL_TIME_FIELDS
+                .iter()
+                .map(|f| FieldPath::new(f))
+                .collect(),
         };
         Self {
             partition_key: config.partition_key.as_deref().map(FieldPath::new),
@@ -46,7 +49,10 @@ impl StreamState {
 
     /// The event time of `event` by this stream's rules, or `fallback_ms` when it has none.
     pub fn event_time_of(&self, event: &serde_json::Value, fallback_ms: i64) -> i64 {
-        self.time_fields.iter().find_map(|path| path.get(event).and_then(tw_core::parse_time_ms)).unwrap_or(fallback_ms)
+        self.time_fields
+            .iter()
+            .find_map(|path| path.get(event).and_then(tw_core::parse_time_ms))
+            .unwrap_or(fallback_ms)
     }
 
     /// Reserves `count` consecutive round-robin slots; returns the first.
@@ -74,7 +80,11 @@ pub struct StreamRegistry {
 
 impl StreamRegistry {
     /// Loads every persisted stream configuration and makes sure the log has each stream.
-    pub fn open(dir: &Path, log: Arc<dyn Log>, defaults: StreamDefaults) -> Result<Self, IngestError> {
+    pub fn open(
+        dir: &Path,
+        log: Arc<dyn Log>,
+        defaults: StreamDefaults,
+    ) -> Result<Self, IngestError> {
         std::fs::create_dir_all(dir).map_err(|e| registry_error(dir, e))?;
         let mut streams = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(|e| registry_error(dir, e))? {
@@ -83,9 +93,15 @@ impl StreamRegistry {
                 continue;
             }
             let text = std::fs::read(&path).map_err(|e| registry_error(&path, e))?;
-            let config: StreamConfig = serde_json::from_slice(&text)
-                .map_err(|e| IngestError::Registry { path: path.display().to_string(), message: e.to_string() })?;
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let config: StreamConfig =
+                serde_json::from_slice(&text).map_err(|e| IngestError::Registry {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
             let name = StreamName::new(stem).map_err(|e| IngestError::BadStream(e.to_string()))?;
             log.create_stream(&name, config.partitions)?;
             streams.insert(name.clone(), Arc::new(StreamState::new(name, config)));
@@ -94,16 +110,28 @@ impl StreamRegistry {
         // a crash between the log and the registry) get the defaults with the log's partitions.
         for (name, partitions) in log.streams() {
             if !name.is_internal() && !streams.contains_key(&name) {
-                let config = StreamConfig { partitions, ..defaults.config.clone() };
+                let config = StreamConfig {
+                    partitions,
+                    ..defaults.config.clone()
+                };
                 streams.insert(name.clone(), Arc::new(StreamState::new(name, config)));
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), log, defaults, streams: RwLock::new(streams) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            log,
+            defaults,
+            streams: RwLock::new(streams),
+        })
     }
 
     /// The stream, if it exists.
     pub fn get(&self, name: &StreamName) -> Option<Arc<StreamState>> {
-        self.streams.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// The stream, created with the defaults when it does not exist yet.
@@ -120,8 +148,15 @@ impl StreamRegistry {
 
     /// Creates or replaces a stream's configuration. The partition count of a stream that
     /// exists cannot change (records are already placed by it).
-    pub fn put(&self, name: &StreamName, config: StreamConfig, replace: bool) -> Result<Arc<StreamState>, IngestError> {
-        config.validate().map_err(|e| IngestError::BadStream(e.to_string()))?;
+    pub fn put(
+        &self,
+        name: &StreamName,
+        config: StreamConfig,
+        replace: bool,
+    ) -> Result<Arc<StreamState>, IngestError> {
+        config
+            .validate()
+            .map_err(|e| IngestError::BadStream(e.to_string()))?;
         let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = streams.get(name) {
             if !replace {
@@ -136,7 +171,10 @@ impl StreamRegistry {
         }
         self.log.create_stream(name, config.partitions)?;
         let path = self.dir.join(format!("{name}.json"));
-        write_atomically(&path, &serde_json::to_vec_pretty(&config).unwrap_or_default())?;
+        write_atomically(
+            &path,
+            &serde_json::to_vec_pretty(&config).unwrap_or_default(),
+        )?;
         let state = Arc::new(StreamState::new(name.clone(), config));
         streams.insert(name.clone(), state.clone());
         Ok(state)
@@ -144,12 +182,20 @@ impl StreamRegistry {
 
     /// Every stream, sorted by name.
     pub fn list(&self) -> Vec<Arc<StreamState>> {
-        self.streams.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
 fn registry_error(path: &Path, error: std::io::Error) -> IngestError {
-    IngestError::Registry { path: path.display().to_string(), message: error.to_string() }
+    IngestError::Registry {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    }
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content.

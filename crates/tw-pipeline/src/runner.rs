@@ -51,30 +51,43 @@ pub struct ConsumerProgress {
 impl ConsumerProgress {
     /// Next offset the consumer will read in a partition (every record before it is handled).
     pub fn position(&self, stream: &StreamName, partition: u32) -> Option<Offset> {
-        self.positions.read().unwrap_or_else(|p| p.into_inner()).get(&(stream.clone(), partition)).copied()
+        self.positions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(stream.clone(), partition))
+            .copied()
     }
 
     /// Why the consumer stopped, if it failed.
     pub fn failure(&self) -> Option<String> {
-        self.failed.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.failed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether every partition of `stream` (all streams when `None`) has been handled up to
     /// the log's current end.
     pub fn caught_up(&self, log: &dyn Log, stream: Option<&StreamName>) -> bool {
-        log.streams().into_iter().filter(|(name, _)| !name.is_internal() && stream.is_none_or(|s| s == name)).all(
-            |(name, partitions)| {
+        log.streams()
+            .into_iter()
+            .filter(|(name, _)| !name.is_internal() && stream.is_none_or(|s| s == name))
+            .all(|(name, partitions)| {
                 (0..partitions).all(|p| {
                     let end = log.end_offset(&name, p).unwrap_or(0);
                     let start = log.start_offset(&name, p).unwrap_or(0);
                     end <= start || self.position(&name, p).is_some_and(|pos| pos >= end)
                 })
-            },
-        )
+            })
     }
 
     /// Waits (polling every 2 ms) until [`caught_up`](Self::caught_up) or `timeout`.
-    pub async fn wait_caught_up(&self, log: &dyn Log, stream: Option<&StreamName>, timeout: Duration) -> bool {
+    pub async fn wait_caught_up(
+        &self,
+        log: &dyn Log,
+        stream: Option<&StreamName>,
+        timeout: Duration,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if self.caught_up(log, stream) {
@@ -88,7 +101,10 @@ impl ConsumerProgress {
     }
 
     fn set(&self, key: StreamPartition, offset: Offset) {
-        self.positions.write().unwrap_or_else(|p| p.into_inner()).insert(key, offset);
+        self.positions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, offset);
     }
 }
 
@@ -113,13 +129,25 @@ pub fn spawn_consumer(
     let progress = Arc::new(ConsumerProgress::default());
     let shared = progress.clone();
     let name = consumer.name().to_string();
-    let thread = std::thread::Builder::new().name(format!("consumer-{name}")).spawn(move || {
-        let mut runner = Runner { consumer, log, offsets, dlq, config, shutdown, progress: shared.clone(), positions: BTreeMap::new(), committed: BTreeMap::new() };
-        if let Err(message) = runner.run() {
-            tracing::error!(consumer = %name, %message, "consumer stopped");
-            *shared.failed.write().unwrap_or_else(|p| p.into_inner()) = Some(message);
-        }
-    })?;
+    let thread = std::thread::Builder::new()
+        .name(format!("consumer-{name}"))
+        .spawn(move || {
+            let mut runner = Runner {
+                consumer,
+                log,
+                offsets,
+                dlq,
+                config,
+                shutdown,
+                progress: shared.clone(),
+                positions: BTreeMap::new(),
+                committed: BTreeMap::new(),
+            };
+            if let Err(message) = runner.run() {
+                tracing::error!(consumer = %name, %message, "consumer stopped");
+                *shared.failed.write().unwrap_or_else(|p| p.into_inner()) = Some(message);
+            }
+        })?;
     Ok(RunningConsumer { progress, thread })
 }
 
@@ -139,7 +167,9 @@ impl Runner {
     fn run(&mut self) -> Result<(), String> {
         let name = self.consumer.name().to_string();
         self.committed = self.offsets.load(&name).map_err(|e| e.to_string())?;
-        self.consumer.start(&self.committed).map_err(|e| e.to_string())?;
+        self.consumer
+            .start(&self.committed)
+            .map_err(|e| e.to_string())?;
         self.positions = self.committed.clone();
         for (key, offset) in &self.positions {
             self.progress.set(key.clone(), *offset);
@@ -187,11 +217,20 @@ impl Runner {
         let key = (stream.clone(), partition);
         let position = match self.positions.get(&key) {
             Some(position) => *position,
-            None => self.log.start_offset(stream, partition).map_err(|e| e.to_string())?,
+            None => self
+                .log
+                .start_offset(stream, partition)
+                .map_err(|e| e.to_string())?,
         };
         let records = self
             .log
-            .read(stream, partition, position, self.config.max_batch_records, self.config.max_batch_bytes)
+            .read(
+                stream,
+                partition,
+                position,
+                self.config.max_batch_records,
+                self.config.max_batch_bytes,
+            )
             .map_err(|e| e.to_string())?;
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Ok(false);
@@ -215,18 +254,36 @@ impl Runner {
         }
         self.positions.insert(key.clone(), next);
         self.progress.set(key, next);
-        let lag = self.log.end_offset(stream, partition).unwrap_or(next).saturating_sub(next);
-        let labels = [("consumer", self.consumer.name().to_string()), ("stream", stream.to_string()), ("partition", partition.to_string())];
+        let lag = self
+            .log
+            .end_offset(stream, partition)
+            .unwrap_or(next)
+            .saturating_sub(next);
+        let labels = [
+            ("consumer", self.consumer.name().to_string()),
+            ("stream", stream.to_string()),
+            ("partition", partition.to_string()),
+        ];
         metrics::gauge!("tidewatch_consumer_lag_events", &labels).set(lag as f64);
-        let behind_ms = if lag == 0 { 0 } else { now_ms() - batch.records.last().map_or(0, |r| r.ingest_time_ms) };
-        metrics::gauge!("tidewatch_consumer_lag_seconds", &labels).set(behind_ms.max(0) as f64 / 1000.0);
+        let behind_ms = if lag == 0 {
+            0
+        } else {
+            now_ms() - batch.records.last().map_or(0, |r| r.ingest_time_ms)
+        };
+        metrics::gauge!("tidewatch_consumer_lag_seconds", &labels)
+            .set(behind_ms.max(0) as f64 / 1000.0);
         Ok(true)
     }
 
     /// Parses each payload once. A payload that is not a JSON object (only possible for data
     /// written by other tools or damaged on disk, since ingest validates) goes to the
     /// dead-letter queue instead of the batch.
-    fn parse(&self, stream: &StreamName, partition: u32, records: Vec<tw_core::Record>) -> EventBatch {
+    fn parse(
+        &self,
+        stream: &StreamName,
+        partition: u32,
+        records: Vec<tw_core::Record>,
+    ) -> EventBatch {
         let mut events = Vec::with_capacity(records.len());
         let mut kept = Vec::with_capacity(records.len());
         let mut letters = Vec::new();
@@ -250,12 +307,17 @@ impl Runner {
                 }
             }
         }
-        if !letters.is_empty() {
-            if let Err(error) = futures::executor::block_on(self.dlq.push(letters)) {
-                tracing::error!(%error, "could not write dead letters");
-            }
+        if !letters.is_empty()
+            && let Err(error) = futures::executor::block_on(self.dlq.push(letters))
+        {
+            tracing::error!(%error, "could not write dead letters");
         }
-        EventBatch { stream: stream.clone(), partition, records: kept, events }
+        EventBatch {
+            stream: stream.clone(),
+            partition,
+            records: kept,
+            events,
+        }
     }
 
     fn commit(&mut self) -> Result<(), String> {
@@ -263,7 +325,9 @@ impl Runner {
         if safe != self.committed && !safe.is_empty() {
             let mut merged = self.committed.clone();
             merged.extend(safe);
-            self.offsets.commit(self.consumer.name(), &merged).map_err(|e| e.to_string())?;
+            self.offsets
+                .commit(self.consumer.name(), &merged)
+                .map_err(|e| e.to_string())?;
             self.committed = merged;
         }
         Ok(())

@@ -14,7 +14,13 @@ pub struct CompiledSchema {
 impl CompiledSchema {
     /// Compiles the field paths of `schema`.
     pub fn new(schema: &StreamSchema) -> Self {
-        Self { fields: schema.fields.iter().map(|f| (FieldPath::new(&f.name), f.field_type, f.required)).collect() }
+        Self {
+            fields: schema
+                .fields
+                .iter()
+                .map(|f| (FieldPath::new(&f.name), f.field_type, f.required))
+                .collect(),
+        }
     }
 
     /// Checks one event; the error lists every violation.
@@ -28,12 +34,19 @@ impl CompiledSchema {
                     }
                 }
                 Some(value) if !type_matches(*expected, value) => {
-                    problems.push(format!("field `{path}` must be {expected:?} but is {}", kind(value)));
+                    problems.push(format!(
+                        "field `{path}` must be {expected:?} but is {}",
+                        kind(value)
+                    ));
                 }
                 Some(_) => {}
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(format!("schema violation: {}", problems.join("; "))) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("schema violation: {}", problems.join("; ")))
+        }
     }
 }
 
@@ -60,14 +73,35 @@ mod tests {
     fn reports_every_violation() {
         let schema = CompiledSchema::new(&StreamSchema {
             fields: vec![
-                FieldSpec { name: "user.id".into(), field_type: FieldType::Integer, required: true },
-                FieldSpec { name: "ts".into(), field_type: FieldType::Timestamp, required: true },
-                FieldSpec { name: "tag".into(), field_type: FieldType::String, required: false },
+                FieldSpec {
+                    name: "user.id".into(),
+                    field_type: FieldType::Integer,
+                    required: true,
+                },
+                FieldSpec {
+                    name: "ts".into(),
+                    field_type: FieldType::Timestamp,
+                    required: true,
+                },
+                FieldSpec {
+                    name: "tag".into(),
+                    field_type: FieldType::String,
+                    required: false,
+                },
             ],
         });
-        assert!(schema.check(&json!({"user": {"id": 4}, "ts": "2024-01-01T00:00:00Z"})).is_ok());
-        let error = schema.check(&json!({"user": {"id": "x"}, "tag": 5})).unwrap_err();
-        assert!(error.contains("`user.id` must be Integer but is a string"), "{error}");
+        assert!(
+            schema
+                .check(&json!({"user": {"id": 4}, "ts": "2024-01-01T00:00:00Z"}))
+                .is_ok()
+        );
+        let error = schema
+            .check(&json!({"user": {"id": "x"}, "tag": 5}))
+            .unwrap_err();
+        assert!(
+            error.contains("`user.id` must be Integer but is a string"),
+            "{error}"
+        );
         assert!(error.contains("required field `ts` is missing"), "{error}");
         assert!(error.contains("`tag` must be String"), "{error}");
     }

@@ -27,12 +27,18 @@ pub enum ApiError {
 impl ApiError {
     /// A 400 with `message`.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::BadRequest { status: StatusCode::BAD_REQUEST, message: message.into() }
+        Self::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
     }
 
     /// A 404 with `message`.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::BadRequest { status: StatusCode::NOT_FOUND, message: message.into() }
+        Self::BadRequest {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
     }
 }
 
@@ -40,15 +46,22 @@ impl From<tw_pipeline::IngestError> for ApiError {
     fn from(error: tw_pipeline::IngestError) -> Self {
         use tw_pipeline::IngestError as E;
         let status = match &error {
-            E::BodyTooLarge { .. } | E::DecompressedTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            E::UnsupportedEncoding(_) | E::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            E::BodyTooLarge { .. } | E::DecompressedTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            E::UnsupportedEncoding(_) | E::UnsupportedContentType(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             E::UnknownStream(_) => StatusCode::NOT_FOUND,
             _ => StatusCode::BAD_REQUEST,
         };
         if error.is_retryable() {
             Self::Unavailable(error.to_string())
         } else if error.is_client_error() {
-            Self::BadRequest { status, message: error.to_string() }
+            Self::BadRequest {
+                status,
+                message: error.to_string(),
+            }
         } else {
             Self::Internal(error.to_string())
         }
@@ -73,7 +86,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(json!({ "error": message }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
     }

@@ -50,7 +50,9 @@ pub struct AppState {
 /// The router with every route of the API.
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.ingestor.limits().max_body_bytes;
-    routes::routes().layer(DefaultBodyLimit::max(body_limit)).with_state(state)
+    routes::routes()
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
 }
 
 /// The name recorded as the author of a change: the `X-Tidewatch-User` header, else

@@ -78,7 +78,11 @@ impl RuleRegistry {
         }
         let compiled = compile_all(&rules)?;
         let (published, _) = watch::channel(compiled);
-        Ok(Self { dir: dir.to_path_buf(), rules: Mutex::new(rules), published })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            rules: Mutex::new(rules),
+            published,
+        })
     }
 
     /// Receives every new compiled rule set (the current one first).
@@ -103,8 +107,14 @@ impl RuleRegistry {
 
     /// Creates a rule (error if the id exists) or, with `replace`, creates or replaces it.
     /// Returns the stored rule and whether it existed before.
-    pub fn upsert(&self, mut rule: Rule, who: &str, replace: bool) -> Result<(Rule, Option<Rule>), RuleRegistryError> {
-        rule.compile().map_err(|e| RuleRegistryError::Invalid(e.to_string()))?;
+    pub fn upsert(
+        &self,
+        mut rule: Rule,
+        who: &str,
+        replace: bool,
+    ) -> Result<(Rule, Option<Rule>), RuleRegistryError> {
+        rule.compile()
+            .map_err(|e| RuleRegistryError::Invalid(e.to_string()))?;
         let mut rules = self.lock();
         let before = rules.get(&rule.id).cloned();
         if before.is_some() && !replace {
@@ -117,9 +127,17 @@ impl RuleRegistry {
     }
 
     /// Enables or disables a rule (a new version).
-    pub fn set_enabled(&self, id: &str, enabled: bool, who: &str) -> Result<Rule, RuleRegistryError> {
+    pub fn set_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+        who: &str,
+    ) -> Result<Rule, RuleRegistryError> {
         let mut rules = self.lock();
-        let before = rules.get(id).cloned().ok_or_else(|| RuleRegistryError::NotFound(id.to_string()))?;
+        let before = rules
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuleRegistryError::NotFound(id.to_string()))?;
         let mut rule = before.clone();
         rule.enabled = enabled;
         rule.version += 1;
@@ -131,10 +149,19 @@ impl RuleRegistry {
     /// Deletes a rule; its history stays.
     pub fn delete(&self, id: &str, who: &str) -> Result<Rule, RuleRegistryError> {
         let mut rules = self.lock();
-        let before = rules.remove(id).ok_or_else(|| RuleRegistryError::NotFound(id.to_string()))?;
+        let before = rules
+            .remove(id)
+            .ok_or_else(|| RuleRegistryError::NotFound(id.to_string()))?;
         let path = self.rule_path(id);
         std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
-        self.record(&RuleChange { version: before.version, at_ms: now_ms(), who: who.into(), action: "delete".into(), before: Some(before.clone()), after: None })?;
+        self.record(&RuleChange {
+            version: before.version,
+            at_ms: now_ms(),
+            who: who.into(),
+            action: "delete".into(),
+            before: Some(before.clone()),
+            after: None,
+        })?;
         self.publish(&rules)?;
         Ok(before)
     }
@@ -148,14 +175,35 @@ impl RuleRegistry {
             Err(e) => return Err(io_error(&path, e)),
         };
         // A torn last line (crash mid-write) is skipped; every complete line is kept.
-        Ok(text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect())
     }
 
-    fn store(&self, rules: &mut BTreeMap<String, Rule>, rule: Rule, before: Option<Rule>, who: &str, action: &str) -> Result<(), RuleRegistryError> {
+    fn store(
+        &self,
+        rules: &mut BTreeMap<String, Rule>,
+        rule: Rule,
+        before: Option<Rule>,
+        who: &str,
+        action: &str,
+    ) -> Result<(), RuleRegistryError> {
         let path = self.rule_path(&rule.id);
-        let bytes = serde_json::to_vec_pretty(&rule).map_err(|e| RuleRegistryError::Invalid(e.to_string()))?;
-        tw_pipeline::write_atomically(&path, &bytes).map_err(|e| RuleRegistryError::Io { path: path.display().to_string(), message: e.to_string() })?;
-        self.record(&RuleChange { version: rule.version, at_ms: now_ms(), who: who.into(), action: action.into(), before, after: Some(rule.clone()) })?;
+        let bytes = serde_json::to_vec_pretty(&rule)
+            .map_err(|e| RuleRegistryError::Invalid(e.to_string()))?;
+        tw_pipeline::write_atomically(&path, &bytes).map_err(|e| RuleRegistryError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        self.record(&RuleChange {
+            version: rule.version,
+            at_ms: now_ms(),
+            who: who.into(),
+            action: action.into(),
+            before,
+            after: Some(rule.clone()),
+        })?;
         rules.insert(rule.id.clone(), rule);
         self.publish(rules)
     }
@@ -166,12 +214,24 @@ impl RuleRegistry {
     }
 
     fn record(&self, change: &RuleChange) -> Result<(), RuleRegistryError> {
-        let id = change.after.as_ref().or(change.before.as_ref()).map(|r| r.id.clone()).unwrap_or_default();
+        let id = change
+            .after
+            .as_ref()
+            .or(change.before.as_ref())
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
         let path = self.history_path(&id);
-        let mut line = serde_json::to_vec(change).map_err(|e| RuleRegistryError::Invalid(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(change).map_err(|e| RuleRegistryError::Invalid(e.to_string()))?;
         line.push(b'\n');
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_error(&path, e))?;
-        file.write_all(&line).and_then(|_| file.sync_data()).map_err(|e| io_error(&path, e))
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        file.write_all(&line)
+            .and_then(|_| file.sync_data())
+            .map_err(|e| io_error(&path, e))
     }
 
     fn rule_path(&self, id: &str) -> PathBuf {
@@ -190,11 +250,18 @@ impl RuleRegistry {
 fn compile_all(rules: &BTreeMap<String, Rule>) -> Result<RuleSet, RuleRegistryError> {
     rules
         .values()
-        .map(|rule| rule.compile().map(Arc::new).map_err(|e| RuleRegistryError::Invalid(format!("rule {}: {e}", rule.id))))
+        .map(|rule| {
+            rule.compile()
+                .map(Arc::new)
+                .map_err(|e| RuleRegistryError::Invalid(format!("rule {}: {e}", rule.id)))
+        })
         .collect::<Result<Vec<_>, _>>()
         .map(Arc::new)
 }
 
 fn io_error(path: &Path, error: std::io::Error) -> RuleRegistryError {
-    RuleRegistryError::Io { path: path.display().to_string(), message: error.to_string() }
+    RuleRegistryError::Io {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    }
 }

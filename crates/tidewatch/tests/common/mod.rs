@@ -26,26 +26,46 @@ impl Server {
     /// Starts `tidewatch serve` on 127.0.0.1:0 with `data_dir` and an optional config file.
     pub fn start(data_dir: &Path, config: Option<&Path>, extra: &[&str]) -> Server {
         let mut command = Command::new(binary());
-        command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
-        command.args(extra).env("TIDEWATCH_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
+        command
+            .args(extra)
+            .env("TIDEWATCH_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = command.spawn().expect("spawn tidewatch");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
         let url = loop {
-            assert!(Instant::now() < deadline, "server did not announce its address");
-            let line = lines.next().expect("server exited before listening").expect("read stdout");
+            assert!(
+                Instant::now() < deadline,
+                "server did not announce its address"
+            );
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .expect("read stdout");
             if let Some(rest) = line.strip_prefix("tidewatch listening on ") {
                 break rest.split_whitespace().next().expect("url").to_string();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
-        Server { child, url, data_dir: data_dir.to_path_buf(), client }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("client");
+        Server {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+            client,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -60,7 +80,9 @@ impl Server {
 
     /// SIGTERM and wait; returns whether it exited successfully.
     pub fn terminate(mut self) -> bool {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -93,33 +115,62 @@ impl Server {
     pub async fn sql(&self, sql: &str) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let response = self.client.post(format!("{}/api/v1/query", self.url)).json(&json!({ "sql": sql })).send().await.expect("query");
+            let response = self
+                .client
+                .post(format!("{}/api/v1/query", self.url))
+                .json(&json!({ "sql": sql }))
+                .send()
+                .await
+                .expect("query");
             let status = response.status();
-            let lagging = response.headers().get("x-tidewatch-freshness").is_some_and(|v| v == "lagging");
+            let lagging = response
+                .headers()
+                .get("x-tidewatch-freshness")
+                .is_some_and(|v| v == "lagging");
             let body: Value = response.json().await.expect("query json");
             assert!(status.is_success(), "query {sql:?} failed: {status} {body}");
             if !lagging {
                 return body["rows"].as_array().cloned().unwrap_or_default();
             }
-            assert!(Instant::now() < deadline, "the lake never caught up for {sql:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the lake never caught up for {sql:?}"
+            );
         }
     }
 
     /// A single number from a query like `SELECT count(*) AS n FROM ...`.
     pub async fn sql_count(&self, sql: &str) -> u64 {
         let rows = self.sql(sql).await;
-        rows.first().and_then(|row| row.as_object()).and_then(|o| o.values().next()).and_then(Value::as_u64).unwrap_or_else(|| panic!("no count in {rows:?}"))
+        rows.first()
+            .and_then(|row| row.as_object())
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("no count in {rows:?}"))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.client.get(format!("{}{path}", self.url)).send().await.expect("get");
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("get");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let response = self.client.get(format!("{}{path}", self.url)).send().await.expect("get");
-        (response.status().as_u16(), response.text().await.unwrap_or_default())
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("get");
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
     }
 
     /// All alerts (of a rule, if given).
@@ -128,7 +179,12 @@ impl Server {
             Some(rule) => format!("/api/v1/alerts?limit=100000&rule={rule}"),
             None => "/api/v1/alerts?limit=100000".to_string(),
         };
-        self.get(&path).await.1.as_array().cloned().unwrap_or_default()
+        self.get(&path)
+            .await
+            .1
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Waits until `check` holds (polling), or panics after `timeout` with `what`.
@@ -155,10 +211,24 @@ impl Drop for Server {
 /// Deterministic events from `tidewatch gen`.
 pub fn generate(kind: &str, count: u64, seed: u64, rate: u64) -> String {
     let output = Command::new(binary())
-        .args(["gen", "--kind", kind, "--count", &count.to_string(), "--seed", &seed.to_string(), "--rate", &rate.to_string()])
+        .args([
+            "gen",
+            "--kind",
+            kind,
+            "--count",
+            &count.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--rate",
+            &rate.to_string(),
+        ])
         .output()
         .expect("run gen");
-    assert!(output.status.success(), "gen failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "gen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).expect("utf-8")
 }
 

@@ -25,7 +25,10 @@ pub(crate) struct AlertQuery {
     limit: Option<usize>,
 }
 
-pub(crate) async fn list(State(state): State<Arc<AppState>>, Query(query): Query<AlertQuery>) -> Result<Json<Vec<Alert>>, ApiError> {
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<AlertQuery>,
+) -> Result<Json<Vec<Alert>>, ApiError> {
     let since_ms = query
         .since
         .as_deref()
@@ -34,26 +37,39 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, Query(query): Query
                 .ok_or_else(|| ApiError::bad_request(format!("`since` is not a time: {text:?}")))
         })
         .transpose()?;
-    let min_severity = query.severity.as_deref().map(str::parse::<Severity>).transpose().map_err(ApiError::bad_request)?;
-    let filter = AlertFilter { since_ms, rule_id: query.rule, min_severity, stream: query.stream, limit: query.limit.unwrap_or(1000).min(100_000) };
+    let min_severity = query
+        .severity
+        .as_deref()
+        .map(str::parse::<Severity>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let filter = AlertFilter {
+        since_ms,
+        rule_id: query.rule,
+        min_severity,
+        stream: query.stream,
+        limit: query.limit.unwrap_or(1000).min(100_000),
+    };
     Ok(Json(state.alerts.list(&filter)))
 }
 
-pub(crate) async fn stream(State(state): State<Arc<AppState>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub(crate) async fn stream(
+    State(state): State<Arc<AppState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.alerts.subscribe();
     let events = futures::stream::unfold(receiver, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(alert) => {
-                    let event = Event::default().event("alert").json_data(&alert).unwrap_or_else(|_| Event::default().comment("unserialisable alert"));
-                    return Some((Ok(event), receiver));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    return Some((Ok(Event::default().event("lagged").data(missed.to_string())), receiver));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        let event = match receiver.recv().await {
+            Ok(alert) => Event::default()
+                .event("alert")
+                .json_data(&alert)
+                .unwrap_or_else(|_| Event::default().comment("unserialisable alert")),
+            // A slow reader missed alerts: say how many, so it can fetch them from /api/v1/alerts.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                Event::default().event("lagged").data(missed.to_string())
             }
-        }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), receiver))
     });
     Sse::new(events).keep_alive(KeepAlive::default())
 }

@@ -20,8 +20,17 @@ pub(crate) struct DlqQuery {
     stream: Option<String>,
 }
 
-pub(crate) async fn list(State(state): State<Arc<AppState>>, Query(query): Query<DlqQuery>) -> Result<Json<Value>, ApiError> {
-    let entries = read(&state, query.from.unwrap_or(0), query.limit.unwrap_or(100).min(10_000), query.stream).await?;
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<DlqQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let entries = read(
+        &state,
+        query.from.unwrap_or(0),
+        query.limit.unwrap_or(100).min(10_000),
+        query.stream,
+    )
+    .await?;
     let total = state.ingestor.dlq().len()?;
     Ok(Json(json!({ "total": total, "entries": entries })))
 }
@@ -42,35 +51,67 @@ pub(crate) struct ReplayRequest {
     stream: Option<String>,
 }
 
-pub(crate) async fn replay(State(state): State<Arc<AppState>>, Json(request): Json<ReplayRequest>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn replay(
+    State(state): State<Arc<AppState>>,
+    Json(request): Json<ReplayRequest>,
+) -> Result<Json<Value>, ApiError> {
     let entries = match &request.ids {
         Some(ids) => {
             let mut found = Vec::with_capacity(ids.len());
             for id in ids {
-                let entry = read(&state, *id, 1, None).await?.into_iter().find(|e| e.id == *id);
-                found.push(entry.ok_or_else(|| ApiError::not_found(format!("dead letter {id} does not exist")))?);
+                let entry = read(&state, *id, 1, None)
+                    .await?
+                    .into_iter()
+                    .find(|e| e.id == *id);
+                found.push(entry.ok_or_else(|| {
+                    ApiError::not_found(format!("dead letter {id} does not exist"))
+                })?);
             }
             found
         }
-        None => read(&state, request.from.unwrap_or(0), request.limit.unwrap_or(1000).min(100_000), request.stream.clone()).await?,
+        None => {
+            read(
+                &state,
+                request.from.unwrap_or(0),
+                request.limit.unwrap_or(1000).min(100_000),
+                request.stream.clone(),
+            )
+            .await?
+        }
     };
     // One ingest call per stream, one record per line: the ingest path reports per line again.
     let mut by_stream: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for entry in &entries {
         let body = by_stream.entry(entry.letter.stream.clone()).or_default();
-        body.extend(entry.letter.raw_bytes().iter().map(|b| if *b == b'\n' { b' ' } else { *b }));
+        body.extend(
+            entry
+                .letter
+                .raw_bytes()
+                .iter()
+                .map(|b| if *b == b'\n' { b' ' } else { *b }),
+        );
         body.push(b'\n');
     }
     let (mut accepted, mut rejected) = (0, 0);
     for (stream, body) in by_stream {
-        let outcome = state.ingestor.ingest_body(&stream, Bytes::from(body), ContentEncoding::Identity).await?;
+        let outcome = state
+            .ingestor
+            .ingest_body(&stream, Bytes::from(body), ContentEncoding::Identity)
+            .await?;
         accepted += outcome.accepted;
         rejected += outcome.rejected.len();
     }
-    Ok(Json(json!({ "replayed": entries.len(), "accepted": accepted, "rejected_again": rejected })))
+    Ok(Json(
+        json!({ "replayed": entries.len(), "accepted": accepted, "rejected_again": rejected }),
+    ))
 }
 
-async fn read(state: &Arc<AppState>, from: u64, limit: usize, stream: Option<String>) -> Result<Vec<DlqEntry>, ApiError> {
+async fn read(
+    state: &Arc<AppState>,
+    from: u64,
+    limit: usize,
+    stream: Option<String>,
+) -> Result<Vec<DlqEntry>, ApiError> {
     let dlq = state.ingestor.dlq().clone();
     tokio::task::spawn_blocking(move || dlq.list(from, limit, stream.as_deref()))
         .await

@@ -28,13 +28,19 @@ pub(crate) async fn post_events(
     body: Bytes,
 ) -> Result<(StatusCode, Json<IngestOutcome>), ApiError> {
     check_content_type(&headers)?;
-    let encoding = ContentEncoding::from_header(headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()))?;
+    let encoding = ContentEncoding::from_header(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    )?;
     let outcome = state.ingestor.ingest_body(&stream, body, encoding).await?;
     Ok((StatusCode::OK, Json(outcome)))
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
     let text = value.to_str().unwrap_or_default().to_ascii_lowercase();
     let essence = text.split(';').next().unwrap_or_default().trim();
     if essence.is_empty() || ACCEPTED_TYPES.contains(&essence) {

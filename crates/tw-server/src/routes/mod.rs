@@ -18,11 +18,17 @@ use crate::AppState;
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/streams", get(streams::list))
-        .route("/api/v1/streams/{stream}", get(streams::get).put(streams::put))
+        .route(
+            "/api/v1/streams/{stream}",
+            get(streams::get).put(streams::put),
+        )
         .route("/api/v1/streams/{stream}/events", post(ingest::post_events))
         .route("/api/v1/rules", get(rules::list).post(rules::create))
         .route("/api/v1/rules/test", post(rules::test))
-        .route("/api/v1/rules/{id}", get(rules::get).put(rules::put).delete(rules::delete))
+        .route(
+            "/api/v1/rules/{id}",
+            get(rules::get).put(rules::put).delete(rules::delete),
+        )
         .route("/api/v1/rules/{id}/enable", post(rules::enable))
         .route("/api/v1/rules/{id}/disable", post(rules::disable))
         .route("/api/v1/rules/{id}/history", get(rules::history))

@@ -11,7 +11,10 @@ use serde_json::json;
 use crate::AppState;
 
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 pub(crate) async fn healthz() -> impl IntoResponse {
@@ -20,10 +23,21 @@ pub(crate) async fn healthz() -> impl IntoResponse {
 
 /// Ready when every consumer runs (none stopped on an error).
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let failed: Vec<_> = state.consumers.iter().filter_map(|(name, progress)| progress.failure().map(|f| json!({"consumer": name, "error": f}))).collect();
+    let failed: Vec<_> = state
+        .consumers
+        .iter()
+        .filter_map(|(name, progress)| {
+            progress
+                .failure()
+                .map(|f| json!({"consumer": name, "error": f}))
+        })
+        .collect();
     if failed.is_empty() {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready", "failed": failed })))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "failed": failed })),
+        )
     }
 }

@@ -31,35 +31,61 @@ impl From<QueryError> for ApiError {
     }
 }
 
-pub(crate) async fn run(State(state): State<Arc<AppState>>, headers: HeaderMap, Json(request): Json<QueryRequest>) -> Result<Response, ApiError> {
+pub(crate) async fn run(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(request): Json<QueryRequest>,
+) -> Result<Response, ApiError> {
     // Read-your-writes: wait (bounded) until the lake consumer has handled everything the log
     // acknowledged, so the hot buffer plus the files cover every accepted event.
-    let fresh = state.lake_progress.wait_caught_up(state.log.as_ref(), None, state.query_freshness_wait).await;
+    let fresh = state
+        .lake_progress
+        .wait_caught_up(state.log.as_ref(), None, state.query_freshness_wait)
+        .await;
     let result = state.query.query(&request.sql).await?;
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let mut response = if accept.contains("text/csv") {
         let body = tw_query::to_csv(&result.batches)?;
         ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
     } else if accept.contains("application/vnd.apache.arrow.stream") {
         let body = tw_query::to_arrow_ipc(&result.batches, &result.schema)?;
-        ([(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")], body).into_response()
+        (
+            [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+            body,
+        )
+            .into_response()
     } else {
         let rows = tw_query::to_json_rows(&result.batches)?;
-        let columns: Vec<_> = result.schema.fields().iter().map(|f| json!({"name": f.name(), "type": f.data_type().to_string()})).collect();
-        (StatusCode::OK, Json(json!({
-            "columns": columns,
-            "rows": rows,
-            "row_count": rows.len(),
-            "truncated": result.truncated,
-            "elapsed_ms": result.elapsed_ms,
-        })))
+        let columns: Vec<_> = result
+            .schema
+            .fields()
+            .iter()
+            .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+            .collect();
+        (
+            StatusCode::OK,
+            Json(json!({
+                "columns": columns,
+                "rows": rows,
+                "row_count": rows.len(),
+                "truncated": result.truncated,
+                "elapsed_ms": result.elapsed_ms,
+            })),
+        )
             .into_response()
     };
     if result.truncated {
-        response.headers_mut().insert("x-tidewatch-truncated", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("x-tidewatch-truncated", HeaderValue::from_static("true"));
     }
     if !fresh {
-        response.headers_mut().insert("x-tidewatch-freshness", HeaderValue::from_static("lagging"));
+        response
+            .headers_mut()
+            .insert("x-tidewatch-freshness", HeaderValue::from_static("lagging"));
     }
     Ok(response)
 }

@@ -26,12 +26,19 @@ impl From<RuleRegistryError> for ApiError {
             RuleRegistryError::Exists(_) => StatusCode::CONFLICT,
             RuleRegistryError::Io { .. } => return ApiError::Internal(error.to_string()),
         };
-        ApiError::BadRequest { status, message: error.to_string() }
+        ApiError::BadRequest {
+            status,
+            message: error.to_string(),
+        }
     }
 }
 
 fn format_of(headers: &HeaderMap) -> RuleFormat {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if content_type.contains("yaml") {
         RuleFormat::Yaml
     } else if content_type.contains("json") {
@@ -42,19 +49,34 @@ fn format_of(headers: &HeaderMap) -> RuleFormat {
 }
 
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Rule, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("rule body is not UTF-8"))?;
-    parse_rule(text, format_of(headers)).map_err(|e| ApiError::BadRequest { status: StatusCode::UNPROCESSABLE_ENTITY, message: e.to_string() })
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("rule body is not UTF-8"))?;
+    parse_rule(text, format_of(headers)).map_err(|e| ApiError::BadRequest {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: e.to_string(),
+    })
 }
 
 pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Json<Vec<Rule>> {
     Json(state.rules.list())
 }
 
-pub(crate) async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Rule>, ApiError> {
-    state.rules.get(&id).map(Json).ok_or_else(|| ApiError::not_found(format!("rule {id} does not exist")))
+pub(crate) async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Rule>, ApiError> {
+    state
+        .rules
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("rule {id} does not exist")))
 }
 
-pub(crate) async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Rule>), ApiError> {
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Rule>), ApiError> {
     let rule = parse_body(&headers, &body)?;
     let (stored, _) = state.rules.upsert(rule, &who(&headers), false)?;
     Ok((StatusCode::CREATED, Json(stored)))
@@ -68,30 +90,52 @@ pub(crate) async fn put(
 ) -> Result<Json<Value>, ApiError> {
     let rule = parse_body(&headers, &body)?;
     if rule.id != id {
-        return Err(ApiError::bad_request(format!("the rule's id {:?} does not match the URL's {id:?}", rule.id)));
+        return Err(ApiError::bad_request(format!(
+            "the rule's id {:?} does not match the URL's {id:?}",
+            rule.id
+        )));
     }
     let (stored, before) = state.rules.upsert(rule, &who(&headers), true)?;
     // Window state survives when only bookkeeping changed (title, severity, sinks...).
     let state_kept = match (&before, stored.compile()) {
-        (Some(before), Ok(after)) => before.compile().is_ok_and(|before| before.same_definition(&after)),
+        (Some(before), Ok(after)) => before
+            .compile()
+            .is_ok_and(|before| before.same_definition(&after)),
         _ => false,
     };
-    Ok(Json(json!({ "rule": stored, "created": before.is_none(), "state_reset": before.is_some() && !state_kept })))
+    Ok(Json(
+        json!({ "rule": stored, "created": before.is_none(), "state_reset": before.is_some() && !state_kept }),
+    ))
 }
 
-pub(crate) async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Rule>, ApiError> {
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Rule>, ApiError> {
     Ok(Json(state.rules.delete(&id, &who(&headers))?))
 }
 
-pub(crate) async fn enable(State(state): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Rule>, ApiError> {
+pub(crate) async fn enable(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Rule>, ApiError> {
     Ok(Json(state.rules.set_enabled(&id, true, &who(&headers))?))
 }
 
-pub(crate) async fn disable(State(state): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Rule>, ApiError> {
+pub(crate) async fn disable(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Rule>, ApiError> {
     Ok(Json(state.rules.set_enabled(&id, false, &who(&headers))?))
 }
 
-pub(crate) async fn history(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Vec<RuleChange>>, ApiError> {
+pub(crate) async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<RuleChange>>, ApiError> {
     let changes = state.rules.history(&id)?;
     if changes.is_empty() && state.rules.get(&id).is_none() {
         return Err(ApiError::not_found(format!("rule {id} has no history")));
@@ -113,38 +157,64 @@ pub(crate) struct DryRun {
     to: Option<Value>,
 }
 
-pub(crate) async fn test(State(state): State<Arc<AppState>>, Json(request): Json<DryRun>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn test(
+    State(state): State<Arc<AppState>>,
+    Json(request): Json<DryRun>,
+) -> Result<Json<Value>, ApiError> {
     let text = match &request.rule {
         Value::String(text) => text.clone(),
         other => other.to_string(),
     };
-    let mut rule = parse_rule(&text, RuleFormat::Auto).map_err(|e| ApiError::BadRequest { status: StatusCode::UNPROCESSABLE_ENTITY, message: e.to_string() })?;
+    let mut rule = parse_rule(&text, RuleFormat::Auto).map_err(|e| ApiError::BadRequest {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: e.to_string(),
+    })?;
     rule.enabled = true;
-    let compiled = Arc::new(rule.compile().map_err(|e| ApiError::BadRequest { status: StatusCode::UNPROCESSABLE_ENTITY, message: e.to_string() })?);
+    let compiled = Arc::new(rule.compile().map_err(|e| ApiError::BadRequest {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: e.to_string(),
+    })?);
     let started = Instant::now();
     let stream_name = rule.stream.clone();
     let (alerts, evaluated) = match request.events {
         Some(events) => {
             let now = now_ms();
             let stream = StreamName::new(&stream_name).ok();
-            let time_of = |event: &Value| stream.as_ref().and_then(|s| state.ingestor.registry().get(s)).map_or(now, |s| s.event_time_of(event, now));
+            let time_of = |event: &Value| {
+                stream
+                    .as_ref()
+                    .and_then(|s| state.ingestor.registry().get(s))
+                    .map_or(now, |s| s.event_time_of(event, now))
+            };
             let records: Vec<Record> = events
                 .iter()
                 .enumerate()
-                .map(|(i, event)| Record { offset: i as u64, ingest_time_ms: now, event_time_ms: time_of(event), key: Bytes::new(), payload: Bytes::new() })
+                .map(|(i, event)| Record {
+                    offset: i as u64,
+                    ingest_time_ms: now,
+                    event_time_ms: time_of(event),
+                    key: Bytes::new(),
+                    payload: Bytes::new(),
+                })
                 .collect();
             let mut engine = Engine::new(EngineConfig::default());
             engine.set_rules(vec![compiled]);
-            (engine.evaluate(&stream_name, 0, &records, &events, now), events.len())
+            (
+                engine.evaluate(&stream_name, 0, &records, &events, now),
+                events.len(),
+            )
         }
         None => {
             let from = time_arg(request.from.as_ref(), "from")?.unwrap_or(0);
             let to = time_arg(request.to.as_ref(), "to")?.unwrap_or(i64::MAX);
-            let stream = StreamName::new(&stream_name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let stream =
+                StreamName::new(&stream_name).map_err(|e| ApiError::bad_request(e.to_string()))?;
             let log = state.log.clone();
-            tokio::task::spawn_blocking(move || replay_stored(log.as_ref(), &stream, compiled, from, to))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))??
+            tokio::task::spawn_blocking(move || {
+                replay_stored(log.as_ref(), &stream, compiled, from, to)
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??
         }
     };
     Ok(Json(json!({
@@ -156,13 +226,26 @@ pub(crate) async fn test(State(state): State<Arc<AppState>>, Json(request): Json
 }
 
 fn time_arg(value: Option<&Value>, name: &str) -> Result<Option<i64>, ApiError> {
-    value.map(|v| tw_core::parse_time_ms(v).ok_or_else(|| ApiError::bad_request(format!("`{name}` is not a time: {v}")))).transpose()
+    value
+        .map(|v| {
+            tw_core::parse_time_ms(v)
+                .ok_or_else(|| ApiError::bad_request(format!("`{name}` is not a time: {v}")))
+        })
+        .transpose()
 }
 
 /// Runs one rule over stored events of `stream` whose ingest time is in `[from, to]`, through
 /// the same engine the live path uses.
-fn replay_stored(log: &dyn tw_log::Log, stream: &StreamName, rule: Arc<tw_detect::CompiledRule>, from: i64, to: i64) -> Result<(Vec<Alert>, usize), ApiError> {
-    let partitions = log.partitions(stream).ok_or_else(|| ApiError::not_found(format!("stream {stream} does not exist")))?;
+fn replay_stored(
+    log: &dyn tw_log::Log,
+    stream: &StreamName,
+    rule: Arc<tw_detect::CompiledRule>,
+    from: i64,
+    to: i64,
+) -> Result<(Vec<Alert>, usize), ApiError> {
+    let partitions = log
+        .partitions(stream)
+        .ok_or_else(|| ApiError::not_found(format!("stream {stream} does not exist")))?;
     let mut engine = Engine::new(EngineConfig::default());
     engine.set_rules(vec![rule]);
     let (mut alerts, mut evaluated) = (Vec::new(), 0);
@@ -174,9 +257,15 @@ fn replay_stored(log: &dyn tw_log::Log, stream: &StreamName, rule: Arc<tw_detect
             let Some(last) = batch.last() else { break };
             next = last.offset + 1;
             let read = batch.len();
-            let records: Vec<Record> = batch.into_iter().take_while(|r| r.ingest_time_ms <= to).collect();
+            let records: Vec<Record> = batch
+                .into_iter()
+                .take_while(|r| r.ingest_time_ms <= to)
+                .collect();
             let past_range = records.len() < read;
-            let events: Vec<Value> = records.iter().map(|r| serde_json::from_slice(&r.payload).unwrap_or(Value::Null)).collect();
+            let events: Vec<Value> = records
+                .iter()
+                .map(|r| serde_json::from_slice(&r.payload).unwrap_or(Value::Null))
+                .collect();
             evaluated += records.len();
             alerts.extend(engine.evaluate(stream.as_str(), partition, &records, &events, now_ms()));
             if past_range {

@@ -25,14 +25,29 @@ struct PartitionView {
     size_bytes: u64,
 }
 
-pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Vec<StreamView>>, ApiError> {
-    let views = state.ingestor.registry().list().iter().map(|s| view(&state, &s.name, &s.config)).collect::<Result<_, _>>()?;
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Vec<StreamView>>, ApiError> {
+    let views = state
+        .ingestor
+        .registry()
+        .list()
+        .iter()
+        .map(|s| view(&state, &s.name, &s.config))
+        .collect::<Result<_, _>>()?;
     Ok(Json(views))
 }
 
-pub(crate) async fn get(State(state): State<Arc<AppState>>, Path(stream): Path<String>) -> Result<Json<StreamView>, ApiError> {
+pub(crate) async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+) -> Result<Json<StreamView>, ApiError> {
     let name = parse_name(&stream)?;
-    let stream = state.ingestor.registry().get(&name).ok_or_else(|| ApiError::not_found(format!("stream {name} does not exist")))?;
+    let stream = state
+        .ingestor
+        .registry()
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("stream {name} does not exist")))?;
     Ok(Json(view(&state, &stream.name, &stream.config)?))
 }
 
@@ -42,7 +57,8 @@ pub(crate) async fn put(
     body: axum::body::Bytes,
 ) -> Result<Json<StreamView>, ApiError> {
     let name = parse_name(&stream)?;
-    let config: StreamConfig = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid stream configuration: {e}")))?;
+    let config: StreamConfig = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid stream configuration: {e}")))?;
     let stored = state.ingestor.registry().put(&name, config, true)?;
     Ok(Json(view(&state, &stored.name, &stored.config)?))
 }
@@ -51,7 +67,11 @@ fn parse_name(stream: &str) -> Result<StreamName, ApiError> {
     StreamName::new(stream).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn view(state: &AppState, name: &StreamName, config: &StreamConfig) -> Result<StreamView, ApiError> {
+fn view(
+    state: &AppState,
+    name: &StreamName,
+    config: &StreamConfig,
+) -> Result<StreamView, ApiError> {
     let partitions = (0..config.partitions)
         .map(|p| {
             Ok(PartitionView {
@@ -62,6 +82,15 @@ fn view(state: &AppState, name: &StreamName, config: &StreamConfig) -> Result<St
             })
         })
         .collect::<Result<_, tw_log::LogError>>()?;
-    let columns = state.lake.table_schema(name).map(|s| s.fields().iter().map(|f| f.name().clone()).collect()).unwrap_or_default();
-    Ok(StreamView { name: name.to_string(), config: config.clone(), partitions, columns })
+    let columns = state
+        .lake
+        .table_schema(name)
+        .map(|s| s.fields().iter().map(|f| f.name().clone()).collect())
+        .unwrap_or_default();
+    Ok(StreamView {
+        name: name.to_string(),
+        config: config.clone(),
+        partitions,
+        columns,
+    })
 }
