@@ -40,4 +40,9 @@ echo "== SQL =="
   | tee -a "$work/results.json"
 grep VmHWM /proc/$server/status
 kill -TERM $server; wait $server || true
+echo "== DuckDB over the same Parquet files =="
+venv="${TIDEWATCH_TEST_VENV:-$HOME/.cache/tidewatch/test-venv}"
+"$venv/bin/python" -c 'import duckdb' 2>/dev/null || { python3 -m venv "$venv"; "$venv/bin/pip" install --quiet 'duckdb>=1.1'; }
+"$venv/bin/python" bench/duckdb_queries.py "$work/data/lake" 5 | tee -a "$work/results.json"
+du -sh "$work/data/log" "$work/data/lake"
 echo "results in $work/results.json"
