@@ -99,14 +99,24 @@ async fn rules_apply_live_are_versioned_and_dry_run() {
         200
     );
     assert_eq!(server.send("app", events("Y", 4, 300)).await.0, 200);
-    // Wait until detection has evaluated those events (it is a separate consumer), then check.
-    let (_, before) = server.get_text("/metrics").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Only once detection has evaluated all 22 events is "no new alert" meaningful.
+    server
+        .eventually(
+            "detection evaluated all 22 events",
+            Duration::from_secs(10),
+            || async {
+                let (_, metrics) = server.get_text("/metrics").await;
+                metrics.lines().any(|l| {
+                    l.starts_with("tidewatch_events_evaluated_total{stream=\"app\"} ")
+                        && l.ends_with(" 22")
+                })
+            },
+        )
+        .await;
     assert_eq!(
         server.alerts(Some("watch")).await.len(),
         13,
-        "a disabled rule raised alerts; metrics before: {}",
-        before.len()
+        "a disabled rule raised alerts"
     );
 
     // History: who, what, before and after.
