@@ -2,14 +2,15 @@
 //!
 //! Offsets are safe to commit as soon as a batch's alerts are in the store (fsynced there),
 //! so a crash replays at most the batches after the last commit, and the store's dedup keys
-//! keep a replay from paging twice.
+//! keep a replay from paging twice. Records are parsed for only the fields the rules read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use serde_json::Value;
 use tokio::sync::watch;
 use tw_alerts::{AlertStore, Dispatcher};
-use tw_core::{Offset, now_ms};
+use tw_core::{FieldSelection, Offset, now_ms};
 use tw_detect::{Engine, EngineConfig};
 use tw_pipeline::{Consumer, ConsumerError, EventBatch, StreamPartition};
 use tw_server::RuleSet;
@@ -21,6 +22,8 @@ pub const DETECT_CONSUMER: &str = "detect";
 pub struct DetectionConsumer {
     engine: Engine,
     rules: watch::Receiver<RuleSet>,
+    /// The fields the current rules read: the only ones parsed out of each record.
+    selection: FieldSelection,
     sinks_by_rule: HashMap<String, Vec<String>>,
     alerts: AlertStore,
     dispatcher: Arc<Dispatcher>,
@@ -38,6 +41,7 @@ impl DetectionConsumer {
         Self {
             engine: Engine::new(config),
             rules,
+            selection: FieldSelection::default(),
             sinks_by_rule: HashMap::new(),
             alerts,
             dispatcher,
@@ -45,17 +49,23 @@ impl DetectionConsumer {
         }
     }
 
-    /// Picks up a changed rule set (state of unchanged rules is kept by the engine).
-    fn refresh_rules(&mut self, force: bool) {
-        if force || self.rules.has_changed().unwrap_or(false) {
-            let rules = self.rules.borrow_and_update().clone();
-            self.sinks_by_rule = rules
-                .iter()
-                .map(|r| (r.id().to_string(), r.rule().sinks.clone()))
-                .collect();
-            self.engine.set_rules(rules.to_vec());
-            tracing::info!(rules = rules.len(), "detection rule set loaded");
+    /// Picks up a changed rule set (the engine keeps the state of unchanged rules). Returns
+    /// whether the fields to parse changed.
+    fn refresh_rules(&mut self, force: bool) -> bool {
+        if !force && !self.rules.has_changed().unwrap_or(false) {
+            return false;
         }
+        let rules = self.rules.borrow_and_update().clone();
+        self.sinks_by_rule = rules
+            .iter()
+            .map(|r| (r.id().to_string(), r.rule().sinks.clone()))
+            .collect();
+        self.engine.set_rules(rules.to_vec());
+        let selection = FieldSelection::new(rules.iter().flat_map(|rule| rule.field_paths()));
+        let changed = selection != self.selection;
+        self.selection = selection;
+        tracing::info!(rules = rules.len(), "detection rule set loaded");
+        changed
     }
 
     fn error(&self, message: impl std::fmt::Display) -> ConsumerError {
@@ -71,6 +81,10 @@ impl Consumer for DetectionConsumer {
         DETECT_CONSUMER
     }
 
+    fn parse(&self, payload: &[u8]) -> serde_json::Result<Value> {
+        self.selection.parse(payload)
+    }
+
     fn start(
         &mut self,
         committed: &BTreeMap<StreamPartition, Offset>,
@@ -81,12 +95,21 @@ impl Consumer for DetectionConsumer {
     }
 
     fn handle(&mut self, batch: &EventBatch) -> Result<(), ConsumerError> {
-        self.refresh_rules(false);
+        // The batch was parsed for the rule set of its read; a new rule that reads other fields
+        // needs them, so parse this batch again (only the first batch after such a change).
+        let reparsed: Option<Vec<Value>> = self.refresh_rules(false).then(|| {
+            batch
+                .records
+                .iter()
+                .map(|r| self.selection.parse(&r.payload).unwrap_or(Value::Null))
+                .collect()
+        });
+        let events = reparsed.as_deref().unwrap_or(&batch.events);
         let raised = self.engine.evaluate(
             batch.stream.as_str(),
             batch.partition,
             &batch.records,
-            &batch.events,
+            events,
             now_ms(),
         );
         if !raised.is_empty() {
@@ -112,6 +135,7 @@ impl Consumer for DetectionConsumer {
     }
 
     fn tick(&mut self, _now_ms: i64) -> Result<(), ConsumerError> {
+        // Between batches, so the next batch is read with the new selection.
         self.refresh_rules(false);
         Ok(())
     }

@@ -201,7 +201,15 @@ async fn ingest_detect_lake_and_sql_agree_exactly_across_a_restart() {
                 && server.alerts(Some("brute-force")).await.len() == brute_force
         })
         .await;
+    // Detection parses only the fields its rules read, yet alerts carry whole events.
+    let single = &server.alerts(Some("failed-login")).await[0];
+    assert!(
+        single["events"][0]["eventID"].is_string()
+            && single["events"][0]["userIdentity"]["arn"].is_string(),
+        "{single}"
+    );
     let alert = &server.alerts(Some("brute-force")).await[0];
+    assert!(alert["events"][0]["requestID"].is_string(), "{alert}");
     assert!(
         alert["group"]["sourceIPAddress"].is_string()
             && alert["window"].is_array()

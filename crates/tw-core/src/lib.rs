@@ -11,12 +11,14 @@
 mod alert;
 mod path;
 mod record;
+mod select;
 mod stream;
 mod time;
 
 pub use alert::{Alert, EventLocation, Severity};
 pub use path::FieldPath;
 pub use record::{AppendRecord, Offset, PartitionId, Record, partition_for_key};
+pub use select::FieldSelection;
 pub use stream::{
     FieldSpec, FieldType, MAX_PARTITIONS, Retention, StreamConfig, StreamConfigError, StreamName,
     StreamNameError, StreamSchema,

@@ -213,6 +213,9 @@ impl Engine {
         };
         for (record, event) in records.iter().zip(events) {
             cache.fill(None);
+            // `event` may hold only the fields the rules read (see `tw_core::FieldSelection`);
+            // an event that goes into an alert is parsed whole from its record, once.
+            let mut whole: Option<Value> = None;
             let event_time = record.event_time_ms;
             let watermark = max_time.map(|max| max.saturating_sub(lateness));
             let location = EventLocation {
@@ -240,6 +243,7 @@ impl Engine {
                     continue;
                 }
                 active.stats.matched += 1;
+                let event = &*whole.get_or_insert_with(|| whole_event(record, event));
                 let alert = match (&mut active.windows, window) {
                     (Some(windows), Some(window)) => windows.count(
                         &active.rule,
@@ -278,6 +282,15 @@ impl Engine {
         }
         alerts
     }
+}
+
+/// The complete event of `record`: its payload parsed, or `parsed` itself when the record
+/// carries no payload (dry runs over inline events) or the payload does not parse.
+fn whole_event(record: &Record, parsed: &Value) -> Value {
+    if record.payload.is_empty() {
+        return parsed.clone();
+    }
+    serde_json::from_slice(&record.payload).unwrap_or_else(|_| parsed.clone())
 }
 
 /// Limits the window state needs from the configuration.

@@ -37,6 +37,12 @@ pub trait Consumer: Send + 'static {
     /// Stable name: offsets are stored under it.
     fn name(&self) -> &str;
 
+    /// Parses one stored record. The default builds the whole JSON tree; a stage that reads
+    /// only some fields (detection) parses just those (`tw_core::FieldSelection`).
+    fn parse(&self, payload: &[u8]) -> serde_json::Result<Value> {
+        serde_json::from_slice(payload)
+    }
+
     /// Called once before the first batch with the committed offsets (the next offset to read
     /// per partition; partitions not in the map start at the log's first offset). A consumer
     /// that writes output (the lake) removes here anything it wrote past these offsets.

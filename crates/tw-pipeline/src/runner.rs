@@ -288,7 +288,7 @@ impl Runner {
         let mut kept = Vec::with_capacity(records.len());
         let mut letters = Vec::new();
         for record in records {
-            match serde_json::from_slice::<Value>(&record.payload) {
+            match self.consumer.parse(&record.payload) {
                 Ok(value @ Value::Object(_)) => {
                     events.push(value);
                     kept.push(record);

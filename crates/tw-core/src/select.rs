@@ -1,0 +1,212 @@
+//! Parsing only the fields a stage reads.
+//!
+//! Building a full JSON tree costs an allocation per key and value; a stage that reads five
+//! fields of a fifty-field event (detection) pays mostly for values it never looks at. A
+//! [`FieldSelection`] parses the whole document (so its syntax is still checked) but builds
+//! only the selected paths; everything else is skipped without allocating.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Deserializer;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::FieldPath;
+
+/// The set of field paths to keep when parsing an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSelection {
+    root: Node,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Node {
+    /// Keep this value whole (a selected path ends here).
+    whole: bool,
+    children: HashMap<String, Node>,
+}
+
+impl FieldSelection {
+    /// A selection of `paths`. A path through an array keeps the whole array; a dotted path is
+    /// also kept as a literal top-level key, as [`FieldPath::get`] falls back to one.
+    pub fn new<'a>(paths: impl IntoIterator<Item = &'a FieldPath>) -> Self {
+        let mut root = Node::default();
+        for path in paths {
+            let mut node = &mut root;
+            for segment in path.as_str().split('.') {
+                node = node.children.entry(segment.to_string()).or_default();
+            }
+            node.whole = true;
+            if path.as_str().contains('.') {
+                root.children
+                    .entry(path.as_str().to_string())
+                    .or_default()
+                    .whole = true;
+            }
+        }
+        Self { root }
+    }
+
+    /// Parses `json`, keeping only the selected paths. Syntax errors anywhere in the document
+    /// are still errors.
+    pub fn parse(&self, json: &[u8]) -> serde_json::Result<Value> {
+        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let value = NodeSeed(&self.root).deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(value)
+    }
+}
+
+struct NodeSeed<'a>(&'a Node);
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        if self.0.whole {
+            return serde::Deserialize::deserialize(deserializer);
+        }
+        deserializer.deserialize_any(NodeVisitor(self.0))
+    }
+}
+
+struct NodeVisitor<'a>(&'a Node);
+
+impl<'de> Visitor<'de> for NodeVisitor<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(selected) = map.next_key_seed(KeySeed(self.0))? {
+            match selected {
+                Some((key, child)) => {
+                    out.insert(key, map.next_value_seed(NodeSeed(child))?);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Value>()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
+/// Reads a key and looks it up in the selection without allocating for unselected keys.
+struct KeySeed<'a>(&'a Node);
+
+impl<'de, 'a> DeserializeSeed<'de> for KeySeed<'a> {
+    type Value = Option<(String, &'a Node)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de, 'a> Visitor<'de> for KeySeed<'a> {
+    type Value = Option<(String, &'a Node)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.children.get(key).map(|node| (key.to_string(), node)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const EVENT: &str = r#"{"eventName":"ConsoleLogin","userIdentity":{"type":"Root","arn":"a","x":{"deep":[1,2]}},
+        "resources":[{"ARN":"r1"},{"ARN":"r2"}],"errorMessage":null,"n":1.5,"big":18446744073709551615,
+        "flat.key":"F","esc\u0061ped":"yes","skip":{"a":[{"b":"c\"d"}],"e":true}}"#;
+
+    #[test]
+    fn keeps_exactly_the_selected_paths_and_reads_them_like_a_full_parse() {
+        let paths: Vec<FieldPath> = [
+            "eventName",
+            "userIdentity.type",
+            "resources.1.ARN",
+            "errorMessage",
+            "n",
+            "big",
+            "flat.key",
+            "escaped",
+            "missing.path",
+        ]
+        .iter()
+        .map(|p| FieldPath::new(p))
+        .collect();
+        let selection = FieldSelection::new(&paths);
+        let pruned = selection.parse(EVENT.as_bytes()).unwrap();
+        let full: Value = serde_json::from_str(EVENT).unwrap();
+        for path in &paths {
+            assert_eq!(path.get(&pruned), path.get(&full), "{path}");
+        }
+        assert_eq!(pruned["userIdentity"], json!({"type": "Root"}));
+        assert!(pruned.get("skip").is_none());
+        assert_eq!(
+            pruned["resources"], full["resources"],
+            "a path through an array keeps the array"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_in_skipped_parts_are_still_errors() {
+        let selection = FieldSelection::new(&[FieldPath::new("a")]);
+        assert!(selection.parse(br#"{"a":1,"skip":{"b":[1,2}}"#).is_err());
+        assert!(selection.parse(br#"{"a":1} trailing"#).is_err());
+        assert_eq!(selection.parse(b"[1,2]").unwrap(), json!([1, 2]));
+        assert_eq!(
+            FieldSelection::default().parse(br#"{"a":1}"#).unwrap(),
+            json!({})
+        );
+    }
+}
