@@ -4,6 +4,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 use serde_json::Value;
+use tw_core::FieldSelection;
 
 use crate::IngestError;
 
@@ -82,7 +83,8 @@ pub fn decode_body(
 pub struct ParsedEvent {
     /// 1-based line (NDJSON) or element (array) number in the body.
     pub line: usize,
-    /// The parsed event (always a JSON object).
+    /// The parsed event (always a JSON object); from [`split_events_selecting`], only the
+    /// selected fields of an NDJSON line.
     pub value: Value,
     /// The bytes stored in the log: the original line, or the compact JSON of an array element.
     pub raw: Bytes,
@@ -105,6 +107,18 @@ pub struct Rejection {
 pub fn split_events(
     body: &Bytes,
     limits: &IngestLimits,
+) -> Result<(Vec<ParsedEvent>, Vec<Rejection>), IngestError> {
+    split_events_selecting(body, limits, None)
+}
+
+/// [`split_events`], but NDJSON lines are parsed for only the `selection`'s fields (the
+/// partition key, event time and schema fields the ingest path reads); the bytes stored are
+/// the original line either way. Lines are checked to be UTF-8 first, since skipped strings
+/// are not otherwise decoded.
+pub fn split_events_selecting(
+    body: &Bytes,
+    limits: &IngestLimits,
+    selection: Option<&FieldSelection>,
 ) -> Result<(Vec<ParsedEvent>, Vec<Rejection>), IngestError> {
     let trimmed_start = body
         .iter()
@@ -136,9 +150,21 @@ pub fn split_events(
                     }
                 });
             }
-            Ok(split_lines(body, limits))
+            Ok(split_lines(body, limits, selection))
         }
-        Some(_) => Ok(split_lines(body, limits)),
+        Some(_) => Ok(split_lines(body, limits, selection)),
+    }
+}
+
+fn parse_line(raw: &[u8], selection: Option<&FieldSelection>) -> Result<Value, String> {
+    match selection {
+        None => serde_json::from_slice(raw).map_err(|e| e.to_string()),
+        Some(selection) => {
+            if let Err(error) = std::str::from_utf8(raw) {
+                return Err(format!("invalid UTF-8 at byte {}", error.valid_up_to()));
+            }
+            selection.parse(raw).map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -159,7 +185,11 @@ fn collect_elements(
     (events, rejected)
 }
 
-fn split_lines(body: &Bytes, limits: &IngestLimits) -> (Vec<ParsedEvent>, Vec<Rejection>) {
+fn split_lines(
+    body: &Bytes,
+    limits: &IngestLimits,
+    selection: Option<&FieldSelection>,
+) -> (Vec<ParsedEvent>, Vec<Rejection>) {
     let mut events = Vec::new();
     let mut rejected = Vec::new();
     let mut start = 0;
@@ -177,7 +207,7 @@ fn split_lines(body: &Bytes, limits: &IngestLimits) -> (Vec<ParsedEvent>, Vec<Re
             rejected.push(too_large(index + 1, raw, limits));
             continue;
         }
-        match serde_json::from_slice::<Value>(&raw) {
+        match parse_line(&raw, selection) {
             Ok(value) => push_checked(index + 1, value, raw, limits, &mut events, &mut rejected),
             Err(error) => rejected.push(Rejection {
                 line: index + 1,

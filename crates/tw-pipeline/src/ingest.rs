@@ -9,7 +9,7 @@ use tw_log::Log;
 
 use crate::IngestError;
 use crate::decode::{
-    ContentEncoding, IngestLimits, ParsedEvent, Rejection, decode_body, split_events,
+    ContentEncoding, IngestLimits, ParsedEvent, Rejection, decode_body, split_events_selecting,
 };
 use crate::dlq::{DeadLetter, DeadLetterQueue};
 use crate::registry::{StreamRegistry, StreamState};
@@ -83,7 +83,9 @@ impl Ingestor {
         let decoded = decode_body(body, encoding, &self.limits)?;
         metrics::counter!("tidewatch_ingest_bytes_total", "stream" => stream.to_string())
             .increment(decoded.len() as u64);
-        let (events, rejected) = split_events(&decoded, &self.limits)?;
+        let state = self.registry.get_or_create(&stream)?;
+        let (events, rejected) =
+            split_events_selecting(&decoded, &self.limits, Some(&state.selection))?;
         self.ingest_events(&stream, events, rejected).await
     }
 

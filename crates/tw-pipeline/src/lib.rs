@@ -24,6 +24,7 @@ mod validate;
 pub use consumer::{Consumer, ConsumerError, EventBatch, StreamPartition};
 pub use decode::{
     ContentEncoding, IngestLimits, ParsedEvent, Rejection, decode_body, split_events,
+    split_events_selecting,
 };
 pub use dlq::{DLQ_STREAM, DeadLetter, DeadLetterQueue, DlqEntry};
 pub use error::IngestError;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use tw_core::{FieldPath, StreamConfig, StreamName};
+use tw_core::{FieldPath, FieldSelection, StreamConfig, StreamName};
 use tw_log::Log;
 
 use crate::IngestError;
@@ -25,6 +25,8 @@ pub struct StreamState {
     pub(crate) partition_key: Option<FieldPath>,
     pub(crate) time_fields: Vec<FieldPath>,
     pub(crate) schema: Option<CompiledSchema>,
+    /// Every field the ingest path reads (key, time, schema): all it parses out of a line.
+    pub(crate) selection: FieldSelection,
     round_robin: AtomicU64,
 }
 
@@ -37,9 +39,22 @@ impl StreamState {
                 .map(|f| FieldPath::new(f))
                 .collect(),
         };
+        let partition_key = config.partition_key.as_deref().map(FieldPath::new);
+        let schema_paths: Vec<FieldPath> = config
+            .schema
+            .iter()
+            .flat_map(|schema| schema.fields.iter().map(|f| FieldPath::new(&f.name)))
+            .collect();
+        let selection = FieldSelection::new(
+            partition_key
+                .iter()
+                .chain(&time_fields)
+                .chain(&schema_paths),
+        );
         Self {
-            partition_key: config.partition_key.as_deref().map(FieldPath::new),
+            partition_key,
             schema: config.schema.as_ref().map(CompiledSchema::new),
+            selection,
             time_fields,
             name,
             config,

@@ -4,7 +4,10 @@
 use std::io::Write;
 
 use bytes::Bytes;
-use tw_pipeline::{ContentEncoding, IngestLimits, decode_body, split_events};
+use tw_core::{FieldPath, FieldSelection};
+use tw_pipeline::{
+    ContentEncoding, IngestLimits, decode_body, split_events, split_events_selecting,
+};
 
 struct Rng(u64);
 
@@ -76,6 +79,16 @@ fn mutated_bodies_never_panic_and_ndjson_lines_are_all_accounted_for() {
             first == Some(&b'{') && serde_json::from_slice::<serde_json::Value>(&body).is_ok();
         if first.is_some_and(|b| *b != b'[') && !whole_document {
             checked += 1;
+            let selection = FieldSelection::new(&[FieldPath::new("a"), FieldPath::new("b.c")]);
+            let (selected, selected_rejected) =
+                split_events_selecting(&Bytes::from(body.clone()), &limits, Some(&selection))
+                    .unwrap();
+            let lines_total = events.len() + rejected.len();
+            assert_eq!(
+                selected.len() + selected_rejected.len(),
+                lines_total,
+                "round {round}"
+            );
             let lines = body
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.trim_ascii().is_empty())
