@@ -137,7 +137,7 @@ impl Default for LakeSection {
     fn default() -> Self {
         Self {
             flush_max_rows: 100_000,
-            flush_max_bytes: 64 << 20,
+            flush_max_bytes: 16 << 20,
             flush_max_age_ms: 10_000,
         }
     }

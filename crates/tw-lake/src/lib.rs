@@ -69,12 +69,12 @@ pub struct LakeConfig {
 }
 
 impl LakeConfig {
-    /// The defaults (100,000 rows, 64 MiB, 10 s) for a lake under `root`.
+    /// The defaults (100,000 rows, 16 MiB, 10 s) for a lake under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LakeConfig {
             root: root.into(),
             flush_max_rows: 100_000,
-            flush_max_bytes: 64 << 20,
+            flush_max_bytes: 16 << 20,
             flush_max_age_ms: 10_000,
         }
     }
