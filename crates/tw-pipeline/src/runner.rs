@@ -321,10 +321,10 @@ impl Runner {
     }
 
     fn commit(&mut self) -> Result<(), String> {
-        let safe = self.consumer.safe_offsets();
-        if safe != self.committed && !safe.is_empty() {
-            let mut merged = self.committed.clone();
-            merged.extend(safe);
+        let mut merged = self.committed.clone();
+        merged.extend(self.consumer.safe_offsets());
+        // Only when something moved: each commit is a write, an fsync and a rename.
+        if merged != self.committed {
             self.offsets
                 .commit(self.consumer.name(), &merged)
                 .map_err(|e| e.to_string())?;
