@@ -4,7 +4,6 @@
 //! new column or type is written.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -283,15 +282,10 @@ pub(crate) fn metadata_fields() -> Vec<Field> {
     ]
 }
 
-/// Writes `bytes` to `path` via a hidden tmp file in the same directory, fsyncing the file
-/// before the rename and the directory after it.
+/// Writes `bytes` to `path` atomically (hidden tmp file, fsyncs, rename; see
+/// [`tw_log::write_file_atomically`]).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
-    let tmp = tmp_path(path);
-    let mut file = std::fs::File::create(&tmp).map_err(LakeError::io(&tmp))?;
-    file.write_all(bytes).map_err(LakeError::io(&tmp))?;
-    file.sync_all().map_err(LakeError::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(LakeError::io(path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    tw_log::write_file_atomically(path, bytes).map_err(LakeError::io(path))
 }
 
 /// The tmp file a final file is first written to: hidden (leading `.`, trailing `.tmp`) so that

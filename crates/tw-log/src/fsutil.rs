@@ -13,10 +13,13 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
         .map_err(|e| LogError::io(dir, e))
 }
 
-/// Replaces `path` with `bytes` atomically: write a temporary sibling, fsync it, rename it over
+/// Replaces `path` with `bytes` atomically: write a hidden temporary sibling (`.name.tmp`, so
+/// no reader globbing `*.json` or `*.parquet` sees a partial file), fsync it, rename it over
 /// `path`, fsync the directory. A crash leaves either the old or the new content, never a mix.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+/// Every durable small file of Tidewatch (configs, rules, catalogs, offsets) is written here.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
     let write = || -> std::io::Result<()> {
@@ -31,11 +34,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
     if let Err(e) = write() {
         // Best effort: a half-written temporary must not linger and eat the space back.
         let _ = fs::remove_file(&tmp);
-        return Err(LogError::io(&tmp, e));
+        return Err(e);
     }
-    fs::rename(&tmp, path).map_err(|e| LogError::io(path, e))?;
+    fs::rename(&tmp, path)?;
     match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
         _ => Ok(()),
     }
+}
+
+/// [`write_file_atomically`] with the log's error type.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    write_file_atomically(path, bytes).map_err(|e| LogError::io(path, e))
 }

@@ -33,6 +33,7 @@ mod writer;
 
 pub use disk::{DiskLog, LogConfig};
 pub use error::LogError;
+pub use fsutil::write_file_atomically;
 pub use offsets::OffsetStore;
 
 use std::ops::Range;

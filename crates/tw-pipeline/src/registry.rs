@@ -215,17 +215,5 @@ fn registry_error(path: &Path, error: std::io::Error) -> IngestError {
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IngestError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(parent) = path.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| registry_error(path, e))
+    tw_log::write_file_atomically(path, bytes).map_err(|e| registry_error(path, e))
 }
