@@ -34,9 +34,6 @@ pub enum IngestError {
     /// The stream name or configuration is invalid.
     #[error("{0}")]
     BadStream(String),
-    /// The stream does not exist and may not be created implicitly.
-    #[error("stream {0} does not exist")]
-    UnknownStream(String),
     /// The log refused or failed the append.
     #[error(transparent)]
     Log(#[from] LogError),
