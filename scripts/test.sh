@@ -4,11 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# DuckDB (from PyPI) reads the lake as it is, in the compatibility test.
+# Real clients and peers from PyPI (DuckDB reads the lake; boto3, elasticsearch-py and moto's
+# S3 server drive the compatible APIs and sources), in a venv reinstalled when the list changes.
 venv="${TIDEWATCH_TEST_VENV:-$HOME/.cache/tidewatch/test-venv}"
-if ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
+requirements="scripts/test-requirements.txt"
+stamp="$venv/.requirements"
+if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'duckdb>=1.1'
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
 fi
 export TIDEWATCH_TEST_PYTHON="$venv/bin/python"
 
