@@ -134,7 +134,7 @@ pub async fn ingest(
     }))
 }
 
-async fn consumer_lag(
+pub(crate) async fn consumer_lag(
     client: &reqwest::Client,
     server: &str,
     consumer: &str,
