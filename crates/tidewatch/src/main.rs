@@ -4,6 +4,7 @@
 //! stage. It is the only crate where `anyhow` is used.
 
 mod bench;
+mod bench_compat;
 mod client;
 mod config;
 mod datagen;
@@ -153,6 +154,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Kinesis PutRecords and Elasticsearch _bulk against native NDJSON on the same records.
+    Compat {
+        /// Events per protocol.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// Time SQL statements (median of `runs`).
     Queries {
         #[arg(long, default_value_t = 5)]
@@ -234,6 +244,10 @@ fn main() -> anyhow::Result<()> {
                         seconds,
                         seed,
                     } => bench::latency(&server, rate, seconds, seed).await,
+                    BenchCommand::Compat {
+                        events,
+                        concurrency,
+                    } => bench_compat::compat(&server, events, concurrency).await,
                     BenchCommand::Queries { runs, sql } => {
                         bench::queries(&server, &sql, runs).await
                     }

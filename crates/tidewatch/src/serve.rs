@@ -138,6 +138,16 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         metrics,
         query_freshness_wait: Duration::from_millis(config.query.freshness_wait_ms),
     });
+    let auth = Arc::new(tw_compat::Auth::new(config.auth.clone()));
+    let dedup = tw_compat::DedupStore::open(log.clone(), tw_compat::dedup::DEFAULT_HORIZON_MS)
+        .context("opening the remembered request ids")?;
+    let compat = Arc::new(tw_compat::CompatState {
+        ingestor: ingestor.clone(),
+        log: log.clone(),
+        auth: auth.clone(),
+        dedup: dedup.clone(),
+    });
+    let dedup_maintenance = tokio::spawn(tw_compat::maintain(dedup));
     let retention = tokio::spawn(enforce_retention(log.clone(), ingestor.clone()));
     let listener = TcpListener::bind(&config.listen)
         .await
@@ -150,7 +160,15 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     );
     let demo_task = demo.then(|| tokio::spawn(crate::demo::run(ingestor.clone())));
 
-    axum::serve(listener, tw_server::router(state))
+    // The native API behind the API-key check; the compatible protocols check their own
+    // credentials (SigV4 needs the body).
+    let app = tw_server::router(state)
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            tw_compat::require_api_key,
+        ))
+        .merge(tw_compat::router(compat));
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
@@ -160,6 +178,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         task.abort();
     }
     retention.abort();
+    dedup_maintenance.abort();
     stop_consumers.store(true, Ordering::Relaxed);
     let deadline = Duration::from_secs(config.shutdown_timeout_secs);
     let joined = tokio::time::timeout(

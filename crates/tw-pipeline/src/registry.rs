@@ -154,11 +154,16 @@ impl StreamRegistry {
         if let Some(state) = self.get(name) {
             return Ok(state);
         }
+        self.put(name, self.default_config(name), false)
+    }
+
+    /// The configuration a stream named `name` gets when it is created implicitly.
+    pub fn default_config(&self, name: &StreamName) -> StreamConfig {
         let mut config = self.defaults.config.clone();
         if let Some(key) = self.defaults.partition_keys.get(name.as_str()) {
             config.partition_key = Some(key.clone());
         }
-        self.put(name, config, false)
+        config
     }
 
     /// Creates or replaces a stream's configuration. The partition count of a stream that
