@@ -34,6 +34,9 @@ pub struct Config {
     pub query: QuerySection,
     /// Where alerts are delivered.
     pub sinks: Vec<tw_alerts::SinkConfig>,
+    /// Sigma import: `[[sigma.logsources]]` (product/service/category → stream),
+    /// `[sigma.fields]` (`rename`, `prefix`) and `[sigma.placeholders]` (for `|expand`).
+    pub sigma: tw_sigma::SigmaConfig,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             detect: DetectSection::default(),
             query: QuerySection::default(),
             sinks: Vec::new(),
+            sigma: tw_sigma::SigmaConfig::default(),
         }
     }
 }

@@ -137,6 +137,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         ],
         metrics,
         query_freshness_wait: Duration::from_millis(config.query.freshness_wait_ms),
+        sigma: Arc::new(config.sigma.clone()),
     });
     let retention = tokio::spawn(enforce_retention(log.clone(), ingestor.clone()));
     let listener = TcpListener::bind(&config.listen)
