@@ -13,12 +13,16 @@ use serde_json::{Value, json};
 use tw_core::Record;
 use tw_detect::{Engine, EngineConfig, RuleFormat, parse_rule};
 
-const EVENT_NAMES: &[&str] = &[
+/// Most CloudTrail traffic is routine reads.
+const COMMON_NAMES: &[&str] = &[
     "GetObject",
     "PutObject",
     "ListBuckets",
     "DescribeInstances",
     "AssumeRole",
+];
+/// The calls detection rules look for (1% of events together).
+const EVENT_NAMES: &[&str] = &[
     "ConsoleLogin",
     "CreateUser",
     "AttachUserPolicy",
@@ -26,6 +30,7 @@ const EVENT_NAMES: &[&str] = &[
     "StopLogging",
     "RunInstances",
     "GetSecretValue",
+    "PutBucketPolicy",
 ];
 const REGIONS: &[&str] = &["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"];
 const AGENTS: &[&str] = &[
@@ -51,7 +56,11 @@ impl Rng {
 }
 
 fn event(rng: &mut Rng, i: u64) -> Value {
-    let name = rng.pick(EVENT_NAMES);
+    let name = if rng.next() % 1000 >= 10 {
+        rng.pick(COMMON_NAMES)
+    } else {
+        rng.pick(EVENT_NAMES)
+    };
     json!({
         "eventVersion": "1.08",
         "eventTime": "2024-03-01T00:00:00Z",
@@ -61,19 +70,20 @@ fn event(rng: &mut Rng, i: u64) -> Value {
         "sourceIPAddress": format!("{}.{}.{}.{}", rng.next() % 223 + 1, rng.next() % 256, rng.next() % 256, rng.next() % 256),
         "userAgent": rng.pick(AGENTS),
         "userIdentity": {
-            "type": if rng.next() % 50 == 0 { "Root" } else { "IAMUser" },
+            "type": if rng.next().is_multiple_of(50) { "Root" } else { "IAMUser" },
             "arn": format!("arn:aws:iam::123456789012:user/user{}", rng.next() % 1000),
             "accountId": "123456789012"
         },
         "requestParameters": {"bucketName": format!("bucket-{}", rng.next() % 100)},
-        "errorCode": if rng.next() % 20 == 0 { Value::from("AccessDenied") } else { Value::Null },
+        "errorCode": if rng.next().is_multiple_of(20) { Value::from("AccessDenied") } else { Value::Null },
         "readOnly": name.starts_with("Get") || name.starts_with("List") || name.starts_with("Describe"),
         "bytesTransferredOut": rng.next() % 5_000_000,
         "requestID": format!("req-{i}")
     })
 }
 
-/// The condition of the i-th rule (a mix of every operator kind).
+/// The condition of the i-th rule (a mix of every operator kind). Like real detections they
+/// rarely match: most events are evaluated by every rule and raise nothing.
 fn condition(i: usize) -> String {
     let name = EVENT_NAMES[i % EVENT_NAMES.len()];
     let region = REGIONS[i % REGIONS.len()];
@@ -87,29 +97,29 @@ fn condition(i: usize) -> String {
             "{{all: [{{field: eventName, in: [{name}, DeleteTrail, StopLogging]}}, {{field: awsRegion, equals: {region}}}]}}"
         ),
         3 => format!(
-            "{{field: userAgent, contains: ['python/3.{}', 'curl'], ignore_case: true}}",
-            i % 13
+            "{{field: userAgent, contains: ['kali{}', 'Pacu/', 'curl/'], ignore_case: true}}",
+            i
         ),
         4 => format!(
-            "{{field: userIdentity.arn, startswith: 'arn:aws:iam::123456789012:user/user{}'}}",
-            i % 97
+            "{{field: userIdentity.arn, startswith: 'arn:aws:iam::123456789012:user/admin{}'}}",
+            i
         ),
         5 => format!(
-            "{{field: requestParameters.bucketName, endswith: '-{}'}}",
-            i % 100
+            "{{field: requestParameters.bucketName, endswith: '-{}-public'}}",
+            i
         ),
         6 => format!(
-            "{{field: userAgent, wildcard: '*sdk-go*/1.{}*', ignore_case: true}}",
-            i % 30
+            "{{field: userAgent, wildcard: '*sqlmap*/1.{}*', ignore_case: true}}",
+            i
         ),
         7 => format!(
-            "{{field: sourceIPAddress, cidr: ['10.0.0.0/8', '{}.0.0.0/8']}}",
+            "{{field: sourceIPAddress, cidr: ['10.0.0.0/8', '{}.7.0.0/16']}}",
             i % 223 + 1
         ),
         8 => format!("{{field: bytesTransferredOut, gt: {}}}", 4_990_000 + i),
         9 => format!(
-            "{{field: userIdentity.arn, regex: 'user/user{}$'}}",
-            i % 1000
+            "{{field: userIdentity.arn, regex: 'user/(root|admin){}$'}}",
+            i
         ),
         10 => format!(
             "{{selections: {{sel: {{field: eventName, equals: {name}, ignore_case: true}}, root: {{field: userIdentity.type, equals: Root}}, filter_ro: {{field: readOnly, equals: true}}}}, condition: 'sel and root and not 1 of filter_*'}}"

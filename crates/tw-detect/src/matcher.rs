@@ -209,6 +209,8 @@ fn eq_ignore_case(field: &str, lowered: &str) -> bool {
     }
 }
 
+/// `ignore_case` requires an ASCII `field` (the caller lowers non-ASCII text first) and a
+/// lowercased `needle`.
 fn text_test(kind: TextKind, field: &str, needle: &str, ignore_case: bool) -> bool {
     if !ignore_case {
         return match kind {
@@ -217,19 +219,19 @@ fn text_test(kind: TextKind, field: &str, needle: &str, ignore_case: bool) -> bo
             TextKind::EndsWith => field.ends_with(needle),
         };
     }
-    if field.is_ascii() && needle.is_ascii() {
-        let (hay, pin) = (field.as_bytes(), needle.as_bytes());
-        if pin.len() > hay.len() {
-            return false;
-        }
-        return match kind {
-            TextKind::Contains => find(hay, pin, true).is_some(),
-            TextKind::StartsWith => hay[..pin.len()].eq_ignore_ascii_case(pin),
-            TextKind::EndsWith => hay[hay.len() - pin.len()..].eq_ignore_ascii_case(pin),
-        };
+    if !needle.is_ascii() {
+        // An ASCII text cannot hold a non-ASCII needle.
+        return false;
     }
-    // Rare: non-ASCII text. Unicode lowercasing can change lengths, so compare lowered copies.
-    text_test(kind, &field.to_lowercase(), needle, false)
+    let (hay, pin) = (field.as_bytes(), needle.as_bytes());
+    if pin.len() > hay.len() {
+        return false;
+    }
+    match kind {
+        TextKind::Contains => find(hay, pin, true).is_some(),
+        TextKind::StartsWith => hay[..pin.len()].eq_ignore_ascii_case(pin),
+        TextKind::EndsWith => hay[hay.len() - pin.len()..].eq_ignore_ascii_case(pin),
+    }
 }
 
 fn number_of(value: &Value) -> Option<f64> {
@@ -267,11 +269,19 @@ impl Test {
                 ignore_case,
             } => {
                 let mut buffer = TextBuffer::new();
-                scalar_text(value, &mut buffer).is_some_and(|text| {
-                    needles
+                let Some(text) = scalar_text(value, &mut buffer) else {
+                    return false;
+                };
+                if *ignore_case && !text.is_ascii() {
+                    // Rare: Unicode lowercasing can change lengths; lower the text once.
+                    let lowered = text.to_lowercase();
+                    return needles
                         .iter()
-                        .any(|needle| text_test(*kind, text, needle, *ignore_case))
-                })
+                        .any(|needle| text_test(*kind, &lowered, needle, false));
+                }
+                needles
+                    .iter()
+                    .any(|needle| text_test(*kind, text, needle, *ignore_case))
             }
             Self::Regex(regex) => {
                 let mut buffer = TextBuffer::new();
