@@ -12,7 +12,7 @@ use tw_core::FieldPath;
 use crate::cidr::Cidr;
 use crate::document::{Comparison, Condition, FieldCondition, FieldOp, Rule};
 use crate::duration::parse_duration_ms;
-use crate::matcher::{CompareOp, Literal, Matcher, Test, TextKind};
+use crate::matcher::{CompareOp, Literal, Matcher, Test, TextKind, cheapest_first};
 use crate::parse::MAX_CONDITION_DEPTH;
 use crate::wildcard::Wildcard;
 use crate::{RuleError, RuleProblem};
@@ -172,7 +172,9 @@ impl Compiler {
                 .enumerate()
                 .map(|(index, item)| this.condition(item, &format!("{at}[{index}]"), depth + 1))
                 .collect();
-            compiled.into_iter().collect()
+            let mut compiled: Vec<Matcher> = compiled.into_iter().collect::<Option<_>>()?;
+            cheapest_first(&mut compiled);
+            Some(compiled)
         };
         match condition {
             Condition::All(items) => list(self, items, "all").map(Matcher::All),

@@ -4,7 +4,7 @@
 use crate::compile::Compiler;
 use crate::condition_parse::{Expr, Quantifier, name_matches, parse_condition};
 use crate::document::Selections;
-use crate::matcher::Matcher;
+use crate::matcher::{Matcher, cheapest_first};
 
 impl Compiler {
     /// Compiles `selections` located at `at`; problems name the selection or the condition.
@@ -60,7 +60,11 @@ enum Resolved {
 
 impl Resolved {
     fn build(self, compiled: &[(&str, Matcher)]) -> Matcher {
-        let all = |items: Vec<Resolved>| items.into_iter().map(|i| i.build(compiled)).collect();
+        let all = |items: Vec<Resolved>| {
+            let mut built: Vec<Matcher> = items.into_iter().map(|i| i.build(compiled)).collect();
+            cheapest_first(&mut built);
+            built
+        };
         match self {
             Self::And(items) => Matcher::All(all(items)),
             Self::Or(items) => Matcher::Any(all(items)),

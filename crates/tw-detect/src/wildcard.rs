@@ -197,16 +197,26 @@ pub(crate) fn find(hay: &[u8], needle: &[u8], ignore_case: bool) -> Option<usize
     if needle.len() > hay.len() {
         return None;
     }
-    let head_lower = head.to_ascii_lowercase();
-    (0..=hay.len() - needle.len()).find(|&at| {
-        let c = hay[at];
-        let head_ok = if ignore_case {
-            c.to_ascii_lowercase() == head_lower
-        } else {
-            c == head
-        };
-        head_ok && eq_bytes(&hay[at + 1..at + needle.len()], rest, ignore_case)
-    })
+    let (lower, upper) = if ignore_case {
+        (head.to_ascii_lowercase(), head.to_ascii_uppercase())
+    } else {
+        (head, head)
+    };
+    let last_start = hay.len() - needle.len();
+    let mut at = 0;
+    // Scan for the first byte (either case), then compare the rest: a tight loop the compiler
+    // can unroll, instead of folding case at every position.
+    while at <= last_start {
+        let offset = hay[at..=last_start]
+            .iter()
+            .position(|&c| c == lower || c == upper)?;
+        at += offset;
+        if eq_bytes(&hay[at + 1..at + needle.len()], rest, ignore_case) {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
 }
 
 fn pieces_match(
