@@ -174,3 +174,21 @@ async fn rules_import_reports_each_file_and_fails_on_a_refusal() {
     let (_, listed) = server.get("/api/v1/rules").await;
     assert_eq!(listed.as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigma_files_in_the_rules_directory_load_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    write(&rules, "root.yml", ROOT_LOGIN);
+    let rules_arg = rules.to_string_lossy().to_string();
+    let server = Server::start(&dir.path().join("data"), None, &["--rules-dir", &rules_arg]);
+    let (status, rule) = server
+        .get("/api/v1/rules/8f1e3a62-9b7d-4c1e-a1c2-3b4d5e6f7a80")
+        .await;
+    assert_eq!(status, 200, "{rule}");
+    assert_eq!(rule["stream"], "cloudtrail");
+    assert_eq!(
+        rule["match"]["condition"], "selection and not 1 of filter_*",
+        "the Sigma condition is kept as written: {rule}"
+    );
+}
