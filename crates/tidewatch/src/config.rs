@@ -36,6 +36,9 @@ pub struct Config {
     pub sinks: Vec<tw_alerts::SinkConfig>,
     /// Credentials (none: every endpoint is open).
     pub auth: tw_compat::AuthConfig,
+    /// Sigma import: `[[sigma.logsources]]` (product/service/category → stream),
+    /// `[sigma.fields]` (`rename`, `prefix`) and `[sigma.placeholders]` (for `|expand`).
+    pub sigma: tw_sigma::SigmaConfig,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             query: QuerySection::default(),
             sinks: Vec::new(),
             auth: tw_compat::AuthConfig::default(),
+            sigma: tw_sigma::SigmaConfig::default(),
         }
     }
 }

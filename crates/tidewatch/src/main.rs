@@ -10,6 +10,7 @@ mod config;
 mod datagen;
 mod demo;
 mod detection;
+mod rules_cli;
 mod serve;
 
 use std::io::Write;
@@ -111,6 +112,19 @@ enum Command {
         )]
         server: String,
     },
+    /// Manage the rules of a running server.
+    Rules {
+        #[command(subcommand)]
+        what: RulesCommand,
+        /// Server URL.
+        #[arg(
+            long,
+            global = true,
+            env = "TIDEWATCH_SERVER",
+            default_value = "http://127.0.0.1:7070"
+        )]
+        server: String,
+    },
     /// Run SQL on a running server.
     Query {
         /// The SQL statement.
@@ -125,6 +139,16 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "auto")]
         format: client::OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Load every .yml/.yaml/.json rule file of a directory (Sigma or native; recursively);
+    /// prints ok/refused with the reason per file and fails if any file was refused.
+    Import {
+        /// The directory.
+        dir: PathBuf,
     },
 }
 
@@ -261,6 +285,9 @@ fn main() -> anyhow::Result<()> {
             server,
             format,
         } => runtime()?.block_on(client::query(&server, &sql, format)),
+        Command::Rules { what, server } => match what {
+            RulesCommand::Import { dir } => runtime()?.block_on(rules_cli::import(&server, &dir)),
+        },
     }
 }
 

@@ -66,7 +66,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let ingestor = Arc::new(Ingestor::new(log.clone(), registry, dlq.clone(), limits));
     let rules = Arc::new(RuleRegistry::open(&data.join("rules")).context("opening rules")?);
     if let Some(dir) = &config.rules_dir {
-        load_rules_dir(&rules, dir)?;
+        load_rules_dir(&rules, dir, &config.sigma)?;
     }
     if demo {
         crate::demo::install_rules(&rules)?;
@@ -137,6 +137,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         ],
         metrics,
         query_freshness_wait: Duration::from_millis(config.query.freshness_wait_ms),
+        sigma: Arc::new(config.sigma.clone()),
     });
     let auth = Arc::new(tw_compat::Auth::new(config.auth.clone()));
     let dedup = tw_compat::DedupStore::open(log.clone(), tw_compat::dedup::DEFAULT_HORIZON_MS)
@@ -205,9 +206,13 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Imports every `.yaml`, `.yml` and `.json` rule file of `dir`, storing a new version only
-/// when a file differs from the stored rule.
-fn load_rules_dir(rules: &RuleRegistry, dir: &Path) -> anyhow::Result<()> {
+/// Imports every `.yaml`, `.yml` and `.json` rule file of `dir` (native or Sigma), storing a
+/// new version only when a file differs from the stored rule.
+fn load_rules_dir(
+    rules: &RuleRegistry,
+    dir: &Path,
+    sigma: &tw_sigma::SigmaConfig,
+) -> anyhow::Result<()> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("reading rules directory {}", dir.display()))?;
     let mut problems = Vec::new();
@@ -220,7 +225,12 @@ fn load_rules_dir(rules: &RuleRegistry, dir: &Path) -> anyhow::Result<()> {
         };
         let outcome = std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
-            .and_then(|text| parse_rule(&text, format).map_err(|e| e.to_string()));
+            .and_then(|text| {
+                if tw_sigma::is_sigma(&text) {
+                    return tw_sigma::translate(&text, sigma).map_err(|e| e.to_string());
+                }
+                parse_rule(&text, format).map_err(|e| e.to_string())
+            });
         match outcome {
             Ok(mut rule) => {
                 if let Some(stored) = rules.get(&rule.id) {

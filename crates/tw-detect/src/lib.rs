@@ -17,17 +17,20 @@
 
 mod cidr;
 mod compile;
+pub mod condition_parse;
 mod document;
 mod duration;
 mod engine;
 mod error;
 mod matcher;
 mod parse;
+mod selection;
+pub mod wildcard;
 mod window;
 
 pub use cidr::Cidr;
-pub use compile::{CompiledRule, REGEX_SIZE_LIMIT};
-pub use document::{Condition, FieldCondition, FieldOp, Rule, Threshold};
+pub use compile::{ANY_FIELD, CompiledRule, REGEX_SIZE_LIMIT};
+pub use document::{Comparison, Condition, FieldCondition, FieldOp, Rule, Selections, Threshold};
 pub use duration::{MAX_DURATION_MS, parse_duration_ms};
 pub use engine::{Engine, EngineConfig, RuleStats};
 pub use error::{RuleError, RuleProblem};

@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// How long a query waits for the lake consumer to catch up with the log.
     pub query_freshness_wait: Duration,
+    /// How Sigma rules posted to the API are translated (logsource → stream, field names).
+    pub sigma: Arc<tw_sigma::SigmaConfig>,
 }
 
 /// The router with every route of the API.
