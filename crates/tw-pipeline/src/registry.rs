@@ -154,11 +154,23 @@ impl StreamRegistry {
         if let Some(state) = self.get(name) {
             return Ok(state);
         }
+        self.put(name, self.default_config(name), false)
+    }
+
+    /// The stream, or — without creating it — the state it would have if its first event
+    /// arrived now (dry runs read event times as the stream will).
+    pub fn get_or_default(&self, name: &StreamName) -> Arc<StreamState> {
+        self.get(name).unwrap_or_else(|| {
+            Arc::new(StreamState::new(name.clone(), self.default_config(name)))
+        })
+    }
+
+    fn default_config(&self, name: &StreamName) -> StreamConfig {
         let mut config = self.defaults.config.clone();
         if let Some(key) = self.defaults.partition_keys.get(name.as_str()) {
             config.partition_key = Some(key.clone());
         }
-        self.put(name, config, false)
+        config
     }
 
     /// Creates or replaces a stream's configuration. The partition count of a stream that

@@ -5,10 +5,12 @@
 //! ([`ApiError`]). Nothing here owns data; the binary builds an [`AppState`] and serves it.
 
 mod error;
+mod replay;
 mod routes;
 mod rules;
 
 pub use error::ApiError;
+pub use replay::{MAX_REPLAY_EVENTS, ReplayOutcome, replay_events, replay_stored};
 pub use rules::{RuleChange, RuleRegistry, RuleRegistryError, RuleSet};
 
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// How long a query waits for the lake consumer to catch up with the log.
     pub query_freshness_wait: Duration,
+    /// Engine settings of live detection, used by dry runs too (same lateness, same limits).
+    pub engine_config: tw_detect::EngineConfig,
 }
 
 /// The router with every route of the API.
