@@ -156,12 +156,16 @@ impl Default for LakeSection {
 pub struct DetectSection {
     /// How far behind the newest event time an event may arrive and still count in its window.
     pub allowed_lateness_ms: i64,
+    /// Most keys one stateful rule keeps (windows × groups, sequence keys, new-value pairs,
+    /// suppression groups); beyond it the oldest are evicted, logged and counted.
+    pub max_keys_per_rule: usize,
 }
 
 impl Default for DetectSection {
     fn default() -> Self {
         Self {
             allowed_lateness_ms: 60_000,
+            max_keys_per_rule: 100_000,
         }
     }
 }
@@ -222,6 +226,9 @@ impl Config {
         }
         if self.query.threads == 0 {
             problems.push("query.threads must be at least 1".into());
+        }
+        if self.detect.max_keys_per_rule == 0 {
+            problems.push("detect.max_keys_per_rule must be at least 1".into());
         }
         if let Err(error) = tw_alerts::validate_sinks(&self.sinks) {
             problems.push(error.to_string());

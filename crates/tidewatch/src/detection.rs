@@ -1,22 +1,36 @@
 //! The detection consumer: log → rules engine → alert store → sinks.
 //!
-//! Offsets are safe to commit as soon as a batch's alerts are in the store (fsynced there),
-//! so a crash replays at most the batches after the last commit, and the store's dedup keys
-//! keep a replay from paging twice. Records are parsed for only the fields the rules read.
+//! Exactly-once alerts across crashes rest on one pairing: the engine's state (windows,
+//! sequences, new-value history, suppression) is checkpointed in one file *together with* the
+//! read positions it covers, and only positions covered by a checkpoint are reported safe to
+//! commit. After a kill -9 the runner re-reads from the committed offsets, which are never
+//! ahead of the checkpoint; records the checkpoint already covers are skipped (their effect is
+//! in the restored state), the rest are evaluated again, and an alert raised again has the
+//! same dedup key, which the alert store refuses, so nothing pages twice. Alerts are fsynced in
+//! the store before the checkpoint that covers them is written.
+//!
+//! Records are parsed for only the fields the rules read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::watch;
 use tw_alerts::{AlertStore, Dispatcher};
-use tw_core::{FieldSelection, Offset, now_ms};
-use tw_detect::{Engine, EngineConfig};
+use tw_core::{FieldSelection, Offset, StreamName, now_ms};
+use tw_detect::{Engine, EngineConfig, RuleStats};
 use tw_pipeline::{Consumer, ConsumerError, EventBatch, StreamPartition};
 use tw_server::RuleSet;
 
 /// Name under which detection stores its offsets.
 pub const DETECT_CONSUMER: &str = "detect";
+/// How often the state is checkpointed (when anything was read since the last one).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Positions as stored in a checkpoint: (stream, partition, next offset).
+type StoredPositions = Vec<(String, u32, Offset)>;
 
 /// Evaluates every enabled rule on every batch of its stream.
 pub struct DetectionConsumer {
@@ -25,27 +39,43 @@ pub struct DetectionConsumer {
     /// The fields the current rules read: the only ones parsed out of each record.
     selection: FieldSelection,
     sinks_by_rule: HashMap<String, Vec<String>>,
+    /// Rules in shadow mode: their alerts are stored, never sent.
+    shadow: HashSet<String>,
     alerts: AlertStore,
     dispatcher: Arc<Dispatcher>,
+    /// Next offset to evaluate per partition (everything before is in the engine's state).
     positions: BTreeMap<StreamPartition, Offset>,
+    /// The positions of the last checkpoint written: what may be committed.
+    checkpointed: BTreeMap<StreamPartition, Offset>,
+    checkpoint_path: PathBuf,
+    last_checkpoint: Instant,
+    /// Counters already exported per rule (metrics are bumped by the difference).
+    exported: HashMap<String, RuleStats>,
 }
 
 impl DetectionConsumer {
-    /// A consumer that follows the rule set published on `rules`.
+    /// A consumer that follows the rule set published on `rules` and checkpoints its state to
+    /// `checkpoint_path`.
     pub fn new(
         config: EngineConfig,
         rules: watch::Receiver<RuleSet>,
         alerts: AlertStore,
         dispatcher: Arc<Dispatcher>,
+        checkpoint_path: PathBuf,
     ) -> Self {
         Self {
             engine: Engine::new(config),
             rules,
             selection: FieldSelection::default(),
             sinks_by_rule: HashMap::new(),
+            shadow: HashSet::new(),
             alerts,
             dispatcher,
             positions: BTreeMap::new(),
+            checkpointed: BTreeMap::new(),
+            checkpoint_path,
+            last_checkpoint: Instant::now(),
+            exported: HashMap::new(),
         }
     }
 
@@ -60,8 +90,19 @@ impl DetectionConsumer {
             .iter()
             .map(|r| (r.id().to_string(), r.rule().sinks.clone()))
             .collect();
-        self.engine.set_rules(rules.to_vec());
-        let selection = FieldSelection::new(rules.iter().flat_map(|rule| rule.field_paths()));
+        self.shadow = rules
+            .iter()
+            .filter(|r| r.rule().shadow)
+            .map(|r| r.id().to_string())
+            .collect();
+        for id in self.engine.set_rules(rules.to_vec()) {
+            tracing::info!(rule = %id, "rule definition changed: its state starts afresh");
+        }
+        let paths: Vec<tw_core::FieldPath> = rules
+            .iter()
+            .flat_map(|rule| rule.selected_paths())
+            .collect();
+        let selection = FieldSelection::new(&paths);
         let changed = selection != self.selection;
         self.selection = selection;
         tracing::info!(rules = rules.len(), "detection rule set loaded");
@@ -72,6 +113,111 @@ impl DetectionConsumer {
         ConsumerError {
             consumer: DETECT_CONSUMER.into(),
             message: message.to_string(),
+        }
+    }
+
+    /// Loads the checkpoint, if any: restores the state of unchanged rules and returns the
+    /// positions it covers.
+    fn restore(&mut self) -> Result<BTreeMap<StreamPartition, Offset>, ConsumerError> {
+        let bytes = match std::fs::read(&self.checkpoint_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => {
+                return Err(self.error(format!("reading {}: {e}", self.checkpoint_path.display())));
+            }
+        };
+        let (stored, snapshot) = match Engine::read_checkpoint::<StoredPositions>(&bytes) {
+            Ok(read) => read,
+            Err(error) => {
+                // Written atomically, so this means a foreign or future file: say so loudly and
+                // start from the committed offsets with empty state rather than not at all.
+                tracing::error!(%error, path = %self.checkpoint_path.display(), "ignoring the detection checkpoint: window and sequence state starts empty");
+                return Ok(BTreeMap::new());
+            }
+        };
+        let restored = self.engine.restore(snapshot);
+        tracing::info!(rules = ?restored, "detection state restored from checkpoint");
+        let mut positions = BTreeMap::new();
+        for (stream, partition, offset) in stored {
+            match StreamName::new(&stream) {
+                Ok(name) => {
+                    positions.insert((name, partition), offset);
+                }
+                Err(error) => tracing::warn!(%error, "checkpoint names an invalid stream"),
+            }
+        }
+        Ok(positions)
+    }
+
+    /// Writes state + positions atomically; afterwards those positions may be committed.
+    fn checkpoint(&mut self) -> Result<(), ConsumerError> {
+        let stored: StoredPositions = self
+            .positions
+            .iter()
+            .map(|((stream, partition), offset)| (stream.to_string(), *partition, *offset))
+            .collect();
+        let bytes = self
+            .engine
+            .write_checkpoint(&stored)
+            .map_err(|e| self.error(format!("encoding the checkpoint: {e}")))?;
+        tw_pipeline::write_atomically(&self.checkpoint_path, &bytes)
+            .map_err(|e| self.error(format!("writing the checkpoint: {e}")))?;
+        self.checkpointed = self.positions.clone();
+        self.last_checkpoint = Instant::now();
+        metrics::counter!("tidewatch_detection_checkpoints_total").increment(1);
+        metrics::gauge!("tidewatch_detection_checkpoint_bytes").set(bytes.len() as f64);
+        Ok(())
+    }
+
+    /// Exports per-rule counters (by difference, since the engine's restart on a rule change)
+    /// and logs evictions.
+    fn export_metrics(&mut self) {
+        let limit = self.engine.config().max_groups_per_rule;
+        for stats in self.engine.stats() {
+            let before = self.exported.remove(&stats.rule_id).unwrap_or_default();
+            let delta = |now: u64, then: u64| if now >= then { now - then } else { now };
+            let rule = stats.rule_id.clone();
+            let bump = |name: &'static str, now: u64, then: u64| {
+                let d = delta(now, then);
+                if d > 0 {
+                    metrics::counter!(name, "rule" => rule.clone()).increment(d);
+                }
+            };
+            bump(
+                "tidewatch_rule_events_evaluated_total",
+                stats.evaluated,
+                before.evaluated,
+            );
+            bump(
+                "tidewatch_rule_matches_total",
+                stats.matched,
+                before.matched,
+            );
+            bump("tidewatch_rule_alerts_total", stats.alerts, before.alerts);
+            bump(
+                "tidewatch_rule_suppressed_total",
+                stats.suppressed,
+                before.suppressed,
+            );
+            bump(
+                "tidewatch_rule_late_events_total",
+                stats.late_events,
+                before.late_events,
+            );
+            bump(
+                "tidewatch_rule_evaluation_microseconds_total",
+                stats.eval_nanos / 1000,
+                before.eval_nanos / 1000,
+            );
+            let evicted = delta(stats.evicted_groups, before.evicted_groups);
+            if evicted > 0 {
+                metrics::counter!("tidewatch_rule_evicted_keys_total", "rule" => rule.clone())
+                    .increment(evicted);
+                tracing::warn!(rule = %rule, evicted, limit, "rule state reached its key limit (detect.max_keys_per_rule): the oldest keys were evicted and their windows, sequences or history forgotten");
+            }
+            metrics::gauge!("tidewatch_rule_state_keys", "rule" => rule.clone())
+                .set(stats.active_groups as f64);
+            self.exported.insert(rule, stats);
         }
     }
 }
@@ -89,8 +235,17 @@ impl Consumer for DetectionConsumer {
         &mut self,
         committed: &BTreeMap<StreamPartition, Offset>,
     ) -> Result<(), ConsumerError> {
-        self.positions = committed.clone();
         self.refresh_rules(true);
+        let restored = self.restore()?;
+        // The checkpoint is never behind the committed offsets (only checkpointed positions
+        // are committed); take the furthest of both per partition.
+        let mut positions = committed.clone();
+        for (key, offset) in restored {
+            let slot = positions.entry(key).or_insert(offset);
+            *slot = (*slot).max(offset);
+        }
+        self.positions = positions.clone();
+        self.checkpointed = positions;
         Ok(())
     }
 
@@ -105,11 +260,16 @@ impl Consumer for DetectionConsumer {
                 .collect()
         });
         let events = reparsed.as_deref().unwrap_or(&batch.events);
+        // Records before the position are already in the (restored) state: counting them
+        // again would double windows.
+        let key = (batch.stream.clone(), batch.partition);
+        let from = self.positions.get(&key).copied().unwrap_or(0);
+        let skip = batch.records.partition_point(|r| r.offset < from);
         let raised = self.engine.evaluate(
             batch.stream.as_str(),
             batch.partition,
-            &batch.records,
-            events,
+            &batch.records[skip..],
+            events.get(skip..).unwrap_or_default(),
             now_ms(),
         );
         if !raised.is_empty() {
@@ -117,6 +277,9 @@ impl Consumer for DetectionConsumer {
             metrics::counter!("tidewatch_alerts_total", "stream" => batch.stream.to_string())
                 .increment(fresh.len() as u64);
             for alert in &fresh {
+                if self.shadow.contains(&alert.rule_id) {
+                    continue;
+                }
                 let sinks = self
                     .sinks_by_rule
                     .get(&alert.rule_id)
@@ -126,25 +289,32 @@ impl Consumer for DetectionConsumer {
             }
         }
         if let Some(last) = batch.records.last() {
-            self.positions
-                .insert((batch.stream.clone(), batch.partition), last.offset + 1);
+            let slot = self.positions.entry(key).or_insert(0);
+            *slot = (*slot).max(last.offset + 1);
         }
         metrics::counter!("tidewatch_events_evaluated_total", "stream" => batch.stream.to_string())
-            .increment(batch.records.len() as u64);
+            .increment((batch.records.len() - skip) as u64);
         Ok(())
     }
 
     fn tick(&mut self, _now_ms: i64) -> Result<(), ConsumerError> {
         // Between batches, so the next batch is read with the new selection.
         self.refresh_rules(false);
+        self.export_metrics();
+        if self.positions != self.checkpointed
+            && self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
+        {
+            self.checkpoint()?;
+        }
         Ok(())
     }
 
     fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset> {
-        self.positions.clone()
+        self.checkpointed.clone()
     }
 
     fn flush(&mut self) -> Result<(), ConsumerError> {
-        Ok(())
+        self.export_metrics();
+        self.checkpoint()
     }
 }

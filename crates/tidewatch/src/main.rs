@@ -11,6 +11,7 @@ mod datagen;
 mod demo;
 mod detection;
 mod rules_cli;
+mod replay;
 mod serve;
 
 use std::io::Write;
@@ -139,6 +140,25 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "auto")]
         format: client::OutputFormat,
+    },
+    /// Backtest a rule file over stored events of a running server (dry run, nothing alerts).
+    Replay {
+        /// The rule (YAML or JSON).
+        #[arg(long)]
+        rule: PathBuf,
+        /// Start of the range of ingest times (RFC 3339 or Unix ms); default: the beginning.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the range (inclusive); default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Server URL.
+        #[arg(
+            long,
+            env = "TIDEWATCH_SERVER",
+            default_value = "http://127.0.0.1:7070"
+        )]
+        server: String,
     },
 }
 
@@ -288,6 +308,17 @@ fn main() -> anyhow::Result<()> {
         Command::Rules { what, server } => match what {
             RulesCommand::Import { dir } => runtime()?.block_on(rules_cli::import(&server, &dir)),
         },
+        Command::Replay {
+            rule,
+            from,
+            to,
+            server,
+        } => runtime()?.block_on(replay::replay(
+            &server,
+            &rule,
+            from.as_deref(),
+            to.as_deref(),
+        )),
     }
 }
 

@@ -105,14 +105,20 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         RunnerConfig::default(),
         stop_consumers.clone(),
     )?;
+    let detect_dir = data.join("detect");
+    std::fs::create_dir_all(&detect_dir)
+        .with_context(|| format!("creating {}", detect_dir.display()))?;
+    let engine_config = EngineConfig {
+        allowed_lateness_ms: config.detect.allowed_lateness_ms,
+        max_groups_per_rule: config.detect.max_keys_per_rule,
+        ..EngineConfig::default()
+    };
     let detection = DetectionConsumer::new(
-        EngineConfig {
-            allowed_lateness_ms: config.detect.allowed_lateness_ms,
-            ..EngineConfig::default()
-        },
+        engine_config.clone(),
         rules.subscribe(),
         alerts.clone(),
         dispatcher.clone(),
+        detect_dir.join("checkpoint.json"),
     );
     let detect_consumer = spawn_consumer(
         Box::new(detection),
@@ -138,6 +144,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         metrics,
         query_freshness_wait: Duration::from_millis(config.query.freshness_wait_ms),
         sigma: Arc::new(config.sigma.clone()),
+        engine_config,
     });
     let auth = Arc::new(tw_compat::Auth::new(config.auth.clone()));
     let dedup = tw_compat::DedupStore::open(log.clone(), tw_compat::dedup::DEFAULT_HORIZON_MS)

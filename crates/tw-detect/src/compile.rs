@@ -11,9 +11,9 @@ use tw_core::FieldPath;
 
 use crate::cidr::Cidr;
 use crate::document::{Comparison, Condition, FieldCondition, FieldOp, Rule};
-use crate::duration::parse_duration_ms;
 use crate::matcher::{CompareOp, Literal, Matcher, Test, TextKind, cheapest_first};
 use crate::parse::MAX_CONDITION_DEPTH;
+use crate::spec::{Kind, Suppress};
 use crate::wildcard::Wildcard;
 use crate::{RuleError, RuleProblem};
 
@@ -28,15 +28,8 @@ pub struct CompiledRule {
     rule: Rule,
     paths: Vec<FieldPath>,
     matcher: Option<Matcher>,
-    threshold: Option<CompiledThreshold>,
-}
-
-/// The compiled `threshold` section.
-#[derive(Debug, Clone)]
-pub(crate) struct CompiledThreshold {
-    pub(crate) more_than: u64,
-    pub(crate) window_ms: i64,
-    pub(crate) group_by: Vec<FieldPath>,
+    kind: Option<Kind>,
+    suppress: Option<Suppress>,
 }
 
 /// Rules with more distinct field paths than this resolve the rest without caching.
@@ -53,14 +46,32 @@ impl CompiledRule {
         &self.rule.id
     }
 
-    /// Whether this is an aggregate (threshold) rule.
+    /// Whether this is a stateful rule (threshold, distinct, sequence or new value).
     pub fn is_aggregate(&self) -> bool {
-        self.threshold.is_some()
+        self.kind.is_some()
     }
 
-    /// Window length of an aggregate rule, in milliseconds.
+    /// Window length of a threshold or distinct-count rule, in milliseconds.
     pub fn window_ms(&self) -> Option<i64> {
-        self.threshold.as_ref().map(|t| t.window_ms)
+        match self.kind.as_ref()? {
+            Kind::Threshold { window_ms, .. } | Kind::Distinct { window_ms, .. } => {
+                Some(*window_ms)
+            }
+            Kind::Sequence { .. } | Kind::NewValue { .. } => None,
+        }
+    }
+
+    /// Every field path an event must be parsed for so the rule can be evaluated on it: the
+    /// condition's and, for a sequence, its steps' (other stateful fields are read from the
+    /// whole event once it matched).
+    pub fn selected_paths(&self) -> Vec<FieldPath> {
+        let mut all = self.paths.clone();
+        if let Some(Kind::Sequence { steps, until, .. }) = &self.kind {
+            for step in steps.iter().chain(until.as_deref()) {
+                all.extend(step.selected_paths());
+            }
+        }
+        all
     }
 
     /// The distinct field paths the condition reads, in first-use order.
@@ -89,18 +100,41 @@ impl CompiledRule {
             .is_none_or(|matcher| matcher.eval(resolve))
     }
 
-    pub(crate) fn threshold(&self) -> Option<&CompiledThreshold> {
-        self.threshold.as_ref()
+    pub(crate) fn kind(&self) -> Option<&Kind> {
+        self.kind.as_ref()
+    }
+
+    pub(crate) fn suppression(&self) -> Option<&Suppress> {
+        self.suppress.as_ref()
     }
 
     /// Whether two compiled rules evaluate identically (same id, stream, condition and
-    /// threshold); title, severity, tags, sinks and version may differ. The engine keeps
-    /// window state across a rule update exactly when this holds.
+    /// stateful section, suppression included); title, description, severity, tags, sinks,
+    /// shadow and version may differ. The engine keeps state across a rule update exactly
+    /// when this holds.
     pub fn same_definition(&self, other: &CompiledRule) -> bool {
-        self.rule.id == other.rule.id
-            && self.rule.stream == other.rule.stream
-            && self.rule.condition == other.rule.condition
-            && self.rule.threshold == other.rule.threshold
+        self.definition_fingerprint() == other.definition_fingerprint()
+    }
+
+    /// The parts of the rule that decide what it evaluates, as canonical JSON text: equal
+    /// texts mean the same evaluation (checkpointed state is matched to rules by it).
+    pub fn definition_fingerprint(&self) -> String {
+        let mut value = self.rule.to_value();
+        if let serde_json::Value::Object(object) = &mut value {
+            for key in [
+                "version",
+                "title",
+                "description",
+                "severity",
+                "enabled",
+                "tags",
+                "sinks",
+                "shadow",
+            ] {
+                object.remove(key);
+            }
+        }
+        value.to_string()
     }
 }
 
@@ -414,25 +448,12 @@ impl Rule {
             .condition
             .as_ref()
             .and_then(|condition| compiler.condition(condition, "match", 1));
-        let threshold = self.threshold.as_ref().and_then(|threshold| {
-            let window_ms = parse_duration_ms(&threshold.window)
-                .map_err(|message| compiler.problem("threshold.window".into(), message))
-                .ok();
-            let mut group_by = Vec::with_capacity(threshold.group_by.len());
-            for (index, field) in threshold.group_by.iter().enumerate() {
-                match field_path_problem(field) {
-                    Some(message) => {
-                        compiler.problem(format!("threshold.group_by[{index}]"), message)
-                    }
-                    None => group_by.push(FieldPath::new(field)),
-                }
-            }
-            Some(CompiledThreshold {
-                more_than: threshold.more_than,
-                window_ms: window_ms?,
-                group_by,
-            })
-        });
+        let (kind, suppress) = crate::spec::compile_sections(
+            self,
+            &self.sections(),
+            &mut compiler.problems,
+            &field_path_problem,
+        );
         if !compiler.problems.is_empty() {
             return Err(RuleError::Invalid {
                 problems: compiler.problems,
@@ -442,7 +463,8 @@ impl Rule {
             rule: self.clone(),
             paths: compiler.paths,
             matcher,
-            threshold,
+            kind,
+            suppress,
         })
     }
 }

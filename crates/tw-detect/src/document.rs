@@ -9,11 +9,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use tw_core::Severity;
 
+use crate::stateful::{DistinctCount, NewValue, Sections, Sequence, Suppression, Threshold};
+
 /// A detection rule.
 ///
-/// The kind of a rule follows from which optional sections it has: no `threshold` makes it a
-/// single-event rule, `threshold` makes it an aggregate rule. Later kinds (distinct count,
-/// sequence, new value) are further optional sections of the same document.
+/// The kind of a rule follows from which optional section it has (at most one): none makes it
+/// a single-event rule; `threshold`, `distinct`, `sequence` or `new_value` a stateful rule
+/// (see [`crate::stateful`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// Identifier, `[A-Za-z0-9_.:-]{1,128}`; stable across edits.
@@ -38,17 +40,16 @@ pub struct Rule {
     pub condition: Option<Condition>,
     /// Makes the rule an aggregate rule: count matching events per group and window.
     pub threshold: Option<Threshold>,
-}
-
-/// Count threshold over tumbling event-time windows aligned to the Unix epoch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Threshold {
-    /// The alert fires when the count of matching events in one group and window exceeds this.
-    pub more_than: u64,
-    /// Window length as written (`500ms`, `30s`, `5m`, `1h`, `1d`).
-    pub window: String,
-    /// Field paths whose values form the group key; a missing value groups as `null`.
-    pub group_by: Vec<String>,
+    /// Distinct values of a field per group and window.
+    pub distinct: Option<DistinctCount>,
+    /// Ordered steps joined by a key within a maximum span.
+    pub sequence: Option<Sequence>,
+    /// A value not seen for its group in the recent past.
+    pub new_value: Option<NewValue>,
+    /// At most one alert per group per duration.
+    pub suppress: Option<Suppression>,
+    /// Alerts are recorded but not sent to sinks.
+    pub shadow: bool,
 }
 
 /// A boolean condition over one event.
@@ -314,24 +315,20 @@ impl Rule {
         if let Some(condition) = &self.condition {
             object.insert("match".into(), condition.to_value());
         }
-        if let Some(threshold) = &self.threshold {
-            let mut t = Map::new();
-            t.insert("more_than".into(), Value::from(threshold.more_than));
-            t.insert("window".into(), Value::String(threshold.window.clone()));
-            t.insert(
-                "group_by".into(),
-                Value::Array(
-                    threshold
-                        .group_by
-                        .iter()
-                        .cloned()
-                        .map(Value::String)
-                        .collect(),
-                ),
-            );
-            object.insert("threshold".into(), Value::Object(t));
-        }
+        crate::stateful::write_sections(&self.sections(), &mut object);
         Value::Object(object)
+    }
+
+    /// The stateful sections, gathered (for writing and comparing).
+    pub(crate) fn sections(&self) -> Sections {
+        Sections {
+            threshold: self.threshold.clone(),
+            distinct: self.distinct.clone(),
+            sequence: self.sequence.clone(),
+            new_value: self.new_value.clone(),
+            suppress: self.suppress.clone(),
+            shadow: self.shadow,
+        }
     }
 
     /// Builds a rule from a JSON value (already parsed from YAML or JSON), checking structure

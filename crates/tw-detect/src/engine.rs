@@ -1,5 +1,7 @@
-//! The evaluation engine: rules indexed by stream, single-event alerts, and count thresholds
-//! over tumbling event-time windows with a per-stream watermark.
+//! The evaluation engine: rules indexed by stream, single-event alerts, and the stateful kinds
+//! (threshold, distinct count, sequence, new value; see [`crate::state`]) driven by a
+//! per-stream event-time watermark, with suppression. The same engine runs live, in dry runs
+//! and in replays.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +11,8 @@ use serde_json::Value;
 use tw_core::{Alert, EventLocation, FieldPath, Record};
 
 use crate::compile::CompiledRule;
-use crate::window::WindowState;
+use crate::spec::Kind;
+use crate::state::{Ctx, Hit, RuleState, Suppressions};
 
 /// Engine settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,8 +21,9 @@ pub struct EngineConfig {
     /// How far behind the newest event time of a stream an event may be and still count in
     /// its window; the watermark is `max event time − allowed_lateness_ms`.
     pub allowed_lateness_ms: i64,
-    /// Most (group, window) entries one threshold rule keeps; beyond it the oldest windows are
-    /// evicted (counted in [`RuleStats::evicted_groups`]).
+    /// Most keys one stateful rule keeps ((group, window) entries, sliding groups, sequence
+    /// keys, remembered new-value pairs, suppression groups); beyond it the oldest are evicted
+    /// (counted in [`RuleStats::evicted_groups`]).
     pub max_groups_per_rule: usize,
     /// Most events copied into one threshold alert.
     pub max_events_per_alert: usize,
@@ -57,38 +61,105 @@ pub struct RuleStats {
     pub matched: u64,
     /// Alerts raised.
     pub alerts: u64,
-    /// Events of a threshold rule's stream whose window had already closed (end ≤ watermark)
-    /// when they arrived; they are counted here and not evaluated.
+    /// Events of a stateful rule's stream that came after the watermark had decided what they
+    /// could change (a closed window, a passed instant); counted here and not evaluated.
     pub late_events: u64,
-    /// (group, window) entries dropped because the rule hit `max_groups_per_rule`.
+    /// Keys dropped because the rule hit `max_groups_per_rule`.
     pub evicted_groups: u64,
-    /// (group, window) entries currently held.
+    /// Keys currently held (state size).
     pub active_groups: u64,
+    /// Alerts not raised because of the rule's `suppress`.
+    #[serde(default)]
+    pub suppressed: u64,
+    /// Time spent evaluating the rule, in nanoseconds (measured on one event in
+    /// [`TIMING_SAMPLE`] and scaled, so measuring costs little).
+    #[serde(default)]
+    pub eval_nanos: u64,
 }
 
+/// One event in this many is timed per rule for [`RuleStats::eval_nanos`].
+pub const TIMING_SAMPLE: usize = 16;
+
 /// One enabled rule as loaded into the engine.
-struct ActiveRule {
-    rule: Arc<CompiledRule>,
+pub(crate) struct ActiveRule {
+    pub(crate) rule: Arc<CompiledRule>,
     /// The rule's i-th field path is the stream's `path_map[i]`-th path.
     path_map: Vec<usize>,
-    stats: RuleStats,
-    windows: Option<WindowState>,
+    pub(crate) stats: RuleStats,
+    pub(crate) state: RuleState,
+    pub(crate) suppressions: Suppressions,
+}
+
+impl ActiveRule {
+    fn fresh(rule: &Arc<CompiledRule>, path_map: Vec<usize>) -> Self {
+        Self {
+            rule: Arc::clone(rule),
+            path_map,
+            stats: RuleStats {
+                rule_id: rule.id().to_string(),
+                ..RuleStats::default()
+            },
+            state: RuleState::for_rule(rule),
+            suppressions: Suppressions::default(),
+        }
+    }
+
+    /// Applies suppression and stamps the alerts raised by this rule.
+    fn raise(
+        &mut self,
+        raised: Vec<Alert>,
+        stream: &str,
+        now_ms: i64,
+        limits: &Limits,
+        out: &mut Vec<Alert>,
+    ) {
+        for mut alert in raised {
+            if !self
+                .suppressions
+                .admit(&self.rule, &alert, limits.max_groups, &mut self.stats)
+            {
+                continue;
+            }
+            alert.stream = stream.to_string();
+            alert.created_at_ms = now_ms;
+            self.stats.alerts += 1;
+            out.push(alert);
+        }
+    }
+
+    fn advance(
+        &mut self,
+        watermark: i64,
+        limits: &Limits,
+        stream: &str,
+        now_ms: i64,
+        out: &mut Vec<Alert>,
+    ) {
+        let mut ctx = Ctx {
+            rule: &self.rule,
+            limits,
+            stats: &mut self.stats,
+        };
+        let raised = self.state.advance(&mut ctx, watermark);
+        self.raise(raised, stream, now_ms, limits, out);
+        self.suppressions.advance(&self.rule, watermark);
+    }
 }
 
 /// The rules of one stream and the union of their field paths (resolved once per event).
 #[derive(Default)]
-struct StreamRules {
+pub(crate) struct StreamRules {
     paths: Vec<FieldPath>,
-    rules: Vec<ActiveRule>,
+    pub(crate) rules: Vec<ActiveRule>,
 }
 
 /// Evaluates batches of events against the loaded rules. Not thread-safe by itself: one engine
 /// per consumer, driven by one thread at a time.
 pub struct Engine {
     config: EngineConfig,
-    streams: HashMap<String, StreamRules>,
+    pub(crate) streams: HashMap<String, StreamRules>,
     /// Newest event time seen per stream (kept across rule changes).
-    max_event_time: HashMap<String, i64>,
+    pub(crate) max_event_time: HashMap<String, i64>,
 }
 
 impl Engine {
@@ -106,10 +177,18 @@ impl Engine {
         &self.config
     }
 
-    /// Replaces the rule set. Window state and counters are kept for rules whose id and
-    /// definition ([`CompiledRule::same_definition`]) are unchanged, and dropped for changed
-    /// or removed rules. Disabled rules are not loaded. When an id appears twice, the last wins.
-    pub fn set_rules(&mut self, rules: Vec<Arc<CompiledRule>>) {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_groups: self.config.max_groups_per_rule.max(1),
+            max_events: self.config.max_events_per_alert,
+        }
+    }
+
+    /// Replaces the rule set. State and counters are kept for rules whose id and definition
+    /// ([`CompiledRule::same_definition`]) are unchanged, and dropped for changed or removed
+    /// rules. Disabled rules are not loaded. When an id appears twice, the last wins. Returns
+    /// the ids of loaded rules whose state started afresh although they were loaded before.
+    pub fn set_rules(&mut self, rules: Vec<Arc<CompiledRule>>) -> Vec<String> {
         let mut previous: HashMap<String, ActiveRule> = self
             .streams
             .drain()
@@ -120,6 +199,7 @@ impl Engine {
         for (index, rule) in rules.iter().enumerate() {
             latest.insert(rule.id(), index);
         }
+        let mut reset = Vec::new();
         let mut path_index: HashMap<(String, String), usize> = HashMap::new();
         for (index, rule) in rules.iter().enumerate() {
             if latest.get(rule.id()) != Some(&index) || !rule.rule().enabled {
@@ -139,26 +219,23 @@ impl Engine {
                         })
                 })
                 .collect();
-            let kept = previous
-                .remove(rule.id())
-                .filter(|old| old.rule.same_definition(rule));
-            let (stats, windows) = match kept {
-                Some(old) => (old.stats, old.windows),
-                None => (
-                    RuleStats {
-                        rule_id: rule.id().to_string(),
-                        ..RuleStats::default()
-                    },
-                    rule.is_aggregate().then(WindowState::default),
-                ),
+            let active = match previous.remove(rule.id()) {
+                Some(old) if old.rule.same_definition(rule) => ActiveRule {
+                    rule: Arc::clone(rule),
+                    path_map,
+                    ..old
+                },
+                Some(_) => {
+                    if rule.is_aggregate() {
+                        reset.push(rule.id().to_string());
+                    }
+                    ActiveRule::fresh(rule, path_map)
+                }
+                None => ActiveRule::fresh(rule, path_map),
             };
-            stream.rules.push(ActiveRule {
-                rule: Arc::clone(rule),
-                path_map,
-                stats,
-                windows,
-            });
+            stream.rules.push(active);
         }
+        reset
     }
 
     /// Counters of every loaded rule, ordered by rule id.
@@ -169,10 +246,7 @@ impl Engine {
             .flat_map(|stream| stream.rules.iter())
             .map(|active| {
                 let mut stats = active.stats.clone();
-                stats.active_groups = active
-                    .windows
-                    .as_ref()
-                    .map_or(0, |w| w.group_count() as u64);
+                stats.active_groups = (active.state.keys() + active.suppressions.keys()) as u64;
                 stats
             })
             .collect();
@@ -188,8 +262,9 @@ impl Engine {
     }
 
     /// Evaluates one batch of one partition of `stream`. `events[i]` is `records[i].payload`
-    /// parsed; `records[i].event_time_ms` is its event time (extra elements of the longer slice
-    /// are ignored). `now_ms` stamps `created_at_ms` of the alerts.
+    /// parsed (possibly only the fields the rules read); `records[i].event_time_ms` is its
+    /// event time (extra elements of the longer slice are ignored). `now_ms` stamps
+    /// `created_at_ms` of the alerts.
     pub fn evaluate(
         &mut self,
         stream: &str,
@@ -199,6 +274,7 @@ impl Engine {
         now_ms: i64,
     ) -> Vec<Alert> {
         let mut alerts = Vec::new();
+        let limits = self.limits();
         let Some(rules) = self.streams.get_mut(stream) else {
             return alerts;
         };
@@ -207,11 +283,7 @@ impl Engine {
         let StreamRules { paths, rules } = rules;
         // One cache slot per distinct path of the stream, reused for every event of the batch.
         let mut cache: Vec<Option<Option<&Value>>> = vec![None; paths.len()];
-        let limits = Limits {
-            max_groups: self.config.max_groups_per_rule.max(1),
-            max_events: self.config.max_events_per_alert,
-        };
-        for (record, event) in records.iter().zip(events) {
+        for (index, (record, event)) in records.iter().zip(events).enumerate() {
             cache.fill(None);
             // `event` may hold only the fields the rules read (see `tw_core::FieldSelection`);
             // an event that goes into an alert is parsed whole from its record, once.
@@ -222,51 +294,69 @@ impl Engine {
                 partition,
                 offset: record.offset,
             };
+            let timed = index % TIMING_SAMPLE == 0;
             for active in rules.iter_mut() {
-                let window = active
-                    .rule
-                    .threshold()
-                    .map(|t| window_of(event_time, t.window_ms));
-                if let (Some((_, end)), Some(watermark)) = (window, watermark)
-                    && end <= watermark
-                {
+                let started = timed.then(std::time::Instant::now);
+                if active.state.is_late(&active.rule, event_time, watermark) {
                     active.stats.late_events += 1;
                     continue;
                 }
                 active.stats.evaluated += 1;
                 let path_map = &active.path_map;
-                let matched = active.rule.matches_with(&mut |local| {
+                let mut matched = active.rule.matches_with(&mut |local| {
                     let global = path_map[local];
                     *cache[global].get_or_insert_with(|| paths[global].get(event))
                 });
-                if !matched {
-                    continue;
+                let (mut steps, mut until) = (0u32, false);
+                if matched
+                    && let Some(Kind::Sequence {
+                        steps: conditions,
+                        until: cancel,
+                        ..
+                    }) = active.rule.kind()
+                {
+                    for (i, step) in conditions.iter().enumerate() {
+                        if step.matches(event) {
+                            steps |= 1 << i;
+                        }
+                    }
+                    until = cancel.as_ref().is_some_and(|c| c.matches(event));
+                    matched = steps != 0 || until;
                 }
-                active.stats.matched += 1;
-                let event = &*whole.get_or_insert_with(|| whole_event(record, event));
-                let alert = match (&mut active.windows, window) {
-                    (Some(windows), Some(window)) => windows.count(
-                        &active.rule,
-                        &limits,
-                        window,
-                        event,
-                        event_time,
-                        location,
-                        &mut active.stats,
-                    ),
-                    _ => Some(single_event_alert(
-                        &active.rule,
-                        stream,
-                        event,
-                        event_time,
-                        location,
-                    )),
-                };
-                if let Some(mut alert) = alert {
-                    alert.stream = stream.to_string();
-                    alert.created_at_ms = now_ms;
-                    active.stats.alerts += 1;
-                    alerts.push(alert);
+                if matched {
+                    active.stats.matched += 1;
+                    let event = &*whole.get_or_insert_with(|| whole_event(record, event));
+                    let raised = match active.state {
+                        RuleState::Stateless => {
+                            vec![single_event_alert(
+                                &active.rule,
+                                stream,
+                                event,
+                                event_time,
+                                location,
+                            )]
+                        }
+                        _ => {
+                            let mut ctx = Ctx {
+                                rule: &active.rule,
+                                limits: &limits,
+                                stats: &mut active.stats,
+                            };
+                            let hit = Hit {
+                                event,
+                                time: event_time,
+                                location,
+                                steps,
+                                until,
+                            };
+                            active.state.observe(&mut ctx, &hit)
+                        }
+                    };
+                    active.raise(raised, stream, now_ms, &limits, &mut alerts);
+                }
+                if let Some(started) = started {
+                    let nanos = started.elapsed().as_nanos() as u64;
+                    active.stats.eval_nanos += nanos.saturating_mul(TIMING_SAMPLE as u64);
                 }
             }
             max_time = Some(max_time.map_or(event_time, |max| max.max(event_time)));
@@ -275,15 +365,31 @@ impl Engine {
             self.max_event_time.insert(stream.to_string(), max);
             let watermark = max.saturating_sub(lateness);
             for active in rules.iter_mut() {
-                if let Some(windows) = &mut active.windows {
-                    windows.close_until(watermark, active.rule.window_ms().unwrap_or(1));
-                }
+                active.advance(watermark, &limits, stream, now_ms, &mut alerts);
             }
         }
         alerts
     }
-}
 
+    /// Declares every event of `stream` delivered (the end of a dry run or replay): moves the
+    /// watermark to the newest event time, so windows that ended by then close, "below" bounds
+    /// are decided and sequences waiting on `until` are confirmed. Windows still open at the
+    /// newest event stay open: they are not complete.
+    pub fn finish(&mut self, stream: &str, now_ms: i64) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        let limits = self.limits();
+        let (Some(max), Some(rules)) = (
+            self.max_event_time.get(stream).copied(),
+            self.streams.get_mut(stream),
+        ) else {
+            return alerts;
+        };
+        for active in rules.rules.iter_mut() {
+            active.advance(max, &limits, stream, now_ms, &mut alerts);
+        }
+        alerts
+    }
+}
 /// The complete event of `record`: its payload parsed, or `parsed` itself when the record
 /// carries no payload (dry runs over inline events) or the payload does not parse.
 fn whole_event(record: &Record, parsed: &Value) -> Value {
@@ -297,14 +403,6 @@ fn whole_event(record: &Record, parsed: &Value) -> Value {
 pub(crate) struct Limits {
     pub(crate) max_groups: usize,
     pub(crate) max_events: usize,
-}
-
-/// The tumbling window `[start, end)` holding `time`, aligned to the Unix epoch.
-pub(crate) fn window_of(time: i64, window_ms: i64) -> (i64, i64) {
-    // `time - rem` instead of `div * window`: the product can overflow near i64::MIN, the
-    // saturating subtraction cannot panic for any event time a record may carry.
-    let start = time.saturating_sub(time.rem_euclid(window_ms));
-    (start, start.saturating_add(window_ms))
 }
 
 /// Fields every alert of `rule` shares; the caller sets `stream` and `created_at_ms`.

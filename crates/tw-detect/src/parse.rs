@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::document::{
-    Comparison, Condition, FieldCondition, FieldOp, OPERATORS, Rule, Selections, Threshold,
+    Comparison, Condition, FieldCondition, FieldOp, OPERATORS, Rule, Selections,
 };
 use crate::{RuleError, RuleProblem};
 
@@ -75,8 +75,12 @@ const RULE_FIELDS: &[&str] = &[
     "sinks",
     "match",
     "threshold",
+    "distinct",
+    "sequence",
+    "new_value",
+    "suppress",
+    "shadow",
 ];
-const THRESHOLD_FIELDS: &[&str] = &["more_than", "window", "group_by"];
 /// Keys that make a condition mapping something other than the short form
 /// `{path: {operator: operand}}`.
 const RESERVED_KEYS: &[&str] = &["all", "any", "not", "field", "selections", "condition"];
@@ -276,10 +280,11 @@ impl Walker {
             None | Some(Value::Null) => None,
             Some(value) => self.condition(value, "match", 1),
         };
-        let threshold = match object.get("threshold") {
-            None | Some(Value::Null) => None,
-            Some(value) => self.threshold(value),
-        };
+        let sections = crate::stateful::read_sections(
+            object,
+            &mut self.problems,
+            &mut |value, path, problems| condition_from_value(value, path, problems),
+        );
         Some(Rule {
             id,
             version,
@@ -291,36 +296,12 @@ impl Walker {
             tags,
             sinks,
             condition,
-            threshold,
-        })
-    }
-
-    fn threshold(&mut self, value: &Value) -> Option<Threshold> {
-        let path = "threshold";
-        let object = self.object(value, path)?;
-        self.unknown_fields(object, path, THRESHOLD_FIELDS);
-        let more_than = match object.get("more_than") {
-            Some(value) => value.as_u64().unwrap_or_else(|| {
-                self.problem(
-                    "threshold.more_than",
-                    format!("expected a non-negative integer, found {value}"),
-                );
-                0
-            }),
-            None => {
-                self.problem("threshold.more_than", "required field is missing");
-                0
-            }
-        };
-        let window = self.required_string(object, path, "window");
-        let group_by = object
-            .get("group_by")
-            .map(|value| self.string_list(value, "threshold.group_by"))
-            .unwrap_or_default();
-        Some(Threshold {
-            more_than,
-            window,
-            group_by,
+            threshold: sections.threshold,
+            distinct: sections.distinct,
+            sequence: sections.sequence,
+            new_value: sections.new_value,
+            suppress: sections.suppress,
+            shadow: sections.shadow,
         })
     }
 
@@ -561,4 +542,18 @@ pub(crate) fn rule_from_value(value: &Value) -> Result<Rule, RuleError> {
             problems: walker.problems,
         }),
     }
+}
+
+/// Reads one condition (a sequence step) at `path`, appending its problems to `problems`.
+pub(crate) fn condition_from_value(
+    value: &Value,
+    path: &str,
+    problems: &mut Vec<RuleProblem>,
+) -> Option<Condition> {
+    let mut walker = Walker {
+        problems: std::mem::take(problems),
+    };
+    let condition = walker.condition(value, path, 1);
+    *problems = walker.problems;
+    condition
 }

@@ -64,7 +64,16 @@ fn yaml_and_json_parse_to_the_same_rule() {
     assert_eq!(yaml.severity, Severity::High);
     assert_eq!(yaml.version, 0);
     let threshold = yaml.threshold.as_ref().unwrap();
-    assert_eq!((threshold.more_than, threshold.window.as_str()), (5, "1m"));
+    assert_eq!(
+        (threshold.count, threshold.window.as_str()),
+        (
+            tw_detect::CountBound {
+                op: tw_detect::CountOp::Gt,
+                value: 5
+            },
+            "1m"
+        )
+    );
     let Some(Condition::All(items)) = &yaml.condition else {
         panic!("expected all")
     };
@@ -104,12 +113,12 @@ fn unknown_fields_are_rejected_everywhere() {
     assert_eq!(
         problems("id: r\ntitle: T\nstream: s\nseverty: high\n"),
         [
-            "severty: unknown field (expected one of id, version, title, description, severity, stream, enabled, tags, sinks, match, threshold)"
+            "severty: unknown field (expected one of id, version, title, description, severity, stream, enabled, tags, sinks, match, threshold, distinct, sequence, new_value, suppress, shadow)"
         ]
     );
     assert_eq!(
         problems("id: r\ntitle: T\nstream: s\nthreshold: {more_than: 1, window: 1m, group: [a]}\n"),
-        ["threshold.group: unknown field (expected one of more_than, window, group_by)"]
+        ["threshold.group: unknown field (expected one of count, more_than, window, sliding, group_by)"]
     );
     let leaf = problems(
         "id: r\ntitle: T\nstream: s\nmatch: {all: [{field: a, equals: 1, cases: true}]}\n",

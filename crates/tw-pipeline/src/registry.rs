@@ -157,6 +157,14 @@ impl StreamRegistry {
         self.put(name, self.default_config(name), false)
     }
 
+    /// The stream, or — without creating it — the state it would have if its first event
+    /// arrived now (dry runs read event times as the stream will).
+    pub fn get_or_default(&self, name: &StreamName) -> Arc<StreamState> {
+        self.get(name).unwrap_or_else(|| {
+            Arc::new(StreamState::new(name.clone(), self.default_config(name)))
+        })
+    }
+
     /// The configuration a stream named `name` gets when it is created implicitly.
     pub fn default_config(&self, name: &StreamName) -> StreamConfig {
         let mut config = self.defaults.config.clone();

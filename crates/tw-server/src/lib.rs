@@ -5,10 +5,12 @@
 //! ([`ApiError`]). Nothing here owns data; the binary builds an [`AppState`] and serves it.
 
 mod error;
+mod replay;
 mod routes;
 mod rules;
 
 pub use error::ApiError;
+pub use replay::{MAX_REPLAY_EVENTS, ReplayOutcome, replay_events, replay_stored};
 pub use rules::{RuleChange, RuleRegistry, RuleRegistryError, RuleSet};
 
 use std::sync::Arc;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub query_freshness_wait: Duration,
     /// How Sigma rules posted to the API are translated (logsource → stream, field names).
     pub sigma: Arc<tw_sigma::SigmaConfig>,
+    /// Engine settings of live detection, used by dry runs too (same lateness, same limits).
+    pub engine_config: tw_detect::EngineConfig,
 }
 
 /// The router with every route of the API.

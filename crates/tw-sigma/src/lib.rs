@@ -177,6 +177,11 @@ pub fn translate_value(value: &Value, config: &SigmaConfig) -> Result<Rule, Sigm
         sinks: Vec::new(),
         condition: Some(Condition::Selections(Selections { items, condition })),
         threshold: None,
+        distinct: None,
+        sequence: None,
+        new_value: None,
+        suppress: None,
+        shadow: false,
     };
     rule.validate()?;
     Ok(rule)

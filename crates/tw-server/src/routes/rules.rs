@@ -4,19 +4,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tw_core::{Alert, Record, StreamName, now_ms};
-use tw_detect::{Engine, EngineConfig, Rule, RuleFormat, parse_rule};
+use tw_core::{StreamName, now_ms};
+use tw_detect::{Rule, RuleFormat, parse_rule};
 
+use crate::replay::{ReplayOutcome, replay_events, replay_stored};
 use crate::rules::{RuleChange, RuleRegistryError};
 use crate::{ApiError, AppState, who};
-
-/// Most stored events a dry-run reads.
-const MAX_DRY_RUN_EVENTS: usize = 1_000_000;
 
 impl From<RuleRegistryError> for ApiError {
     fn from(error: RuleRegistryError) -> Self {
@@ -163,10 +163,24 @@ pub(crate) struct DryRun {
     to: Option<Value>,
 }
 
+fn result_json(rule_id: &str, outcome: &ReplayOutcome, took: std::time::Duration) -> Value {
+    json!({
+        "rule_id": rule_id,
+        "evaluated": outcome.evaluated,
+        "truncated": outcome.truncated,
+        "alerts": outcome.alerts,
+        "took_ms": took.as_secs_f64() * 1000.0,
+    })
+}
+
+/// `POST /api/v1/rules/test`. With `Accept: application/x-ndjson` the answer is a stream of
+/// `{"progress": {"read": n, "total": m}}` lines ending with `{"result": {...}}` (what
+/// `tidewatch replay` shows as a progress bar); otherwise one JSON document.
 pub(crate) async fn test(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Json(request): Json<DryRun>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let text = match &request.rule {
         Value::String(text) => text.clone(),
         other => other.to_string(),
@@ -181,54 +195,74 @@ pub(crate) async fn test(
         message: e.to_string(),
     })?);
     let started = Instant::now();
-    let stream_name = rule.stream.clone();
-    let (alerts, evaluated) = match request.events {
-        Some(events) => {
-            let now = now_ms();
-            let stream = StreamName::new(&stream_name).ok();
-            let time_of = |event: &Value| {
-                stream
-                    .as_ref()
-                    .and_then(|s| state.ingestor.registry().get(s))
-                    .map_or(now, |s| s.event_time_of(event, now))
-            };
-            let records: Vec<Record> = events
-                .iter()
-                .enumerate()
-                .map(|(i, event)| Record {
-                    offset: i as u64,
-                    ingest_time_ms: now,
-                    event_time_ms: time_of(event),
-                    key: Bytes::new(),
-                    payload: Bytes::new(),
-                })
-                .collect();
-            let mut engine = Engine::new(EngineConfig::default());
-            engine.set_rules(vec![compiled]);
-            (
-                engine.evaluate(&stream_name, 0, &records, &events, now),
-                events.len(),
-            )
+    let config = state.engine_config.clone();
+    if let Some(events) = request.events {
+        if request.from.is_some() || request.to.is_some() {
+            return Err(ApiError::bad_request(
+                "give either `events` or a `from`/`to` range, not both",
+            ));
         }
-        None => {
-            let from = time_arg(request.from.as_ref(), "from")?.unwrap_or(0);
-            let to = time_arg(request.to.as_ref(), "to")?.unwrap_or(i64::MAX);
-            let stream =
-                StreamName::new(&stream_name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let log = state.log.clone();
-            tokio::task::spawn_blocking(move || {
-                replay_stored(log.as_ref(), &stream, compiled, from, to)
-            })
+        let now = now_ms();
+        let stream = StreamName::new(&rule.stream)
+            .ok()
+            .map(|name| state.ingestor.registry().get_or_default(&name));
+        let time_of = |event: &Value| stream.as_ref().map_or(now, |s| s.event_time_of(event, now));
+        let outcome = replay_events(compiled, &config, &events, &time_of);
+        return Ok(Json(result_json(&rule.id, &outcome, started.elapsed())).into_response());
+    }
+    let from = time_arg(request.from.as_ref(), "from")?.unwrap_or(0);
+    let to = time_arg(request.to.as_ref(), "to")?.unwrap_or(i64::MAX);
+    if from > to {
+        return Err(ApiError::bad_request("`from` is after `to`"));
+    }
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
+    let log = state.log.clone();
+    let rule_id = rule.id.clone();
+    if !streaming {
+        let outcome = tokio::task::spawn_blocking(move || {
+            replay_stored(log.as_ref(), compiled, &config, from, to, &mut |_, _| {})
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        return Ok(Json(result_json(&rule_id, &outcome, started.elapsed())).into_response());
+    }
+    // Validate before answering 200: a missing stream is still a 404.
+    let stream = StreamName::new(&rule.stream).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if state.log.partitions(&stream).is_none() {
+        return Err(ApiError::not_found(format!(
+            "stream {stream} does not exist"
+        )));
+    }
+    let (lines, receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::task::spawn_blocking(move || {
+        let line = |value: Value| {
+            let mut bytes = value.to_string().into_bytes();
+            bytes.push(b'\n');
+            Bytes::from(bytes)
+        };
+        let mut report = |read: u64, total: u64| {
+            let _ = lines.blocking_send(line(json!({"progress": {"read": read, "total": total}})));
+        };
+        let last = match replay_stored(log.as_ref(), compiled, &config, from, to, &mut report) {
+            Ok(outcome) => json!({"result": result_json(&rule_id, &outcome, started.elapsed())}),
+            Err(error) => json!({"error": error.to_string()}),
+        };
+        let _ = lines.blocking_send(line(last));
+    });
+    let body = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??
-        }
-    };
-    Ok(Json(json!({
-        "rule_id": rule.id,
-        "evaluated": evaluated,
-        "alerts": alerts,
-        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
-    })))
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), receiver))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
 fn time_arg(value: Option<&Value>, name: &str) -> Result<Option<i64>, ApiError> {
@@ -238,46 +272,4 @@ fn time_arg(value: Option<&Value>, name: &str) -> Result<Option<i64>, ApiError> 
                 .ok_or_else(|| ApiError::bad_request(format!("`{name}` is not a time: {v}")))
         })
         .transpose()
-}
-
-/// Runs one rule over stored events of `stream` whose ingest time is in `[from, to]`, through
-/// the same engine the live path uses.
-fn replay_stored(
-    log: &dyn tw_log::Log,
-    stream: &StreamName,
-    rule: Arc<tw_detect::CompiledRule>,
-    from: i64,
-    to: i64,
-) -> Result<(Vec<Alert>, usize), ApiError> {
-    let partitions = log
-        .partitions(stream)
-        .ok_or_else(|| ApiError::not_found(format!("stream {stream} does not exist")))?;
-    let mut engine = Engine::new(EngineConfig::default());
-    engine.set_rules(vec![rule]);
-    let (mut alerts, mut evaluated) = (Vec::new(), 0);
-    for partition in 0..partitions {
-        let mut next = log.offset_for_time(stream, partition, from)?;
-        let end = log.end_offset(stream, partition)?;
-        while next < end && evaluated < MAX_DRY_RUN_EVENTS {
-            let batch = log.read(stream, partition, next, 4096, 4 << 20)?;
-            let Some(last) = batch.last() else { break };
-            next = last.offset + 1;
-            let read = batch.len();
-            let records: Vec<Record> = batch
-                .into_iter()
-                .take_while(|r| r.ingest_time_ms <= to)
-                .collect();
-            let past_range = records.len() < read;
-            let events: Vec<Value> = records
-                .iter()
-                .map(|r| serde_json::from_slice(&r.payload).unwrap_or(Value::Null))
-                .collect();
-            evaluated += records.len();
-            alerts.extend(engine.evaluate(stream.as_str(), partition, &records, &events, now_ms()));
-            if past_range {
-                break;
-            }
-        }
-    }
-    Ok((alerts, evaluated))
 }

@@ -1,0 +1,186 @@
+//! Distinct-count state: the distinct values of a field per group, on tumbling windows or a
+//! sliding window, firing as soon as the count reaches the bound. Values are kept as 64-bit
+//! hashes and only up to the bound (at most `MAX_DISTINCT_BOUND`), so the count is exact and
+//! memory per group is bounded.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tw_core::{Alert, EventLocation, FieldPath};
+
+use super::{Ctx, Hit, group_key, value_hash};
+use crate::spec::Kind;
+
+fn spec<'a>(ctx: &'a Ctx) -> Option<(&'a FieldPath, u64, i64)> {
+    match ctx.rule.kind()? {
+        Kind::Distinct {
+            field,
+            bound,
+            window_ms,
+            ..
+        } => Some((field, bound.firing_count(), *window_ms)),
+        _ => None,
+    }
+}
+
+/// The distinct values of one group in one tumbling window.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Group {
+    values: HashSet<u64>,
+    fired: bool,
+    events: Vec<Value>,
+    refs: Vec<EventLocation>,
+}
+
+/// Tumbling distinct-count state of one rule.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct TumblingDistinct {
+    windows: BTreeMap<i64, HashMap<String, Group>>,
+    entries: usize,
+}
+
+impl TumblingDistinct {
+    pub(crate) fn keys(&self) -> usize {
+        self.entries
+    }
+
+    pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Option<Alert> {
+        let (field, firing, window_ms) = spec(ctx)?;
+        let value = field.get_text(hit.event)?;
+        let key = group_key(ctx.rule.kind()?.group_paths(), hit.event);
+        let (start, end) = super::window_of(hit.time, window_ms);
+        let is_new = self
+            .windows
+            .get(&start)
+            .is_none_or(|groups| !groups.contains_key(&key));
+        if is_new {
+            while self.entries >= ctx.limits.max_groups {
+                let Some(oldest) = self.windows.keys().next().copied() else {
+                    break;
+                };
+                let dropped = self.windows.remove(&oldest).map_or(0, |g| g.len());
+                self.entries -= dropped.min(self.entries);
+                ctx.stats.evicted_groups += dropped as u64;
+            }
+            self.entries += 1;
+        }
+        let group = self
+            .windows
+            .entry(start)
+            .or_default()
+            .entry(key.clone())
+            .or_default();
+        if group.fired || !group.values.insert(value_hash(&value)) {
+            return None;
+        }
+        if group.events.len() < ctx.limits.max_events {
+            group.events.push(hit.event.clone());
+            group.refs.push(hit.location);
+        }
+        if (group.values.len() as u64) < firing {
+            return None;
+        }
+        group.fired = true;
+        // The values are no longer needed once the window has fired.
+        let count = group.values.len();
+        group.values = HashSet::new();
+        let mut alert = ctx.alert(&key, &start.to_string(), hit.time);
+        alert.window = Some((start, end));
+        alert.value = Some(count as f64);
+        alert.events = std::mem::take(&mut group.events);
+        alert.event_refs = std::mem::take(&mut group.refs);
+        Some(alert)
+    }
+
+    pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) {
+        let Some((_, _, window_ms)) = spec(ctx) else {
+            return;
+        };
+        let first_open = watermark.saturating_sub(window_ms).saturating_add(1);
+        let open = self.windows.split_off(&first_open);
+        let closed = std::mem::replace(&mut self.windows, open);
+        self.entries -= closed
+            .values()
+            .map(HashMap::len)
+            .sum::<usize>()
+            .min(self.entries);
+    }
+}
+
+/// One group of a sliding distinct count: each value's newest event time.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct SlidingGroup {
+    latest: HashMap<u64, (i64, EventLocation)>,
+}
+
+/// Sliding distinct-count state of one rule.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct SlidingDistinct {
+    groups: HashMap<String, SlidingGroup>,
+}
+
+impl SlidingDistinct {
+    pub(crate) fn keys(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Counts, at the event's time `t`, the values whose newest occurrence is in
+    /// `(t - window, t]`.
+    pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Option<Alert> {
+        let (field, firing, window_ms) = spec(ctx)?;
+        let value = field.get_text(hit.event)?;
+        let key = group_key(ctx.rule.kind()?.group_paths(), hit.event);
+        if !self.groups.contains_key(&key) && self.groups.len() >= ctx.limits.max_groups {
+            let victim = self
+                .groups
+                .iter()
+                .min_by_key(|(_, g)| g.latest.values().map(|v| v.0).max().unwrap_or(i64::MIN))
+                .map(|(k, _)| k.clone());
+            if let Some(victim) = victim {
+                self.groups.remove(&victim);
+                ctx.stats.evicted_groups += 1;
+            }
+        }
+        let group = self.groups.entry(key.clone()).or_default();
+        let slot = group
+            .latest
+            .entry(value_hash(&value))
+            .or_insert((hit.time, hit.location));
+        if hit.time >= slot.0 {
+            *slot = (hit.time, hit.location);
+        }
+        let begin = hit.time.saturating_sub(window_ms);
+        let inside: Vec<EventLocation> = group
+            .latest
+            .values()
+            .filter(|(t, _)| *t > begin && *t <= hit.time)
+            .map(|(_, location)| *location)
+            .collect();
+        if (inside.len() as u64) < firing {
+            return None;
+        }
+        let mut alert = ctx.alert(&key, &hit.time.to_string(), hit.time);
+        alert.window = Some((begin.saturating_add(1), hit.time.saturating_add(1)));
+        alert.value = Some(inside.len() as f64);
+        alert.events = vec![hit.event.clone()];
+        alert.event_refs = inside
+            .into_iter()
+            .take(ctx.limits.max_events.max(1))
+            .collect();
+        // Counting starts afresh after the alert.
+        self.groups.remove(&key);
+        Some(alert)
+    }
+
+    pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) {
+        let Some((_, _, window_ms)) = spec(ctx) else {
+            return;
+        };
+        let horizon = watermark.saturating_sub(window_ms);
+        self.groups.retain(|_, group| {
+            group.latest.retain(|_, (t, _)| *t > horizon);
+            !group.latest.is_empty()
+        });
+    }
+}

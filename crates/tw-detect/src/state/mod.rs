@@ -1,0 +1,221 @@
+//! Per-rule state of the stateful kinds, one module each, behind one enum ([`RuleState`]) the
+//! engine drives: `observe` a matching event, `advance` to a new watermark (closing windows,
+//! expiring sequences, pruning history), report its size. Every state is serializable, so the
+//! detection consumer checkpoints it with its offsets.
+//!
+//! Event time decides everything: windows close and sequences complete by the watermark (the
+//! stream's newest event time minus the allowed lateness), never by arrival order or wall
+//! clock, so a replay of the same records raises the same alerts.
+
+mod distinct;
+mod new_value;
+mod sequence;
+mod suppress;
+mod threshold;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tw_core::{Alert, EventLocation, FieldPath};
+
+use crate::compile::CompiledRule;
+use crate::engine::{Limits, RuleStats, alert_base};
+use crate::spec::{Kind, WindowKind};
+
+pub(crate) use suppress::Suppressions;
+
+/// Text of a missing (or null) group-by value.
+pub(crate) const NULL_GROUP: &str = "null";
+/// Separates the values of a multi-field group key inside state (never shown to users).
+const KEY_SEPARATOR: char = '\u{1f}';
+
+/// What the engine hands a state for one matching event.
+pub(crate) struct Hit<'a> {
+    /// The whole event.
+    pub(crate) event: &'a Value,
+    pub(crate) time: i64,
+    pub(crate) location: EventLocation,
+    /// Sequence rules: bit `i` set when the event satisfies step `i`.
+    pub(crate) steps: u32,
+    /// Sequence rules: the event satisfies `until`.
+    pub(crate) until: bool,
+}
+
+/// What a state may touch while it works.
+pub(crate) struct Ctx<'a> {
+    pub(crate) rule: &'a CompiledRule,
+    pub(crate) limits: &'a Limits,
+    pub(crate) stats: &'a mut RuleStats,
+}
+
+impl Ctx<'_> {
+    /// An alert of this rule with the group fields filled in.
+    pub(crate) fn alert(&self, key: &str, suffix: &str, event_time_ms: i64) -> Alert {
+        let values = split_key(key);
+        let dedup_key = format!("{}|{}|{suffix}", self.rule.id(), values.join(","));
+        let mut alert = alert_base(self.rule, dedup_key, event_time_ms);
+        let paths = self.rule.kind().map(Kind::group_paths).unwrap_or_default();
+        alert.group = Some(group_map(paths, &values));
+        alert
+    }
+}
+
+/// The group key of `event` for `paths`, as one string.
+pub(crate) fn group_key(paths: &[FieldPath], event: &Value) -> String {
+    let mut key = String::new();
+    for (index, path) in paths.iter().enumerate() {
+        if index > 0 {
+            key.push(KEY_SEPARATOR);
+        }
+        match path.get_text(event) {
+            Some(text) => key.push_str(&text),
+            None => key.push_str(NULL_GROUP),
+        }
+    }
+    key
+}
+
+fn split_key(key: &str) -> Vec<String> {
+    if key.is_empty() {
+        return Vec::new();
+    }
+    key.split(KEY_SEPARATOR).map(str::to_string).collect()
+}
+
+fn group_map(paths: &[FieldPath], values: &[String]) -> BTreeMap<String, String> {
+    paths
+        .iter()
+        .map(|p| p.as_str().to_string())
+        .zip(values.iter().cloned())
+        .collect()
+}
+
+/// A stable 64-bit hash of a value's text (stable across builds and versions: it is persisted).
+pub(crate) fn value_hash(text: &str) -> u64 {
+    twox_hash::XxHash64::oneshot(0x7469_6465_7761_7463, text.as_bytes())
+}
+
+/// The tumbling window `[start, end)` holding `time`, aligned to the Unix epoch.
+pub(crate) fn window_of(time: i64, window_ms: i64) -> (i64, i64) {
+    // `time - rem` instead of `div * window`: the product can overflow near i64::MIN, the
+    // saturating subtraction cannot panic for any event time a record may carry.
+    let start = time.saturating_sub(time.rem_euclid(window_ms));
+    (start, start.saturating_add(window_ms))
+}
+
+/// The state of one rule.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RuleState {
+    /// Single-event rules keep nothing.
+    Stateless,
+    /// Threshold on tumbling windows.
+    Tumbling(threshold::Tumbling),
+    /// Threshold on a sliding window.
+    Sliding(threshold::Sliding),
+    /// Distinct count on tumbling windows.
+    Distinct(distinct::TumblingDistinct),
+    /// Distinct count on a sliding window.
+    SlidingDistinct(distinct::SlidingDistinct),
+    /// Sequences.
+    Sequence(sequence::Sequences),
+    /// New values.
+    NewValue(new_value::History),
+}
+
+impl RuleState {
+    /// Fresh state for `rule`.
+    pub(crate) fn for_rule(rule: &CompiledRule) -> Self {
+        match rule.kind() {
+            None => Self::Stateless,
+            Some(Kind::Threshold { shape, .. }) => match shape {
+                WindowKind::Tumbling => Self::Tumbling(Default::default()),
+                WindowKind::Sliding => Self::Sliding(Default::default()),
+            },
+            Some(Kind::Distinct { shape, .. }) => match shape {
+                WindowKind::Tumbling => Self::Distinct(Default::default()),
+                WindowKind::Sliding => Self::SlidingDistinct(Default::default()),
+            },
+            Some(Kind::Sequence { .. }) => Self::Sequence(Default::default()),
+            Some(Kind::NewValue { .. }) => Self::NewValue(Default::default()),
+        }
+    }
+
+    /// Whether the state still belongs to `rule`'s kind (a checkpoint restored into a rule).
+    pub(crate) fn fits(&self, rule: &CompiledRule) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(&Self::for_rule(rule))
+    }
+
+    /// Whether an event at `time` comes too late: the watermark has passed what it could
+    /// still change. Late events are counted, not evaluated.
+    pub(crate) fn is_late(&self, rule: &CompiledRule, time: i64, watermark: Option<i64>) -> bool {
+        let Some(watermark) = watermark else {
+            return false;
+        };
+        match (self, rule.kind()) {
+            (Self::Tumbling(_) | Self::Distinct(_), Some(kind)) => {
+                let window_ms = match kind {
+                    Kind::Threshold { window_ms, .. } | Kind::Distinct { window_ms, .. } => {
+                        *window_ms
+                    }
+                    _ => return false,
+                };
+                window_of(time, window_ms).1 <= watermark
+            }
+            (Self::Sliding(_) | Self::SlidingDistinct(_) | Self::Sequence(_), _) => {
+                time < watermark
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes one matching event; returns the alerts it completes.
+    pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Vec<Alert> {
+        match self {
+            Self::Stateless => Vec::new(),
+            Self::Tumbling(state) => state.observe(ctx, hit).into_iter().collect(),
+            Self::Sliding(state) => state.observe(ctx, hit).into_iter().collect(),
+            Self::Distinct(state) => state.observe(ctx, hit).into_iter().collect(),
+            Self::SlidingDistinct(state) => state.observe(ctx, hit).into_iter().collect(),
+            Self::Sequence(state) => state.observe(ctx, hit),
+            Self::NewValue(state) => state.observe(ctx, hit).into_iter().collect(),
+        }
+    }
+
+    /// Moves to a new watermark: closes windows (firing "below" bounds), confirms or expires
+    /// sequences, prunes history. Returns the alerts this decides.
+    pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) -> Vec<Alert> {
+        match self {
+            Self::Stateless => Vec::new(),
+            Self::Tumbling(state) => state.advance(ctx, watermark),
+            Self::Sliding(state) => state.advance(ctx, watermark),
+            Self::Distinct(state) => {
+                state.advance(ctx, watermark);
+                Vec::new()
+            }
+            Self::SlidingDistinct(state) => {
+                state.advance(ctx, watermark);
+                Vec::new()
+            }
+            Self::Sequence(state) => state.advance(ctx, watermark),
+            Self::NewValue(state) => {
+                state.advance(ctx, watermark);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Keys held (groups, windows × groups, sequence keys, remembered values).
+    pub(crate) fn keys(&self) -> usize {
+        match self {
+            Self::Stateless => 0,
+            Self::Tumbling(state) => state.keys(),
+            Self::Sliding(state) => state.keys(),
+            Self::Distinct(state) => state.keys(),
+            Self::SlidingDistinct(state) => state.keys(),
+            Self::Sequence(state) => state.keys(),
+            Self::NewValue(state) => state.keys(),
+        }
+    }
+}

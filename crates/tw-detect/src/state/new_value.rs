@@ -1,0 +1,105 @@
+//! New-value state: for each (group, value) pair seen, the day it was last seen, kept as one
+//! 64-bit hash and one day number (12 bytes of payload per pair), and forgotten once older
+//! than the rule's history. An event whose pair is unknown or older than the history raises
+//! an alert (after the optional learning period).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use tw_core::Alert;
+
+use super::{Ctx, Hit, group_key, value_hash};
+use crate::spec::Kind;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// New-value history of one rule.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct History {
+    /// hash(group, value) → day number (Unix days) it was last seen.
+    seen: HashMap<u64, u32>,
+    /// Event time of the rule's first matching event (start of the learning period).
+    first_time: Option<i64>,
+    /// Day of the last pruning pass.
+    pruned_day: u32,
+}
+
+fn day_of(time: i64) -> u32 {
+    time.div_euclid(DAY_MS).clamp(0, i64::from(u32::MAX)) as u32
+}
+
+impl History {
+    pub(crate) fn keys(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Option<Alert> {
+        let Some(Kind::NewValue {
+            fields,
+            group_by,
+            history_days,
+            learn_ms,
+        }) = ctx.rule.kind()
+        else {
+            return None;
+        };
+        // An event without the field(s) has no value to be new.
+        if fields.iter().any(|f| f.get_text(hit.event).is_none()) {
+            return None;
+        }
+        let value = group_key(fields, hit.event);
+        let group = group_key(group_by, hit.event);
+        let hash = value_hash(&format!("{group}\u{1e}{value}"));
+        let day = day_of(hit.time);
+        let first = *self.first_time.get_or_insert(hit.time);
+        let learning = hit.time < first.saturating_add(*learn_ms);
+        let known = self
+            .seen
+            .get(&hash)
+            .is_some_and(|last| day.saturating_sub(*last) <= *history_days);
+        if !self.seen.contains_key(&hash) && self.seen.len() >= ctx.limits.max_groups {
+            self.make_room(ctx, *history_days, day);
+        }
+        let last = self.seen.entry(hash).or_insert(day);
+        *last = (*last).max(day);
+        if known || learning {
+            return None;
+        }
+        let mut alert = ctx.alert(&group, &format!("{value}|{day}"), hit.time);
+        if let Some(map) = &mut alert.group {
+            for (path, text) in fields.iter().zip(value.split('\u{1f}')) {
+                map.insert(path.as_str().to_string(), text.to_string());
+            }
+        }
+        alert.events = vec![hit.event.clone()];
+        alert.event_refs = vec![hit.location];
+        Some(alert)
+    }
+
+    /// Drops expired pairs; if the history is still full, the pairs of the oldest day.
+    fn make_room(&mut self, ctx: &mut Ctx, history_days: u32, today: u32) {
+        let before = self.seen.len();
+        self.seen
+            .retain(|_, last| today.saturating_sub(*last) <= history_days);
+        if self.seen.len() >= ctx.limits.max_groups
+            && let Some(oldest) = self.seen.values().min().copied()
+        {
+            self.seen.retain(|_, last| *last != oldest);
+            ctx.stats.evicted_groups += (before - self.seen.len()) as u64;
+        }
+    }
+
+    /// Forgets pairs older than the history, once per day of watermark.
+    pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) {
+        let Some(Kind::NewValue { history_days, .. }) = ctx.rule.kind() else {
+            return;
+        };
+        let today = day_of(watermark);
+        if today <= self.pruned_day {
+            return;
+        }
+        self.pruned_day = today;
+        self.seen
+            .retain(|_, last| today.saturating_sub(*last) <= *history_days);
+    }
+}

@@ -1,0 +1,184 @@
+//! Sequence state: per join key, the recent events that satisfy a step or `until`, kept in
+//! event-time order (arrival order breaks ties), so events that arrive out of order within the
+//! allowed lateness are placed where they happened.
+//!
+//! A sequence is found by scanning the buffer: from each first-step event, the earliest later
+//! event of each next step, all within `maxspan` of the first, with no `until` event after the
+//! first step and before the last one. Without `until`, a found sequence fires at once (later
+//! arrivals cannot undo it); with `until`, it fires once the watermark passes its last step, when
+//! no cancelling event can still arrive.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tw_core::{Alert, EventLocation};
+
+use super::{Ctx, Hit, group_key};
+use crate::spec::Kind;
+
+/// Most buffered events per key; beyond it the oldest is dropped (counted as evicted).
+const MAX_BUFFERED_PER_KEY: usize = 256;
+
+/// One buffered event.
+#[derive(Debug, Serialize, Deserialize)]
+struct Buffered {
+    time: i64,
+    /// Arrival number, to order events with equal times.
+    arrival: u64,
+    location: EventLocation,
+    steps: u32,
+    until: bool,
+    event: Value,
+}
+
+/// Sequence state of one rule.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Sequences {
+    keys: HashMap<String, Vec<Buffered>>,
+    arrivals: u64,
+}
+
+struct Shape {
+    steps: usize,
+    maxspan_ms: i64,
+    has_until: bool,
+}
+
+fn shape(ctx: &Ctx) -> Option<Shape> {
+    match ctx.rule.kind()? {
+        Kind::Sequence {
+            steps,
+            maxspan_ms,
+            until,
+            ..
+        } => Some(Shape {
+            steps: steps.len(),
+            maxspan_ms: *maxspan_ms,
+            has_until: until.is_some(),
+        }),
+        _ => None,
+    }
+}
+
+impl Sequences {
+    pub(crate) fn keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Vec<Alert> {
+        let Some(shape) = shape(ctx) else {
+            return Vec::new();
+        };
+        if hit.steps == 0 && !hit.until {
+            return Vec::new();
+        }
+        let Some(kind) = ctx.rule.kind() else {
+            return Vec::new();
+        };
+        let key = group_key(kind.group_paths(), hit.event);
+        if !self.keys.contains_key(&key) && self.keys.len() >= ctx.limits.max_groups {
+            let victim = self
+                .keys
+                .iter()
+                .min_by_key(|(_, b)| b.last().map_or(i64::MIN, |e| e.time))
+                .map(|(k, _)| k.clone());
+            if let Some(victim) = victim {
+                self.keys.remove(&victim);
+                ctx.stats.evicted_groups += 1;
+            }
+        }
+        self.arrivals += 1;
+        let buffer = self.keys.entry(key.clone()).or_default();
+        let item = Buffered {
+            time: hit.time,
+            arrival: self.arrivals,
+            location: hit.location,
+            steps: hit.steps,
+            until: hit.until,
+            event: hit.event.clone(),
+        };
+        let at = buffer.partition_point(|e| (e.time, e.arrival) <= (item.time, item.arrival));
+        buffer.insert(at, item);
+        if buffer.len() > MAX_BUFFERED_PER_KEY {
+            buffer.remove(0);
+            ctx.stats.evicted_groups += 1;
+        }
+        if shape.has_until {
+            return Vec::new();
+        }
+        let mut alerts = Vec::new();
+        while let Some(found) = find(buffer, &shape, None) {
+            alerts.push(fire(ctx, &key, buffer, &found));
+        }
+        alerts
+    }
+
+    pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) -> Vec<Alert> {
+        let Some(shape) = shape(ctx) else {
+            return Vec::new();
+        };
+        let mut alerts = Vec::new();
+        // A first step older than this cannot be completed by an event that is not late.
+        let horizon = watermark.saturating_sub(shape.maxspan_ms);
+        self.keys.retain(|key, buffer| {
+            if shape.has_until {
+                while let Some(found) = find(buffer, &shape, Some(watermark)) {
+                    alerts.push(fire(ctx, key, buffer, &found));
+                }
+            }
+            buffer.retain(|e| e.time >= horizon);
+            !buffer.is_empty()
+        });
+        alerts
+    }
+}
+
+/// Indexes into `buffer` of the earliest complete sequence, if any. With `confirmed_until`,
+/// only a sequence whose last step is at or before it counts (`until` rules).
+fn find(buffer: &[Buffered], shape: &Shape, confirmed_until: Option<i64>) -> Option<Vec<usize>> {
+    for (first, start) in buffer.iter().enumerate() {
+        if start.steps & 1 == 0 {
+            continue;
+        }
+        let mut chosen = vec![first];
+        for (index, event) in buffer.iter().enumerate().skip(first + 1) {
+            if event.time - start.time > shape.maxspan_ms {
+                break;
+            }
+            if confirmed_until.is_some_and(|limit| event.time > limit) {
+                break;
+            }
+            if event.until {
+                break;
+            }
+            if event.steps & (1 << chosen.len()) != 0 {
+                chosen.push(index);
+                if chosen.len() == shape.steps {
+                    return Some(chosen);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Builds the alert of a found sequence and removes its events from the buffer.
+fn fire(ctx: &mut Ctx, key: &str, buffer: &mut Vec<Buffered>, found: &[usize]) -> Alert {
+    let first = &buffer[found[0]];
+    let last = &buffer[found[found.len() - 1]];
+    let suffix = format!("{}:{}", first.location.partition, first.location.offset);
+    let mut alert = ctx.alert(key, &suffix, last.time);
+    alert.window = Some((first.time, last.time.saturating_add(1)));
+    alert.value = Some(found.len() as f64);
+    alert.event_refs = found.iter().map(|&i| buffer[i].location).collect();
+    alert.events = found
+        .iter()
+        .take(ctx.limits.max_events.max(1))
+        .map(|&i| buffer[i].event.clone())
+        .collect();
+    for &index in found.iter().rev() {
+        buffer.remove(index);
+    }
+    alert
+}
