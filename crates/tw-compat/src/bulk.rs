@@ -156,6 +156,13 @@ pub(crate) async fn bulk_index(
     run_bulk(&state, Some(index), &headers, body).await
 }
 
+/// Per stream: the records to store and, for each, its item number and dedup key.
+type StreamBatch = (
+    StreamName,
+    Vec<CompatRecord>,
+    Vec<(usize, Option<DedupKey>)>,
+);
+
 /// One action of the body.
 struct Item {
     action: String,
@@ -271,12 +278,7 @@ async fn run_bulk(
         );
     }
     let mut answers: Vec<Option<Value>> = vec![None; items.len()];
-    // Per stream: the records to store and, for each, its item number and dedup key.
-    let mut batches: Vec<(
-        StreamName,
-        Vec<CompatRecord>,
-        Vec<(usize, Option<DedupKey>)>,
-    )> = Vec::new();
+    let mut batches: Vec<StreamBatch> = Vec::new();
     let mut claims = state.dedup.claims();
     for (number, item) in items.iter().enumerate() {
         let index = item
