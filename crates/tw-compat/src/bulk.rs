@@ -97,8 +97,8 @@ fn root_document(major: u32) -> Value {
             "number": number,
             "build_flavor": "default",
             "build_type": "tidewatch",
+            // Tidewatch's own version, not an Elasticsearch build.
             "build_hash": env!("CARGO_PKG_VERSION"),
-            "build_date": "2026-01-01T00:00:00.000Z",
             "build_snapshot": false,
             "lucene_version": "10.1.0",
             "minimum_wire_compatibility_version": "8.18.0",
