@@ -129,8 +129,43 @@ async fn run(
     }))
 }
 
-/// Native vs Kinesis vs `_bulk` on the same records.
-pub async fn compat(server: &str, events: u64, concurrency: usize) -> anyhow::Result<Value> {
+/// CPU seconds (user + system) a local process has used, from `/proc/{pid}/stat`.
+fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat (--server-pid must be local)"))?;
+    // Fields after the command name (which may hold spaces) close with ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5); 100 ticks per second on Linux.
+    Ok((ticks(11) + ticks(12)) / 100.0)
+}
+
+async fn wait_for_idle_consumers(client: &reqwest::Client, server: &str) -> anyhow::Result<()> {
+    for consumer in ["detect", "lake"] {
+        while crate::bench::consumer_lag(client, server, consumer).await? > 0.0 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Native vs Kinesis vs `_bulk` on the same records. With `server_pid` (a server on this
+/// machine), also the server's CPU seconds per protocol, ingest plus detection and lake work
+/// until the consumers are idle: on a shared machine this is steadier than wall-clock rates.
+pub async fn compat(
+    server: &str,
+    events: u64,
+    concurrency: usize,
+    server_pid: Option<u32>,
+) -> anyhow::Result<Value> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(300))
         .build()?;
@@ -156,20 +191,27 @@ pub async fn compat(server: &str, events: u64, concurrency: usize) -> anyhow::Re
     ] {
         // Each protocol starts with idle consumers, so none pays for the previous one's
         // detection and lake work.
-        for consumer in ["detect", "lake"] {
-            while crate::bench::consumer_lag(&client, server, consumer).await? > 0.0 {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+        wait_for_idle_consumers(&client, server).await?;
+        let cpu_before = server_pid.map(process_cpu_seconds).transpose()?;
+        let mut result = run(&client, server, protocol, stream, requests, concurrency).await?;
+        if let (Some(pid), Some(before)) = (server_pid, cpu_before) {
+            wait_for_idle_consumers(&client, server).await?;
+            result["server_cpu_seconds"] = json!(process_cpu_seconds(pid)? - before);
         }
-        let result = run(&client, server, protocol, stream, requests, concurrency).await?;
         report.insert(name.into(), result);
     }
     let native = report["native_ndjson"]["events_per_s"]
         .as_f64()
         .unwrap_or(f64::NAN);
+    let native_cpu = report["native_ndjson"]["server_cpu_seconds"].as_f64();
     for name in ["kinesis_put_records", "elasticsearch_bulk"] {
         let rate = report[name]["events_per_s"].as_f64().unwrap_or(f64::NAN);
         report[name]["relative_to_native"] = json!(rate / native);
+        if let (Some(cpu), Some(native_cpu)) =
+            (report[name]["server_cpu_seconds"].as_f64(), native_cpu)
+        {
+            report[name]["cpu_relative_to_native"] = json!(cpu / native_cpu);
+        }
     }
     report.insert(
         "setup".into(),

@@ -206,6 +206,9 @@ enum BenchCommand {
         /// Requests in flight.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Pid of a local server: also report its CPU seconds per protocol.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// Time SQL statements (median of `runs`).
     Queries {
@@ -291,7 +294,8 @@ fn main() -> anyhow::Result<()> {
                     BenchCommand::Compat {
                         events,
                         concurrency,
-                    } => bench_compat::compat(&server, events, concurrency).await,
+                        server_pid,
+                    } => bench_compat::compat(&server, events, concurrency, server_pid).await,
                     BenchCommand::Queries { runs, sql } => {
                         bench::queries(&server, &sql, runs).await
                     }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use tw_pipeline::IngestError;
 
 use crate::auth::Denied;
@@ -106,8 +106,9 @@ impl IntoResponse for AwsError {
 }
 
 /// A 200 (or other status) with an AWS JSON body and a request id.
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = (status, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(AMZ_JSON));
     if let Ok(value) = HeaderValue::from_str(&request_id()) {
@@ -124,7 +125,7 @@ pub fn request_id() -> String {
 }
 
 /// Parses a request body into an operation's input.
-pub fn parse_input<T: DeserializeOwned>(body: &[u8]) -> Result<T, AwsError> {
+pub fn parse_input<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, AwsError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {
@@ -139,6 +140,14 @@ pub fn decode_data(data: &str) -> Result<Vec<u8>, AwsError> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
         .decode(data)
+        .map_err(|e| AwsError::client("SerializationException", format!("Data is not base64: {e}")))
+}
+
+/// Decodes a base64 `Data` field onto the end of `out`.
+pub fn decode_data_into(data: &str, out: &mut Vec<u8>) -> Result<(), AwsError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode_vec(data, out)
         .map_err(|e| AwsError::client("SerializationException", format!("Data is not base64: {e}")))
 }
 

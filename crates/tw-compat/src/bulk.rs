@@ -13,6 +13,7 @@
 //! `application/vnd.elasticsearch+json; compatible-with=N`: every answer carries the header and
 //! echoes that media type, and the root reports a version of the major the client asked for.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +21,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use tw_core::StreamName;
 use tw_pipeline::{CompatRecord, ContentEncoding, IngestError, RecordOutcome, decode_body};
 
@@ -48,12 +51,16 @@ fn compatible_with(headers: &HeaderMap) -> Option<u32> {
 
 /// An Elasticsearch answer: JSON, the product header, the negotiated media type.
 fn es_response(status: StatusCode, headers: &HeaderMap, body: Option<&Value>) -> Response {
+    es_response_bytes(status, headers, body.map(|b| b.to_string().into_bytes()))
+}
+
+fn es_response_bytes(status: StatusCode, headers: &HeaderMap, body: Option<Vec<u8>>) -> Response {
     let content_type = match compatible_with(headers) {
         Some(major) => format!("application/vnd.elasticsearch+json;compatible-with={major}"),
         None => "application/json".to_string(),
     };
     let mut response = match body {
-        Some(body) => (status, body.to_string()).into_response(),
+        Some(body) => (status, body).into_response(),
         None => status.into_response(),
     };
     let out = response.headers_mut();
@@ -90,8 +97,8 @@ fn root_document(major: u32) -> Value {
             "number": number,
             "build_flavor": "default",
             "build_type": "tidewatch",
+            // Tidewatch's own version, not an Elasticsearch build.
             "build_hash": env!("CARGO_PKG_VERSION"),
-            "build_date": "2026-01-01T00:00:00.000Z",
             "build_snapshot": false,
             "lucene_version": "10.1.0",
             "minimum_wire_compatibility_version": "8.18.0",
@@ -156,6 +163,22 @@ pub(crate) async fn bulk_index(
     run_bulk(&state, Some(index), &headers, body).await
 }
 
+/// Per stream: the records to store and, for each, its item number and dedup key.
+type StreamBatch = (
+    StreamName,
+    Vec<CompatRecord>,
+    Vec<(usize, Option<DedupKey>)>,
+);
+
+/// The metadata of an action line (other keys, such as `routing`, are ignored).
+#[derive(Deserialize)]
+struct ActionMeta {
+    #[serde(rename = "_index")]
+    index: Option<String>,
+    #[serde(rename = "_id")]
+    id: Option<Value>,
+}
+
 /// One action of the body.
 struct Item {
     action: String,
@@ -178,20 +201,15 @@ fn parse_items(body: &Bytes) -> Result<Vec<Item>, String> {
     let mut number = 0;
     while let Some((_, line)) = lines.next() {
         number += 1;
-        let action: Map<String, Value> = serde_json::from_slice(line)
+        let mut action: BTreeMap<String, ActionMeta> = serde_json::from_slice(line)
             .map_err(|e| format!("malformed action/metadata line [{number}]: {e}"))?;
-        let (name, meta) = match action.iter().next() {
-            Some((name, Value::Object(meta))) if action.len() == 1 => (name.clone(), meta.clone()),
+        let (name, meta) = match action.pop_first() {
+            Some(entry) if action.is_empty() => entry,
             _ => {
                 return Err(format!(
                     "malformed action/metadata line [{number}], expected a single object with one action"
                 ));
             }
-        };
-        let text = |key: &str| match meta.get(key) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
         };
         let source = match name.as_str() {
             "index" | "create" | "update" => {
@@ -206,28 +224,117 @@ fn parse_items(body: &Bytes) -> Result<Vec<Item>, String> {
             "delete" => None,
             other => return Err(format!("unknown action [{other}] on line [{number}]")),
         };
+        let id = match meta.id {
+            Some(Value::String(id)) => Some(id),
+            Some(Value::Number(id)) => Some(id.to_string()),
+            _ => None,
+        };
         items.push(Item {
             action: name,
-            index: text("_index"),
-            id: text("_id"),
+            index: meta.index,
+            id,
             source,
         });
     }
     Ok(items)
 }
 
-fn item_error(
-    action: &str,
-    index: &str,
-    id: Option<&str>,
+/// One item of a bulk answer: `{"<action>": {...}}`.
+struct BulkItem<'a> {
+    action: &'a str,
+    answer: ItemAnswer<'a>,
+}
+
+impl Serialize for BulkItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.action, &self.answer)?;
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct ItemAnswer<'a> {
+    #[serde(rename = "_index")]
+    index: &'a str,
+    #[serde(rename = "_id")]
+    id: Option<String>,
+    #[serde(rename = "_version", skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'static str>,
+    #[serde(rename = "_shards", skip_serializing_if = "Option::is_none")]
+    shards: Option<Shards>,
+    #[serde(rename = "_seq_no", skip_serializing_if = "Option::is_none")]
+    seq_no: Option<u64>,
+    #[serde(rename = "_primary_term", skip_serializing_if = "Option::is_none")]
+    primary_term: Option<u64>,
     status: u16,
-    kind: &str,
-    reason: &str,
-) -> Value {
-    json!({ action: {
-        "_index": index, "_id": id, "status": status,
-        "error": { "type": kind, "reason": reason },
-    }})
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ItemError>,
+}
+
+#[derive(Serialize)]
+struct Shards {
+    total: u32,
+    successful: u32,
+    failed: u32,
+}
+
+const ONE_SHARD: Shards = Shards {
+    total: 1,
+    successful: 1,
+    failed: 0,
+};
+
+#[derive(Serialize)]
+struct ItemError {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    reason: String,
+}
+
+impl<'a> ItemAnswer<'a> {
+    fn done(index: &'a str, id: Option<String>, result: &'static str, status: u16) -> Self {
+        Self {
+            index,
+            id,
+            version: Some(1),
+            result: Some(result),
+            shards: Some(ONE_SHARD),
+            seq_no: None,
+            primary_term: None,
+            status,
+            error: None,
+        }
+    }
+
+    fn failed(
+        index: &'a str,
+        id: Option<&str>,
+        status: u16,
+        kind: &'static str,
+        reason: String,
+    ) -> Self {
+        Self {
+            index,
+            id: id.map(str::to_string),
+            version: None,
+            result: None,
+            shards: None,
+            seq_no: None,
+            primary_term: None,
+            status,
+            error: Some(ItemError { kind, reason }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct BulkAnswer<'a> {
+    took: u64,
+    errors: bool,
+    items: Vec<BulkItem<'a>>,
 }
 
 async fn run_bulk(
@@ -270,64 +377,72 @@ async fn run_bulk(
             "Validation Failed: 1: no requests added;",
         );
     }
-    let mut answers: Vec<Option<Value>> = vec![None; items.len()];
-    // Per stream: the records to store and, for each, its item number and dedup key.
-    let mut batches: Vec<(
-        StreamName,
-        Vec<CompatRecord>,
-        Vec<(usize, Option<DedupKey>)>,
-    )> = Vec::new();
+    // Index names are resolved first so answers can borrow them.
+    let indexes: Vec<String> = items
+        .iter()
+        .map(|item| {
+            item.index
+                .clone()
+                .or_else(|| default_index.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut answers: Vec<Option<ItemAnswer<'_>>> = Vec::with_capacity(items.len());
+    answers.resize_with(items.len(), || None);
+    let mut batches: Vec<StreamBatch> = Vec::new();
     let mut claims = state.dedup.claims();
     for (number, item) in items.iter().enumerate() {
-        let index = item
-            .index
-            .clone()
-            .or_else(|| default_index.clone())
-            .unwrap_or_default();
+        let index = indexes[number].as_str();
         let action = item.action.as_str();
         let id = item.id.as_deref();
         if action == "delete" || action == "update" {
-            answers[number] = Some(item_error(
-                action,
-                &index,
+            answers[number] = Some(ItemAnswer::failed(
+                index,
                 id,
                 400,
                 "action_request_validation_exception",
-                &format!("[{action}] is not supported: Tidewatch streams are append-only"),
+                format!("[{action}] is not supported: Tidewatch streams are append-only"),
             ));
             continue;
         }
-        let stream = match StreamName::new(&index) {
-            Ok(stream) => stream,
-            Err(error) => {
-                let reason = if index.is_empty() {
-                    "no index given (use /{index}/_bulk or _index)".to_string()
-                } else {
-                    error.to_string()
-                };
-                answers[number] = Some(item_error(
-                    action,
-                    &index,
-                    id,
-                    400,
-                    "invalid_index_name_exception",
-                    &reason,
-                ));
-                continue;
-            }
+        let stream = match batches
+            .iter()
+            .position(|(name, _, _)| name.as_str() == index)
+        {
+            Some(position) => position,
+            None => match StreamName::new(index) {
+                Ok(stream) => {
+                    batches.push((stream, Vec::new(), Vec::new()));
+                    batches.len() - 1
+                }
+                Err(error) => {
+                    let reason = if index.is_empty() {
+                        "no index given (use /{index}/_bulk or _index)".to_string()
+                    } else {
+                        error.to_string()
+                    };
+                    answers[number] = Some(ItemAnswer::failed(
+                        index,
+                        id,
+                        400,
+                        "invalid_index_name_exception",
+                        reason,
+                    ));
+                    continue;
+                }
+            },
         };
-        let key = id.map(|id| dedup_key(&format!("es/{stream}"), id));
+        let key = id.map(|id| dedup_key(&format!("es/{index}"), id));
         if let Some(key) = key {
             match claims.claim(key) {
                 Claim::New => {}
                 Claim::Seen if action == "create" => {
-                    answers[number] = Some(item_error(
-                        action,
-                        &index,
+                    answers[number] = Some(ItemAnswer::failed(
+                        index,
                         id,
                         409,
                         "version_conflict_engine_exception",
-                        &format!(
+                        format!(
                             "[{}]: version conflict, document already exists",
                             id.unwrap_or_default()
                         ),
@@ -335,82 +450,68 @@ async fn run_bulk(
                     continue;
                 }
                 Claim::Seen => {
-                    answers[number] = Some(json!({ action: {
-                        "_index": index, "_id": id, "_version": 1, "result": "noop", "status": 200,
-                        "_shards": { "total": 1, "successful": 1, "failed": 0 },
-                    }}));
+                    answers[number] =
+                        Some(ItemAnswer::done(index, id.map(str::to_string), "noop", 200));
                     continue;
                 }
                 Claim::InFlight => {
-                    answers[number] = Some(item_error(
-                        action,
-                        &index,
+                    answers[number] = Some(ItemAnswer::failed(
+                        index,
                         id,
                         429,
                         "es_rejected_execution_exception",
-                        "a request with this _id is in flight; retry",
+                        "a request with this _id is in flight; retry".to_string(),
                     ));
                     continue;
                 }
             }
         }
-        let record = CompatRecord {
+        let (_, records, numbers) = &mut batches[stream];
+        records.push(CompatRecord {
             partition: None,
             key: Bytes::new(),
             payload: item.source.clone().unwrap_or_default(),
-        };
-        match batches.iter_mut().find(|(name, _, _)| *name == stream) {
-            Some((_, records, numbers)) => {
-                records.push(record);
-                numbers.push((number, key));
-            }
-            None => batches.push((stream, vec![record], vec![(number, key)])),
-        }
+        });
+        numbers.push((number, key));
     }
     let mut confirmed = Vec::new();
     for (stream, records, numbers) in batches {
+        if records.is_empty() {
+            continue;
+        }
         let outcomes = match state.ingestor.ingest_records(&stream, records).await {
             Ok(outcomes) => outcomes,
             Err(error) => return ingest_error(&error, headers),
         };
         for ((number, key), outcome) in numbers.into_iter().zip(outcomes) {
-            let item = &items[number];
-            let (action, id) = (item.action.as_str(), item.id.as_deref());
+            let (index, id) = (indexes[number].as_str(), items[number].id.as_deref());
             answers[number] = Some(match outcome {
                 RecordOutcome::Stored { partition, offset } => {
                     confirmed.extend(key);
                     let id = id.map_or_else(|| format!("{partition}-{offset}"), str::to_string);
-                    json!({ action: {
-                        "_index": stream, "_id": id, "_version": 1, "result": "created",
-                        "_shards": { "total": 1, "successful": 1, "failed": 0 },
-                        "_seq_no": offset, "_primary_term": 1, "status": 201,
-                    }})
+                    ItemAnswer {
+                        seq_no: Some(offset),
+                        primary_term: Some(1),
+                        ..ItemAnswer::done(index, Some(id), "created", 201)
+                    }
                 }
                 RecordOutcome::Rejected { reason } => {
                     if let Some(key) = key {
                         claims.release(key);
                     }
-                    item_error(
-                        action,
-                        stream.as_str(),
+                    ItemAnswer::failed(
+                        index,
                         id,
                         400,
                         "document_parsing_exception",
-                        &format!("{reason} (kept in the dead-letter queue)"),
+                        format!("{reason} (kept in the dead-letter queue)"),
                     )
                 }
                 RecordOutcome::Failed { reason } => {
                     if let Some(key) = key {
                         claims.release(key);
                     }
-                    item_error(
-                        action,
-                        stream.as_str(),
-                        id,
-                        503,
-                        "unavailable_shards_exception",
-                        &reason,
-                    )
+                    ItemAnswer::failed(index, id, 503, "unavailable_shards_exception", reason)
                 }
             });
         }
@@ -420,18 +521,33 @@ async fn run_bulk(
         // retries; the retry stores them again (at-least-once, like any retried 503).
         return ingest_error(&IngestError::from(error), headers);
     }
-    let answers: Vec<Value> = answers.into_iter().map(Option::unwrap_or_default).collect();
-    let errors = answers.iter().any(|a| {
-        a.as_object()
-            .and_then(|o| o.values().next())
-            .is_some_and(|v| v.get("error").is_some())
-    });
-    let body = json!({
-        "took": started.elapsed().as_millis() as u64,
-        "errors": errors,
-        "items": answers,
-    });
-    es_response(StatusCode::OK, headers, Some(&body))
+    let items: Vec<BulkItem<'_>> = items
+        .iter()
+        .zip(answers)
+        .zip(&indexes)
+        .map(|((item, answer), index)| BulkItem {
+            action: item.action.as_str(),
+            answer: answer.unwrap_or_else(|| {
+                ItemAnswer::failed(
+                    index,
+                    item.id.as_deref(),
+                    500,
+                    "tidewatch_exception",
+                    "item was not processed".to_string(),
+                )
+            }),
+        })
+        .collect();
+    let answer = BulkAnswer {
+        took: started.elapsed().as_millis() as u64,
+        errors: items.iter().any(|i| i.answer.error.is_some()),
+        items,
+    };
+    es_response_bytes(
+        StatusCode::OK,
+        headers,
+        Some(serde_json::to_vec(&answer).unwrap_or_default()),
+    )
 }
 
 fn ingest_error(error: &IngestError, headers: &HeaderMap) -> Response {

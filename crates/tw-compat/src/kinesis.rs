@@ -10,18 +10,19 @@
 //! `DeleteStream` is refused with a clear error: the log cannot delete a stream yet, and
 //! answering success while the data stays would be a lie.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tw_core::{StreamConfig, StreamName, now_ms};
 use tw_pipeline::{CompatRecord, RecordOutcome, StreamState};
 
 use crate::CompatState;
-use crate::aws::{AwsError, decode_data, encode_data, json_response, parse_input};
+use crate::aws::{AwsError, decode_data_into, encode_data, json_response, parse_input};
 use crate::shards::{
     IteratorError, ShardPosition, decode_iterator, encode_iterator, hash_key_range,
     hash_partition_key, parse_hash_key, parse_sequence_number, parse_shard_id, sequence_number,
@@ -64,9 +65,15 @@ pub(crate) async fn dispatch(
         "ListStreams" => list_streams(state, parse_input(body)?, region),
         "ListShards" => list_shards(state, parse_input(body)?)?,
         "PutRecord" => put_record(state, parse_input(body)?).await?,
-        "PutRecords" => put_records(state, parse_input(body)?).await?,
+        "PutRecords" => {
+            let output = put_records(state, parse_input(body)?).await?;
+            return Ok(json_response(StatusCode::OK, &output));
+        }
         "GetShardIterator" => get_shard_iterator(state, parse_input(body)?).await?,
-        "GetRecords" => get_records(state, parse_input(body)?).await?,
+        "GetRecords" => {
+            let output = get_records(state, parse_input(body)?).await?;
+            return Ok(json_response(StatusCode::OK, &output));
+        }
         other => {
             return Err(AwsError::client(
                 "UnknownOperationException",
@@ -266,22 +273,39 @@ fn list_shards(state: &CompatState, input: ListShardsInput) -> Result<Value, Aws
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct PutRecordInput {
-    #[serde(flatten)]
-    stream: StreamRef,
-    #[serde(flatten)]
-    entry: RecordEntry,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RecordEntry {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
     data: String,
     partition_key: String,
     explicit_hash_key: Option<String>,
 }
 
-/// The shard and record of one entry, or why the entry is invalid.
-fn to_record(entry: &RecordEntry, partitions: u32) -> Result<CompatRecord, AwsError> {
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RecordEntry<'a> {
+    // Borrowed from the request body when it has no escapes: no copy of the base64 text.
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+    #[serde(borrow)]
+    partition_key: Cow<'a, str>,
+    explicit_hash_key: Option<String>,
+}
+
+/// Where one entry goes: its partition, its key, and its decoded bytes in the request's arena.
+struct Placed {
+    partition: u32,
+    key: Bytes,
+    data: std::ops::Range<usize>,
+}
+
+/// Places one entry, decoding its data onto the end of `arena` (one allocation per request
+/// instead of one per record), or says why the entry is invalid.
+fn place(
+    entry: &RecordEntry<'_>,
+    partitions: u32,
+    arena: &mut Vec<u8>,
+) -> Result<Placed, AwsError> {
     let chars = entry.partition_key.chars().count();
     if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
         return Err(AwsError::invalid(format!(
@@ -296,19 +320,47 @@ fn to_record(entry: &RecordEntry, partitions: u32) -> Result<CompatRecord, AwsEr
         })?,
         None => hash_partition_key(&entry.partition_key),
     };
-    Ok(CompatRecord {
-        partition: Some(shard_for_hash(hash, partitions)),
-        key: Bytes::from(entry.partition_key.clone()),
-        payload: Bytes::from(decode_data(&entry.data)?),
+    let start = arena.len();
+    if let Err(error) = decode_data_into(&entry.data, arena) {
+        arena.truncate(start);
+        return Err(error);
+    }
+    Ok(Placed {
+        partition: shard_for_hash(hash, partitions),
+        key: Bytes::copy_from_slice(entry.partition_key.as_bytes()),
+        data: start..arena.len(),
     })
 }
 
+/// Turns placed entries into records over the frozen arena.
+fn to_records(placed: Vec<Placed>, arena: Vec<u8>) -> Vec<CompatRecord> {
+    let arena = Bytes::from(arena);
+    placed
+        .into_iter()
+        .map(|p| CompatRecord {
+            partition: Some(p.partition),
+            key: p.key,
+            payload: arena.slice(p.data),
+        })
+        .collect()
+}
+
 async fn put_record(state: &CompatState, input: PutRecordInput) -> Result<Value, AwsError> {
-    let (name, stream) = existing(state, &input.stream)?;
-    let record = to_record(&input.entry, stream.config.partitions)?;
+    let reference = StreamRef {
+        stream_name: input.stream_name,
+        stream_arn: input.stream_arn,
+    };
+    let (name, stream) = existing(state, &reference)?;
+    let entry = RecordEntry {
+        data: Cow::Owned(input.data),
+        partition_key: Cow::Owned(input.partition_key),
+        explicit_hash_key: input.explicit_hash_key,
+    };
+    let mut arena = Vec::new();
+    let placed = place(&entry, stream.config.partitions, &mut arena)?;
     let outcome = state
         .ingestor
-        .ingest_records(&name, vec![record])
+        .ingest_records(&name, to_records(vec![placed], arena))
         .await?
         .pop();
     match outcome {
@@ -325,16 +377,58 @@ async fn put_record(state: &CompatState, input: PutRecordInput) -> Result<Value,
     }
 }
 
+// No `#[serde(flatten)]` in inputs: serde buffers a flattened body whole before parsing it.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct PutRecordsInput {
-    #[serde(flatten)]
-    stream: StreamRef,
-    records: Vec<RecordEntry>,
+struct PutRecordsInput<'a> {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+    #[serde(borrow)]
+    records: Vec<RecordEntry<'a>>,
 }
 
-async fn put_records(state: &CompatState, input: PutRecordsInput) -> Result<Value, AwsError> {
-    let (name, stream) = existing(state, &input.stream)?;
+/// One entry of a `PutRecords` answer: a sequence number, or an error.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct PutRecordsEntry {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<String>,
+}
+
+impl PutRecordsEntry {
+    fn error(code: &'static str, message: String) -> Self {
+        Self {
+            error_code: Some(code),
+            error_message: Some(message),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutRecordsOutput {
+    failed_record_count: usize,
+    records: Vec<PutRecordsEntry>,
+    encryption_type: &'static str,
+}
+
+async fn put_records(
+    state: &CompatState,
+    input: PutRecordsInput<'_>,
+) -> Result<PutRecordsOutput, AwsError> {
+    let reference = StreamRef {
+        stream_name: input.stream_name,
+        stream_arn: input.stream_arn,
+    };
+    let (name, stream) = existing(state, &reference)?;
     if input.records.is_empty() || input.records.len() > MAX_PUT_RECORDS {
         return Err(AwsError::invalid(format!(
             "Records must hold 1 to {MAX_PUT_RECORDS} entries, got {}",
@@ -342,55 +436,61 @@ async fn put_records(state: &CompatState, input: PutRecordsInput) -> Result<Valu
         )));
     }
     // An entry that is malformed (bad key, bad base64) fails alone, like a refused record.
-    let mut results: Vec<Option<Value>> = vec![None; input.records.len()];
-    let mut records = Vec::new();
-    let mut indexes = Vec::new();
+    let mut results: Vec<Option<PutRecordsEntry>> = Vec::with_capacity(input.records.len());
+    let mut placed = Vec::with_capacity(input.records.len());
+    let mut indexes = Vec::with_capacity(input.records.len());
+    let decoded_bytes: usize = input.records.iter().map(|r| r.data.len() / 4 * 3).sum();
+    let mut arena = Vec::with_capacity(decoded_bytes);
     for (index, entry) in input.records.iter().enumerate() {
-        match to_record(entry, stream.config.partitions) {
+        match place(entry, stream.config.partitions, &mut arena) {
             Ok(record) => {
-                records.push(record);
+                placed.push(record);
                 indexes.push(index);
+                results.push(None);
             }
-            Err(error) => {
-                results[index] =
-                    Some(json!({ "ErrorCode": error.code, "ErrorMessage": error.message }))
-            }
+            Err(error) => results.push(Some(PutRecordsEntry::error(error.code, error.message))),
         }
     }
-    let outcomes = state.ingestor.ingest_records(&name, records).await?;
+    drop(input.records);
+    let outcomes = state
+        .ingestor
+        .ingest_records(&name, to_records(placed, arena))
+        .await?;
     for (index, outcome) in indexes.into_iter().zip(outcomes) {
         results[index] = Some(match outcome {
-            RecordOutcome::Stored { partition, offset } => json!({
-                "ShardId": shard_id(partition),
-                "SequenceNumber": sequence_number(offset),
-            }),
-            RecordOutcome::Rejected { reason } => json!({
-                "ErrorCode": "InvalidArgumentException",
-                "ErrorMessage": format!("record refused (kept in the dead-letter queue): {reason}"),
-            }),
-            RecordOutcome::Failed { reason } => json!({
-                "ErrorCode": "InternalFailure",
-                "ErrorMessage": reason,
-            }),
+            RecordOutcome::Stored { partition, offset } => PutRecordsEntry {
+                sequence_number: Some(sequence_number(offset)),
+                shard_id: Some(shard_id(partition)),
+                ..PutRecordsEntry::default()
+            },
+            RecordOutcome::Rejected { reason } => PutRecordsEntry::error(
+                "InvalidArgumentException",
+                format!("record refused (kept in the dead-letter queue): {reason}"),
+            ),
+            RecordOutcome::Failed { reason } => PutRecordsEntry::error("InternalFailure", reason),
         });
     }
-    let results: Vec<Value> = results.into_iter().map(Option::unwrap_or_default).collect();
-    let failed = results
-        .iter()
-        .filter(|r| r.get("ErrorCode").is_some())
-        .count();
-    Ok(json!({
-        "FailedRecordCount": failed,
-        "Records": results,
-        "EncryptionType": "NONE",
-    }))
+    let records: Vec<PutRecordsEntry> = results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                PutRecordsEntry::error("InternalFailure", "record was not processed".into())
+            })
+        })
+        .collect();
+    Ok(PutRecordsOutput {
+        failed_record_count: records.iter().filter(|r| r.error_code.is_some()).count(),
+        records,
+        encryption_type: "NONE",
+    })
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct GetShardIteratorInput {
-    #[serde(flatten)]
-    stream: StreamRef,
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
     shard_id: String,
     shard_iterator_type: String,
     starting_sequence_number: Option<String>,
@@ -402,7 +502,11 @@ async fn get_shard_iterator(
     state: &Arc<CompatState>,
     input: GetShardIteratorInput,
 ) -> Result<Value, AwsError> {
-    let (name, stream) = existing(state, &input.stream)?;
+    let reference = StreamRef {
+        stream_name: input.stream_name.clone(),
+        stream_arn: input.stream_arn.clone(),
+    };
+    let (name, stream) = existing(state, &reference)?;
     let partition = parse_shard_id(&input.shard_id)
         .filter(|p| *p < stream.config.partitions)
         .ok_or_else(|| {
@@ -454,7 +558,28 @@ struct GetRecordsInput {
     limit: Option<usize>,
 }
 
-async fn get_records(state: &Arc<CompatState>, input: GetRecordsInput) -> Result<Value, AwsError> {
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetRecordsOutput {
+    records: Vec<OutputRecord>,
+    next_shard_iterator: String,
+    millis_behind_latest: i64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct OutputRecord {
+    sequence_number: String,
+    approximate_arrival_timestamp: f64,
+    data: String,
+    partition_key: String,
+    encryption_type: &'static str,
+}
+
+async fn get_records(
+    state: &Arc<CompatState>,
+    input: GetRecordsInput,
+) -> Result<GetRecordsOutput, AwsError> {
     let now = now_ms();
     let position = decode_iterator(&input.shard_iterator, now).map_err(|error| match error {
         IteratorError::Expired => AwsError::client(
@@ -501,17 +626,20 @@ async fn get_records(state: &Arc<CompatState>, input: GetRecordsInput) -> Result
         },
         now,
     );
-    Ok(json!({
-        "Records": records.iter().map(|r| json!({
-            "SequenceNumber": sequence_number(r.offset),
-            "ApproximateArrivalTimestamp": r.ingest_time_ms as f64 / 1000.0,
-            "Data": encode_data(&r.payload),
-            "PartitionKey": String::from_utf8_lossy(&r.key),
-            "EncryptionType": "NONE",
-        })).collect::<Vec<_>>(),
-        "NextShardIterator": next_iterator,
-        "MillisBehindLatest": behind,
-    }))
+    Ok(GetRecordsOutput {
+        records: records
+            .iter()
+            .map(|r| OutputRecord {
+                sequence_number: sequence_number(r.offset),
+                approximate_arrival_timestamp: r.ingest_time_ms as f64 / 1000.0,
+                data: encode_data(&r.payload),
+                partition_key: String::from_utf8_lossy(&r.key).into_owned(),
+                encryption_type: "NONE",
+            })
+            .collect(),
+        next_shard_iterator: next_iterator,
+        millis_behind_latest: behind,
+    })
 }
 
 /// Runs blocking log I/O off the async workers.
