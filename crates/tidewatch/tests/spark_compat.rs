@@ -1,0 +1,82 @@
+//! The lake is plain Parquet in Hive-style partitions: Apache Spark (PySpark, a real JVM) reads
+//! it as it is — partition discovery, schema merging across files written before and after a
+//! new field appeared, dotted column names, UTC millisecond timestamps — and finds every event
+//! exactly once.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Server, generate, write};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_reads_the_lake_as_it_is() {
+    let python = std::env::var("TIDEWATCH_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python).args(["-c", "import pyspark"]).status();
+    assert!(
+        probe.is_ok_and(|s| s.success()),
+        "this test needs PySpark (and a Java runtime): run scripts/test.sh (it installs PySpark), or set TIDEWATCH_TEST_PYTHON"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None, &[]);
+    // 5,000 events at one per simulated second cross an hour boundary: two hour partitions.
+    let text = generate("cloudtrail", 5_000, 11, 1);
+    let expected_admin = text
+        .lines()
+        .filter(|l| l.contains("policy/AdministratorAccess"))
+        .count();
+    assert_eq!(server.send("cloudtrail", text).await.0, 200);
+    // A field that appears only in later events: the files written before lack the column.
+    let late = r#"{"eventTime":"2024-03-01T02:00:00Z","eventID":"late-1","lateField":"x"}"#;
+    assert_eq!(server.send("cloudtrail", late.to_string()).await.0, 200);
+    assert_eq!(
+        server.sql_count("SELECT count(*) FROM cloudtrail").await,
+        5_001
+    );
+    assert!(server.terminate(), "graceful stop flushes the lake");
+
+    let script = write(
+        dir.path(),
+        "check.py",
+        r#"
+import json, sys
+from pyspark.sql import SparkSession
+lake = sys.argv[1]
+spark = (SparkSession.builder.master("local[1]").appName("tidewatch-lake-check")
+         .config("spark.ui.enabled", "false")
+         .config("spark.sql.session.timeZone", "UTC")
+         .getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+spark.read.option("mergeSchema", "true").parquet(f"{lake}/cloudtrail").createOrReplaceTempView("ct")
+row = spark.sql("""SELECT count(*) AS total, count(DISTINCT eventID) AS ids,
+                          count(DISTINCT year, month, day, hour) AS hours,
+                          min(_time) AS first, count(lateField) AS late
+                   FROM ct""").collect()[0]
+admin = spark.sql("SELECT count(*) FROM ct WHERE `requestParameters.policyArn` LIKE '%AdministratorAccess%'").collect()[0][0]
+print(json.dumps({"total": row["total"], "ids": row["ids"], "hours": row["hours"],
+                  "first": row["first"].isoformat(), "late": row["late"], "admin": admin}))
+spark.stop()
+"#,
+    );
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg(data.join("lake"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "spark failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let result: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(result["total"], 5_001, "{result}");
+    assert_eq!(result["ids"], 5_001, "{result}");
+    assert_eq!(result["late"], 1, "{result}");
+    assert_eq!(result["hours"], 3, "{result}");
+    assert_eq!(result["admin"], expected_admin, "{result}");
+    assert_eq!(result["first"], "2024-03-01T00:00:00", "{result}");
+}
