@@ -15,6 +15,7 @@
 mod config;
 mod detection;
 mod modifiers;
+mod transforms;
 
 use serde_json::{Map, Value};
 use tw_core::Severity;
