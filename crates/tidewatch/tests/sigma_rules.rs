@@ -98,6 +98,25 @@ async fn a_posted_sigma_rule_raises_exactly_its_alerts() {
     assert_eq!(matched, vec![0, 1, 2, 3], "{alerts:?}");
     assert_eq!(alerts[0]["severity"], "critical");
 
+    // A Sigma rule can be dry-run on given events before it is stored.
+    let dry_run = server
+        .client
+        .post(format!("{}/api/v1/rules/test", server.url))
+        .json(&serde_json::json!({
+            "rule": ROOT_LOGIN.replace("8f1e3a62-9b7d-4c1e-a1c2-3b4d5e6f7a80", "8f1e3a62-0000-4c1e-a1c2-3b4d5e6f7a80"),
+            "events": events.iter().map(|e| serde_json::from_str::<Value>(e).unwrap()).collect::<Vec<_>>(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dry_run.status(), 200);
+    let dry_run: Value = dry_run.json().await.unwrap();
+    assert_eq!(
+        dry_run["alerts"].as_array().map(Vec::len),
+        Some(4),
+        "{dry_run}"
+    );
+
     // Something unsupported is refused with its name, and nothing is stored.
     let refused = server
         .client

@@ -6,6 +6,12 @@
 //! of already-parsed events and returns [`tw_core::Alert`]s. It does no I/O and starts no
 //! tasks: the caller feeds events and delivers alerts.
 //!
+//! The match language: field operators (equality, lists, text, wildcards, regex, numeric and
+//! time bounds, CIDR, field-to-field), keyword search over every field (`field: "*"`), the
+//! `all`/`any`/`not` combinators, a short form (`{amount: {gt: 1000}}`) and named selections
+//! combined by a condition string ([`condition_parse`], the Sigma model). Sigma documents
+//! themselves are translated into these rules by the `tw-sigma` crate.
+//!
 //! Invariants:
 //! - a rule that validates always compiles, and the engine never panics on any event;
 //! - alert identity is deterministic (`dedup_key`, and `id = Alert::id_for(dedup_key)`), so a

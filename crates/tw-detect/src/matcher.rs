@@ -199,8 +199,13 @@ fn scalar_text<'a>(value: &'a Value, buffer: &'a mut TextBuffer) -> Option<&'a s
 
 /// `field` equals `lowered` (already lowercase) ignoring case.
 fn eq_ignore_case(field: &str, lowered: &str) -> bool {
+    // Byte-wise ASCII folding first: it answers most comparisons (different lengths, or equal
+    // up to ASCII case) without scanning the text for non-ASCII bytes.
+    if field.eq_ignore_ascii_case(lowered) {
+        return true;
+    }
     if field.is_ascii() {
-        field.eq_ignore_ascii_case(lowered)
+        false
     } else {
         field
             .chars()

@@ -15,6 +15,7 @@
 mod config;
 mod detection;
 mod modifiers;
+mod transforms;
 
 use serde_json::{Map, Value};
 use tw_core::Severity;
@@ -165,24 +166,25 @@ pub fn translate_value(value: &Value, config: &SigmaConfig) -> Result<Rule, Sigm
         _ => return Err(SigmaError::invalid("expected a mapping", "detection")),
     };
     let (items, condition) = detection::translate(detection, config)?;
-    let rule = Rule {
-        id,
-        version: 0,
-        title,
-        description,
-        severity,
-        stream,
-        enabled: true,
-        tags,
-        sinks: Vec::new(),
-        condition: Some(Condition::Selections(Selections { items, condition })),
-        threshold: None,
-        distinct: None,
-        sequence: None,
-        new_value: None,
-        suppress: None,
-        shadow: false,
-    };
+    let condition = Condition::Selections(Selections { items, condition });
+    // Built through the rule's document form rather than a struct literal, so sections the
+    // native format gains later (stateful kinds, suppression) keep their defaults here.
+    let mut document = Map::new();
+    document.insert("id".into(), Value::String(id));
+    document.insert("title".into(), Value::String(title));
+    document.insert("description".into(), Value::String(description));
+    document.insert(
+        "severity".into(),
+        serde_json::to_value(severity).unwrap_or(Value::Null),
+    );
+    document.insert("stream".into(), Value::String(stream));
+    document.insert("enabled".into(), Value::Bool(true));
+    document.insert(
+        "tags".into(),
+        Value::Array(tags.into_iter().map(Value::String).collect()),
+    );
+    document.insert("match".into(), condition.to_value());
+    let rule = Rule::from_value(&Value::Object(document))?;
     rule.validate()?;
     Ok(rule)
 }

@@ -185,9 +185,15 @@ pub(crate) async fn test(
         Value::String(text) => text.clone(),
         other => other.to_string(),
     };
-    let mut rule = parse_rule(&text, RuleFormat::Auto).map_err(|e| ApiError::BadRequest {
+    // A Sigma rule can be dry-run before it is stored, like a native one.
+    let parsed = if tw_sigma::is_sigma(&text) {
+        tw_sigma::translate(&text, &state.sigma).map_err(|e| e.to_string())
+    } else {
+        parse_rule(&text, RuleFormat::Auto).map_err(|e| e.to_string())
+    };
+    let mut rule = parsed.map_err(|message| ApiError::BadRequest {
         status: StatusCode::UNPROCESSABLE_ENTITY,
-        message: e.to_string(),
+        message,
     })?;
     rule.enabled = true;
     let compiled = Arc::new(rule.compile().map_err(|e| ApiError::BadRequest {
