@@ -198,13 +198,26 @@ fn the_mixed_workload_exercises_every_kind() {
 #[test]
 #[ignore = "measurement, run by hand in release mode"]
 fn measure_mixed_workload() {
-    let (records, events) = events(200_000);
+    let count = std::env::var("MIXED_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let (records, events) = events(count);
     let mut engine = Engine::new(EngineConfig::default());
     engine.set_rules(workload());
     let started = std::time::Instant::now();
     let alerts = run(&mut engine, &records, &events);
     let elapsed = started.elapsed().as_secs_f64();
-    let keys: u64 = engine.stats().iter().map(|s| s.active_groups).sum();
+    let stats = engine.stats();
+    let keys: u64 = stats.iter().map(|s| s.active_groups).sum();
+    for prefix in ["R", "thr-", "dist-", "seq-", "new-"] {
+        let of_kind = stats.iter().filter(|s| s.rule_id.starts_with(prefix));
+        let (nanos, alerts) = of_kind.fold((0, 0), |(n, a), s| (n + s.eval_nanos, a + s.alerts));
+        println!(
+            "  {prefix}*: {:.0} ms evaluating (sampled), {alerts} alerts",
+            nanos as f64 / 1e6
+        );
+    }
     println!(
         "100 mixed rules: {:.0} events/s on one core ({} events, {alerts} alerts, {keys} state keys at the end)",
         events.len() as f64 / elapsed,
