@@ -31,6 +31,8 @@ echo "== peak RSS of the server so far =="
 grep VmHWM /proc/$server/status
 echo "== alert latency at 50,000 events/s for 30 s =="
 "$bin" bench latency --rate 50000 --seconds 30 | tee -a "$work/results.json"
+echo "== drop-in protocols vs native NDJSON (500 x 600-byte records per request) =="
+"$bin" bench compat --events 500000 --concurrency 4 --server-pid $server | tee -a "$work/results.json"
 echo "== SQL =="
 "$bin" bench queries --runs 5 \
   "SELECT eventName, count(*) AS n FROM cloudtrail GROUP BY eventName ORDER BY n DESC" \

@@ -26,7 +26,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn summary(mut samples: Vec<f64>) -> Value {
+pub(crate) fn summary(mut samples: Vec<f64>) -> Value {
     samples.sort_by(f64::total_cmp);
     json!({
         "count": samples.len(),
@@ -134,7 +134,7 @@ pub async fn ingest(
     }))
 }
 
-async fn consumer_lag(
+pub(crate) async fn consumer_lag(
     client: &reqwest::Client,
     server: &str,
     consumer: &str,

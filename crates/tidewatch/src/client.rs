@@ -11,6 +11,15 @@ use serde_json::Value;
 /// Attempts per batch before `send` gives up.
 const MAX_ATTEMPTS: u32 = 10;
 
+/// Adds `Authorization: Bearer $TIDEWATCH_API_KEY` when the variable is set (servers with
+/// `[auth] api_keys`).
+pub fn with_api_key(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match std::env::var("TIDEWATCH_API_KEY") {
+        Ok(key) if !key.is_empty() => request.bearer_auth(key),
+        _ => request,
+    }
+}
+
 /// Sends NDJSON files (or stdin with `-`) to a stream in batches, retrying retryable failures.
 pub async fn send(
     server: &str,
@@ -111,8 +120,7 @@ async fn post_with_retries(
 ) -> anyhow::Result<Value> {
     let mut backoff = Duration::from_millis(200);
     for attempt in 1..=MAX_ATTEMPTS {
-        let outcome = client
-            .post(url)
+        let outcome = with_api_key(client.post(url))
             .header("content-type", "application/x-ndjson")
             .body(body.clone())
             .send()
@@ -162,13 +170,14 @@ pub async fn query(server: &str, sql: &str, format: OutputFormat) -> anyhow::Res
         OutputFormat::Table => "application/vnd.apache.arrow.stream",
         _ => "application/json",
     };
-    let response = reqwest::Client::new()
-        .post(format!("{}/api/v1/query", server.trim_end_matches('/')))
-        .header("accept", accept)
-        .json(&serde_json::json!({ "sql": sql }))
-        .send()
-        .await
-        .with_context(|| format!("connecting to {server}"))?;
+    let response = with_api_key(
+        reqwest::Client::new().post(format!("{}/api/v1/query", server.trim_end_matches('/'))),
+    )
+    .header("accept", accept)
+    .json(&serde_json::json!({ "sql": sql }))
+    .send()
+    .await
+    .with_context(|| format!("connecting to {server}"))?;
     let status = response.status();
     let truncated = response.headers().contains_key("x-tidewatch-truncated");
     let body = response.bytes().await?;

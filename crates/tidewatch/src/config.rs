@@ -34,6 +34,11 @@ pub struct Config {
     pub query: QuerySection,
     /// Where alerts are delivered.
     pub sinks: Vec<tw_alerts::SinkConfig>,
+    /// Credentials (none: every endpoint is open).
+    pub auth: tw_compat::AuthConfig,
+    /// Sigma import: `[[sigma.logsources]]` (product/service/category → stream),
+    /// `[sigma.fields]` (`rename`, `prefix`) and `[sigma.placeholders]` (for `|expand`).
+    pub sigma: tw_sigma::SigmaConfig,
 }
 
 impl Default for Config {
@@ -50,6 +55,8 @@ impl Default for Config {
             detect: DetectSection::default(),
             query: QuerySection::default(),
             sinks: Vec::new(),
+            auth: tw_compat::AuthConfig::default(),
+            sigma: tw_sigma::SigmaConfig::default(),
         }
     }
 }
@@ -226,6 +233,7 @@ impl Config {
         if let Err(error) = tw_alerts::validate_sinks(&self.sinks) {
             problems.push(error.to_string());
         }
+        problems.extend(self.auth.problems());
         anyhow::ensure!(
             problems.is_empty(),
             "invalid configuration:\n  {}",

@@ -4,11 +4,13 @@
 //! stage. It is the only crate where `anyhow` is used.
 
 mod bench;
+mod bench_compat;
 mod client;
 mod config;
 mod datagen;
 mod demo;
 mod detection;
+mod rules_cli;
 mod replay;
 mod serve;
 
@@ -111,6 +113,19 @@ enum Command {
         )]
         server: String,
     },
+    /// Manage the rules of a running server.
+    Rules {
+        #[command(subcommand)]
+        what: RulesCommand,
+        /// Server URL.
+        #[arg(
+            long,
+            global = true,
+            env = "TIDEWATCH_SERVER",
+            default_value = "http://127.0.0.1:7070"
+        )]
+        server: String,
+    },
     /// Run SQL on a running server.
     Query {
         /// The SQL statement.
@@ -148,6 +163,16 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum RulesCommand {
+    /// Load every .yml/.yaml/.json rule file of a directory (Sigma or native; recursively);
+    /// prints ok/refused with the reason per file and fails if any file was refused.
+    Import {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Durable HTTP ingest throughput and latency, then consumer drain times.
     Ingest {
@@ -172,6 +197,18 @@ enum BenchCommand {
         seconds: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+    /// Kinesis PutRecords and Elasticsearch _bulk against native NDJSON on the same records.
+    Compat {
+        /// Events per protocol.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Pid of a local server: also report its CPU seconds per protocol.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// Time SQL statements (median of `runs`).
     Queries {
@@ -254,6 +291,11 @@ fn main() -> anyhow::Result<()> {
                         seconds,
                         seed,
                     } => bench::latency(&server, rate, seconds, seed).await,
+                    BenchCommand::Compat {
+                        events,
+                        concurrency,
+                        server_pid,
+                    } => bench_compat::compat(&server, events, concurrency, server_pid).await,
                     BenchCommand::Queries { runs, sql } => {
                         bench::queries(&server, &sql, runs).await
                     }
@@ -267,6 +309,9 @@ fn main() -> anyhow::Result<()> {
             server,
             format,
         } => runtime()?.block_on(client::query(&server, &sql, format)),
+        Command::Rules { what, server } => match what {
+            RulesCommand::Import { dir } => runtime()?.block_on(rules_cli::import(&server, &dir)),
+        },
         Command::Replay {
             rule,
             from,

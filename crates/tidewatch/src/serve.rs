@@ -66,7 +66,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let ingestor = Arc::new(Ingestor::new(log.clone(), registry, dlq.clone(), limits));
     let rules = Arc::new(RuleRegistry::open(&data.join("rules")).context("opening rules")?);
     if let Some(dir) = &config.rules_dir {
-        load_rules_dir(&rules, dir)?;
+        load_rules_dir(&rules, dir, &config.sigma)?;
     }
     if demo {
         crate::demo::install_rules(&rules)?;
@@ -143,8 +143,19 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         ],
         metrics,
         query_freshness_wait: Duration::from_millis(config.query.freshness_wait_ms),
+        sigma: Arc::new(config.sigma.clone()),
         engine_config,
     });
+    let auth = Arc::new(tw_compat::Auth::new(config.auth.clone()));
+    let dedup = tw_compat::DedupStore::open(log.clone(), tw_compat::dedup::DEFAULT_HORIZON_MS)
+        .context("opening the remembered request ids")?;
+    let compat = Arc::new(tw_compat::CompatState {
+        ingestor: ingestor.clone(),
+        log: log.clone(),
+        auth: auth.clone(),
+        dedup: dedup.clone(),
+    });
+    let dedup_maintenance = tokio::spawn(tw_compat::maintain(dedup));
     let retention = tokio::spawn(enforce_retention(log.clone(), ingestor.clone()));
     let listener = TcpListener::bind(&config.listen)
         .await
@@ -157,7 +168,15 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     );
     let demo_task = demo.then(|| tokio::spawn(crate::demo::run(ingestor.clone())));
 
-    axum::serve(listener, tw_server::router(state))
+    // The native API behind the API-key check; the compatible protocols check their own
+    // credentials (SigV4 needs the body).
+    let app = tw_server::router(state)
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            tw_compat::require_api_key,
+        ))
+        .merge(tw_compat::router(compat));
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
@@ -167,6 +186,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         task.abort();
     }
     retention.abort();
+    dedup_maintenance.abort();
     stop_consumers.store(true, Ordering::Relaxed);
     let deadline = Duration::from_secs(config.shutdown_timeout_secs);
     let joined = tokio::time::timeout(
@@ -193,9 +213,13 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Imports every `.yaml`, `.yml` and `.json` rule file of `dir`, storing a new version only
-/// when a file differs from the stored rule.
-fn load_rules_dir(rules: &RuleRegistry, dir: &Path) -> anyhow::Result<()> {
+/// Imports every `.yaml`, `.yml` and `.json` rule file of `dir` (native or Sigma), storing a
+/// new version only when a file differs from the stored rule.
+fn load_rules_dir(
+    rules: &RuleRegistry,
+    dir: &Path,
+    sigma: &tw_sigma::SigmaConfig,
+) -> anyhow::Result<()> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("reading rules directory {}", dir.display()))?;
     let mut problems = Vec::new();
@@ -208,7 +232,12 @@ fn load_rules_dir(rules: &RuleRegistry, dir: &Path) -> anyhow::Result<()> {
         };
         let outcome = std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
-            .and_then(|text| parse_rule(&text, format).map_err(|e| e.to_string()));
+            .and_then(|text| {
+                if tw_sigma::is_sigma(&text) {
+                    return tw_sigma::translate(&text, sigma).map_err(|e| e.to_string());
+                }
+                parse_rule(&text, format).map_err(|e| e.to_string())
+            });
         match outcome {
             Ok(mut rule) => {
                 if let Some(stored) = rules.get(&rule.id) {

@@ -15,12 +15,23 @@ pub struct FieldPath {
 }
 
 impl FieldPath {
-    /// Compiles `text` (for example `userIdentity.userName`).
+    /// Compiles `text` (for example `userIdentity.userName`). The empty path is the root: it
+    /// resolves to the whole event (rules that search every field use it).
     pub fn new(text: &str) -> Self {
+        let segments = if text.is_empty() {
+            Vec::new()
+        } else {
+            text.split('.').map(str::to_string).collect()
+        };
         Self {
             text: text.to_string(),
-            segments: text.split('.').map(str::to_string).collect(),
+            segments,
         }
+    }
+
+    /// Whether this is the root path (the whole event).
+    pub fn is_root(&self) -> bool {
+        self.segments.is_empty()
     }
 
     /// The path as the user wrote it.
@@ -86,5 +97,7 @@ mod tests {
         assert_eq!(FieldPath::new("n").get(&event), Some(&Value::Null));
         assert_eq!(FieldPath::new("n").get_text(&event), None);
         assert_eq!(FieldPath::new("a.b.7").get(&event), None);
+        assert!(FieldPath::new("").is_root());
+        assert_eq!(FieldPath::new("").get(&event), Some(&event));
     }
 }

@@ -29,10 +29,16 @@ struct Node {
 
 impl FieldSelection {
     /// A selection of `paths`. A path through an array keeps the whole array; a dotted path is
-    /// also kept as a literal top-level key, as [`FieldPath::get`] falls back to one.
+    /// also kept as a literal top-level key, as [`FieldPath::get`] falls back to one; the root
+    /// path keeps the whole event.
     pub fn new<'a>(paths: impl IntoIterator<Item = &'a FieldPath>) -> Self {
         let mut root = Node::default();
         for path in paths {
+            if path.is_root() {
+                // A rule that searches every field needs the whole event.
+                root.whole = true;
+                continue;
+            }
             let mut node = &mut root;
             for segment in path.as_str().split('.') {
                 node = node.children.entry(segment.to_string()).or_default();
@@ -208,5 +214,12 @@ mod tests {
             FieldSelection::default().parse(br#"{"a":1}"#).unwrap(),
             json!({})
         );
+    }
+
+    #[test]
+    fn the_root_path_keeps_the_whole_event() {
+        let selection = FieldSelection::new(&[FieldPath::new("a"), FieldPath::new("")]);
+        let full: Value = serde_json::from_str(EVENT).unwrap();
+        assert_eq!(selection.parse(EVENT.as_bytes()).unwrap(), full);
     }
 }

@@ -10,10 +10,11 @@ use serde_json::Value;
 use tw_core::FieldPath;
 
 use crate::cidr::Cidr;
-use crate::document::{Condition, FieldCondition, FieldOp, Rule};
-use crate::matcher::{CompareOp, Literal, Matcher, Test, TextKind};
+use crate::document::{Comparison, Condition, FieldCondition, FieldOp, Rule};
+use crate::matcher::{CompareOp, Literal, Matcher, Test, TextKind, cheapest_first};
 use crate::parse::MAX_CONDITION_DEPTH;
 use crate::spec::{Kind, Suppress};
+use crate::wildcard::Wildcard;
 use crate::{RuleError, RuleProblem};
 
 /// Largest compiled program of a user regex, in bytes (the `regex` crate's size limit).
@@ -159,14 +160,17 @@ fn field_path_problem(text: &str) -> Option<String> {
     None
 }
 
-struct Compiler {
+/// The field name that makes a field condition a keyword (any-field) search.
+pub const ANY_FIELD: &str = "*";
+
+pub(crate) struct Compiler {
     problems: Vec<RuleProblem>,
     paths: Vec<FieldPath>,
     index: HashMap<String, usize>,
 }
 
 impl Compiler {
-    fn problem(&mut self, path: String, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, path: String, message: impl Into<String>) {
         self.problems.push(RuleProblem::new(path, message));
     }
 
@@ -179,7 +183,12 @@ impl Compiler {
         self.paths.len() - 1
     }
 
-    fn condition(&mut self, condition: &Condition, at: &str, depth: usize) -> Option<Matcher> {
+    pub(crate) fn condition(
+        &mut self,
+        condition: &Condition,
+        at: &str,
+        depth: usize,
+    ) -> Option<Matcher> {
         if depth > MAX_CONDITION_DEPTH {
             self.problem(
                 at.to_string(),
@@ -197,7 +206,9 @@ impl Compiler {
                 .enumerate()
                 .map(|(index, item)| this.condition(item, &format!("{at}[{index}]"), depth + 1))
                 .collect();
-            compiled.into_iter().collect()
+            let mut compiled: Vec<Matcher> = compiled.into_iter().collect::<Option<_>>()?;
+            cheapest_first(&mut compiled);
+            Some(compiled)
         };
         match condition {
             Condition::All(items) => list(self, items, "all").map(Matcher::All),
@@ -206,16 +217,28 @@ impl Compiler {
                 .condition(inner, &format!("{at}.not"), depth + 1)
                 .map(|m| Matcher::Not(Box::new(m))),
             Condition::Field(leaf) => self.leaf(leaf, at),
+            Condition::Selections(selections) => self.selections(selections, at, depth),
         }
     }
 
     fn leaf(&mut self, leaf: &FieldCondition, at: &str) -> Option<Matcher> {
         let mut ok = true;
-        if let Some(message) = field_path_problem(&leaf.field) {
+        let any_field = leaf.field == ANY_FIELD;
+        if !any_field && let Some(message) = field_path_problem(&leaf.field) {
             self.problem(format!("{at}.field"), message);
             ok = false;
         }
         let op_at = format!("{at}.{}", leaf.op.name());
+        if any_field && matches!(leaf.op, FieldOp::Exists(_) | FieldOp::EqualsField(_)) {
+            self.problem(
+                op_at.clone(),
+                format!(
+                    "`{}` does not apply to a keyword search (`field: \"*\"`)",
+                    leaf.op.name()
+                ),
+            );
+            ok = false;
+        }
         if leaf.ignore_case && !leaf.op.is_string_operator() {
             self.problem(
                 format!("{at}.ignore_case"),
@@ -321,9 +344,65 @@ impl Compiler {
                 }
                 (networks.len() == texts.len() && !texts.is_empty()).then_some(Test::Cidr(networks))
             }
+            FieldOp::Wildcard(patterns) => {
+                if patterns.is_empty() {
+                    self.problem(op_at.clone(), "list must not be empty");
+                }
+                let mut compiled = Vec::with_capacity(patterns.len());
+                for pattern in patterns {
+                    match Wildcard::new(pattern, ignore_case) {
+                        Ok(wildcard) => compiled.push(wildcard),
+                        Err(message) => self.problem(op_at.clone(), message),
+                    }
+                }
+                (compiled.len() == patterns.len() && !patterns.is_empty())
+                    .then_some(Test::Wildcard(compiled))
+            }
+            FieldOp::Time { comparison, at } => {
+                match tw_core::parse_time_ms(&Value::String(at.clone())) {
+                    Some(bound_ms) => Some(Test::Time {
+                        op: match comparison {
+                            Comparison::Gt => CompareOp::Gt,
+                            Comparison::Gte => CompareOp::Gte,
+                            Comparison::Lt => CompareOp::Lt,
+                            Comparison::Lte => CompareOp::Lte,
+                        },
+                        bound_ms,
+                    }),
+                    None => {
+                        self.problem(
+                            op_at.clone(),
+                            format!(
+                                "invalid time {at:?} (expected RFC 3339 such as 2026-01-31T12:00:00Z, or Unix seconds/milliseconds)"
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            FieldOp::EqualsField(other) => {
+                if let Some(message) = field_path_problem(other) {
+                    self.problem(op_at.clone(), message);
+                    return None;
+                }
+                if !ok {
+                    return None;
+                }
+                return Some(Matcher::FieldRef {
+                    path: self.path_index(&leaf.field),
+                    other: self.path_index(other),
+                    ignore_case,
+                });
+            }
         }?;
         if !ok {
             return None;
+        }
+        if any_field {
+            return Some(Matcher::AnyField {
+                path: self.path_index(""),
+                test,
+            });
         }
         Some(Matcher::Leaf {
             path: self.path_index(&leaf.field),

@@ -63,12 +63,51 @@ pub enum Condition {
     Not(Box<Condition>),
     /// A test on one field.
     Field(FieldCondition),
+    /// Named selections combined by a condition string (the Sigma model).
+    Selections(Selections),
+}
+
+/// Named selections and the boolean condition over their names
+/// (`sel1 and not (sel2 or 1 of filter_*)`; grammar in `docs/rules.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selections {
+    /// The selections, by name, in document order.
+    pub items: Vec<(String, Condition)>,
+    /// The condition string over the names.
+    pub condition: String,
+}
+
+/// A comparison of an ordered value against a bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// Greater than.
+    Gt,
+    /// Greater than or equal.
+    Gte,
+    /// Less than.
+    Lt,
+    /// Less than or equal.
+    Lte,
+}
+
+impl Comparison {
+    /// The operator's key in the document.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gt => "gt",
+            Self::Gte => "gte",
+            Self::Lt => "lt",
+            Self::Lte => "lte",
+        }
+    }
 }
 
 /// A test on the value at one field path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldCondition {
-    /// Dotted field path (`requestParameters.policyArn`).
+    /// Dotted field path (`requestParameters.policyArn`); `*` tests every value of the event
+    /// (keyword search: the condition holds when any string, number or boolean anywhere in the
+    /// event satisfies the operator).
     pub field: String,
     /// The operator and its operand.
     pub op: FieldOp,
@@ -103,6 +142,18 @@ pub enum FieldOp {
     Lte(f64),
     /// An IP address inside one of the networks (`10.0.0.0/8`, `2001:db8::/32`).
     Cidr(Vec<String>),
+    /// The whole text matches one of the wildcard patterns (`*`, `?`, `\` escapes).
+    Wildcard(Vec<String>),
+    /// The field, read as a time (RFC 3339 text or Unix seconds/milliseconds), compared with
+    /// an RFC 3339 instant (written as `gt: "2026-01-01T00:00:00Z"`).
+    Time {
+        /// The comparison.
+        comparison: Comparison,
+        /// The bound as written.
+        at: String,
+    },
+    /// Equal to the value of another field of the same event.
+    EqualsField(String),
 }
 
 impl FieldOp {
@@ -121,6 +172,9 @@ impl FieldOp {
             Self::Lt(_) => "lt",
             Self::Lte(_) => "lte",
             Self::Cidr(_) => "cidr",
+            Self::Wildcard(_) => "wildcard",
+            Self::Time { comparison, .. } => comparison.name(),
+            Self::EqualsField(_) => "equals_field",
         }
     }
 
@@ -134,6 +188,8 @@ impl FieldOp {
                 | Self::StartsWith(_)
                 | Self::EndsWith(_)
                 | Self::Regex(_)
+                | Self::Wildcard(_)
+                | Self::EqualsField(_)
         )
     }
 }
@@ -152,6 +208,8 @@ pub(crate) const OPERATORS: &[&str] = &[
     "lt",
     "lte",
     "cidr",
+    "wildcard",
+    "equals_field",
 ];
 
 fn string_or_list(items: &[String]) -> Value {
@@ -190,6 +248,18 @@ impl Condition {
             Self::Not(inner) => {
                 object.insert("not".into(), inner.to_value());
             }
+            Self::Selections(selections) => {
+                let items = selections
+                    .items
+                    .iter()
+                    .map(|(name, condition)| (name.clone(), condition.to_value()))
+                    .collect();
+                object.insert("selections".into(), Value::Object(items));
+                object.insert(
+                    "condition".into(),
+                    Value::String(selections.condition.clone()),
+                );
+            }
             Self::Field(leaf) => {
                 object.insert("field".into(), Value::String(leaf.field.clone()));
                 let operand = match &leaf.op {
@@ -198,7 +268,9 @@ impl Condition {
                     FieldOp::Contains(items)
                     | FieldOp::StartsWith(items)
                     | FieldOp::EndsWith(items) => string_or_list(items),
-                    FieldOp::Cidr(items) => string_or_list(items),
+                    FieldOp::Cidr(items) | FieldOp::Wildcard(items) => string_or_list(items),
+                    FieldOp::Time { at, .. } => Value::String(at.clone()),
+                    FieldOp::EqualsField(other) => Value::String(other.clone()),
                     FieldOp::Regex(text) => Value::String(text.clone()),
                     FieldOp::Exists(flag) => Value::Bool(*flag),
                     FieldOp::Gt(n) | FieldOp::Gte(n) | FieldOp::Lt(n) | FieldOp::Lte(n) => {

@@ -17,21 +17,24 @@
 
 mod cidr;
 mod compile;
+pub mod condition_parse;
 mod document;
 mod duration;
 mod engine;
 mod error;
 mod matcher;
 mod parse;
+mod selection;
 mod spec;
 mod state;
 mod stateful;
 mod checkpoint;
+pub mod wildcard;
 
 pub use cidr::Cidr;
-pub use compile::{CompiledRule, REGEX_SIZE_LIMIT};
 pub use checkpoint::{CheckpointError, EngineSnapshot};
-pub use document::{Condition, FieldCondition, FieldOp, Rule};
+pub use compile::{ANY_FIELD, CompiledRule, REGEX_SIZE_LIMIT};
+pub use document::{Comparison, Condition, FieldCondition, FieldOp, Rule, Selections};
 pub use spec::{MAX_DISTINCT_BOUND, MAX_SEQUENCE_STEPS};
 pub use stateful::{CountBound, CountOp, DistinctCount, NewValue, Sequence, Suppression, Threshold};
 pub use duration::{MAX_DURATION_MS, parse_duration_ms};

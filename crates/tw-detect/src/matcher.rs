@@ -7,6 +7,7 @@
 //!
 //! Arrays: when the value at a path is an array, a leaf holds if any element satisfies it
 //! (nested arrays are searched too). `exists` looks at the value itself, not its elements.
+//! A keyword (any-field) leaf searches every scalar of the event, objects and arrays included.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -15,6 +16,7 @@ use regex::Regex;
 use serde_json::{Number, Value};
 
 use crate::cidr::Cidr;
+use crate::wildcard::{Wildcard, find};
 
 /// A compiled condition; leaves refer to field paths by index into the rule's path table.
 #[derive(Debug, Clone)]
@@ -22,7 +24,23 @@ pub(crate) enum Matcher {
     All(Vec<Matcher>),
     Any(Vec<Matcher>),
     Not(Box<Matcher>),
-    Leaf { path: usize, test: Test },
+    /// At least `n` of the items hold (`2 of sel*`).
+    AtLeast(usize, Vec<Matcher>),
+    Leaf {
+        path: usize,
+        test: Test,
+    },
+    /// `path` resolves to the whole event; any scalar anywhere in it satisfies `test`.
+    AnyField {
+        path: usize,
+        test: Test,
+    },
+    /// The values at two paths are equal (scalars; numbers by value, text as text).
+    FieldRef {
+        path: usize,
+        other: usize,
+        ignore_case: bool,
+    },
 }
 
 /// What a leaf checks on the value it resolved.
@@ -42,6 +60,13 @@ pub(crate) enum Test {
         bound: f64,
     },
     Cidr(Vec<Cidr>),
+    /// One of the patterns matches the whole text.
+    Wildcard(Vec<Wildcard>),
+    /// The value read as a time (Unix milliseconds) compared with `bound_ms`.
+    Time {
+        op: CompareOp,
+        bound_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -184,6 +209,8 @@ fn eq_ignore_case(field: &str, lowered: &str) -> bool {
     }
 }
 
+/// `ignore_case` requires an ASCII `field` (the caller lowers non-ASCII text first) and a
+/// lowercased `needle`.
 fn text_test(kind: TextKind, field: &str, needle: &str, ignore_case: bool) -> bool {
     if !ignore_case {
         return match kind {
@@ -192,21 +219,19 @@ fn text_test(kind: TextKind, field: &str, needle: &str, ignore_case: bool) -> bo
             TextKind::EndsWith => field.ends_with(needle),
         };
     }
-    if field.is_ascii() && needle.is_ascii() {
-        let (hay, pin) = (field.as_bytes(), needle.as_bytes());
-        if pin.len() > hay.len() {
-            return false;
-        }
-        return match kind {
-            TextKind::Contains => {
-                pin.is_empty() || hay.windows(pin.len()).any(|w| w.eq_ignore_ascii_case(pin))
-            }
-            TextKind::StartsWith => hay[..pin.len()].eq_ignore_ascii_case(pin),
-            TextKind::EndsWith => hay[hay.len() - pin.len()..].eq_ignore_ascii_case(pin),
-        };
+    if !needle.is_ascii() {
+        // An ASCII text cannot hold a non-ASCII needle.
+        return false;
     }
-    // Rare: non-ASCII text. Unicode lowercasing can change lengths, so compare lowered copies.
-    text_test(kind, &field.to_lowercase(), needle, false)
+    let (hay, pin) = (field.as_bytes(), needle.as_bytes());
+    if pin.len() > hay.len() {
+        return false;
+    }
+    match kind {
+        TextKind::Contains => find(hay, pin, true).is_some(),
+        TextKind::StartsWith => hay[..pin.len()].eq_ignore_ascii_case(pin),
+        TextKind::EndsWith => hay[hay.len() - pin.len()..].eq_ignore_ascii_case(pin),
+    }
 }
 
 fn number_of(value: &Value) -> Option<f64> {
@@ -244,34 +269,130 @@ impl Test {
                 ignore_case,
             } => {
                 let mut buffer = TextBuffer::new();
-                scalar_text(value, &mut buffer).is_some_and(|text| {
-                    needles
+                let Some(text) = scalar_text(value, &mut buffer) else {
+                    return false;
+                };
+                if *ignore_case && !text.is_ascii() {
+                    // Rare: Unicode lowercasing can change lengths; lower the text once.
+                    let lowered = text.to_lowercase();
+                    return needles
                         .iter()
-                        .any(|needle| text_test(*kind, text, needle, *ignore_case))
-                })
+                        .any(|needle| text_test(*kind, &lowered, needle, false));
+                }
+                needles
+                    .iter()
+                    .any(|needle| text_test(*kind, text, needle, *ignore_case))
             }
             Self::Regex(regex) => {
                 let mut buffer = TextBuffer::new();
                 scalar_text(value, &mut buffer).is_some_and(|text| regex.is_match(text))
             }
-            Self::Compare { op, bound } => number_of(value).is_some_and(|n| match op {
-                CompareOp::Gt => n > *bound,
-                CompareOp::Gte => n >= *bound,
-                CompareOp::Lt => n < *bound,
-                CompareOp::Lte => n <= *bound,
-            }),
+            Self::Compare { op, bound } => {
+                number_of(value).is_some_and(|n| compare(*op, n, *bound))
+            }
             Self::Cidr(networks) => match value {
                 Value::String(text) => text
                     .parse::<IpAddr>()
                     .is_ok_and(|ip| networks.iter().any(|network| network.contains(ip))),
                 _ => false,
             },
+            Self::Wildcard(patterns) => {
+                let mut buffer = TextBuffer::new();
+                scalar_text(value, &mut buffer)
+                    .is_some_and(|text| patterns.iter().any(|pattern| pattern.matches(text)))
+            }
+            Self::Time { op, bound_ms } => {
+                tw_core::parse_time_ms(value).is_some_and(|t| compare(*op, t, *bound_ms))
+            }
             Self::Exists(_) => true,
+        }
+    }
+
+    /// Whether any scalar anywhere inside `value` satisfies the test (keyword search).
+    fn holds_anywhere(&self, value: &Value) -> bool {
+        match value {
+            Value::Object(fields) => fields.values().any(|v| self.holds_anywhere(v)),
+            Value::Array(items) => items.iter().any(|v| self.holds_anywhere(v)),
+            Value::Null => false,
+            scalar => self.holds_on_scalar(scalar),
         }
     }
 }
 
+fn compare<T: PartialOrd>(op: CompareOp, value: T, bound: T) -> bool {
+    match op {
+        CompareOp::Gt => value > bound,
+        CompareOp::Gte => value >= bound,
+        CompareOp::Lt => value < bound,
+        CompareOp::Lte => value <= bound,
+    }
+}
+
+/// Field-to-field equality of two scalars: numbers by value, everything else as text.
+fn values_equal(a: &Value, b: &Value, ignore_case: bool) -> bool {
+    if let (Value::Number(x), Value::Number(y)) = (a, b) {
+        return numbers_equal(x, y);
+    }
+    let (mut buffer_a, mut buffer_b) = (TextBuffer::new(), TextBuffer::new());
+    match (scalar_text(a, &mut buffer_a), scalar_text(b, &mut buffer_b)) {
+        (Some(x), Some(y)) if ignore_case => {
+            if x.is_ascii() && y.is_ascii() {
+                x.eq_ignore_ascii_case(y)
+            } else {
+                x.to_lowercase() == y.to_lowercase()
+            }
+        }
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+impl Test {
+    /// Rough relative cost of one evaluation (see [`Matcher::cost`]).
+    fn cost(&self) -> u32 {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).min(1000);
+        match self {
+            Self::Exists(_) | Self::Equals(_) | Self::Compare { .. } => 2,
+            Self::In(items) => 2 + count(items.len()) / 4,
+            Self::Time { .. } | Self::Cidr(_) => 4,
+            Self::Text { kind, needles, .. } => {
+                let each = if matches!(kind, TextKind::Contains) {
+                    4
+                } else {
+                    2
+                };
+                each * count(needles.len())
+            }
+            Self::Wildcard(patterns) => 5 * count(patterns.len()),
+            Self::Regex(_) => 25,
+        }
+    }
+}
+
+/// Orders the operands of `all`/`any` cheapest first. Evaluation has no side effects, so the
+/// order changes only how soon a result is known: a cheap `equals` that fails spares the
+/// `regex` next to it.
+pub(crate) fn cheapest_first(items: &mut [Matcher]) {
+    items.sort_by_key(Matcher::cost);
+}
+
 impl Matcher {
+    /// Rough relative cost of evaluating this matcher (bounded, so sums cannot overflow).
+    pub(crate) fn cost(&self) -> u32 {
+        match self {
+            Self::All(items) | Self::Any(items) | Self::AtLeast(_, items) => items
+                .iter()
+                .map(Self::cost)
+                .fold(0u32, u32::saturating_add)
+                .min(100_000),
+            Self::Not(inner) => inner.cost(),
+            Self::Leaf { test, .. } => test.cost(),
+            // Walks the whole event.
+            Self::AnyField { test, .. } => 50 + 10 * test.cost(),
+            Self::FieldRef { .. } => 4,
+        }
+    }
+
     /// Evaluates the condition; `resolve(i)` returns the value at the rule's `i`-th path.
     pub(crate) fn eval<'a, F>(&self, resolve: &mut F) -> bool
     where
@@ -281,7 +402,27 @@ impl Matcher {
             Self::All(items) => items.iter().all(|item| item.eval(resolve)),
             Self::Any(items) => items.iter().any(|item| item.eval(resolve)),
             Self::Not(inner) => !inner.eval(resolve),
+            Self::AtLeast(n, items) => {
+                let mut left = *n;
+                items.iter().any(|item| {
+                    if item.eval(resolve) {
+                        left -= 1;
+                    }
+                    left == 0
+                })
+            }
             Self::Leaf { path, test } => test.holds(resolve(*path)),
+            Self::AnyField { path, test } => resolve(*path).is_some_and(|v| test.holds_anywhere(v)),
+            Self::FieldRef {
+                path,
+                other,
+                ignore_case,
+            } => {
+                let (Some(a), Some(b)) = (resolve(*path), resolve(*other)) else {
+                    return false;
+                };
+                !a.is_null() && !b.is_null() && values_equal(a, b, *ignore_case)
+            }
         }
     }
 }

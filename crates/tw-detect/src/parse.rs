@@ -5,7 +5,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::document::{Condition, FieldCondition, FieldOp, OPERATORS, Rule};
+use crate::document::{
+    Comparison, Condition, FieldCondition, FieldOp, OPERATORS, Rule, Selections,
+};
 use crate::{RuleError, RuleProblem};
 
 /// Deepest accepted nesting of `all`/`any`/`not`: evaluation recurses, so depth is bounded here.
@@ -79,6 +81,9 @@ const RULE_FIELDS: &[&str] = &[
     "suppress",
     "shadow",
 ];
+/// Keys that make a condition mapping something other than the short form
+/// `{path: {operator: operand}}`.
+const RESERVED_KEYS: &[&str] = &["all", "any", "not", "field", "selections", "condition"];
 
 /// Collects problems while walking the document.
 struct Walker {
@@ -312,6 +317,16 @@ impl Walker {
         if object.contains_key("field") {
             return self.field_condition(object, path);
         }
+        if object.contains_key("selections") || object.contains_key("condition") {
+            return self.selections(object, path, depth);
+        }
+        if !object.is_empty()
+            && !object
+                .keys()
+                .any(|key| RESERVED_KEYS.contains(&key.as_str()))
+        {
+            return self.shorthand(object, path);
+        }
         let combinators: Vec<&String> = object
             .keys()
             .filter(|key| matches!(key.as_str(), "all" | "any" | "not"))
@@ -319,7 +334,7 @@ impl Walker {
         if combinators.len() != 1 || object.len() != 1 {
             self.problem(
                 path,
-                "expected exactly one of `all`, `any`, `not`, or a field condition (`field` with one operator)",
+                "expected exactly one of `all`, `any`, `not`, `selections` with `condition`, or a field condition (`field` with one operator)",
             );
             return None;
         }
@@ -357,6 +372,82 @@ impl Walker {
         } else {
             Condition::Any(children)
         })
+    }
+
+    /// `{amount: {gt: 1000}, eventName: ConsoleLogin}`: each key a field path, each value an
+    /// operator mapping (with optional `ignore_case`) or a scalar meaning `equals`; several
+    /// keys must all hold.
+    fn shorthand(&mut self, object: &Map<String, Value>, path: &str) -> Option<Condition> {
+        let before = self.problems.len();
+        let mut items = Vec::with_capacity(object.len());
+        for (field, spec) in object {
+            let at = join(path, field);
+            let mut long = Map::new();
+            long.insert("field".into(), Value::String(field.clone()));
+            match spec {
+                Value::Object(operators) => {
+                    if let Some(key) = operators.keys().find(|k| k.as_str() == "field") {
+                        self.problem(&join(&at, key), "unknown field in a short-form condition");
+                        continue;
+                    }
+                    long.extend(operators.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                    long.insert("equals".into(), spec.clone());
+                }
+                other => {
+                    self.problem(
+                        &at,
+                        format!(
+                            "expected an operator mapping (`{{gt: 1000}}`) or a value, found {}",
+                            kind(other)
+                        ),
+                    );
+                    continue;
+                }
+            }
+            if let Some(condition) = self.field_condition(&long, &at) {
+                items.push(condition);
+            }
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            Condition::All(items)
+        })
+    }
+
+    /// `selections: {name: condition, ...}` with `condition: "name and not other"`.
+    fn selections(
+        &mut self,
+        object: &Map<String, Value>,
+        path: &str,
+        depth: usize,
+    ) -> Option<Condition> {
+        self.unknown_fields(object, path, &["selections", "condition"]);
+        let condition = self.required_string(object, path, "condition");
+        let selections_path = join(path, "selections");
+        let Some(map) = object.get("selections") else {
+            self.problem(&selections_path, "required field is missing");
+            return None;
+        };
+        let map = self.object(map, &selections_path)?;
+        if map.is_empty() {
+            self.problem(&selections_path, "must name at least one selection");
+        }
+        let before = self.problems.len();
+        let items: Vec<(String, Condition)> = map
+            .iter()
+            .filter_map(|(name, value)| {
+                let inner = self.condition(value, &join(&selections_path, name), depth + 1)?;
+                Some((name.clone(), inner))
+            })
+            .collect();
+        (self.problems.len() == before)
+            .then_some(Condition::Selections(Selections { items, condition }))
     }
 
     fn field_condition(&mut self, object: &Map<String, Value>, path: &str) -> Option<Condition> {
@@ -412,6 +503,17 @@ impl Walker {
             "startswith" => FieldOp::StartsWith(self.one_or_many(operand, &at)),
             "endswith" => FieldOp::EndsWith(self.one_or_many(operand, &at)),
             "cidr" => FieldOp::Cidr(self.one_or_many(operand, &at)),
+            "wildcard" => FieldOp::Wildcard(self.one_or_many(operand, &at)),
+            "equals_field" => FieldOp::EqualsField(self.string(operand, &at)?),
+            "gt" | "gte" | "lt" | "lte" if operand.is_string() => FieldOp::Time {
+                comparison: match *name {
+                    "gt" => Comparison::Gt,
+                    "gte" => Comparison::Gte,
+                    "lt" => Comparison::Lt,
+                    _ => Comparison::Lte,
+                },
+                at: self.string(operand, &at)?,
+            },
             "regex" => FieldOp::Regex(self.string(operand, &at)?),
             "exists" => FieldOp::Exists(self.bool(operand, &at)?),
             "gt" => FieldOp::Gt(self.number(operand, &at)?),

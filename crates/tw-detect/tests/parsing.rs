@@ -284,10 +284,13 @@ fn structural_type_errors_are_located() {
         ]
     );
     assert_eq!(
-        problems("id: r\ntitle: T\nstream: s\nmatch: {all: [{field: a}, {foo: 1}]}\n"),
+        problems(
+            "id: r\ntitle: T\nstream: s\nmatch: {all: [{field: a}, {foo: [1]}, {any: [], x: 1}]}\n"
+        ),
         [
-            "match.all[0]: missing operator (one of equals, in, contains, startswith, endswith, regex, exists, gt, gte, lt, lte, cidr)",
-            "match.all[1]: expected exactly one of `all`, `any`, `not`, or a field condition (`field` with one operator)",
+            "match.all[0]: missing operator (one of equals, in, contains, startswith, endswith, regex, exists, gt, gte, lt, lte, cidr, wildcard, equals_field)",
+            "match.all[1].foo: expected an operator mapping (`{gt: 1000}`) or a value, found a list",
+            "match.all[2]: expected exactly one of `all`, `any`, `not`, `selections` with `condition`, or a field condition (`field` with one operator)",
         ]
     );
     let deep = format!(

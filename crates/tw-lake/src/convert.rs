@@ -1,5 +1,6 @@
-//! Turning a batch of JSON events into one Arrow `RecordBatch` (once, at `handle` time), and
-//! reshaping buffered batches to a later, wider schema.
+//! Turning a batch of stored JSON records into one Arrow `RecordBatch` (once, at `handle`
+//! time, straight from the payload bytes), and reshaping buffered batches to a later, wider
+//! schema.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tw_core::Record;
 
 use crate::LakeError;
 use crate::catalog::{Catalog, ColumnType, Placement};
-use crate::flatten::{for_each_leaf, value_type};
+use crate::flatten::{Leaf, for_each_leaf};
 
 /// The result of converting one batch.
 pub(crate) struct Converted {
@@ -30,30 +31,29 @@ pub(crate) struct Converted {
 /// Where one flattened value of row `.0` goes.
 enum Slot<'v> {
     /// Into the event column at this position.
-    Column(usize, usize, &'v Value),
+    Column(usize, usize, Leaf<'v>),
     /// Into `_overflow`, under this name.
-    Overflow(usize, String, &'v Value),
+    Overflow(usize, String, Leaf<'v>),
 }
 
-/// Converts `records` / `events` (same length) of one partition. Updates `catalog` first (new
-/// columns, widenings), so that every value fits the resulting schema.
-pub(crate) fn convert(
+/// Converts `records` of one partition (each payload a JSON object: the runner checked). Updates
+/// `catalog` first (new columns, widenings), so that every value fits the resulting schema.
+pub(crate) fn convert<'a>(
     catalog: &mut Catalog,
     max_columns: usize,
     partition: u32,
-    records: &[&Record],
-    events: &[&Value],
+    records: &[&'a Record],
     now_ms: i64,
 ) -> Result<Converted, LakeError> {
     let stream = catalog.stream.to_string();
     let mut conflicts: BTreeMap<String, u64> = BTreeMap::new();
     let mut overflowed = 0u64;
-    let mut slots: Vec<Slot<'_>> = Vec::with_capacity(events.len() * 8);
+    let mut slots: Vec<Slot<'a>> = Vec::with_capacity(records.len() * 8);
     let mut seen = vec![usize::MAX; catalog.fields.len()];
     let mut path = String::new();
-    for (row, event) in events.iter().enumerate() {
-        for_each_leaf(event, &mut path, |name, value| {
-            let Some(kind) = value_type(value) else {
+    for (row, &record) in records.iter().enumerate() {
+        let mut place = |name: &str, leaf: Leaf<'a>| {
+            let Some(kind) = leaf.column_type() else {
                 // A null carries no type: it neither creates nor widens a column.
                 return;
             };
@@ -66,21 +66,30 @@ pub(crate) fn convert(
                         seen.resize(position + 1, usize::MAX);
                     }
                     if seen[position] == row {
-                        // Two fields of one event flatten to the same name (`{"a.b":1,"a":{"b":2}}`):
-                        // the first wins the column, the other is kept in `_overflow`.
+                        // Two fields of one event flatten to the same name (`{"a.b":1,"a":{"b":2}}`
+                        // or a repeated key): the first wins the column, the other is kept in
+                        // `_overflow`.
                         overflowed += 1;
-                        slots.push(Slot::Overflow(row, name.to_string(), value));
+                        slots.push(Slot::Overflow(row, name.to_string(), leaf));
                     } else {
                         seen[position] = row;
-                        slots.push(Slot::Column(row, position, value));
+                        slots.push(Slot::Column(row, position, leaf));
                     }
                 }
                 (Placement::Overflow, _) => {
                     overflowed += 1;
-                    slots.push(Slot::Overflow(row, name.to_string(), value));
+                    slots.push(Slot::Overflow(row, name.to_string(), leaf));
                 }
             }
-        });
+        };
+        for_each_leaf(&record.payload, &mut path, &mut place).map_err(|error| {
+            LakeError::StoredRecord {
+                stream: stream.clone(),
+                partition,
+                offset: record.offset,
+                message: error.to_string(),
+            }
+        })?;
     }
     let overflow_position = (overflowed > 0).then(|| catalog.overflow_position(now_ms));
 
@@ -93,8 +102,8 @@ pub(crate) fn convert(
     let mut pending: Option<(usize, Map<String, Value>)> = None;
     for slot in &slots {
         match slot {
-            Slot::Column(row, position, value) => builders[*position].push(*row, value),
-            Slot::Overflow(row, name, value) => {
+            Slot::Column(row, position, leaf) => builders[*position].push(*row, leaf),
+            Slot::Overflow(row, name, leaf) => {
                 if pending
                     .as_ref()
                     .is_some_and(|(pending_row, _)| pending_row != row)
@@ -109,7 +118,7 @@ pub(crate) fn convert(
                     copy += 1;
                     key = format!("{name}#{copy}");
                 }
-                overflow.insert(key, (*value).clone());
+                overflow.insert(key, leaf.to_value());
             }
         }
     }
@@ -164,7 +173,8 @@ fn finish_overflow(
     pending: Option<(usize, Map<String, Value>)>,
 ) {
     if let (Some(position), Some((row, overflow))) = (position, pending) {
-        builders[position].push(row, &Value::Object(overflow));
+        let text = serde_json::Value::Object(overflow).to_string();
+        builders[position].push(row, &Leaf::Str(text.into()));
     }
 }
 
@@ -229,18 +239,16 @@ impl ColumnBuilder {
         }
     }
 
-    /// Appends `value` as row `row`. The catalog was widened for every value beforehand, so
+    /// Appends `leaf` as row `row`. The catalog was widened for every value beforehand, so
     /// each arm receives a value of its type; Utf8 takes anything as JSON text.
-    fn push(&mut self, row: usize, value: &Value) {
+    fn push(&mut self, row: usize, leaf: &Leaf<'_>) {
         self.pad_to(row);
-        match (self, value) {
-            (ColumnBuilder::Boolean(b), Value::Bool(flag)) => b.append_value(*flag),
-            (ColumnBuilder::Int64(b), Value::Number(n)) if n.is_i64() => {
-                b.append_option(n.as_i64())
-            }
-            (ColumnBuilder::Float64(b), Value::Number(n)) => b.append_option(n.as_f64()),
-            (ColumnBuilder::Utf8(b), Value::String(text)) => b.append_value(text),
-            (ColumnBuilder::Utf8(b), other) => b.append_value(other.to_string()),
+        match (self, leaf) {
+            (ColumnBuilder::Boolean(b), Leaf::Bool(flag)) => b.append_value(*flag),
+            (ColumnBuilder::Int64(b), Leaf::Int(number)) => b.append_value(*number),
+            (ColumnBuilder::Float64(b), Leaf::Float(number)) => b.append_value(*number),
+            (ColumnBuilder::Float64(b), Leaf::Int(number)) => b.append_value(*number as f64),
+            (ColumnBuilder::Utf8(b), other) => b.append_value(other.to_text()),
             // Unreachable given the widening above; a null keeps the row count right.
             (other, _) => other.pad_to(row + 1),
         }

@@ -1,4 +1,4 @@
-//! Flattening JSON events into dotted column names.
+//! Flattening stored JSON events into dotted column names, straight from the payload bytes.
 //!
 //! Rules: nested non-empty objects are walked (`a: {b: 1}` becomes column `a.b`); arrays and
 //! empty objects are leaves stored as compact JSON text; `null` is a leaf without a type.
@@ -7,9 +7,18 @@
 //! `_overflow`), compared case-insensitively because DuckDB and Spark resolve names that way,
 //! gets a `_` appended: an event field `year` is stored as column `year_`.
 //! A top-level value that is not an object is stored as a single field named `_value`.
-//! Keys are visited in the order of `serde_json`'s map (sorted, unless its `preserve_order`
-//! feature is on), so "order of first appearance" is that order within one event.
+//!
+//! Why a streaming visitor rather than `serde_json::Value`: building the tree allocates a map
+//! per object and a string per value, only to throw them away after one walk; that was the
+//! largest cost of the lake writer. Here strings without escapes are borrowed from the payload
+//! and nothing but the leaves is materialised. Keys are visited in document order; a key that
+//! repeats within one object yields both values (the converter keeps the second in
+//! `_overflow`, so nothing is dropped).
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::catalog::ColumnType;
@@ -27,62 +36,248 @@ const RESERVED: [&str; 9] = [
     "_overflow",
 ];
 
-/// The column type a JSON value would naturally get; `None` for `null`.
-pub(crate) fn value_type(value: &Value) -> Option<ColumnType> {
-    match value {
-        Value::Null => None,
-        Value::Bool(_) => Some(ColumnType::Boolean),
-        Value::Number(number) if number.is_i64() => Some(ColumnType::Int64),
-        Value::Number(_) => Some(ColumnType::Float64),
-        Value::String(_) | Value::Array(_) | Value::Object(_) => Some(ColumnType::Utf8),
+/// Deepest object nesting walked; deeper objects are kept whole as JSON text. Ingest bounds
+/// nesting already (serde_json's recursion limit); this keeps the walk's own stack bounded.
+const MAX_DEPTH: usize = 64;
+
+/// One flattened value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Leaf<'a> {
+    /// JSON `null`: carries no type.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer that fits `i64`.
+    Int(i64),
+    /// Any other number.
+    Float(f64),
+    /// A string, borrowed from the payload when it has no escapes.
+    Str(Cow<'a, str>),
+    /// An array or empty object, as compact JSON text.
+    Json(String),
+}
+
+impl Leaf<'_> {
+    /// The column type this value would naturally get; `None` for `null`.
+    pub(crate) fn column_type(&self) -> Option<ColumnType> {
+        match self {
+            Leaf::Null => None,
+            Leaf::Bool(_) => Some(ColumnType::Boolean),
+            Leaf::Int(_) => Some(ColumnType::Int64),
+            Leaf::Float(_) => Some(ColumnType::Float64),
+            Leaf::Str(_) | Leaf::Json(_) => Some(ColumnType::Utf8),
+        }
+    }
+
+    /// The value as text for a string column: strings as they are, anything else as the
+    /// compact JSON `serde_json` would write for it.
+    pub(crate) fn to_text(&self) -> Cow<'_, str> {
+        match self {
+            Leaf::Str(text) => Cow::Borrowed(text),
+            Leaf::Json(text) => Cow::Borrowed(text),
+            other => Cow::Owned(other.to_value().to_string()),
+        }
+    }
+
+    /// The value as a `serde_json::Value` (for `_overflow`, which stores an object).
+    pub(crate) fn to_value(&self) -> Value {
+        match self {
+            Leaf::Null => Value::Null,
+            Leaf::Bool(flag) => Value::Bool(*flag),
+            Leaf::Int(number) => Value::from(*number),
+            Leaf::Float(number) => serde_json::Number::from_f64(*number)
+                .map_or(Value::Null, Value::Number),
+            Leaf::Str(text) => Value::String(text.to_string()),
+            // Written by `serde_json` from a parsed value just before: it parses back.
+            Leaf::Json(text) => serde_json::from_str(text).unwrap_or(Value::String(text.clone())),
+        }
     }
 }
 
-/// Calls `visit(column name, value)` for every flattened leaf of `event`, in map order. The
-/// name is built in `path` (reused across events) so a known column costs no allocation.
-pub(crate) fn for_each_leaf<'v>(
-    event: &'v Value,
+/// Calls `visit(column name, leaf)` for every flattened leaf of the JSON text `payload`, in
+/// document order. The name is built in `path` (reused across events) so that a known column
+/// costs no allocation. Fails only when `payload` is not valid JSON.
+pub(crate) fn for_each_leaf<'a>(
+    payload: &'a [u8],
     path: &mut String,
-    mut visit: impl FnMut(&str, &'v Value),
-) {
-    match event {
-        Value::Object(object) => {
-            for (key, value) in object {
-                path.clear();
-                path.push_str(key);
-                if is_reserved(key) {
-                    path.push('_');
-                }
-                walk(path, value, &mut visit);
-            }
-        }
-        other => visit("_value", other),
+    visit: &mut dyn FnMut(&str, Leaf<'a>),
+) -> serde_json::Result<()> {
+    let mut deserializer = serde_json::Deserializer::from_slice(payload);
+    path.clear();
+    Walk {
+        path,
+        visit,
+        depth: 0,
+    }
+    .deserialize(&mut deserializer)?;
+    deserializer.end()
+}
+
+/// Walks one JSON value whose column name so far is in `path` (empty at the top level).
+struct Walk<'p, 'v, 'a> {
+    path: &'p mut String,
+    visit: &'v mut dyn FnMut(&str, Leaf<'a>),
+    depth: usize,
+}
+
+impl<'a> Walk<'_, '_, 'a> {
+    /// Hands a leaf to the visitor under the current name.
+    fn emit(self, leaf: Leaf<'a>) {
+        let name = if self.path.is_empty() {
+            "_value"
+        } else {
+            self.path.as_str()
+        };
+        (self.visit)(name, leaf);
     }
 }
 
-fn walk<'v>(path: &mut String, value: &'v Value, visit: &mut impl FnMut(&str, &'v Value)) {
-    match value {
-        Value::Object(object) if !object.is_empty() => {
-            for (key, child) in object {
-                let len = path.len();
+impl<'de> DeserializeSeed<'de> for Walk<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.emit(Leaf::Null);
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, flag: bool) -> Result<(), E> {
+        self.emit(Leaf::Bool(flag));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, number: i64) -> Result<(), E> {
+        self.emit(Leaf::Int(number));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, number: u64) -> Result<(), E> {
+        let leaf = i64::try_from(number).map_or(Leaf::Float(number as f64), Leaf::Int);
+        self.emit(leaf);
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, number: f64) -> Result<(), E> {
+        self.emit(Leaf::Float(number));
+        Ok(())
+    }
+
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<(), E> {
+        self.emit(Leaf::Str(Cow::Borrowed(text)));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<(), E> {
+        self.emit(Leaf::Str(Cow::Owned(text.to_string())));
+        Ok(())
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<(), E> {
+        self.emit(Leaf::Str(Cow::Owned(text)));
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        let array = Value::deserialize_seq_from(seq)?;
+        self.emit(Leaf::Json(array.to_string()));
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Walk { path, visit, depth } = self;
+        if depth >= MAX_DEPTH {
+            let object = Value::deserialize_map_from(map)?;
+            let name = if path.is_empty() { "_value" } else { path };
+            visit(name, Leaf::Json(object.to_string()));
+            return Ok(());
+        }
+        let base = path.len();
+        let mut empty = true;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            empty = false;
+            path.truncate(base);
+            if depth > 0 {
                 path.push('.');
-                path.push_str(key);
-                walk(path, child, visit);
-                path.truncate(len);
             }
+            path.push_str(&key.0);
+            if depth == 0 && is_reserved(&key.0) {
+                path.push('_');
+            }
+            map.next_value_seed(Walk {
+                path,
+                visit,
+                depth: depth + 1,
+            })?;
         }
-        leaf => visit(path, leaf),
+        path.truncate(base);
+        if empty {
+            let name = if path.is_empty() { "_value" } else { path };
+            visit(name, Leaf::Json("{}".to_string()));
+        }
+        Ok(())
     }
 }
 
-/// The flattened leaves of `event` as (column name, value).
-#[cfg(test)]
-pub(crate) fn flatten(event: &Value) -> Vec<(String, &Value)> {
-    let mut out = Vec::new();
-    for_each_leaf(event, &mut String::new(), |name, value| {
-        out.push((name.to_string(), value))
-    });
-    out
+/// `Value`'s own visitor, reachable from inside another visitor: arrays and deep objects
+/// become values without a second pass over the text.
+trait FromAccess: Sized {
+    fn deserialize_seq_from<'de, A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error>;
+    fn deserialize_map_from<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+impl FromAccess for Value {
+    fn deserialize_seq_from<'de, A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
+        serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+    }
+
+    fn deserialize_map_from<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+/// An object key, borrowed from the payload when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(text.to_string())))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Checks that `payload` is one JSON object, without building it.
+pub(crate) fn is_json_object(payload: &[u8]) -> bool {
+    let starts_as_object = payload
+        .iter()
+        .find(|byte| !byte.is_ascii_whitespace())
+        .is_some_and(|&byte| byte == b'{');
+    starts_as_object && serde_json::from_slice::<IgnoredAny>(payload).is_ok()
 }
 
 /// Whether a top-level key must be renamed (case-insensitively reserved).
@@ -92,62 +287,116 @@ fn is_reserved(key: &str) -> bool {
         .any(|reserved| reserved.eq_ignore_ascii_case(key))
 }
 
+/// The flattened leaves of `payload` as (column name, value), in document order.
+#[cfg(test)]
+pub(crate) fn flatten(payload: &str) -> Vec<(String, Leaf<'_>)> {
+    let mut out = Vec::new();
+    for_each_leaf(payload.as_bytes(), &mut String::new(), &mut |name, leaf| {
+        out.push((name.to_string(), leaf))
+    })
+    .expect("test payloads are valid JSON");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn text(value: &str) -> Leaf<'_> {
+        Leaf::Str(Cow::Borrowed(value))
+    }
 
     #[test]
     fn flattens_nested_objects_and_keeps_arrays_and_empty_objects_as_leaves() {
-        let event = json!({
-            "eventName": "AttachUserPolicy",
+        let event = r#"{"eventName": "AttachUserPolicy",
             "requestParameters": {"policyArn": "arn:x", "tags": [1, {"k": "v"}], "empty": {}},
             "userIdentity": {"sessionContext": {"attributes": {"mfaAuthenticated": "false"}}},
-            "gone": null
-        });
-        // Sorted: serde_json's map order depends on its `preserve_order` feature.
-        let mut flat: Vec<(String, Value)> = flatten(&event)
-            .into_iter()
-            .map(|(name, value)| (name, value.clone()))
-            .collect();
-        flat.sort_by(|a, b| a.0.cmp(&b.0));
+            "gone": null}"#;
         assert_eq!(
-            flat,
+            flatten(event),
             vec![
-                ("eventName".to_string(), json!("AttachUserPolicy")),
-                ("gone".to_string(), Value::Null),
-                ("requestParameters.empty".to_string(), json!({})),
-                ("requestParameters.policyArn".to_string(), json!("arn:x")),
-                ("requestParameters.tags".to_string(), json!([1, {"k": "v"}])),
+                ("eventName".to_string(), text("AttachUserPolicy")),
+                ("requestParameters.policyArn".to_string(), text("arn:x")),
+                (
+                    "requestParameters.tags".to_string(),
+                    Leaf::Json(r#"[1,{"k":"v"}]"#.into())
+                ),
+                ("requestParameters.empty".to_string(), Leaf::Json("{}".into())),
                 (
                     "userIdentity.sessionContext.attributes.mfaAuthenticated".to_string(),
-                    json!("false")
+                    text("false")
                 ),
+                ("gone".to_string(), Leaf::Null),
             ]
         );
     }
 
     #[test]
     fn reserved_top_level_names_are_renamed_nested_ones_are_not() {
-        let event = json!({"year": 2024, "Hour": 3, "_offset": 1, "date": {"year": 1}, "year_": 5});
-        let mut names: Vec<String> = flatten(&event).into_iter().map(|(name, _)| name).collect();
-        names.sort();
-        assert_eq!(names, ["Hour_", "_offset_", "date.year", "year_", "year_"]);
+        let event = r#"{"year": 2024, "Hour": 3, "_offset": 1, "date": {"year": 1}, "year_": 5}"#;
+        let names: Vec<String> = flatten(event).into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["year_", "Hour_", "_offset_", "date.year", "year_"]);
     }
 
     #[test]
-    fn infers_types() {
-        assert_eq!(value_type(&json!(true)), Some(ColumnType::Boolean));
-        assert_eq!(value_type(&json!(-3)), Some(ColumnType::Int64));
-        assert_eq!(value_type(&json!(1.5)), Some(ColumnType::Float64));
+    fn infers_types_like_serde_json_values() {
+        let leaves = flatten(r#"{"a": true, "b": -3, "c": 1.5, "d": 18446744073709551615, "e": "x", "f": [1], "g": null}"#);
+        let types: Vec<Option<ColumnType>> = leaves.iter().map(|(_, leaf)| leaf.column_type()).collect();
         assert_eq!(
-            value_type(&json!(u64::MAX)),
-            Some(ColumnType::Float64),
-            "beyond i64 is not Int64"
+            types,
+            [
+                Some(ColumnType::Boolean),
+                Some(ColumnType::Int64),
+                Some(ColumnType::Float64),
+                Some(ColumnType::Float64),
+                Some(ColumnType::Utf8),
+                Some(ColumnType::Utf8),
+                None
+            ]
         );
-        assert_eq!(value_type(&json!("x")), Some(ColumnType::Utf8));
-        assert_eq!(value_type(&json!([1])), Some(ColumnType::Utf8));
-        assert_eq!(value_type(&Value::Null), None);
-        assert_eq!(flatten(&json!(7)), vec![("_value".to_string(), &json!(7))]);
+        assert_eq!(flatten("7"), vec![("_value".to_string(), Leaf::Int(7))]);
+        assert_eq!(flatten("{}"), vec![("_value".to_string(), Leaf::Json("{}".into()))]);
+    }
+
+    #[test]
+    fn text_of_non_strings_is_their_compact_json() {
+        assert_eq!(Leaf::Float(1.5).to_text(), "1.5");
+        assert_eq!(Leaf::Int(-2).to_text(), "-2");
+        assert_eq!(Leaf::Bool(true).to_text(), "true");
+        assert_eq!(text("a\"b").to_text(), "a\"b");
+    }
+
+    #[test]
+    fn escaped_strings_and_keys_are_unescaped() {
+        let leaves = flatten(r#"{"k\u00e9y": "line\nbreak"}"#);
+        assert_eq!(
+            leaves,
+            vec![("kéy".to_string(), Leaf::Str(Cow::Owned("line\nbreak".into())))]
+        );
+    }
+
+    #[test]
+    fn deep_objects_are_kept_whole_past_the_walk_limit() {
+        let mut event = String::new();
+        for _ in 0..(MAX_DEPTH + 3) {
+            event.push_str(r#"{"a":"#);
+        }
+        event.push('1');
+        for _ in 0..(MAX_DEPTH + 3) {
+            event.push('}');
+        }
+        let leaves = flatten(&event);
+        assert_eq!(leaves.len(), 1);
+        let (name, leaf) = &leaves[0];
+        assert_eq!(name.split('.').count(), MAX_DEPTH);
+        assert_eq!(leaf, &Leaf::Json(r#"{"a":{"a":{"a":1}}}"#.into()));
+    }
+
+    #[test]
+    fn only_objects_pass_the_object_check() {
+        assert!(is_json_object(br#" {"a": [1, 2]}"#));
+        assert!(!is_json_object(b"[1]"));
+        assert!(!is_json_object(br#"{"a": }"#));
+        assert!(!is_json_object(b""));
     }
 }

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
-use tw_core::{Offset, PartitionId, StreamName, now_ms};
+use tw_core::{Offset, PartitionId, Record, StreamName, now_ms};
 use tw_pipeline::{Consumer, ConsumerError, EventBatch, StreamPartition};
 
 use crate::catalog::{CATALOG_DIR, Catalog};
 use crate::convert::{align, convert};
+use crate::flatten::is_json_object;
 use crate::{Lake, LakeError, PartitionBuffer, StreamState, files};
 
 /// Name under which the lake's offsets are stored.
@@ -121,15 +122,14 @@ impl LakeWriter {
                 next,
             )
         };
-        let (records, events): (Vec<_>, Vec<_>) = batch
+        let records: Vec<&Record> = batch
             .records
             .iter()
-            .zip(&batch.events)
-            .filter(|(record, _)| record.offset >= next_offset)
-            .unzip();
+            .filter(|record| record.offset >= next_offset)
+            .collect();
         let now = now_ms();
         let max_columns = self.lake.shared.max_columns;
-        let converted = convert(&mut catalog, max_columns, partition, &records, &events, now)
+        let converted = convert(&mut catalog, max_columns, partition, &records, now)
             .and_then(|converted| {
                 if catalog.revision != persisted_revision {
                     catalog.save(self.lake.root())?;
@@ -354,6 +354,17 @@ fn consumer_error(error: LakeError) -> ConsumerError {
 impl Consumer for LakeWriter {
     fn name(&self) -> &str {
         CONSUMER_NAME
+    }
+
+    /// Only checks that the payload is a JSON object: the writer flattens it straight from
+    /// the bytes (see `flatten`), so the tree the default would build is never needed.
+    fn parse(&self, payload: &[u8]) -> serde_json::Result<serde_json::Value> {
+        if is_json_object(payload) {
+            Ok(serde_json::Value::Object(serde_json::Map::new()))
+        } else {
+            // Reproduce the parser's own message for the dead letter.
+            serde_json::from_slice(payload)
+        }
     }
 
     fn start(

@@ -181,3 +181,200 @@ fn partition_of(
     *round_robin += 1;
     (partition, Bytes::new())
 }
+
+/// One record handed over by a compatible API (Kinesis, Firehose, `_bulk`): exactly one event,
+/// optionally addressed to a partition chosen by the protocol (a Kinesis shard).
+#[derive(Debug, Clone)]
+pub struct CompatRecord {
+    /// The partition, or `None` to place the record by the stream's key (or round-robin).
+    pub partition: Option<u32>,
+    /// The key stored with the record (a Kinesis partition key); ignored when `partition` is
+    /// `None` and the stream has a partition key field.
+    pub key: Bytes,
+    /// The record's bytes: one JSON object. Stored as is, so a reader gets the bytes it sent.
+    pub payload: Bytes,
+}
+
+/// What happened to one [`CompatRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// Durably appended.
+    Stored {
+        /// Partition it went to.
+        partition: u32,
+        /// Its offset there.
+        offset: u64,
+    },
+    /// Refused (not JSON, not an object, too large, schema violation): kept in the dead-letter
+    /// queue with this reason. Retrying the same bytes cannot succeed.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// The append of its partition failed (disk full, log closed): nothing stored for it;
+    /// retrying later may succeed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Ingestor {
+    /// Ingests records one event each, answering per record — the entry point of the
+    /// compatible APIs, whose protocols report partial failures record by record. Records are
+    /// appended per partition in the order given; a failed partition append fails only the
+    /// records of that partition. Resolves after every stored record and every dead letter is
+    /// durable. `Err` only when the stream itself is unusable or the dead-letter queue failed.
+    pub async fn ingest_records(
+        &self,
+        stream: &StreamName,
+        records: Vec<CompatRecord>,
+    ) -> Result<Vec<RecordOutcome>, IngestError> {
+        let state = self.registry.get_or_create(stream)?;
+        let now = now_ms();
+        let partitions = state.config.partitions;
+        let label = stream.to_string();
+        let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+        metrics::counter!("tidewatch_ingest_bytes_total", "stream" => label.clone())
+            .increment(bytes as u64);
+        let mut outcomes = vec![None; records.len()];
+        // Per partition: the appended records and the request index of each.
+        let mut per_partition: Vec<(Vec<AppendRecord>, Vec<usize>)> =
+            vec![(Vec::new(), Vec::new()); partitions as usize];
+        let mut letters = Vec::new();
+        let mut round_robin = state.next_round_robin(records.len());
+        for (index, record) in records.into_iter().enumerate() {
+            let checked = self.check_record(&state, &record.payload);
+            let (value, partition, key) = match (checked, record.partition) {
+                (Err(reason), _) => {
+                    letters.push(DeadLetter {
+                        line: Some(index + 1),
+                        ..DeadLetter::new(
+                            stream.as_str(),
+                            "ingest",
+                            reason.clone(),
+                            &record.payload,
+                        )
+                    });
+                    outcomes[index] = Some(RecordOutcome::Rejected { reason });
+                    continue;
+                }
+                (Ok(value), Some(partition)) if partition < partitions => {
+                    (value, partition, record.key)
+                }
+                (Ok(_), Some(partition)) => {
+                    // A caller bug, not bad data: report it without dead-lettering.
+                    outcomes[index] = Some(RecordOutcome::Failed {
+                        reason: format!(
+                            "partition {partition} does not exist (stream {stream} has {partitions})"
+                        ),
+                    });
+                    continue;
+                }
+                (Ok(value), None) => {
+                    let event = ParsedEvent {
+                        line: index + 1,
+                        value,
+                        raw: Bytes::new(),
+                    };
+                    let (partition, key) =
+                        partition_of(&state, &event, &mut round_robin, partitions);
+                    // The stream's key field wins over a protocol key, as on the native path.
+                    let key = if key.is_empty() { record.key } else { key };
+                    (event.value, partition, key)
+                }
+            };
+            let event_time_ms = state.event_time_of(&value, now);
+            let (appends, indexes) = &mut per_partition[partition as usize];
+            appends.push(AppendRecord {
+                ingest_time_ms: now,
+                event_time_ms,
+                key,
+                payload: record.payload,
+            });
+            indexes.push(index);
+        }
+        let mut waiting = Vec::new();
+        for (partition, (appends, indexes)) in per_partition.into_iter().enumerate() {
+            if !appends.is_empty() {
+                waiting.push((
+                    partition as u32,
+                    indexes,
+                    self.log.append(stream, partition as u32, appends),
+                ));
+            }
+        }
+        let rejected = letters.len();
+        let (appended, dead_lettered) = futures::join!(
+            futures::future::join_all(waiting.iter_mut().map(|(_, _, append)| append)),
+            self.dlq.push(letters)
+        );
+        dead_lettered?;
+        let mut accepted = 0usize;
+        for ((partition, indexes, _), result) in waiting.iter().zip(appended) {
+            match result {
+                Ok(range) => {
+                    accepted += indexes.len();
+                    for (index, offset) in indexes.iter().zip(range) {
+                        outcomes[*index] = Some(RecordOutcome::Stored {
+                            partition: *partition,
+                            offset,
+                        });
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %stream, partition, "compatible-API append failed");
+                    for index in indexes {
+                        outcomes[*index] = Some(RecordOutcome::Failed {
+                            reason: error.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        metrics::counter!("tidewatch_events_in_total", "stream" => label.clone())
+            .increment(accepted as u64);
+        metrics::counter!("tidewatch_events_rejected_total", "stream" => label)
+            .increment(rejected as u64);
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or(RecordOutcome::Failed {
+                    reason: "record was not processed".into(),
+                })
+            })
+            .collect())
+    }
+
+    /// Parses one record for the fields the stream reads, with the same checks as a body line.
+    fn check_record(
+        &self,
+        state: &StreamState,
+        payload: &[u8],
+    ) -> Result<serde_json::Value, String> {
+        if payload.len() > self.limits.max_event_bytes {
+            return Err(format!(
+                "event of {} bytes exceeds the limit of {} bytes",
+                payload.len(),
+                self.limits.max_event_bytes
+            ));
+        }
+        if let Err(error) = std::str::from_utf8(payload) {
+            return Err(format!(
+                "invalid JSON: invalid UTF-8 at byte {}",
+                error.valid_up_to()
+            ));
+        }
+        let value = state
+            .selection
+            .parse(payload)
+            .map_err(|e| format!("invalid JSON: {e}"))?;
+        if !value.is_object() {
+            return Err("an event must be a JSON object".to_string());
+        }
+        if let Some(Err(reason)) = state.schema.as_ref().map(|schema| schema.check(&value)) {
+            return Err(reason);
+        }
+        Ok(value)
+    }
+}

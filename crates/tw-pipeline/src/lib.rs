@@ -28,7 +28,7 @@ pub use decode::{
 };
 pub use dlq::{DLQ_STREAM, DeadLetter, DeadLetterQueue, DlqEntry};
 pub use error::IngestError;
-pub use ingest::{IngestOutcome, Ingestor, RejectedRecord};
+pub use ingest::{CompatRecord, IngestOutcome, Ingestor, RecordOutcome, RejectedRecord};
 pub use registry::{StreamDefaults, StreamRegistry, StreamState, write_atomically};
 pub use runner::{ConsumerProgress, RunnerConfig, RunningConsumer, spawn_consumer};
 pub use validate::CompiledSchema;

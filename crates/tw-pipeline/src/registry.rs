@@ -165,7 +165,8 @@ impl StreamRegistry {
         })
     }
 
-    fn default_config(&self, name: &StreamName) -> StreamConfig {
+    /// The configuration a stream named `name` gets when it is created implicitly.
+    pub fn default_config(&self, name: &StreamName) -> StreamConfig {
         let mut config = self.defaults.config.clone();
         if let Some(key) = self.defaults.partition_keys.get(name.as_str()) {
             config.partition_key = Some(key.clone());

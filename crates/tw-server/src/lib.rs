@@ -47,6 +47,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// How long a query waits for the lake consumer to catch up with the log.
     pub query_freshness_wait: Duration,
+    /// How Sigma rules posted to the API are translated (logsource → stream, field names).
+    pub sigma: Arc<tw_sigma::SigmaConfig>,
     /// Engine settings of live detection, used by dry runs too (same lateness, same limits).
     pub engine_config: tw_detect::EngineConfig,
 }

@@ -48,13 +48,19 @@ fn format_of(headers: &HeaderMap) -> RuleFormat {
     }
 }
 
-fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Rule, ApiError> {
+/// A native rule (YAML or JSON), or a Sigma rule (YAML with top-level `detection:` and
+/// `logsource:`), translated with the server's Sigma settings.
+fn parse_body(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Rule, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("rule body is not UTF-8"))?;
-    parse_rule(text, format_of(headers)).map_err(|e| ApiError::BadRequest {
+    let unprocessable = |message: String| ApiError::BadRequest {
         status: StatusCode::UNPROCESSABLE_ENTITY,
-        message: e.to_string(),
-    })
+        message,
+    };
+    if tw_sigma::is_sigma(text) {
+        return tw_sigma::translate(text, &state.sigma).map_err(|e| unprocessable(e.to_string()));
+    }
+    parse_rule(text, format_of(headers)).map_err(|e| unprocessable(e.to_string()))
 }
 
 pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Json<Vec<Rule>> {
@@ -77,7 +83,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Rule>), ApiError> {
-    let rule = parse_body(&headers, &body)?;
+    let rule = parse_body(&state, &headers, &body)?;
     let (stored, _) = state.rules.upsert(rule, &who(&headers), false)?;
     Ok((StatusCode::CREATED, Json(stored)))
 }
@@ -88,7 +94,7 @@ pub(crate) async fn put(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let rule = parse_body(&headers, &body)?;
+    let rule = parse_body(&state, &headers, &body)?;
     if rule.id != id {
         return Err(ApiError::bad_request(format!(
             "the rule's id {:?} does not match the URL's {id:?}",

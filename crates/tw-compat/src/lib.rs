@@ -1,0 +1,129 @@
+//! Drop-in ingest: the wire protocols producers already speak, translated into the one
+//! append path ([`tw_pipeline::Ingestor`]), on the same port as the native API.
+//!
+//! - Kinesis Data Streams (`POST /`, `X-Amz-Target: Kinesis_20131202.*`) — [`kinesis`];
+//! - Firehose, both the API (`Firehose_20150804.PutRecord[Batch]`) and the HTTP-endpoint
+//!   delivery format (`POST /firehose/{stream}`) — [`firehose`];
+//! - Elasticsearch `_bulk` and the cluster root clients probe — [`bulk`];
+//! - the `[auth]` checks of every endpoint, including the native API — [`auth`], [`sigv4`].
+//!
+//! Invariants: every endpoint answers success for a record only after the ingestor reported it
+//! durably stored; a record refused for its content is in the dead-letter queue and reported
+//! to the client per record; retried Firehose requests and repeated `_id`s are recognised
+//! from a durable record ([`dedup`]) and not stored twice. Limits (body, decompressed body,
+//! event size) are the ingestor's.
+
+pub mod auth;
+mod aws;
+pub mod bulk;
+pub mod dedup;
+pub mod firehose;
+pub mod kinesis;
+pub mod shards;
+pub mod sigv4;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use tw_log::Log;
+use tw_pipeline::Ingestor;
+
+pub use auth::{Auth, AuthConfig, AwsKey, require_api_key};
+pub use dedup::DedupStore;
+
+use crate::aws::AwsError;
+
+/// Everything the compatible endpoints reach.
+pub struct CompatState {
+    /// The one append path.
+    pub ingestor: Arc<Ingestor>,
+    /// The log (Kinesis reads).
+    pub log: Arc<dyn Log>,
+    /// Credential checks.
+    pub auth: Arc<Auth>,
+    /// Remembered Firehose request ids and `_bulk` `_id`s.
+    pub dedup: Arc<DedupStore>,
+}
+
+/// The routes of every compatible protocol (merge them with the native router).
+pub fn router(state: Arc<CompatState>) -> Router {
+    let body_limit = state.ingestor.limits().max_body_bytes;
+    Router::new()
+        .route("/", get(bulk::root).head(bulk::root_head).post(aws_json))
+        .route("/_bulk", post(bulk::bulk).put(bulk::bulk))
+        .route(
+            "/{index}/_bulk",
+            post(bulk::bulk_index).put(bulk::bulk_index),
+        )
+        .route("/firehose/{stream}", post(firehose::http_endpoint))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Forgets expired ids every ten minutes (runs until aborted).
+pub async fn maintain(dedup: Arc<DedupStore>) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        interval.tick().await;
+        let dedup = dedup.clone();
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || dedup.maintain()).await {
+            tracing::warn!(%error, "expiring remembered ids failed");
+        }
+    }
+}
+
+/// `POST /`: the AWS JSON protocol, routed by `X-Amz-Target`.
+async fn aws_json(
+    State(state): State<Arc<CompatState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    route_aws(&state, &method, &uri, &headers, &body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn route_aws(
+    state: &Arc<CompatState>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, AwsError> {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let signer = state
+        .auth
+        .check_sigv4(method, uri.path(), uri.query(), headers, body)
+        .inspect_err(|_| {
+            metrics::counter!("tidewatch_auth_denied_total", "api" => "aws").increment(1);
+        })?;
+    let region = signer
+        .map(|s| s.region)
+        .or_else(|| sigv4::claimed_region(headers))
+        .unwrap_or_else(|| "us-east-1".to_string());
+    if let Some(operation) = target.strip_prefix("Kinesis_20131202.") {
+        kinesis::dispatch(state, operation, body, &region).await
+    } else if let Some(operation) = target.strip_prefix("Firehose_20150804.") {
+        firehose::dispatch(state, operation, body).await
+    } else if target.is_empty() {
+        Err(AwsError::client(
+            "MissingAction",
+            "POST / needs an X-Amz-Target header (Kinesis_20131202.* or Firehose_20150804.*)",
+        ))
+    } else {
+        Err(AwsError::client(
+            "UnknownOperationException",
+            format!("unknown X-Amz-Target {target:?}"),
+        ))
+    }
+}

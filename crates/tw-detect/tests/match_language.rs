@@ -1,0 +1,280 @@
+//! The match-language additions: wildcards, time comparisons, field-to-field equality,
+//! keyword (any-field) search, value thresholds and named selections with a condition string.
+
+use serde_json::{Value, json};
+use tw_detect::{CompiledRule, RuleFormat, parse_rule};
+
+fn rule(text_match: &str) -> Result<CompiledRule, String> {
+    let text = format!("id: t\ntitle: t\nstream: s\nmatch: {text_match}\n");
+    parse_rule(&text, RuleFormat::Yaml)
+        .and_then(|r| r.compile())
+        .map_err(|e| e.to_string())
+}
+
+fn check(condition: &str, cases: &[(Value, bool)]) {
+    let compiled = rule(condition).unwrap_or_else(|e| panic!("{condition}: {e}"));
+    for (event, expected) in cases {
+        assert_eq!(compiled.matches(event), *expected, "{condition} on {event}");
+    }
+}
+
+fn refused(condition: &str, wanted: &str) {
+    let error = rule(condition).expect_err(condition);
+    assert!(error.contains(wanted), "{condition}: {error}");
+}
+
+#[test]
+fn wildcard_patterns() {
+    check(
+        r#"{field: image, wildcard: '*\cmd.exe', ignore_case: true}"#,
+        &[
+            (json!({"image": "C:\\Windows\\System32\\CMD.EXE"}), true),
+            (
+                json!({"image": "C:\\Windows\\System32\\cmd.exe.bak"}),
+                false,
+            ),
+            (json!({"image": ["x", "D:\\cmd.exe"]}), true),
+            (json!({"image": null}), false),
+            (json!({}), false),
+        ],
+    );
+    check(
+        r#"{field: user, wildcard: ['adm?n', 'root\*']}"#,
+        &[
+            (json!({"user": "admin"}), true),
+            (json!({"user": "ADMIN"}), false),
+            (json!({"user": "root*"}), true),
+            (json!({"user": "rootx"}), false),
+            (json!({"user": "adn"}), false),
+        ],
+    );
+    check(
+        "{field: port, wildcard: '44*'}",
+        &[(json!({"port": 443}), true), (json!({"port": 80}), false)],
+    );
+}
+
+#[test]
+fn value_threshold_is_a_plain_match() {
+    check(
+        "{field: amount, gt: 1000}",
+        &[
+            (json!({"amount": 1000.5}), true),
+            (json!({"amount": 1000}), false),
+            (json!({"amount": "2500"}), true),
+            (json!({"amount": "lots"}), false),
+        ],
+    );
+}
+
+#[test]
+fn short_form_reads_like_the_event() {
+    check(
+        "{amount: {gt: 1000}}",
+        &[
+            (json!({"amount": 1001}), true),
+            (json!({"amount": 999}), false),
+        ],
+    );
+    check(
+        "{eventName: ConsoleLogin, userAgent: {contains: curl, ignore_case: true}}",
+        &[
+            (
+                json!({"eventName": "ConsoleLogin", "userAgent": "CURL/8"}),
+                true,
+            ),
+            (
+                json!({"eventName": "ConsoleLogin", "userAgent": "boto"}),
+                false,
+            ),
+            (json!({"eventName": "Other", "userAgent": "curl"}), false),
+        ],
+    );
+    refused(
+        "{amount: {gt: 1, lt: 5}}",
+        "match.amount: exactly one operator",
+    );
+    refused("{amount: {bogus: 1}}", "match.amount.bogus: unknown field");
+    // The long form is what is stored.
+    let compiled = rule("{amount: {gt: 1000}}").unwrap();
+    assert_eq!(
+        compiled.rule().to_value()["match"],
+        json!({"field": "amount", "gt": 1000})
+    );
+}
+
+#[test]
+fn time_comparisons_accept_rfc3339_and_epoch_fields() {
+    check(
+        "{field: t, gte: '2026-01-01T00:00:00Z'}",
+        &[
+            (json!({"t": "2026-01-01T00:00:00Z"}), true),
+            (json!({"t": "2025-12-31T23:59:59.999Z"}), false),
+            (json!({"t": "2026-01-01T01:00:00+02:00"}), false),
+            (json!({"t": 1_767_225_600}), true),
+            (json!({"t": 1_767_225_599_000_i64}), false),
+            (json!({"t": "not a time"}), false),
+        ],
+    );
+    check(
+        "{field: t, lt: '2026-01-01T00:00:00Z'}",
+        &[
+            (json!({"t": "2025-06-01 10:00:00"}), true),
+            (json!({"t": "2026-06-01"}), false),
+        ],
+    );
+    refused("{field: t, gt: 'yesterday'}", "match.gt: invalid time");
+}
+
+#[test]
+fn field_to_field_comparison() {
+    check(
+        "{field: src.user, equals_field: dst.user}",
+        &[
+            (json!({"src": {"user": "a"}, "dst": {"user": "a"}}), true),
+            (json!({"src": {"user": "a"}, "dst": {"user": "A"}}), false),
+            (json!({"src": {"user": 5}, "dst": {"user": 5.0}}), true),
+            (json!({"src": {"user": "5"}, "dst": {"user": 5}}), true),
+            (json!({"src": {"user": null}, "dst": {"user": null}}), false),
+            (json!({"src": {"user": "a"}}), false),
+        ],
+    );
+    check(
+        "{field: a, equals_field: b, ignore_case: true}",
+        &[(json!({"a": "X", "b": "x"}), true)],
+    );
+    refused("{field: a, equals_field: 'b..c'}", "empty segment");
+}
+
+#[test]
+fn keyword_search_looks_at_every_value() {
+    check(
+        "{field: '*', contains: mimikatz, ignore_case: true}",
+        &[
+            (json!({"cmd": "run MimiKatz.exe"}), true),
+            (json!({"deep": {"list": [1, {"x": "mimikatz"}]}}), true),
+            (json!({"mimikatz": "key names do not count"}), false),
+            (json!({"n": 5}), false),
+        ],
+    );
+    check(
+        "{field: '*', equals: 4625}",
+        &[
+            (json!({"a": {"b": 4625}}), true),
+            (json!({"a": 4626}), false),
+        ],
+    );
+    refused(
+        "{field: '*', exists: true}",
+        "does not apply to a keyword search",
+    );
+    let compiled = rule("{field: '*', contains: x}").unwrap();
+    assert!(
+        compiled.field_paths().iter().any(|p| p.is_root()),
+        "a keyword rule reads the whole event"
+    );
+}
+
+#[test]
+fn exists_and_null() {
+    check(
+        "{field: a, exists: false}",
+        &[
+            (json!({}), true),
+            (json!({"a": null}), true),
+            (json!({"a": ""}), false),
+        ],
+    );
+}
+
+const SELECTIONS: &str = r#"{
+  selections: {
+    sel: {field: eventName, equals: ConsoleLogin},
+    filter_mfa: {field: mfa, equals: "Yes"},
+    filter_root: {field: user, equals: root},
+    other: {field: x, exists: true}
+  },
+  condition: "sel and not (other or 1 of filter_*)"
+}"#;
+
+#[test]
+fn named_selections_with_a_condition() {
+    check(
+        SELECTIONS,
+        &[
+            (json!({"eventName": "ConsoleLogin"}), true),
+            (json!({"eventName": "ConsoleLogin", "mfa": "Yes"}), false),
+            (json!({"eventName": "ConsoleLogin", "user": "root"}), false),
+            (json!({"eventName": "ConsoleLogin", "x": 1}), false),
+            (json!({"eventName": "Other"}), false),
+        ],
+    );
+    let all = r#"{selections: {a1: {field: a, equals: 1}, a2: {field: b, equals: 2}, _x: {field: c, equals: 3}}, condition: "all of them"}"#;
+    check(
+        all,
+        &[(json!({"a": 1, "b": 2}), true), (json!({"a": 1}), false)],
+    );
+    let two = r#"{selections: {a1: {field: a, equals: 1}, a2: {field: b, equals: 2}, a3: {field: c, equals: 3}}, condition: "2 of a*"}"#;
+    check(
+        two,
+        &[
+            (json!({"a": 1, "c": 3}), true),
+            (json!({"b": 2}), false),
+            (json!({"a": 1, "b": 2, "c": 3}), true),
+        ],
+    );
+}
+
+#[test]
+fn selection_round_trip_keeps_the_structure() {
+    let compiled = rule(SELECTIONS).unwrap();
+    let json = serde_json::to_string(compiled.rule()).unwrap();
+    let again = parse_rule(&json, RuleFormat::Json).unwrap();
+    assert_eq!(&again, compiled.rule());
+}
+
+#[test]
+fn malformed_selections_are_refused_by_name() {
+    let base = |condition: &str| {
+        format!(
+            r#"{{selections: {{sel: {{field: a, equals: 1}}, filter_x: {{field: b, equals: 2}}}}, condition: "{condition}"}}"#
+        )
+    };
+    refused(
+        &base("sel and nope"),
+        "match.condition: unknown selection `nope`",
+    );
+    refused(&base("1 of zzz*"), "`zzz*` matches no selection");
+    refused(&base("3 of them"), "can never hold");
+    refused(&base("sel and (filter_x"), "expected `)`");
+    refused(&base("sel | count() > 3"), "aggregation");
+    refused(&base(""), "condition is empty");
+    refused(
+        r#"{selections: {sel: {field: a, regex: '('}}, condition: sel}"#,
+        "match.selections.sel.regex: invalid regex",
+    );
+    refused(
+        r#"{selections: {sel: {field: a, equals: 1}}}"#,
+        "match.condition: required field is missing",
+    );
+    refused(
+        r#"{selections: {}, condition: x}"#,
+        "must name at least one selection",
+    );
+    refused(
+        r#"{selections: {s: {field: a, equals: 1}}, condition: s, extra: 1}"#,
+        "match.extra: unknown field",
+    );
+}
+
+#[test]
+fn deep_nesting_is_bounded() {
+    // JSON: YAML's own depth budget (64) would refuse it first.
+    let mut condition = r#"{"field": "a", "equals": 1}"#.to_string();
+    for _ in 0..40 {
+        condition = format!(r#"{{"selections": {{"s": {condition}}}, "condition": "s"}}"#);
+    }
+    let text = format!(r#"{{"id": "t", "title": "t", "stream": "s", "match": {condition}}}"#);
+    let error = parse_rule(&text, RuleFormat::Json).unwrap_err().to_string();
+    assert!(error.contains("deeper than 32"), "{error}");
+}

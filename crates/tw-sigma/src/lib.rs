@@ -1,0 +1,205 @@
+//! Sigma rules → native Tidewatch rules.
+//!
+//! This crate owns the translation of Sigma YAML (unmodified files from SigmaHQ and the like)
+//! into [`tw_detect::Rule`]s: the logsource → stream table, field-name mapping, every value
+//! modifier of the Sigma specification, and the condition (kept as written: it becomes the
+//! condition string of named selections, which `tw-detect` evaluates).
+//!
+//! Invariants:
+//! - a translation either yields a rule that validates, or fails with an error naming the
+//!   unsupported or invalid construct and where it is: nothing is ever half-loaded;
+//! - Sigma's matching semantics are kept: case-insensitive strings unless `|cased`, `*`/`?`
+//!   wildcards with Sigma's escapes, case-sensitive regexes unless `|re|i`;
+//! - translation is pure (no I/O): the caller supplies the configuration.
+
+mod config;
+mod detection;
+mod modifiers;
+
+use serde_json::{Map, Value};
+use tw_core::Severity;
+use tw_detect::{Condition, Rule, Selections};
+
+pub use config::{FieldMapping, LogsourceMapping, SigmaConfig};
+
+/// Why a Sigma document could not be translated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SigmaError {
+    /// The text is not well-formed YAML.
+    #[error("sigma rule is not valid yaml: {0}")]
+    Syntax(String),
+    /// The document uses something Tidewatch does not evaluate.
+    #[error("sigma rule uses unsupported {feature} (at {place})")]
+    Unsupported {
+        /// What is unsupported (`correlation rules`, `value modifier \`minute\``).
+        feature: String,
+        /// Where in the document (`detection.selection.CommandLine|minute`).
+        place: String,
+    },
+    /// The document is not a valid Sigma rule.
+    #[error("invalid sigma rule: {message} (at {place})")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// Where in the document.
+        place: String,
+    },
+    /// The translation is not a valid Tidewatch rule (for example a regex the linear-time
+    /// engine cannot run).
+    #[error("sigma rule cannot be evaluated: {0}")]
+    Rule(#[from] tw_detect::RuleError),
+}
+
+impl SigmaError {
+    pub(crate) fn unsupported(feature: impl Into<String>, place: impl Into<String>) -> Self {
+        Self::Unsupported {
+            feature: feature.into(),
+            place: place.into(),
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>, place: impl Into<String>) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            place: place.into(),
+        }
+    }
+}
+
+/// Whether `text` looks like a Sigma document: a YAML mapping with top-level `detection:` and
+/// `logsource:` keys, or a Sigma correlation rule (top-level `correlation:`); native rules
+/// have none of these, so a Sigma document is never read as a native one.
+pub fn is_sigma(text: &str) -> bool {
+    let mut detection = false;
+    let mut logsource = false;
+    let mut correlation = false;
+    for line in text.lines() {
+        detection |= line.starts_with("detection:");
+        logsource |= line.starts_with("logsource:");
+        correlation |= line.starts_with("correlation:");
+    }
+    (detection && logsource) || correlation
+}
+
+/// Parses Sigma YAML text into a JSON value (YAML 1.2 booleans, duplicate keys refused).
+pub fn parse_yaml(text: &str) -> Result<Value, SigmaError> {
+    // A second document (`---`) means a Sigma collection (`action: global`), which this
+    // crate does not merge: refuse it rather than read only the first document.
+    if text
+        .lines()
+        .skip_while(|line| line.trim().is_empty() || line.starts_with('#'))
+        .skip(1)
+        .any(|line| line.trim_end() == "---")
+    {
+        return Err(SigmaError::unsupported(
+            "multi-document YAML (Sigma rule collections / `action: global`)",
+            "document",
+        ));
+    }
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    };
+    serde_saphyr::from_str_with_options::<Value>(text, options)
+        .map_err(|error| SigmaError::Syntax(error.to_string()))
+}
+
+/// Translates Sigma YAML text into a validated native rule.
+pub fn translate(text: &str, config: &SigmaConfig) -> Result<Rule, SigmaError> {
+    translate_value(&parse_yaml(text)?, config)
+}
+
+/// Top-level keys that mark a document kind Tidewatch does not load, with the name used in
+/// the refusal.
+const REFUSED_KINDS: &[(&str, &str)] = &[
+    (
+        "correlation",
+        "correlation rules (event_count, value_count, temporal)",
+    ),
+    ("action", "rule collections (`action`)"),
+    ("filter", "Sigma filter rules (`filter`)"),
+];
+
+/// Translates an already parsed Sigma document into a validated native rule.
+pub fn translate_value(value: &Value, config: &SigmaConfig) -> Result<Rule, SigmaError> {
+    let Value::Object(document) = value else {
+        return Err(SigmaError::invalid("expected a mapping", "document"));
+    };
+    for (key, feature) in REFUSED_KINDS {
+        if document.contains_key(*key) {
+            return Err(SigmaError::unsupported(*feature, *key));
+        }
+    }
+    let id = required_text(document, "id")?;
+    let title = required_text(document, "title")?;
+    let description = optional_text(document, "description")?;
+    let severity = match document.get("level") {
+        None | Some(Value::Null) => Severity::default(),
+        Some(Value::String(level)) => level
+            .parse::<Severity>()
+            .map_err(|message| SigmaError::invalid(message, "level"))?,
+        Some(_) => return Err(SigmaError::invalid("expected a string", "level")),
+    };
+    let tags = match document.get("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| match item {
+                Value::String(tag) => Ok(tag.clone()),
+                _ => Err(SigmaError::invalid(
+                    "expected a string",
+                    format!("tags[{index}]"),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(SigmaError::invalid("expected a list of strings", "tags")),
+    };
+    let logsource = match document.get("logsource") {
+        Some(Value::Object(logsource)) => logsource,
+        _ => return Err(SigmaError::invalid("expected a mapping", "logsource")),
+    };
+    let stream = config.stream_for(logsource)?;
+    let detection = match document.get("detection") {
+        Some(Value::Object(detection)) => detection,
+        _ => return Err(SigmaError::invalid("expected a mapping", "detection")),
+    };
+    let (items, condition) = detection::translate(detection, config)?;
+    let rule = Rule {
+        id,
+        version: 0,
+        title,
+        description,
+        severity,
+        stream,
+        enabled: true,
+        tags,
+        sinks: Vec::new(),
+        condition: Some(Condition::Selections(Selections { items, condition })),
+        threshold: None,
+        distinct: None,
+        sequence: None,
+        new_value: None,
+        suppress: None,
+        shadow: false,
+    };
+    rule.validate()?;
+    Ok(rule)
+}
+
+fn required_text(document: &Map<String, Value>, key: &str) -> Result<String, SigmaError> {
+    match document.get(key) {
+        Some(Value::String(text)) if !text.trim().is_empty() => Ok(text.clone()),
+        Some(Value::String(_)) => Err(SigmaError::invalid("must not be empty", key)),
+        Some(_) => Err(SigmaError::invalid("expected a string", key)),
+        None => Err(SigmaError::invalid("required field is missing", key)),
+    }
+}
+
+fn optional_text(document: &Map<String, Value>, key: &str) -> Result<String, SigmaError> {
+    match document.get(key) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(text)) => Ok(text.trim_end().to_string()),
+        Some(_) => Err(SigmaError::invalid("expected a string", key)),
+    }
+}
