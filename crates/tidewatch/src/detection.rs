@@ -51,6 +51,8 @@ pub struct DetectionConsumer {
     last_checkpoint: Instant,
     /// Counters already exported per rule (metrics are bumped by the difference).
     exported: HashMap<String, RuleStats>,
+    /// Alerts raised but not yet stored (the store failed); stored before anything else.
+    pending: Vec<tw_core::Alert>,
 }
 
 impl DetectionConsumer {
@@ -76,6 +78,7 @@ impl DetectionConsumer {
             checkpoint_path,
             last_checkpoint: Instant::now(),
             exported: HashMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -169,6 +172,34 @@ impl DetectionConsumer {
         Ok(())
     }
 
+    /// Stores the pending alerts (fsynced) and sends the new ones to their sinks. When the
+    /// store fails they stay pending: the runner retries the batch, and no checkpoint is
+    /// written (so no offset is committed) until they are stored.
+    fn deliver_pending(&mut self) -> Result<(), ConsumerError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let fresh = self
+            .alerts
+            .insert(self.pending.clone())
+            .map_err(|e| self.error(e))?;
+        self.pending.clear();
+        for alert in &fresh {
+            metrics::counter!("tidewatch_alerts_total", "stream" => alert.stream.clone())
+                .increment(1);
+            if self.shadow.contains(&alert.rule_id) {
+                continue;
+            }
+            let sinks = self
+                .sinks_by_rule
+                .get(&alert.rule_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            self.dispatcher.dispatch(alert, sinks);
+        }
+        Ok(())
+    }
+
     /// Exports per-rule counters (by difference, since the engine's restart on a rule change)
     /// and logs evictions.
     fn export_metrics(&mut self) {
@@ -250,6 +281,8 @@ impl Consumer for DetectionConsumer {
     }
 
     fn handle(&mut self, batch: &EventBatch) -> Result<(), ConsumerError> {
+        // Alerts of an earlier batch the store refused (the runner retries that batch).
+        self.deliver_pending()?;
         // The batch was parsed for the rule set of its read; a new rule that reads other fields
         // needs them, so parse this batch again (only the first batch after such a change).
         let reparsed: Option<Vec<Value>> = self.refresh_rules(false).then(|| {
@@ -272,29 +305,16 @@ impl Consumer for DetectionConsumer {
             events.get(skip..).unwrap_or_default(),
             now_ms(),
         );
-        if !raised.is_empty() {
-            let fresh = self.alerts.insert(raised).map_err(|e| self.error(e))?;
-            metrics::counter!("tidewatch_alerts_total", "stream" => batch.stream.to_string())
-                .increment(fresh.len() as u64);
-            for alert in &fresh {
-                if self.shadow.contains(&alert.rule_id) {
-                    continue;
-                }
-                let sinks = self
-                    .sinks_by_rule
-                    .get(&alert.rule_id)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                self.dispatcher.dispatch(alert, sinks);
-            }
-        }
+        // The state already holds these records: whatever happens to the alerts, the records
+        // are not evaluated again (that would count them twice).
         if let Some(last) = batch.records.last() {
             let slot = self.positions.entry(key).or_insert(0);
             *slot = (*slot).max(last.offset + 1);
         }
         metrics::counter!("tidewatch_events_evaluated_total", "stream" => batch.stream.to_string())
             .increment((batch.records.len() - skip) as u64);
-        Ok(())
+        self.pending.extend(raised);
+        self.deliver_pending()
     }
 
     fn tick(&mut self, _now_ms: i64) -> Result<(), ConsumerError> {
@@ -302,6 +322,7 @@ impl Consumer for DetectionConsumer {
         self.refresh_rules(false);
         self.export_metrics();
         if self.positions != self.checkpointed
+            && self.pending.is_empty()
             && self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
         {
             self.checkpoint()?;
@@ -315,6 +336,7 @@ impl Consumer for DetectionConsumer {
 
     fn flush(&mut self) -> Result<(), ConsumerError> {
         self.export_metrics();
+        self.deliver_pending()?;
         self.checkpoint()
     }
 }

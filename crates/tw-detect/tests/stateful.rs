@@ -49,7 +49,10 @@ fn stats(engine: &Engine) -> RuleStats {
     engine.stats().into_iter().next().expect("one rule")
 }
 
-fn windows(alerts: &[Alert]) -> Vec<(Option<(i64, i64)>, Option<f64>)> {
+/// (window, value) of each alert.
+type WindowValue = (Option<(i64, i64)>, Option<f64>);
+
+fn windows(alerts: &[Alert]) -> Vec<WindowValue> {
     alerts.iter().map(|a| (a.window, a.value)).collect()
 }
 
@@ -520,4 +523,31 @@ fn every_section_reports_its_problems_in_place() {
     )
     .unwrap();
     assert_eq!(old, new);
+}
+
+#[test]
+fn every_kind_stays_within_its_key_limit_and_counts_evictions() {
+    let rules = [
+        "id: k\ntitle: T\nstream: s\nthreshold: {count: {gt: 5}, window: 1h, group_by: [g]}\n",
+        "id: k\ntitle: T\nstream: s\nthreshold: {count: {gt: 5}, window: 1h, sliding: true, group_by: [g]}\n",
+        "id: k\ntitle: T\nstream: s\ndistinct: {field: v, count: {gt: 5}, window: 1h, group_by: [g]}\n",
+        "id: k\ntitle: T\nstream: s\ndistinct: {field: v, count: {gt: 5}, window: 1h, sliding: true, group_by: [g]}\n",
+        "id: k\ntitle: T\nstream: s\nsequence: {by: g, maxspan: 1h, steps: [{field: v, equals: a}, {field: v, equals: b}]}\n",
+        "id: k\ntitle: T\nstream: s\nnew_value: {field: v, group_by: [g], history: 30d}\n",
+    ];
+    for rule in rules {
+        let mut e = Engine::new(EngineConfig {
+            max_groups_per_rule: 3,
+            ..EngineConfig::default()
+        });
+        e.set_rules(vec![compiled(rule)]);
+        let mut o = 0;
+        let events: Vec<(i64, Value)> = (0..10)
+            .map(|i| (i * 1_000, json!({"g": format!("g{i}"), "v": "a"})))
+            .collect();
+        feed(&mut e, &mut o, &events);
+        let s = stats(&e);
+        assert!(s.active_groups <= 3, "{rule}\n{s:?}");
+        assert_eq!(s.evicted_groups, 7, "{rule}\n{s:?}");
+    }
 }

@@ -56,12 +56,12 @@ impl TumblingDistinct {
             .is_none_or(|groups| !groups.contains_key(&key));
         if is_new {
             while self.entries >= ctx.limits.max_groups {
-                let Some(oldest) = self.windows.keys().next().copied() else {
-                    break;
-                };
-                let dropped = self.windows.remove(&oldest).map_or(0, |g| g.len());
+                let dropped = super::evict_one(&mut self.windows, start);
                 self.entries -= dropped.min(self.entries);
                 ctx.stats.evicted_groups += dropped as u64;
+                if dropped == 0 {
+                    break;
+                }
             }
             self.entries += 1;
         }

@@ -104,6 +104,25 @@ pub(crate) fn window_of(time: i64, window_ms: i64) -> (i64, i64) {
     (start, start.saturating_add(window_ms))
 }
 
+/// Frees room for one more (window, group) entry: drops the oldest window other than `keep`,
+/// or, when `keep` is the only window, one of its groups. Returns how many entries went.
+pub(crate) fn evict_one<G>(
+    windows: &mut BTreeMap<i64, std::collections::HashMap<String, G>>,
+    keep: i64,
+) -> usize {
+    let oldest_other = windows.keys().copied().find(|start| *start != keep);
+    match oldest_other {
+        Some(start) => windows.remove(&start).map_or(0, |groups| groups.len()),
+        None => match windows.get_mut(&keep) {
+            Some(groups) => {
+                let victim = groups.keys().next().cloned();
+                victim.and_then(|key| groups.remove(&key)).map_or(0, |_| 1)
+            }
+            None => 0,
+        },
+    }
+}
+
 /// The state of one rule.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -76,16 +76,27 @@ impl History {
         Some(alert)
     }
 
-    /// Drops expired pairs; if the history is still full, the pairs of the oldest day.
+    /// Drops expired pairs; if the history is still full, pairs of the oldest day (just enough
+    /// to make room for one).
     fn make_room(&mut self, ctx: &mut Ctx, history_days: u32, today: u32) {
-        let before = self.seen.len();
         self.seen
             .retain(|_, last| today.saturating_sub(*last) <= history_days);
-        if self.seen.len() >= ctx.limits.max_groups
-            && let Some(oldest) = self.seen.values().min().copied()
-        {
-            self.seen.retain(|_, last| *last != oldest);
-            ctx.stats.evicted_groups += (before - self.seen.len()) as u64;
+        while self.seen.len() >= ctx.limits.max_groups {
+            let Some(oldest) = self.seen.values().min().copied() else {
+                break;
+            };
+            let excess = self.seen.len() + 1 - ctx.limits.max_groups;
+            let victims: Vec<u64> = self
+                .seen
+                .iter()
+                .filter(|(_, day)| **day == oldest)
+                .map(|(hash, _)| *hash)
+                .take(excess)
+                .collect();
+            for hash in &victims {
+                self.seen.remove(hash);
+            }
+            ctx.stats.evicted_groups += victims.len() as u64;
         }
     }
 

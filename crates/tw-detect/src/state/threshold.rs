@@ -91,20 +91,8 @@ impl Tumbling {
         Some(alert)
     }
 
-    /// Frees room for one more entry: drops the oldest window other than `keep`, or, when
-    /// `keep` is the only window, one of its groups. Returns how many entries were dropped.
     fn evict_one(&mut self, keep: i64) -> usize {
-        let oldest_other = self.windows.keys().copied().find(|start| *start != keep);
-        let dropped = match oldest_other {
-            Some(start) => self.windows.remove(&start).map_or(0, |groups| groups.len()),
-            None => match self.windows.get_mut(&keep) {
-                Some(groups) => {
-                    let victim = groups.keys().next().cloned();
-                    victim.and_then(|key| groups.remove(&key)).map_or(0, |_| 1)
-                }
-                None => 0,
-            },
-        };
+        let dropped = super::evict_one(&mut self.windows, keep);
         self.entries -= dropped.min(self.entries);
         dropped
     }
@@ -267,15 +255,15 @@ impl Sliding {
         let mut alerts = Vec::new();
         let mut empty = Vec::new();
         for (key, group) in &mut self.groups {
-            if bound.is_below() {
-                if let Some(at) = below_fires(group, bound, window_ms, watermark) {
-                    let begin = at.saturating_sub(window_ms);
-                    let mut alert = ctx.alert(key, &format!("{at}"), at);
-                    alert.window = Some((begin, at));
-                    let count = count_in(&group.times, begin, at);
-                    alert.value = Some(count as f64);
-                    alerts.push(alert);
-                }
+            if bound.is_below()
+                && let Some(at) = below_fires(group, bound, window_ms, watermark)
+            {
+                let begin = at.saturating_sub(window_ms);
+                let mut alert = ctx.alert(key, &format!("{at}"), at);
+                alert.window = Some((begin, at));
+                let count = count_in(&group.times, begin, at);
+                alert.value = Some(count as f64);
+                alerts.push(alert);
             }
             // Events at or before `watermark - window` can no longer share a window with an
             // event that is not late (late means before the watermark).

@@ -1,0 +1,226 @@
+//! The 100-rule mixed workload of the detection benchmark (60 match, 15 threshold, 10 distinct
+//! count, 10 sequence, 5 new value) on CloudTrail-like events from the reference generator.
+//! Not a timed assertion (machines differ); run by hand in release mode:
+//! `cargo test --release -p tw-detect --test mixed_workload -- --ignored --nocapture`.
+//! The always-on test checks that the workload compiles and that every kind raises alerts on
+//! it, so the measurement measures real work.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tw_core::Record;
+use tw_detect::{CompiledRule, Engine, EngineConfig, RuleFormat, parse_rule};
+
+const GENERATOR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/bench/gen_events.py"
+);
+
+const NAMES: [&str; 10] = [
+    "ConsoleLogin",
+    "GetObject",
+    "PutObject",
+    "RunInstances",
+    "AssumeRole",
+    "ListBuckets",
+    "DescribeInstances",
+    "CreateUser",
+    "AttachUserPolicy",
+    "DeleteBucket",
+];
+
+fn compile(text: &str) -> Arc<CompiledRule> {
+    Arc::new(
+        parse_rule(text, RuleFormat::Yaml)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+            .compile()
+            .unwrap(),
+    )
+}
+
+/// The 100 rules.
+fn workload() -> Vec<Arc<CompiledRule>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut matches: Vec<String> = Vec::new();
+    for copy in 0..6 {
+        for n in 1..=10 {
+            let name = if n == 10 { "R10.json" } else { "" };
+            let path = if name.is_empty() {
+                dir.join(format!("R{n:02}.yaml"))
+            } else {
+                dir.join(name)
+            };
+            let rule =
+                parse_rule(&std::fs::read_to_string(path).unwrap(), RuleFormat::Auto).unwrap();
+            let mut value = rule.to_value();
+            value["id"] = Value::String(format!("{}-{copy}", rule.id));
+            matches.push(value.to_string());
+        }
+    }
+    let mut rules: Vec<Arc<CompiledRule>> = matches
+        .iter()
+        .map(|json| {
+            Arc::new(
+                parse_rule(json, RuleFormat::Json)
+                    .unwrap()
+                    .compile()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for i in 0..15 {
+        let name = NAMES[i % NAMES.len()];
+        let window = ["1m", "5m", "10m"][i % 3];
+        let sliding = i % 2 == 1;
+        let count = if i % 5 == 4 {
+            "{lt: 1}".to_string()
+        } else {
+            format!("{{gt: {}}}", 2 + i)
+        };
+        let group = if i % 2 == 0 {
+            "sourceIPAddress"
+        } else {
+            "userIdentity.arn"
+        };
+        rules.push(compile(&format!(
+            "id: thr-{i}\ntitle: T\nstream: cloudtrail\nmatch: {{field: eventName, equals: {name}}}\nthreshold: {{count: {count}, window: {window}, sliding: {sliding}, group_by: [{group}]}}\n"
+        )));
+    }
+    for i in 0..10 {
+        let field = [
+            "awsRegion",
+            "eventName",
+            "sourceIPAddress",
+            "eventSource",
+            "userAgent",
+        ][i % 5];
+        rules.push(compile(&format!(
+            "id: dist-{i}\ntitle: T\nstream: cloudtrail\ndistinct: {{field: {field}, count: {{gt: {}}}, window: 10m, sliding: {}, group_by: [userIdentity.arn]}}\n",
+            2 + i % 4,
+            i % 2 == 1
+        )));
+    }
+    for i in 0..10 {
+        let (a, b) = (NAMES[i % NAMES.len()], NAMES[(i + 1) % NAMES.len()]);
+        let until = if i % 3 == 0 {
+            format!(
+                "\n  until: {{field: eventName, equals: {}}}",
+                NAMES[(i + 2) % NAMES.len()]
+            )
+        } else {
+            String::new()
+        };
+        rules.push(compile(&format!(
+            "id: seq-{i}\ntitle: T\nstream: cloudtrail\nsequence:\n  by: userIdentity.arn\n  maxspan: 5m\n  steps:\n    - {{field: eventName, equals: {a}}}\n    - {{field: eventName, equals: {b}}}{until}\n"
+        )));
+    }
+    for (i, field) in [
+        "additionalEventData.country",
+        "sourceIPAddress",
+        "userAgent",
+        "awsRegion",
+        "eventSource",
+    ]
+    .iter()
+    .enumerate()
+    {
+        rules.push(compile(&format!(
+            "id: new-{i}\ntitle: T\nstream: cloudtrail\nnew_value: {{field: {field}, group_by: [userIdentity.arn], history: 30d}}\n"
+        )));
+    }
+    assert_eq!(rules.len(), 100);
+    rules
+}
+
+fn events(count: usize) -> (Vec<Record>, Vec<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.ndjson");
+    let status = Command::new("python3")
+        .args([
+            GENERATOR,
+            "--count",
+            &count.to_string(),
+            "--seed",
+            "42",
+            "--out",
+        ])
+        .arg(&out)
+        .status()
+        .expect("python3 is required to run the mixed workload");
+    assert!(status.success(), "{GENERATOR} failed: {status}");
+    let events: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let records = events
+        .iter()
+        .enumerate()
+        .map(|(offset, event)| Record {
+            offset: offset as u64,
+            ingest_time_ms: 0,
+            event_time_ms: tw_core::parse_time_ms(&event["eventTime"]).unwrap_or(0),
+            key: Bytes::new(),
+            payload: Bytes::new(),
+        })
+        .collect();
+    (records, events)
+}
+
+fn run(engine: &mut Engine, records: &[Record], events: &[Value]) -> usize {
+    let mut alerts = 0;
+    for (records, events) in records.chunks(1_000).zip(events.chunks(1_000)) {
+        alerts += engine.evaluate("cloudtrail", 0, records, events, 0).len();
+    }
+    alerts
+}
+
+#[test]
+fn the_mixed_workload_exercises_every_kind() {
+    let (records, events) = events(20_000);
+    let mut engine = Engine::new(EngineConfig::default());
+    engine.set_rules(workload());
+    run(&mut engine, &records, &events);
+    let stats = engine.stats();
+    for prefix in ["R", "thr-", "dist-", "seq-", "new-"] {
+        let alerts: u64 = stats
+            .iter()
+            .filter(|s| s.rule_id.starts_with(prefix))
+            .map(|s| s.alerts)
+            .sum();
+        assert!(alerts > 0, "no {prefix}* rule fired: {stats:?}");
+    }
+}
+
+#[test]
+#[ignore = "measurement, run by hand in release mode"]
+fn measure_mixed_workload() {
+    let count = std::env::var("MIXED_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let (records, events) = events(count);
+    let mut engine = Engine::new(EngineConfig::default());
+    engine.set_rules(workload());
+    let started = std::time::Instant::now();
+    let alerts = run(&mut engine, &records, &events);
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = engine.stats();
+    let keys: u64 = stats.iter().map(|s| s.active_groups).sum();
+    for prefix in ["R", "thr-", "dist-", "seq-", "new-"] {
+        let of_kind = stats.iter().filter(|s| s.rule_id.starts_with(prefix));
+        let (nanos, alerts) = of_kind.fold((0, 0), |(n, a), s| (n + s.eval_nanos, a + s.alerts));
+        println!(
+            "  {prefix}*: {:.0} ms evaluating (sampled), {alerts} alerts",
+            nanos as f64 / 1e6
+        );
+    }
+    println!(
+        "100 mixed rules: {:.0} events/s on one core ({} events, {alerts} alerts, {keys} state keys at the end)",
+        events.len() as f64 / elapsed,
+        events.len()
+    );
+}
