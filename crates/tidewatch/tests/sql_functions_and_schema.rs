@@ -30,7 +30,7 @@ async fn functions_schema_and_cli_output() {
     let config = write(
         dir.path(),
         "tidewatch.toml",
-        "[query]\nmax_result_rows = 4\n",
+        "[query]\nmax_result_rows = 4\nmemory_limit_bytes = 33554432\n",
     );
     let server = Server::start(&dir.path().join("data"), Some(&config), &[]);
     // One partition so the lake sees the events in order (the type history depends on it).
@@ -195,6 +195,17 @@ async fn functions_schema_and_cli_output() {
     assert!(!ok);
     assert!(
         err.contains("query failed (400") && err.contains("empty key"),
+        "{err}"
+    );
+
+    // Past the memory limit: refused as unavailable (503), with the reason.
+    let (ok, _, err) = query_cli(
+        &server,
+        &["SELECT array_agg(value) FROM generate_series(1, 20000000)"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("query failed (503") && err.contains("query exceeded its resources"),
         "{err}"
     );
 
