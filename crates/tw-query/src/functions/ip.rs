@@ -4,6 +4,7 @@
 //! carries, because log sources write the same peer both ways.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::LazyLock;
 
 /// Parses an address as logs write it: surrounding spaces, `[v6]` brackets and a `%zone`
 /// suffix are accepted. Returns None for anything that is not an address.
@@ -131,13 +132,17 @@ const PRIVATE_NETWORKS: &[&str] = &[
     "fe80::/10",
 ];
 
+/// [`PRIVATE_NETWORKS`] parsed once.
+static PRIVATE: LazyLock<Vec<Cidr>> = LazyLock::new(|| {
+    PRIVATE_NETWORKS
+        .iter()
+        .filter_map(|net| Cidr::parse(net).ok())
+        .collect()
+});
+
 /// Whether `ip` belongs to one of the [`PRIVATE_NETWORKS`].
 pub(crate) fn is_private(ip: IpAddr) -> bool {
-    PRIVATE_NETWORKS.iter().any(|net| {
-        Cidr::parse(net)
-            .map(|cidr| cidr.contains(ip))
-            .unwrap_or(false)
-    })
+    PRIVATE.iter().any(|cidr| cidr.contains(ip))
 }
 
 /// 4 or 6.
@@ -208,6 +213,11 @@ mod tests {
 
     #[test]
     fn private_ranges() {
+        assert_eq!(
+            PRIVATE.len(),
+            PRIVATE_NETWORKS.len(),
+            "every listed network parses"
+        );
         for private in [
             "10.1.2.3",
             "172.31.0.1",
