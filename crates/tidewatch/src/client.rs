@@ -202,10 +202,7 @@ pub async fn query(server: &str, sql: &str, format: OutputFormat) -> anyhow::Res
                 arrow::util::pretty::pretty_format_batches(&batches)?
             )?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            eprintln!(
-                "{rows} row(s){}",
-                if truncated { " (truncated)" } else { "" }
-            );
+            eprintln!("{rows} row(s)");
         }
         OutputFormat::Json => {
             let value: Value = serde_json::from_slice(&body)?;
@@ -214,6 +211,14 @@ pub async fn query(server: &str, sql: &str, format: OutputFormat) -> anyhow::Res
             }
         }
         _ => out.write_all(&body)?,
+    }
+    // On stderr so piped CSV/JSON stays clean, in every format so a cut result is never
+    // mistaken for the whole answer.
+    if truncated {
+        eprintln!(
+            "warning: result truncated at the server's row limit (query.max_result_rows); \
+             add a LIMIT, an aggregate or a narrower WHERE"
+        );
     }
     Ok(())
 }

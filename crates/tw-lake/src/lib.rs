@@ -38,6 +38,7 @@ mod convert;
 mod error;
 mod files;
 mod flatten;
+mod schema_view;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -50,6 +51,7 @@ use tw_core::{Offset, PartitionId, StreamName};
 
 use crate::catalog::Catalog;
 pub use crate::error::LakeError;
+pub use crate::schema_view::{ColumnInfo, StreamSchema, WideningInfo};
 pub use crate::writer::LakeWriter;
 
 /// Default number of event columns per stream before new fields go to `_overflow`.
@@ -118,6 +120,11 @@ struct StreamState {
     /// The table schema, rebuilt from the catalog when its revision moves past this one.
     schema: SchemaRef,
     schema_revision: u64,
+    /// The catalog as of `schema_revision`, for readers: `catalog` itself leaves the lock
+    /// while the writer converts a batch.
+    published: Catalog,
+    /// Values stored as text after a type conflict, per column, since the lake was opened.
+    type_conflicts: BTreeMap<String, u64>,
     partitions: BTreeMap<PartitionId, PartitionBuffer>,
 }
 
@@ -127,6 +134,8 @@ impl StreamState {
             schema: catalog.schema(),
             schema_revision: catalog.revision,
             persisted_revision: catalog.revision,
+            published: catalog.clone(),
+            type_conflicts: BTreeMap::new(),
             catalog,
             partitions: BTreeMap::new(),
         }
@@ -223,6 +232,16 @@ impl Lake {
             .streams
             .get(stream)
             .map(|state| state.schema.clone())
+    }
+
+    /// The columns of `stream` with their history, if it has data.
+    pub fn stream_schema(&self, stream: &StreamName) -> Option<StreamSchema> {
+        let state = self.lock();
+        let stream_state = state.streams.get(stream)?;
+        Some(schema_view::stream_schema(
+            &stream_state.published,
+            &stream_state.type_conflicts,
+        ))
     }
 
     /// The directory of `stream`'s Parquet files: `{root}/{stream}`.

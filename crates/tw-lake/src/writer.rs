@@ -148,6 +148,7 @@ impl LakeWriter {
         if stream_state.schema_revision != stream_state.catalog.revision {
             stream_state.schema = stream_state.catalog.schema();
             stream_state.schema_revision = stream_state.catalog.revision;
+            stream_state.published = stream_state.catalog.clone();
         }
         let buffer = stream_state
             .partitions
@@ -166,6 +167,9 @@ impl LakeWriter {
         let full = !buffer.batches.is_empty()
             && (buffer.rows >= self.lake.config().flush_max_rows
                 || buffer.bytes >= self.lake.config().flush_max_bytes);
+        for (column, count) in &converted.conflicts {
+            *stream_state.type_conflicts.entry(column.clone()).or_default() += count;
+        }
         drop(state);
 
         for (column, count) in converted.conflicts {

@@ -256,7 +256,9 @@ impl QueryJob {
             .with_runtime_env(Arc::clone(&self.runtime_env))
             .with_default_features()
             .build();
-        SessionContext::new_with_state(state)
+        let ctx = SessionContext::new_with_state(state);
+        crate::functions::register(&ctx);
+        ctx
     }
 
     /// Registers one table per stream (only those in `wanted`, when given); returns the

@@ -24,6 +24,7 @@ mod encode;
 mod engine;
 mod error;
 mod files;
+mod functions;
 mod lake;
 mod statement;
 mod table;

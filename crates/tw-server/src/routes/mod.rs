@@ -22,6 +22,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             "/api/v1/streams/{stream}",
             get(streams::get).put(streams::put),
         )
+        .route("/api/v1/streams/{stream}/schema", get(streams::schema))
         .route("/api/v1/streams/{stream}/events", post(ingest::post_events))
         .route("/api/v1/rules", get(rules::list).post(rules::create))
         .route("/api/v1/rules/test", post(rules::test))

@@ -1,4 +1,5 @@
-//! `GET /api/v1/streams`, `GET|PUT /api/v1/streams/{stream}`.
+//! `GET /api/v1/streams`, `GET|PUT /api/v1/streams/{stream}`,
+//! `GET /api/v1/streams/{stream}/schema`.
 
 use std::sync::Arc;
 
@@ -61,6 +62,24 @@ pub(crate) async fn put(
         .map_err(|e| ApiError::bad_request(format!("invalid stream configuration: {e}")))?;
     let stored = state.ingestor.registry().put(&name, config, true)?;
     Ok(Json(view(&state, &stored.name, &stored.config)?))
+}
+
+/// The stream's lake schema: columns, types, when each appeared, type conflicts, widenings.
+pub(crate) async fn schema(
+    State(state): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+) -> Result<Json<tw_lake::StreamSchema>, ApiError> {
+    let name = parse_name(&stream)?;
+    if let Some(schema) = state.lake.stream_schema(&name) {
+        return Ok(Json(schema));
+    }
+    // Tell a typo apart from a stream that exists but has no data in the lake yet.
+    let message = if state.ingestor.registry().get(&name).is_some() {
+        format!("stream {name} has no data in the lake yet, so it has no schema")
+    } else {
+        format!("stream {name} does not exist")
+    };
+    Err(ApiError::not_found(message))
 }
 
 fn parse_name(stream: &str) -> Result<StreamName, ApiError> {
