@@ -2,19 +2,14 @@
 //! partition columns and the dotted column names, and finds every event exactly once.
 
 mod common;
+#[path = "common/python.rs"]
+mod python;
 
-use std::process::Command;
-
-use common::{Server, generate, write};
+use common::{Server, generate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duckdb_reads_the_lake_as_it_is() {
-    let python = std::env::var("TIDEWATCH_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import duckdb"]).status();
-    assert!(
-        probe.is_ok_and(|s| s.success()),
-        "this test needs DuckDB for Python: run scripts/test.sh (it installs it), or set TIDEWATCH_TEST_PYTHON"
-    );
+    let python = python::require(&["duckdb"]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data, None, &[]);
@@ -30,10 +25,17 @@ async fn duckdb_reads_the_lake_as_it_is() {
     );
     assert!(server.terminate(), "graceful stop flushes the lake");
 
-    let script = write(
-        dir.path(),
-        "check.py",
-        r#"
+    let lake = data.join("lake").display().to_string();
+    let result = python::run(&python, dir.path(), "check.py", CHECK, &[lake], &[]).await;
+    assert_eq!(result["total"], 12_000, "{result}");
+    assert_eq!(result["distinct"], 12_000, "{result}");
+    // 12,000 events at 1 event per simulated second span 4 hours: 4 hourly partitions.
+    assert_eq!(result["hours"], 4, "{result}");
+    assert_eq!(result["admin"], expected_admin, "{result}");
+}
+
+/// Reads the lake with the peer and prints the counts as one JSON line.
+const CHECK: &str = r#"
 import duckdb, json, sys
 lake = sys.argv[1]
 con = duckdb.connect()
@@ -42,22 +44,4 @@ total, distinct = con.execute(f"SELECT count(*), count(DISTINCT eventID) FROM {r
 hours = con.execute(f"SELECT count(DISTINCT (year, month, day, hour)) FROM {rel}").fetchone()[0]
 admin = con.execute(f"""SELECT count(*) FROM {rel} WHERE "requestParameters.policyArn" LIKE '%AdministratorAccess%'""").fetchone()[0]
 print(json.dumps({"total": total, "distinct": distinct, "hours": hours, "admin": admin}))
-"#,
-    );
-    let output = Command::new(&python)
-        .arg(&script)
-        .arg(data.join("lake"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "duckdb failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(result["total"], 12_000, "{result}");
-    assert_eq!(result["distinct"], 12_000, "{result}");
-    // 12,000 events at 1 event per simulated second span 4 hours: 4 hourly partitions.
-    assert_eq!(result["hours"], 4, "{result}");
-    assert_eq!(result["admin"], expected_admin, "{result}");
-}
+"#;

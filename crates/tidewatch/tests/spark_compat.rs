@@ -4,19 +4,14 @@
 //! exactly once.
 
 mod common;
+#[path = "common/python.rs"]
+mod python;
 
-use std::process::Command;
-
-use common::{Server, generate, write};
+use common::{Server, generate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spark_reads_the_lake_as_it_is() {
-    let python = std::env::var("TIDEWATCH_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import pyspark"]).status();
-    assert!(
-        probe.is_ok_and(|s| s.success()),
-        "this test needs PySpark (and a Java runtime): run scripts/test.sh (it installs PySpark), or set TIDEWATCH_TEST_PYTHON"
-    );
+    let python = python::require(&["pyspark"]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data, None, &[]);
@@ -36,10 +31,18 @@ async fn spark_reads_the_lake_as_it_is() {
     );
     assert!(server.terminate(), "graceful stop flushes the lake");
 
-    let script = write(
-        dir.path(),
-        "check.py",
-        r#"
+    let lake = data.join("lake").display().to_string();
+    let result = python::run(&python, dir.path(), "check.py", CHECK, &[lake], &[]).await;
+    assert_eq!(result["total"], 5_001, "{result}");
+    assert_eq!(result["ids"], 5_001, "{result}");
+    assert_eq!(result["late"], 1, "{result}");
+    assert_eq!(result["hours"], 3, "{result}");
+    assert_eq!(result["admin"], expected_admin, "{result}");
+    assert_eq!(result["first"], "2024-03-01T00:00:00", "{result}");
+}
+
+/// Reads the lake with the peer and prints the counts as one JSON line.
+const CHECK: &str = r#"
 import json, sys
 from pyspark.sql import SparkSession
 lake = sys.argv[1]
@@ -57,26 +60,4 @@ admin = spark.sql("SELECT count(*) FROM ct WHERE `requestParameters.policyArn` L
 print(json.dumps({"total": row["total"], "ids": row["ids"], "hours": row["hours"],
                   "first": row["first"].isoformat(), "late": row["late"], "admin": admin}))
 spark.stop()
-"#,
-    );
-    let output = Command::new(&python)
-        .arg(&script)
-        .arg(data.join("lake"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "spark failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    let result: serde_json::Value =
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    assert_eq!(result["total"], 5_001, "{result}");
-    assert_eq!(result["ids"], 5_001, "{result}");
-    assert_eq!(result["late"], 1, "{result}");
-    assert_eq!(result["hours"], 3, "{result}");
-    assert_eq!(result["admin"], expected_admin, "{result}");
-    assert_eq!(result["first"], "2024-03-01T00:00:00", "{result}");
-}
+"#;
