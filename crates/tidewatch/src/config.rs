@@ -34,6 +34,8 @@ pub struct Config {
     pub query: QuerySection,
     /// Where alerts are delivered.
     pub sinks: Vec<tw_alerts::SinkConfig>,
+    /// Sources that pull data into streams (`[[sources]]`: dir, s3, nats).
+    pub sources: Vec<tw_sources::SourceConfig>,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             detect: DetectSection::default(),
             query: QuerySection::default(),
             sinks: Vec::new(),
+            sources: Vec::new(),
         }
     }
 }
@@ -217,6 +220,9 @@ impl Config {
             problems.push("query.threads must be at least 1".into());
         }
         if let Err(error) = tw_alerts::validate_sinks(&self.sinks) {
+            problems.push(error.to_string());
+        }
+        if let Err(error) = tw_sources::validate_sources(&self.sources) {
             problems.push(error.to_string());
         }
         anyhow::ensure!(
