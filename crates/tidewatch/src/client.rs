@@ -1,7 +1,7 @@
 //! The command-line clients of a running server: `send` and `query`.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -38,7 +38,7 @@ pub async fn send(
     let inputs: Vec<PathBuf> = if files.is_empty() {
         vec![PathBuf::from("-")]
     } else {
-        files.to_vec()
+        expand_directories(files)?
     };
     let total_bytes: u64 = inputs
         .iter()
@@ -56,6 +56,26 @@ pub async fn send(
     };
     let (mut accepted, mut rejected) = (0u64, 0u64);
     for input in &inputs {
+        if is_whole_document(input)? {
+            let body =
+                std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+            bar.inc(body.len() as u64);
+            let gzip = input.extension().is_some_and(|e| e == "gz");
+            let outcome = post_with_retries(&client, &url, body, Some(gzip)).await?;
+            accepted += outcome["accepted"].as_u64().unwrap_or(0);
+            for rejection in outcome["rejected"].as_array().into_iter().flatten() {
+                rejected += 1;
+                bar.suspend(|| {
+                    eprintln!(
+                        "{}: record {}: {}",
+                        input.display(),
+                        rejection["line"].as_u64().unwrap_or(0),
+                        rejection["reason"].as_str().unwrap_or("?")
+                    )
+                });
+            }
+            continue;
+        }
         let reader: Box<dyn Read> = if input.as_os_str() == "-" {
             Box::new(std::io::stdin())
         } else {
@@ -82,7 +102,8 @@ pub async fn send(
                 || count >= batch_lines
                 || batch.len() >= batch_bytes
             {
-                let outcome = post_with_retries(&client, &url, std::mem::take(&mut batch)).await?;
+                let outcome =
+                    post_with_retries(&client, &url, std::mem::take(&mut batch), None).await?;
                 accepted += outcome["accepted"].as_u64().unwrap_or(0);
                 for rejection in outcome["rejected"].as_array().into_iter().flatten() {
                     rejected += 1;
@@ -113,18 +134,100 @@ pub async fn send(
     Ok(())
 }
 
+/// Expands each directory argument into the `.json`, `.ndjson`, `.json.gz` and `.ndjson.gz`
+/// files below it (recursively, hidden entries skipped, in path order); files stay as given.
+fn expand_directories(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        let mut entries = std::fs::read_dir(dir)
+            .with_context(|| format!("reading directory {}", dir.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("reading directory {}", dir.display()))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                walk(&path, root, out)?;
+            } else {
+                let relative = path.strip_prefix(root).unwrap_or(&path);
+                if tw_sources::is_candidate(&relative.to_string_lossy()) {
+                    out.push(path);
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut inputs = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let before = inputs.len();
+            walk(path, path, &mut inputs)?;
+            if inputs.len() == before {
+                eprintln!(
+                    "{}: no .json, .ndjson, .json.gz or .ndjson.gz files",
+                    path.display()
+                );
+            }
+        } else {
+            inputs.push(path.clone());
+        }
+    }
+    Ok(inputs)
+}
+
+/// Whether a file must be sent as one body rather than in batches of lines: a `.json` file
+/// holding one document (a JSON array, a CloudTrail `{"Records": [...]}` file, a
+/// pretty-printed object), which cannot be cut at line ends. A `.json` file whose first line
+/// is a whole object is NDJSON and goes line by line.
+fn is_whole_document(path: &Path) -> anyhow::Result<bool> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    if path.as_os_str() == "-" || !(name.ends_with(".json") || name.ends_with(".json.gz")) {
+        return Ok(false);
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader: Box<dyn Read> = if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    // The first line, read only up to the size of any sensible event.
+    let mut first = Vec::new();
+    BufReader::new(reader.take(8 << 20))
+        .read_until(b'\n', &mut first)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let text = first.trim_ascii();
+    Ok(match text.first() {
+        Some(b'[') => true,
+        Some(b'{') => serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err(),
+        _ => false,
+    })
+}
+
+/// POSTs one body; `whole_document` is `Some(gzip)` for a JSON document sent as it is on
+/// disk (gzip bodies with `Content-Encoding: gzip`), `None` for a batch of NDJSON lines.
 async fn post_with_retries(
     client: &reqwest::Client,
     url: &str,
     body: Vec<u8>,
+    whole_document: Option<bool>,
 ) -> anyhow::Result<Value> {
     let mut backoff = Duration::from_millis(200);
     for attempt in 1..=MAX_ATTEMPTS {
-        let outcome = with_api_key(client.post(url))
-            .header("content-type", "application/x-ndjson")
-            .body(body.clone())
-            .send()
-            .await;
+        let mut request = with_api_key(client.post(url)).body(body.clone());
+        request = match whole_document {
+            None => request.header("content-type", "application/x-ndjson"),
+            Some(gzip) => {
+                let request = request.header("content-type", "application/json");
+                if gzip {
+                    request.header("content-encoding", "gzip")
+                } else {
+                    request
+                }
+            }
+        };
+        let outcome = request.send().await;
         match outcome {
             Ok(response) if response.status().is_success() => return Ok(response.json().await?),
             Ok(response) if response.status().is_client_error() => {

@@ -39,6 +39,8 @@ pub struct Config {
     /// Sigma import: `[[sigma.logsources]]` (product/service/category → stream),
     /// `[sigma.fields]` (`rename`, `prefix`) and `[sigma.placeholders]` (for `|expand`).
     pub sigma: tw_sigma::SigmaConfig,
+    /// Sources that pull data into streams (`[[sources]]`: dir, s3, nats).
+    pub sources: Vec<tw_sources::SourceConfig>,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             sinks: Vec::new(),
             auth: tw_compat::AuthConfig::default(),
             sigma: tw_sigma::SigmaConfig::default(),
+            sources: Vec::new(),
         }
     }
 }
@@ -234,6 +237,9 @@ impl Config {
             problems.push(error.to_string());
         }
         problems.extend(self.auth.problems());
+        if let Err(error) = tw_sources::validate_sources(&self.sources) {
+            problems.push(error.to_string());
+        }
         anyhow::ensure!(
             problems.is_empty(),
             "invalid configuration:\n  {}",

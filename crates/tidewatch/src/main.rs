@@ -58,7 +58,8 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
-    /// Send NDJSON / JSON files (or stdin) to a running server, in batches, with retries.
+    /// Send NDJSON / JSON files, directories of them (or stdin) to a running server, in
+    /// batches, with retries.
     Send {
         /// Target stream.
         #[arg(long)]
@@ -76,7 +77,10 @@ enum Command {
         /// Bytes per request (about).
         #[arg(long, default_value_t = 8 << 20)]
         batch_bytes: usize,
-        /// Files to send (`-` or none: stdin); `.gz` files are decompressed.
+        /// Files or directories to send (`-` or none: stdin); a directory sends every
+        /// `.json`, `.ndjson`, `.json.gz` and `.ndjson.gz` file below it. NDJSON is sent in
+        /// batches of lines (`.gz` decompressed here); a `.json` document (array, CloudTrail
+        /// `{"Records": [...]}`) is sent whole, gzip files with `Content-Encoding: gzip`.
         files: Vec<PathBuf>,
     },
     /// Write realistic events deterministically (same seed, same bytes).

@@ -1,8 +1,9 @@
 //! `tidewatch serve`: builds every stage from the configuration, runs them, stops them in order.
 //!
 //! Stop order on SIGTERM / Ctrl-C: stop accepting requests and finish in-flight ones, stop
-//! the demo, then signal the consumers, which flush the lake and commit their offsets, then
-//! drain the alert sinks, then close the log.
+//! the demo and the sources (each after its current append), then signal the consumers,
+//! which flush the lake and commit their offsets, then drain the alert sinks, then close the
+//! log.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -157,6 +158,17 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     });
     let dedup_maintenance = tokio::spawn(tw_compat::maintain(dedup));
     let retention = tokio::spawn(enforce_retention(log.clone(), ingestor.clone()));
+    let source_context = tw_sources::SourceContext {
+        ingestor: ingestor.clone(),
+        log: log.clone(),
+        state_dir: data.join("sources"),
+    };
+    let source_list = config
+        .sources
+        .iter()
+        .map(|source| tw_sources::build(source, &source_context))
+        .collect::<Result<Vec<_>, _>>()
+        .context("starting sources")?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -167,6 +179,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         data.display()
     );
     let demo_task = demo.then(|| tokio::spawn(crate::demo::run(ingestor.clone())));
+    let sources = tw_sources::RunningSources::start(source_list);
 
     // The native API behind the API-key check; the compatible protocols check their own
     // credentials (SigV4 needs the body).
@@ -185,10 +198,11 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     if let Some(task) = demo_task {
         task.abort();
     }
+    let deadline = Duration::from_secs(config.shutdown_timeout_secs);
+    sources.stop(deadline).await;
     retention.abort();
     dedup_maintenance.abort();
     stop_consumers.store(true, Ordering::Relaxed);
-    let deadline = Duration::from_secs(config.shutdown_timeout_secs);
     let joined = tokio::time::timeout(
         deadline,
         tokio::task::spawn_blocking(move || {

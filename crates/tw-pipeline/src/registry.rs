@@ -70,6 +70,12 @@ impl StreamState {
             .unwrap_or(fallback_ms)
     }
 
+    /// Every field the ingest path reads from an event of this stream: what a source passes
+    /// to [`crate::split_events_selecting`] so that lines are parsed only that deep.
+    pub fn selection(&self) -> &FieldSelection {
+        &self.selection
+    }
+
     /// Reserves `count` consecutive round-robin slots; returns the first.
     pub(crate) fn next_round_robin(&self, count: usize) -> u64 {
         self.round_robin.fetch_add(count as u64, Ordering::Relaxed)

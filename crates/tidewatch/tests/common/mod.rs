@@ -149,6 +149,37 @@ impl Server {
             .unwrap_or_else(|| panic!("no count in {rows:?}"))
     }
 
+    /// Waits (up to two minutes) until `SELECT count(*) FROM {stream} WHERE {filter}` reaches
+    /// `expected`, for data that arrives by itself (sources). Until the stream's table exists
+    /// the query fails; that counts as "not yet", not as an error.
+    pub async fn wait_for_count(&self, stream: &str, filter: &str, expected: u64) {
+        let sql = format!("SELECT count(*) AS n FROM {stream} WHERE {filter}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let response = self
+                .client
+                .post(format!("{}/api/v1/query", self.url))
+                .json(&json!({ "sql": sql }))
+                .send()
+                .await
+                .expect("query");
+            let n = if response.status().is_success() {
+                let body: Value = response.json().await.expect("query json");
+                body["rows"][0]["n"].as_u64().unwrap_or(0)
+            } else {
+                0
+            };
+            if n >= expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {n} of {expected} events arrived in {stream}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// GETs `path`; the body as JSON (`Null` when it is not JSON).
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let (status, text) = self.get_text(path).await;
