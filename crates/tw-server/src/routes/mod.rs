@@ -6,6 +6,7 @@ mod ingest;
 mod ops;
 mod query;
 mod rules;
+mod search;
 mod streams;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             get(streams::get).put(streams::put),
         )
         .route("/api/v1/streams/{stream}/events", post(ingest::post_events))
+        .route("/api/v1/streams/{stream}/search", get(search::search))
         .route("/api/v1/rules", get(rules::list).post(rules::create))
         .route("/api/v1/rules/test", post(rules::test))
         .route(
