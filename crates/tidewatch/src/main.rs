@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_compat;
+mod bench_search;
 mod client;
 mod config;
 mod datagen;
@@ -12,6 +13,7 @@ mod demo;
 mod detection;
 mod rules_cli;
 mod replay;
+mod search_cli;
 mod serve;
 
 use std::io::Write;
@@ -145,6 +147,30 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         format: client::OutputFormat,
     },
+    /// Full-text search of a stream on a running server (Lucene-like query), newest first.
+    Search {
+        /// The query: terms, "phrases", field.path:value, AND/OR/NOT, prefix*, [a TO b].
+        query: String,
+        /// The stream to search.
+        #[arg(long)]
+        stream: String,
+        /// Earliest event time: RFC 3339, Unix ms, or now-<N><s|m|h|d>.
+        #[arg(long)]
+        from: Option<String>,
+        /// Latest event time (exclusive), same forms.
+        #[arg(long)]
+        to: Option<String>,
+        /// Most events to print.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Server URL.
+        #[arg(
+            long,
+            env = "TIDEWATCH_SERVER",
+            default_value = "http://127.0.0.1:7070"
+        )]
+        server: String,
+    },
     /// Backtest a rule file over stored events of a running server (dry run, nothing alerts).
     Replay {
         /// The rule (YAML or JSON).
@@ -178,6 +204,17 @@ enum RulesCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Full-text search latency (p50/p99/max) on data already in a stream.
+    Search {
+        #[arg(long, default_value = "bench")]
+        stream: String,
+        /// Repetitions of each query (after one warm-up).
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        /// A query to time (repeatable), e.g. one eventID as a phrase for a rare term.
+        #[arg(long = "query", required = true)]
+        queries: Vec<String>,
+    },
     /// Durable HTTP ingest throughput and latency, then consumer drain times.
     Ingest {
         #[arg(long, default_value = "bench")]
@@ -303,6 +340,11 @@ fn main() -> anyhow::Result<()> {
                     BenchCommand::Queries { runs, sql } => {
                         bench::queries(&server, &sql, runs).await
                     }
+                    BenchCommand::Search {
+                        stream,
+                        runs,
+                        queries,
+                    } => bench_search::search(&server, &stream, &queries, runs).await,
                 }
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -316,6 +358,21 @@ fn main() -> anyhow::Result<()> {
         Command::Rules { what, server } => match what {
             RulesCommand::Import { dir } => runtime()?.block_on(rules_cli::import(&server, &dir)),
         },
+        Command::Search {
+            query,
+            stream,
+            from,
+            to,
+            limit,
+            server,
+        } => runtime()?.block_on(search_cli::search(
+            &server,
+            &stream,
+            &query,
+            from.as_deref(),
+            to.as_deref(),
+            limit,
+        )),
         Command::Replay {
             rule,
             from,

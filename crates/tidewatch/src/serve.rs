@@ -106,6 +106,17 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         RunnerConfig::default(),
         stop_consumers.clone(),
     )?;
+    // Its own consumer (offsets under `search`): it commits every second, the lake every 10 s.
+    let search = tw_search::SearchIndexes::open(tw_search::SearchConfig::new(data.join("search")))
+        .context("opening the search indexes")?;
+    let search_consumer = spawn_consumer(
+        Box::new(search.indexer()),
+        log.clone(),
+        offsets.clone(),
+        dlq.clone(),
+        RunnerConfig::default(),
+        stop_consumers.clone(),
+    )?;
     let detect_dir = data.join("detect");
     std::fs::create_dir_all(&detect_dir)
         .with_context(|| format!("creating {}", detect_dir.display()))?;
@@ -141,11 +152,13 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         consumers: vec![
             ("lake".into(), lake_consumer.progress.clone()),
             ("detect".into(), detect_consumer.progress.clone()),
+            ("search".into(), search_consumer.progress.clone()),
         ],
         metrics,
         query_freshness_wait: Duration::from_millis(config.query.freshness_wait_ms),
         sigma: Arc::new(config.sigma.clone()),
         engine_config,
+        search,
     });
     let auth = Arc::new(tw_compat::Auth::new(config.auth.clone()));
     let dedup = tw_compat::DedupStore::open(log.clone(), tw_compat::dedup::DEFAULT_HORIZON_MS)
@@ -208,6 +221,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || {
             let _ = lake_consumer.thread.join();
             let _ = detect_consumer.thread.join();
+            let _ = search_consumer.thread.join();
         }),
     )
     .await;

@@ -51,6 +51,8 @@ pub struct AppState {
     pub sigma: Arc<tw_sigma::SigmaConfig>,
     /// Engine settings of live detection, used by dry runs too (same lateness, same limits).
     pub engine_config: tw_detect::EngineConfig,
+    /// Full-text indexes of raw events.
+    pub search: tw_search::SearchIndexes,
 }
 
 /// The router with every route of the API.

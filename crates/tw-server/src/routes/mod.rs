@@ -6,6 +6,7 @@ mod ingest;
 mod ops;
 mod query;
 mod rules;
+mod search;
 mod streams;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/v1/streams/{stream}/schema", get(streams::schema))
         .route("/api/v1/streams/{stream}/events", post(ingest::post_events))
+        .route("/api/v1/streams/{stream}/search", get(search::search))
         .route("/api/v1/rules", get(rules::list).post(rules::create))
         .route("/api/v1/rules/test", post(rules::test))
         .route(
