@@ -109,4 +109,20 @@ async fn a_full_disk_answers_503_and_harms_nothing_stored() {
             .await,
         stored + 500
     );
+    // Search hit the full disk too (a dead tantivy writer): its consumer restarts from its
+    // committed indexes and ends up with every stored event, once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, found) = server
+            .get("/api/v1/streams/full/search?q=_event.pad:*&limit=1")
+            .await;
+        if status == 200 && found["total"].as_u64() == Some(stored + 500) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "search never recovered: {status} {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -56,6 +56,14 @@ pub trait Consumer: Send + 'static {
     /// by age.
     fn tick(&mut self, now_ms: i64) -> Result<(), ConsumerError>;
 
+    /// Whether the runner should restart this consumer after a failed `handle` or `tick`
+    /// (`start` again from its committed and safe offsets, as a process restart would) rather
+    /// than retry the same batch on it. For consumers whose state may be unusable after an
+    /// error (a tantivy writer is dead after an I/O error); the default retries in place.
+    fn restart_after_failure(&self) -> bool {
+        false
+    }
+
     /// The offsets (next offset to read) whose effects are durable, so they may be committed.
     /// A consumer that buffers (the lake) reports the end of what it has flushed.
     fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset>;

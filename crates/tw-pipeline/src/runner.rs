@@ -142,6 +142,7 @@ pub fn spawn_consumer(
                 progress: shared.clone(),
                 positions: BTreeMap::new(),
                 committed: BTreeMap::new(),
+                restart_backoff: RESTART_BACKOFF_MIN,
             };
             if let Err(message) = runner.run() {
                 tracing::error!(consumer = %name, %message, "consumer stopped");
@@ -161,7 +162,13 @@ struct Runner {
     progress: Arc<ConsumerProgress>,
     positions: BTreeMap<StreamPartition, Offset>,
     committed: BTreeMap<StreamPartition, Offset>,
+    /// Pause before the next restart of a consumer that restarts after failures; doubles while
+    /// failures repeat, reset by a handled batch.
+    restart_backoff: Duration,
 }
+
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 impl Runner {
     fn run(&mut self) -> Result<(), String> {
@@ -180,7 +187,13 @@ impl Runner {
         while !self.shutdown.load(Ordering::Relaxed) {
             let did_work = self.poll_once()?;
             if last_tick.elapsed() >= self.config.tick_interval {
-                self.consumer.tick(now_ms()).map_err(|e| e.to_string())?;
+                if let Err(error) = self.consumer.tick(now_ms()) {
+                    if !self.consumer.restart_after_failure() {
+                        return Err(error.to_string());
+                    }
+                    tracing::error!(%error, "consumer failed a tick");
+                    self.restart();
+                }
                 last_tick = Instant::now();
             }
             if last_commit.elapsed() >= self.config.commit_interval {
@@ -194,6 +207,31 @@ impl Runner {
         }
         self.consumer.flush().map_err(|e| e.to_string())?;
         self.commit()
+    }
+
+    /// Starts the consumer again from its committed and safe offsets, as a process restart
+    /// would, after a pause that grows while failures repeat. Whatever it handled past its safe
+    /// offsets is read again. When `start` fails too, the next failure tries again.
+    fn restart(&mut self) {
+        std::thread::sleep(self.restart_backoff);
+        self.restart_backoff = (self.restart_backoff * 2).min(RESTART_BACKOFF_MAX);
+        let mut from = self.committed.clone();
+        from.extend(self.consumer.safe_offsets());
+        match self.consumer.start(&from) {
+            Ok(()) => {
+                for (key, offset) in &from {
+                    self.progress.set(key.clone(), *offset);
+                }
+                tracing::warn!(
+                    consumer = self.consumer.name(),
+                    "consumer restarted after a failure"
+                );
+                self.positions = from;
+            }
+            Err(error) => {
+                tracing::error!(%error, consumer = self.consumer.name(), "consumer failed to restart");
+            }
+        }
     }
 
     /// Reads one batch from every partition that has data; true when anything was handled.
@@ -249,9 +287,14 @@ impl Runner {
             if self.shutdown.load(Ordering::Relaxed) {
                 return Ok(false);
             }
+            if self.consumer.restart_after_failure() {
+                self.restart();
+                return Ok(false);
+            }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
+        self.restart_backoff = RESTART_BACKOFF_MIN;
         self.positions.insert(key.clone(), next);
         self.progress.set(key, next);
         let lag = self

@@ -305,6 +305,12 @@ impl Consumer for SearchIndexer {
         self.commit_if_due(now_ms).map_err(consumer_error)
     }
 
+    /// A tantivy writer is unusable after an I/O error (disk full kills it): start afresh from
+    /// the committed indexes instead of retrying on it.
+    fn restart_after_failure(&self) -> bool {
+        true
+    }
+
     fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset> {
         self.durable.clone()
     }
