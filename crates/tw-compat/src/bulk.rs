@@ -551,18 +551,7 @@ async fn run_bulk(
 }
 
 fn ingest_error(error: &IngestError, headers: &HeaderMap) -> Response {
-    let status = if error.is_retryable() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else if matches!(
-        error,
-        IngestError::BodyTooLarge { .. } | IngestError::DecompressedTooLarge { .. }
-    ) {
-        StatusCode::PAYLOAD_TOO_LARGE
-    } else if error.is_client_error() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    };
+    let status = crate::ingest_status(error);
     es_error(status, headers, "tidewatch_exception", &error.to_string())
 }
 

@@ -314,17 +314,6 @@ async fn deliver(
 }
 
 fn ingest_failure(id: &Option<String>, error: IngestError) -> DeliveryError {
-    let status = if error.is_retryable() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else if matches!(
-        error,
-        IngestError::BodyTooLarge { .. } | IngestError::DecompressedTooLarge { .. }
-    ) {
-        StatusCode::PAYLOAD_TOO_LARGE
-    } else if error.is_client_error() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    };
+    let status = crate::ingest_status(&error);
     (status, id.clone(), error.to_string())
 }

@@ -127,3 +127,22 @@ async fn route_aws(
         ))
     }
 }
+
+/// The HTTP status of a whole request whose append failed: 503 when a retry may succeed (disk
+/// full, shutting down), 413 for a body over the limits, 400 for other client errors.
+pub(crate) fn ingest_status(error: &tw_pipeline::IngestError) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    use tw_pipeline::IngestError;
+    if error.is_retryable() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if matches!(
+        error,
+        IngestError::BodyTooLarge { .. } | IngestError::DecompressedTooLarge { .. }
+    ) {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else if error.is_client_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
