@@ -118,6 +118,9 @@ pub struct StreamsSection {
     pub event_time_field: Option<String>,
     /// Per-stream partition keys for streams created implicitly (`cloudtrail = "userIdentity.arn"`).
     pub partition_keys: BTreeMap<String, String>,
+    /// Lake settings of a new stream (`[streams.lake]`: retention, sort_column,
+    /// bloom_filter_columns); a stream's own configuration (`PUT`) overrides them.
+    pub lake: tw_core::StreamLakeConfig,
 }
 
 impl Default for StreamsSection {
@@ -127,6 +130,7 @@ impl Default for StreamsSection {
             partition_key: None,
             event_time_field: None,
             partition_keys: BTreeMap::new(),
+            lake: tw_core::StreamLakeConfig::default(),
         }
     }
 }
@@ -141,6 +145,49 @@ pub struct LakeSection {
     pub flush_max_bytes: usize,
     /// Flush a partition's buffer when its oldest row is this old.
     pub flush_max_age_ms: u64,
+    /// Background compaction and retention (`[lake.compaction]`).
+    pub compaction: CompactionSection,
+}
+
+/// `[lake.compaction]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionSection {
+    /// Seconds between background passes of compaction and lake retention (0: never).
+    pub interval_secs: u64,
+    /// An hour is compacted once it ended this many seconds ago.
+    pub min_age_secs: u64,
+    /// Small files are merged up to about this size.
+    pub target_file_bytes: u64,
+    /// Files superseded by a compacted file are deleted after this many seconds.
+    pub grace_secs: u64,
+    /// Rows per row group in compacted files.
+    pub row_group_rows: usize,
+}
+
+impl Default for CompactionSection {
+    fn default() -> Self {
+        let defaults = tw_lake::CompactionConfig::default();
+        Self {
+            interval_secs: 60,
+            min_age_secs: defaults.min_age_ms / 1000,
+            target_file_bytes: defaults.target_file_bytes,
+            grace_secs: defaults.grace_ms / 1000,
+            row_group_rows: defaults.row_group_rows,
+        }
+    }
+}
+
+impl CompactionSection {
+    /// The lake's compaction settings.
+    pub fn to_lake(&self) -> tw_lake::CompactionConfig {
+        tw_lake::CompactionConfig {
+            min_age_ms: self.min_age_secs.saturating_mul(1000),
+            target_file_bytes: self.target_file_bytes,
+            grace_ms: self.grace_secs.saturating_mul(1000),
+            row_group_rows: self.row_group_rows,
+        }
+    }
 }
 
 impl Default for LakeSection {
@@ -149,6 +196,7 @@ impl Default for LakeSection {
             flush_max_rows: 100_000,
             flush_max_bytes: 16 << 20,
             flush_max_age_ms: 10_000,
+            compaction: CompactionSection::default(),
         }
     }
 }
@@ -227,6 +275,19 @@ impl Config {
         if self.lake.flush_max_rows == 0 {
             problems.push("lake.flush_max_rows must be at least 1".into());
         }
+        if self.lake.compaction.row_group_rows == 0 {
+            problems.push("lake.compaction.row_group_rows must be at least 1".into());
+        }
+        if self.lake.compaction.target_file_bytes == 0 {
+            problems.push("lake.compaction.target_file_bytes must be at least 1".into());
+        }
+        problems.extend(
+            self.streams
+                .lake
+                .problems()
+                .into_iter()
+                .map(|p| format!("streams.{p}")),
+        );
         if self.query.threads == 0 {
             problems.push("query.threads must be at least 1".into());
         }

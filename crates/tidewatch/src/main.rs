@@ -11,8 +11,10 @@ mod config;
 mod datagen;
 mod demo;
 mod detection;
-mod rules_cli;
+mod lake_cli;
+mod lake_maintenance;
 mod replay;
+mod rules_cli;
 mod search_cli;
 mod serve;
 
@@ -171,6 +173,19 @@ enum Command {
         )]
         server: String,
     },
+    /// Maintain the lake of a running server.
+    Lake {
+        #[command(subcommand)]
+        what: LakeCommand,
+        /// Server URL.
+        #[arg(
+            long,
+            global = true,
+            env = "TIDEWATCH_SERVER",
+            default_value = "http://127.0.0.1:7070"
+        )]
+        server: String,
+    },
     /// Backtest a rule file over stored events of a running server (dry run, nothing alerts).
     Replay {
         /// The rule (YAML or JSON).
@@ -189,6 +204,17 @@ enum Command {
             default_value = "http://127.0.0.1:7070"
         )]
         server: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LakeCommand {
+    /// Merge the small Parquet files of closed hours now (sorted, bloom filters), print the report.
+    Compact {
+        /// Compact hours that ended at least this many seconds ago (0: every hour, the
+        /// current one too); default: the server's `lake.compaction.min_age_secs`.
+        #[arg(long)]
+        min_age_secs: Option<u64>,
     },
 }
 
@@ -373,6 +399,11 @@ fn main() -> anyhow::Result<()> {
             to.as_deref(),
             limit,
         )),
+        Command::Lake { what, server } => match what {
+            LakeCommand::Compact { min_age_secs } => {
+                runtime()?.block_on(lake_cli::compact(&server, min_age_secs))
+            }
+        },
         Command::Replay {
             rule,
             from,

@@ -51,6 +51,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             partitions: config.streams.partitions,
             partition_key: config.streams.partition_key.clone(),
             event_time_field: config.streams.event_time_field.clone(),
+            lake: config.streams.lake.clone(),
             ..StreamConfig::default()
         },
         partition_keys: config.streams.partition_keys.clone(),
@@ -64,7 +65,12 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         max_decompressed_bytes: config.ingest.max_decompressed_bytes,
         max_event_bytes: config.ingest.max_event_bytes,
     };
-    let ingestor = Arc::new(Ingestor::new(log.clone(), registry, dlq.clone(), limits));
+    let ingestor = Arc::new(Ingestor::new(
+        log.clone(),
+        registry.clone(),
+        dlq.clone(),
+        limits,
+    ));
     let rules = Arc::new(RuleRegistry::open(&data.join("rules")).context("opening rules")?);
     if let Some(dir) = &config.rules_dir {
         load_rules_dir(&rules, dir, &config.sigma)?;
@@ -82,8 +88,16 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         flush_max_rows: config.lake.flush_max_rows,
         flush_max_bytes: config.lake.flush_max_bytes,
         flush_max_age_ms: config.lake.flush_max_age_ms,
+        compaction: config.lake.compaction.to_lake(),
     })
     .context("opening the lake")?;
+    let settings_registry = registry.clone();
+    lake.use_stream_settings(Arc::new(move |stream| {
+        settings_registry
+            .get(stream)
+            .map(|state| state.config.lake.clone())
+            .unwrap_or_else(|| settings_registry.default_config(stream).lake)
+    }));
     let query = Arc::new(
         QueryEngine::new(
             lake.clone(),
@@ -146,7 +160,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         ingestor: ingestor.clone(),
         rules,
         alerts,
-        lake,
+        lake: lake.clone(),
         query,
         lake_progress: lake_consumer.progress.clone(),
         consumers: vec![
@@ -171,6 +185,10 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     });
     let dedup_maintenance = tokio::spawn(tw_compat::maintain(dedup));
     let retention = tokio::spawn(enforce_retention(log.clone(), ingestor.clone()));
+    let lake_maintenance = tokio::spawn(crate::lake_maintenance::run(
+        lake.clone(),
+        Duration::from_secs(config.lake.compaction.interval_secs),
+    ));
     let source_context = tw_sources::SourceContext {
         ingestor: ingestor.clone(),
         log: log.clone(),
@@ -214,6 +232,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let deadline = Duration::from_secs(config.shutdown_timeout_secs);
     sources.stop(deadline).await;
     retention.abort();
+    lake_maintenance.abort();
     dedup_maintenance.abort();
     stop_consumers.store(true, Ordering::Relaxed);
     let joined = tokio::time::timeout(

@@ -109,7 +109,12 @@ async fn search_counts_match_sql_time_pruning_freshness_and_cli() {
     let sql = "SELECT count(*) AS n FROM cloudtrail WHERE eventName = 'ConsoleLogin' AND errorMessage IS NOT NULL";
     assert_eq!(server.sql_count(sql).await, failed_logins);
     assert_eq!(
-        total(&server, "eventName:ConsoleLogin AND _event.errorMessage:*", &[]).await,
+        total(
+            &server,
+            "eventName:ConsoleLogin AND _event.errorMessage:*",
+            &[]
+        )
+        .await,
         failed_logins
     );
 

@@ -70,7 +70,6 @@ async fn counts(server: &Server, stream: &str) -> (u64, u64) {
     (row["n"].as_u64().unwrap(), row["d"].as_u64().unwrap())
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_directory_is_ingested_exactly_once_across_restarts() {
     let dir = tempfile::tempdir().unwrap();

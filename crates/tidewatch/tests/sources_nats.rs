@@ -45,7 +45,6 @@ async fn counts(server: &Server, stream: &str, filter: &str) -> (u64, u64) {
     )
 }
 
-
 /// Publishes `count` events `{prefix}-{i}` to JetStream, waiting for each server ack: one event
 /// per message, then NDJSON messages of ten, then one gzip message of ten.
 async fn publish_jetstream(context: &jetstream::Context, subject: &str, prefix: &str) -> u64 {
@@ -144,7 +143,9 @@ batch_wait_ms = 100
     // Published while Tidewatch is down: JetStream keeps them for the durable consumer.
     let second = publish_jetstream(&context, &subject, "two").await;
     let server = Server::start(&data, Some(&config), &[]);
-    server.wait_for_count("natsjs", "true", first + second).await;
+    server
+        .wait_for_count("natsjs", "true", first + second)
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         counts(&server, "natsjs", "true").await,
@@ -210,7 +211,9 @@ batch_wait_ms = 50
             .unwrap();
     }
     client.flush().await.unwrap();
-    server.wait_for_count("natscore", "id LIKE 'ev-%'", total).await;
+    server
+        .wait_for_count("natscore", "id LIKE 'ev-%'", total)
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         counts(&server, "natscore", "id LIKE 'ev-%'").await,

@@ -189,7 +189,9 @@ pub fn verify(
 /// The region of a request's credential scope, unverified (for ARNs when auth is off).
 pub fn claimed_region(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("authorization")?.to_str().ok()?;
-    parse_authorization(value).ok().map(|a| a.region.to_string())
+    parse_authorization(value)
+        .ok()
+        .map(|a| a.region.to_string())
 }
 
 fn signature(secret: &str, auth: &Authorization<'_>, string_to_sign: &str) -> hmac::Tag {

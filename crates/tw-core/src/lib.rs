@@ -9,6 +9,7 @@
 //!   partition count, stable across versions and machines.
 
 mod alert;
+mod lake_config;
 mod path;
 mod record;
 mod select;
@@ -16,6 +17,7 @@ mod stream;
 mod time;
 
 pub use alert::{Alert, EventLocation, Severity};
+pub use lake_config::{StreamLakeConfig, parse_duration_ms};
 pub use path::FieldPath;
 pub use record::{AppendRecord, Offset, PartitionId, Record, partition_for_key};
 pub use select::FieldSelection;

@@ -109,6 +109,9 @@ pub struct StreamConfig {
     /// How long and how much the log keeps.
     #[serde(default)]
     pub retention: Retention,
+    /// Lake settings: retention of the Parquet files, compaction sort column, bloom filters.
+    #[serde(default)]
+    pub lake: crate::StreamLakeConfig,
 }
 
 fn default_version() -> u32 {
@@ -128,6 +131,7 @@ impl Default for StreamConfig {
             event_time_field: None,
             schema: None,
             retention: Retention::default(),
+            lake: crate::StreamLakeConfig::default(),
         }
     }
 }
@@ -174,6 +178,7 @@ impl StreamConfig {
                 }
             }
         }
+        problems.extend(self.lake.problems());
         if problems.is_empty() {
             Ok(())
         } else {

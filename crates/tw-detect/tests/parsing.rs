@@ -118,7 +118,9 @@ fn unknown_fields_are_rejected_everywhere() {
     );
     assert_eq!(
         problems("id: r\ntitle: T\nstream: s\nthreshold: {more_than: 1, window: 1m, group: [a]}\n"),
-        ["threshold.group: unknown field (expected one of count, more_than, window, sliding, group_by)"]
+        [
+            "threshold.group: unknown field (expected one of count, more_than, window, sliding, group_by)"
+        ]
     );
     let leaf = problems(
         "id: r\ntitle: T\nstream: s\nmatch: {all: [{field: a, equals: 1, cases: true}]}\n",

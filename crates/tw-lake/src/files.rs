@@ -13,12 +13,12 @@ use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::WriterProperties;
 use tw_core::{Offset, PartitionId};
 
 use crate::LakeError;
 use crate::catalog::{OFFSET_COLUMN, TIME_COLUMN, sync_dir, tmp_path};
+use crate::compact::writer_properties;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -40,9 +40,11 @@ pub(crate) fn file_name(partition: PartitionId, first: Offset, last: Offset) -> 
     format!("p{partition:03}-{first:020}-{last:020}.parquet")
 }
 
-/// The inverse of [`file_name`]; `None` for any other file.
+/// The inverse of [`file_name`] (and of [`crate::supersede::revised_name`]: a revision
+/// suffix `-r{n}` is accepted); `None` for any other file.
 pub(crate) fn parse_file_name(name: &str) -> Option<(PartitionId, Offset, Offset)> {
     let stem = name.strip_prefix('p')?.strip_suffix(".parquet")?;
+    let (stem, _revision) = crate::supersede::split_revision(stem);
     let mut parts = stem.split('-');
     let partition = parts.next()?.parse().ok()?;
     let first = parts.next()?.parse().ok()?;
@@ -85,6 +87,7 @@ pub(crate) fn write_flush(
     (first, last): (Offset, Offset),
     schema: &SchemaRef,
     batches: &[RecordBatch],
+    bloom_columns: &[String],
     files: &mut Vec<PathBuf>,
 ) -> Result<Written, LakeError> {
     let all = concat_batches(schema, batches).map_err(LakeError::arrow(stream))?;
@@ -102,7 +105,9 @@ pub(crate) fn write_flush(
         }
         let dir = stream_dir.join(hour_dir(hour * HOUR_MS));
         let path = dir.join(&name);
-        written.bytes += write_file(&dir, &path, &sorted.slice(start, end - start))?;
+        let rows = sorted.slice(start, end - start);
+        let properties = writer_properties(&rows, bloom_columns, usize::MAX);
+        written.bytes += write_file(&dir, &path, &rows, properties)?;
         written.rows += end - start;
         files.push(path);
         start = end;
@@ -126,22 +131,20 @@ fn time_column<'b>(
 }
 
 /// Writes one complete Parquet file at `path` (via a tmp file) and returns its size.
-fn write_file(dir: &Path, path: &Path, batch: &RecordBatch) -> Result<u64, LakeError> {
+pub(crate) fn write_file(
+    dir: &Path,
+    path: &Path,
+    batch: &RecordBatch,
+    properties: Result<WriterProperties, parquet::errors::ParquetError>,
+) -> Result<u64, LakeError> {
     create_dir_synced(dir)?;
     let tmp = tmp_path(path);
     let parquet_error = |source| LakeError::Parquet {
         path: path.to_path_buf(),
         source,
     };
+    let properties = properties.map_err(parquet_error)?;
     let file = File::create(&tmp).map_err(LakeError::io(&tmp))?;
-    // Plain Parquet 1.0 pages with dictionaries, zstd, and chunk + page statistics: what DuckDB,
-    // Spark, Trino and Athena all read, and what lets DataFusion prune by `_time`.
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).map_err(parquet_error)?,
-        ))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .build();
     let mut writer =
         ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(parquet_error)?;
     writer.write(batch).map_err(parquet_error)?;
@@ -206,7 +209,12 @@ pub(crate) fn list(stream_dir: &Path) -> Result<(Vec<DataFile>, Vec<PathBuf>), L
 
 /// Cuts `file` back to its rows with `_offset < keep_below` (a file that straddles the
 /// committed offset), renaming it after the new range. Deletes it when nothing is left.
-pub(crate) fn truncate(file: &DataFile, keep_below: Offset, stream: &str) -> Result<(), LakeError> {
+pub(crate) fn truncate(
+    file: &DataFile,
+    keep_below: Offset,
+    stream: &str,
+    bloom_columns: &[String],
+) -> Result<(), LakeError> {
     let parquet_error = |source| LakeError::Parquet {
         path: file.path.clone(),
         source,
@@ -238,7 +246,12 @@ pub(crate) fn truncate(file: &DataFile, keep_below: Offset, stream: &str) -> Res
     if kept.num_rows() > 0 && keep_below > file.first {
         let dir = file.path.parent().unwrap_or(Path::new("."));
         let path = dir.join(file_name(file.partition, file.first, keep_below - 1));
-        write_file(dir, &path, &kept)?;
+        write_file(
+            dir,
+            &path,
+            &kept,
+            writer_properties(&kept, bloom_columns, usize::MAX),
+        )?;
     }
     remove(&file.path)
 }

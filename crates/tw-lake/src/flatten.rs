@@ -85,8 +85,9 @@ impl Leaf<'_> {
             Leaf::Null => Value::Null,
             Leaf::Bool(flag) => Value::Bool(*flag),
             Leaf::Int(number) => Value::from(*number),
-            Leaf::Float(number) => serde_json::Number::from_f64(*number)
-                .map_or(Value::Null, Value::Number),
+            Leaf::Float(number) => {
+                serde_json::Number::from_f64(*number).map_or(Value::Null, Value::Number)
+            }
             Leaf::Str(text) => Value::String(text.to_string()),
             // Written by `serde_json` from a parsed value just before: it parses back.
             Leaf::Json(text) => serde_json::from_str(text).unwrap_or(Value::String(text.clone())),
@@ -321,7 +322,10 @@ mod tests {
                     "requestParameters.tags".to_string(),
                     Leaf::Json(r#"[1,{"k":"v"}]"#.into())
                 ),
-                ("requestParameters.empty".to_string(), Leaf::Json("{}".into())),
+                (
+                    "requestParameters.empty".to_string(),
+                    Leaf::Json("{}".into())
+                ),
                 (
                     "userIdentity.sessionContext.attributes.mfaAuthenticated".to_string(),
                     text("false")
@@ -340,8 +344,11 @@ mod tests {
 
     #[test]
     fn infers_types_like_serde_json_values() {
-        let leaves = flatten(r#"{"a": true, "b": -3, "c": 1.5, "d": 18446744073709551615, "e": "x", "f": [1], "g": null}"#);
-        let types: Vec<Option<ColumnType>> = leaves.iter().map(|(_, leaf)| leaf.column_type()).collect();
+        let leaves = flatten(
+            r#"{"a": true, "b": -3, "c": 1.5, "d": 18446744073709551615, "e": "x", "f": [1], "g": null}"#,
+        );
+        let types: Vec<Option<ColumnType>> =
+            leaves.iter().map(|(_, leaf)| leaf.column_type()).collect();
         assert_eq!(
             types,
             [
@@ -355,7 +362,10 @@ mod tests {
             ]
         );
         assert_eq!(flatten("7"), vec![("_value".to_string(), Leaf::Int(7))]);
-        assert_eq!(flatten("{}"), vec![("_value".to_string(), Leaf::Json("{}".into()))]);
+        assert_eq!(
+            flatten("{}"),
+            vec![("_value".to_string(), Leaf::Json("{}".into()))]
+        );
     }
 
     #[test]
@@ -371,7 +381,10 @@ mod tests {
         let leaves = flatten(r#"{"k\u00e9y": "line\nbreak"}"#);
         assert_eq!(
             leaves,
-            vec![("kéy".to_string(), Leaf::Str(Cow::Owned("line\nbreak".into())))]
+            vec![(
+                "kéy".to_string(),
+                Leaf::Str(Cow::Owned("line\nbreak".into()))
+            )]
         );
     }
 

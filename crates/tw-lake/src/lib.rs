@@ -29,29 +29,40 @@
 //! - [`LakeWriter`]'s `start` deletes files at or past the committed offsets (and cuts a file
 //!   straddling one), so a replay after a crash rewrites them instead of duplicating them
 //!   (exactly-once into the lake); files of a flush that failed half-way are deleted before
-//!   any later flush succeeds.
+//!   any later flush succeeds;
+//! - a file whose offset range another file of the same partition in the same directory
+//!   covers is superseded (compaction merged it, see `compact.rs`): readers skip it, and it is
+//!   deleted after a grace period (at once by the writer's start).
 //!
 //! One [`LakeWriter`] per [`Lake`]: the writer is the only mutator of the hot buffers.
 
 mod catalog;
+mod compact;
 mod convert;
+mod delete;
 mod error;
 mod files;
 mod flatten;
+mod retention;
 mod schema_view;
+mod supersede;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
-use tw_core::{Offset, PartitionId, StreamName};
+use tw_core::{Offset, PartitionId, StreamLakeConfig, StreamName};
 
 use crate::catalog::Catalog;
+pub use crate::compact::{CompactionConfig, CompactionReport};
+pub use crate::delete::{AUDIT_LOG, DeleteReport};
 pub use crate::error::LakeError;
+pub use crate::retention::RetentionReport;
 pub use crate::schema_view::{ColumnInfo, StreamSchema, WideningInfo};
+pub use crate::supersede::superseded;
 pub use crate::writer::LakeWriter;
 
 /// Default number of event columns per stream before new fields go to `_overflow`.
@@ -68,6 +79,8 @@ pub struct LakeConfig {
     pub flush_max_bytes: usize,
     /// Flush a partition whose oldest buffered row was buffered this long ago (wall clock).
     pub flush_max_age_ms: u64,
+    /// How small files are merged (see [`Lake::compact`]).
+    pub compaction: CompactionConfig,
 }
 
 impl LakeConfig {
@@ -78,9 +91,14 @@ impl LakeConfig {
             flush_max_rows: 100_000,
             flush_max_bytes: 16 << 20,
             flush_max_age_ms: 10_000,
+            compaction: CompactionConfig::default(),
         }
     }
 }
+
+/// Where the lake finds each stream's [`StreamLakeConfig`] (read on every flush and pass, so
+/// changed settings apply to the next file written).
+pub type StreamSettings = Arc<dyn Fn(&StreamName) -> StreamLakeConfig + Send + Sync>;
 
 /// A handle on the lake: catalog and hot buffers, cheap to clone and shared between the
 /// writer and the query engine.
@@ -106,6 +124,14 @@ struct Shared {
     config: LakeConfig,
     max_columns: usize,
     state: Mutex<LakeState>,
+    /// Where per-stream lake settings come from (defaults when unset or unknown).
+    settings: OnceLock<StreamSettings>,
+    /// Held by whatever rewrites or deletes existing files (the writer's crash clean-up,
+    /// compaction, retention, delete-by-query), so they never work on the same files at once.
+    maintenance: Mutex<()>,
+    /// When each superseded file was first known superseded (wall clock, ms): it is deleted a
+    /// grace period later. In memory: after a restart the grace starts again, which is safe.
+    superseded_since: Mutex<std::collections::HashMap<PathBuf, i64>>,
 }
 
 #[derive(Default)]
@@ -202,6 +228,9 @@ impl Lake {
                 config,
                 max_columns,
                 state: Mutex::new(state),
+                settings: OnceLock::new(),
+                maintenance: Mutex::new(()),
+                superseded_since: Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -290,6 +319,31 @@ impl Lake {
             batches,
             hot_start,
         }
+    }
+
+    /// Reads per-stream lake settings (bloom-filter columns, sort column, retention) from
+    /// `settings` from now on (the server passes the stream registry's). Only the first call
+    /// counts.
+    pub fn use_stream_settings(&self, settings: StreamSettings) {
+        let _ = self.shared.settings.set(settings);
+    }
+
+    /// The lake settings of `stream` (the defaults until [`Lake::use_stream_settings`]).
+    pub fn stream_settings(&self, stream: &StreamName) -> StreamLakeConfig {
+        self.shared
+            .settings
+            .get()
+            .map(|settings| settings(stream))
+            .unwrap_or_default()
+    }
+
+    /// The lock of file maintenance (see `Shared::maintenance`); poisoning is ignored, the
+    /// guard protects no data.
+    pub(crate) fn maintenance(&self) -> MutexGuard<'_, ()> {
+        self.shared
+            .maintenance
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Locks the state; a panic elsewhere while holding it leaves data that is still valid

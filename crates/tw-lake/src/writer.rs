@@ -11,6 +11,7 @@ use tw_pipeline::{Consumer, ConsumerError, EventBatch, StreamPartition};
 use crate::catalog::{CATALOG_DIR, Catalog};
 use crate::convert::{align, convert};
 use crate::flatten::is_json_object;
+use crate::supersede::remove_superseded;
 use crate::{Lake, LakeError, PartitionBuffer, StreamState, files};
 
 /// Name under which the lake's offsets are stored.
@@ -42,6 +43,8 @@ impl LakeWriter {
         &mut self,
         committed: &BTreeMap<StreamPartition, Offset>,
     ) -> Result<(), LakeError> {
+        let lake = self.lake.clone();
+        let _maintenance = lake.maintenance();
         let root = self.lake.root().to_path_buf();
         remove_tmp_files(&root.join(CATALOG_DIR))?;
         let mut streams: Vec<StreamName> =
@@ -57,14 +60,17 @@ impl LakeWriter {
             for path in tmp {
                 files::remove(&path)?;
             }
-            for file in data {
+            // No query runs yet, so files a compaction superseded can go without a grace
+            // period; the cuts below then only ever see live files.
+            for file in remove_superseded(data)? {
                 let keep_below = *starts.entry((stream.clone(), file.partition)).or_insert(0);
                 if file.first >= keep_below {
                     tracing::info!(%stream, path = %file.path.display(), "removing lake file past the committed offset");
                     files::remove(&file.path)?;
                 } else if file.last >= keep_below {
                     tracing::warn!(%stream, path = %file.path.display(), keep_below, "cutting lake file straddling the committed offset");
-                    files::truncate(&file, keep_below, stream.as_str())?;
+                    let bloom = self.lake.stream_settings(stream).bloom_filter_columns;
+                    files::truncate(&file, keep_below, stream.as_str(), &bloom)?;
                 }
             }
         }
@@ -129,8 +135,8 @@ impl LakeWriter {
             .collect();
         let now = now_ms();
         let max_columns = self.lake.shared.max_columns;
-        let converted = convert(&mut catalog, max_columns, partition, &records, now)
-            .and_then(|converted| {
+        let converted =
+            convert(&mut catalog, max_columns, partition, &records, now).and_then(|converted| {
                 if catalog.revision != persisted_revision {
                     catalog.save(self.lake.root())?;
                 }
@@ -168,7 +174,10 @@ impl LakeWriter {
             && (buffer.rows >= self.lake.config().flush_max_rows
                 || buffer.bytes >= self.lake.config().flush_max_bytes);
         for (column, count) in &converted.conflicts {
-            *stream_state.type_conflicts.entry(column.clone()).or_default() += count;
+            *stream_state
+                .type_conflicts
+                .entry(column.clone())
+                .or_default() += count;
         }
         drop(state);
 
@@ -255,6 +264,7 @@ impl LakeWriter {
             .map(|batch| align(batch, &schema, stream.as_str()))
             .collect::<Result<Vec<_>, _>>()?;
         self.remove_orphans()?;
+        let bloom = self.lake.stream_settings(stream).bloom_filter_columns;
         let mut paths = Vec::new();
         let written = files::write_flush(
             &self.lake.stream_dir(stream),
@@ -263,6 +273,7 @@ impl LakeWriter {
             (first, last),
             &schema,
             &aligned,
+            &bloom,
             &mut paths,
         );
         let written = match written {

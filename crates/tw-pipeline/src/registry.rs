@@ -166,9 +166,8 @@ impl StreamRegistry {
     /// The stream, or — without creating it — the state it would have if its first event
     /// arrived now (dry runs read event times as the stream will).
     pub fn get_or_default(&self, name: &StreamName) -> Arc<StreamState> {
-        self.get(name).unwrap_or_else(|| {
-            Arc::new(StreamState::new(name.clone(), self.default_config(name)))
-        })
+        self.get(name)
+            .unwrap_or_else(|| Arc::new(StreamState::new(name.clone(), self.default_config(name))))
     }
 
     /// The configuration a stream named `name` gets when it is created implicitly.

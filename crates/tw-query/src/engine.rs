@@ -10,6 +10,7 @@ use datafusion::common::TableReference;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::catalog::LakeCatalog;
 use crate::config::QueryConfig;
 use crate::error::{ErrorOutcome, QueryError};
+use crate::live_files::LiveFiles;
 use crate::statement::{parse_read_only, rewrite_dotted_identifiers};
 use crate::table::stream_table;
 
@@ -91,6 +93,13 @@ impl QueryEngine {
             .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit_bytes)))
             .build_arc()
             .map_err(|e| QueryError::Setup(format!("query memory pool: {e}")))?;
+        // The lake is listed through `LiveFiles`, which hides files compaction superseded.
+        let local: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new());
+        runtime_env.register_object_store(
+            ObjectStoreUrl::local_filesystem().as_ref(),
+            Arc::new(LiveFiles::new(local)),
+        );
         Ok(Self {
             catalog,
             config,
@@ -250,7 +259,13 @@ impl QueryJob {
         let options = config.options_mut();
         // CloudTrail's camelCase fields must match as written, unquoted.
         options.sql_parser.enable_ident_normalization = false;
+        // Prune row groups by statistics and bloom filters, pages by the page index, and
+        // evaluate filters while decoding so only matching rows' other columns are read.
+        options.execution.parquet.pruning = true;
         options.execution.parquet.enable_page_index = true;
+        options.execution.parquet.bloom_filter_on_read = true;
+        options.execution.parquet.pushdown_filters = true;
+        options.execution.parquet.reorder_filters = true;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime_env))

@@ -26,6 +26,8 @@ mod error;
 mod files;
 mod functions;
 mod lake;
+mod live_files;
+mod predicate;
 mod statement;
 mod table;
 
@@ -37,4 +39,6 @@ pub use config::QueryConfig;
 pub use encode::{to_arrow_ipc, to_csv, to_json_rows, to_pretty_table};
 pub use engine::{QueryEngine, QueryResult};
 pub use error::{ErrorOutcome, QueryError};
+pub use live_files::LiveFiles;
+pub use predicate::check_predicate;
 pub use table::PARTITION_COLUMNS;

@@ -127,6 +127,7 @@ fn listing_table(
     let mut parquet_options = ctx.state().table_options().parquet.clone();
     parquet_options.global.pruning = true;
     parquet_options.global.enable_page_index = true;
+    parquet_options.global.bloom_filter_on_read = true;
     let format = ParquetFormat::default().with_options(parquet_options);
     let options = ListingOptions::new(Arc::new(format))
         .with_file_extension(".parquet")

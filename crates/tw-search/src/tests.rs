@@ -129,7 +129,15 @@ fn query_language_terms_fields_phrases_booleans_wildcards_ranges() {
     // `field:prefix*` is not asserted: it returns no hits on the JSON field (open bug).
     assert_eq!(users(&indexes, &stream, "tags:payments").1, vec!["carol"]);
     // Ranges work on `_time` only: the parser refuses `bytes:[10 TO 100]` on a JSON path.
-    assert_eq!(users(&indexes, &stream, &format!("_time:[{} TO {}]", T0, T0 + 2500)).0, 2);
+    assert_eq!(
+        users(
+            &indexes,
+            &stream,
+            &format!("_time:[{} TO {}]", T0, T0 + 2500)
+        )
+        .0,
+        2
+    );
     assert_eq!(users(&indexes, &stream, "\"10.1.2.3\"").1, vec!["dave"]);
     assert_eq!(users(&indexes, &stream, "nosuchterm").0, 0);
     // Regex over the (lowercased) words of a field; `-` excludes.

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Path of the binary under test.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_tidewatch")
+/// Path of the binary under test: `TIDEWATCH_TEST_BINARY` if set (a copy taken right after
+/// the build: worktrees sharing one target directory overwrite each other's binary), else the
+/// one Cargo built for this test.
+pub fn binary() -> String {
+    std::env::var("TIDEWATCH_TEST_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tidewatch").to_string())
 }
 
 /// A running server process.

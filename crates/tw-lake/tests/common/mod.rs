@@ -33,6 +33,7 @@ pub fn config(root: &Path) -> LakeConfig {
         flush_max_rows: 1_000_000,
         flush_max_bytes: usize::MAX,
         flush_max_age_ms: 10_000,
+        compaction: Default::default(),
     }
 }
 

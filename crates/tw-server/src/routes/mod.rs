@@ -3,6 +3,7 @@
 mod alerts;
 mod dlq;
 mod ingest;
+mod lake;
 mod ops;
 mod query;
 mod rules;
@@ -26,6 +27,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/streams/{stream}/schema", get(streams::schema))
         .route("/api/v1/streams/{stream}/events", post(ingest::post_events))
         .route("/api/v1/streams/{stream}/search", get(search::search))
+        .route("/api/v1/streams/{stream}/delete", post(lake::delete))
         .route("/api/v1/rules", get(rules::list).post(rules::create))
         .route("/api/v1/rules/test", post(rules::test))
         .route(
@@ -38,6 +40,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/stream", get(alerts::stream))
         .route("/api/v1/query", post(query::run))
+        .route("/api/v1/lake/compact", post(lake::compact))
         .route("/api/v1/dlq", get(dlq::list))
         .route("/api/v1/dlq/replay", post(dlq::replay))
         .route("/metrics", get(ops::metrics))

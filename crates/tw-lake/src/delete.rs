@@ -1,0 +1,191 @@
+//! Delete-by-query in the lake (privacy requests): the files holding given rows are rewritten
+//! without them, and every deletion is appended to an audit log.
+//!
+//! The rows are named by `(partition, offset)` (the caller finds them with SQL). A file is
+//! rewritten as the next revision of its range (`p000-{first}-{last}-r{n}.parquet`), written
+//! atomically; from the instant it is renamed into place it supersedes the old file, which
+//! compaction deletes after the grace period like any superseded file. So a query sees the
+//! file before or after the deletion, never a mix and never both.
+//!
+//! Not covered (the report counts them): rows still in the hot buffer (not yet flushed: they
+//! reach a file later, with the row), and everything outside the lake — the log keeps the raw
+//! events until its own retention, the search index keeps them, alerts keep their events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::Int64Type;
+use serde::Serialize;
+use tw_core::{Offset, PartitionId, StreamName};
+
+use crate::catalog::{OFFSET_COLUMN, sync_dir};
+use crate::compact::{read_file, writer_properties};
+use crate::files::{self, DataFile};
+use crate::supersede::{range_of_path, revised_name, superseded_ranges};
+use crate::{Lake, LakeError};
+
+/// The audit log of deletions, under the lake root: one JSON object per line.
+pub const AUDIT_LOG: &str = "_deletes.audit.ndjson";
+
+/// What a deletion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeleteReport {
+    /// Rows removed from files.
+    pub rows_deleted: u64,
+    /// Files rewritten (their new names, relative to the stream directory).
+    pub files_rewritten: Vec<String>,
+    /// Named rows not found below the flushed offsets: still hot (not yet in a file).
+    pub rows_not_in_files: u64,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Serialize)]
+struct AuditRecord<'a> {
+    time: String,
+    who: &'a str,
+    stream: &'a str,
+    predicate: &'a str,
+    rows_matched: u64,
+    #[serde(flatten)]
+    report: &'a DeleteReport,
+}
+
+impl Lake {
+    /// Rewrites the files of `stream` holding the rows `rows` (offsets per partition) without
+    /// them, then appends an audit record (`who`, `predicate`: what found the rows).
+    pub fn delete_rows(
+        &self,
+        stream: &StreamName,
+        rows: &BTreeMap<PartitionId, BTreeSet<Offset>>,
+        who: &str,
+        predicate: &str,
+    ) -> Result<DeleteReport, LakeError> {
+        let _maintenance = self.maintenance();
+        let hot_start = self.hot_starts(stream);
+        let stream_dir = self.stream_dir(stream);
+        let (data, _tmp) = files::list(&stream_dir)?;
+        let bloom = self.stream_settings(stream).bloom_filter_columns;
+        let mut report = DeleteReport::default();
+        let mut by_dir: BTreeMap<PathBuf, Vec<DataFile>> = BTreeMap::new();
+        for file in data {
+            let dir = file
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            by_dir.entry(dir).or_default().push(file);
+        }
+        for (dir, files) in by_dir {
+            let ranges: Vec<_> = files.iter().map(|f| range_of_path(&f.path)).collect();
+            let superseded = superseded_ranges(&ranges);
+            for ((file, range), gone) in files.iter().zip(&ranges).zip(superseded) {
+                let Some((partition, first, last, revision)) = *range else {
+                    continue;
+                };
+                let below_hot = hot_start.get(&partition).is_some_and(|s| last < *s);
+                let wanted = rows
+                    .get(&partition)
+                    .is_some_and(|offsets| offsets.range(first..=last).next().is_some());
+                if gone || !below_hot || !wanted {
+                    continue;
+                }
+                let offsets = &rows[&partition];
+                let path = dir.join(revised_name(partition, first, last, revision + 1));
+                let layout = (bloom.as_slice(), self.config().compaction.row_group_rows);
+                let removed = rewrite_without(file, offsets, &path, layout, stream.as_str())?;
+                if removed > 0 {
+                    self.superseded_at(&file.path, tw_core::now_ms());
+                    report.rows_deleted += removed;
+                    let relative = path.strip_prefix(&stream_dir).unwrap_or(&path);
+                    report.files_rewritten.push(relative.display().to_string());
+                }
+            }
+        }
+        let named: u64 = rows.values().map(|o| o.len() as u64).sum();
+        report.rows_not_in_files = named.saturating_sub(report.rows_deleted);
+        self.append_audit(&AuditRecord {
+            time: tw_core::format_rfc3339_ms(tw_core::now_ms()),
+            who,
+            stream: stream.as_str(),
+            predicate,
+            rows_matched: named,
+            report: &report,
+        })?;
+        metrics::counter!("tidewatch_lake_rows_deleted_total", "stream" => stream.to_string())
+            .increment(report.rows_deleted);
+        Ok(report)
+    }
+
+    /// Appends one record to the audit log and fsyncs it.
+    fn append_audit(&self, record: &AuditRecord<'_>) -> Result<(), LakeError> {
+        let path = self.root().join(AUDIT_LOG);
+        let mut line = serde_json::to_vec(record).map_err(|source| LakeError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(source),
+        })?;
+        line.push(b'\n');
+        let existed = path.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(LakeError::io(&path))?;
+        file.write_all(&line).map_err(LakeError::io(&path))?;
+        file.sync_all().map_err(LakeError::io(&path))?;
+        if !existed {
+            sync_dir(self.root())?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `file`'s rows whose offset is not in `offsets` to `path`; returns how many were
+/// left out (0: nothing written).
+fn rewrite_without(
+    file: &DataFile,
+    offsets: &BTreeSet<Offset>,
+    path: &Path,
+    (bloom, row_group_rows): (&[String], usize),
+    stream: &str,
+) -> Result<u64, LakeError> {
+    let batches = read_file(&file.path, stream)?;
+    let Some(schema) = batches.first().map(RecordBatch::schema) else {
+        return Ok(0);
+    };
+    let mut kept = Vec::with_capacity(batches.len());
+    let mut removed = 0u64;
+    for batch in &batches {
+        let column = batch
+            .column_by_name(OFFSET_COLUMN)
+            .ok_or_else(|| LakeError::Arrow {
+                stream: stream.to_string(),
+                source: arrow::error::ArrowError::SchemaError(format!(
+                    "{} has no {OFFSET_COLUMN}",
+                    file.path.display()
+                )),
+            })?
+            .as_primitive::<Int64Type>();
+        let keep: BooleanArray = (0..column.len())
+            .map(|i| {
+                let hit = column.is_valid(i)
+                    && u64::try_from(column.value(i)).is_ok_and(|o| offsets.contains(&o));
+                Some(!hit)
+            })
+            .collect();
+        removed += keep.false_count() as u64;
+        kept.push(filter_record_batch(batch, &keep).map_err(LakeError::arrow(stream))?);
+    }
+    if removed == 0 {
+        return Ok(0);
+    }
+    let kept = concat_batches(&Arc::clone(&schema), &kept).map_err(LakeError::arrow(stream))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let properties = writer_properties(&kept, bloom, row_group_rows);
+    files::write_file(dir, path, &kept, properties)?;
+    tracing::info!(%stream, old = %file.path.display(), new = %path.display(), removed, "lake rows deleted");
+    Ok(removed)
+}

@@ -1,0 +1,406 @@
+//! Compaction: small files of closed hours become one sorted file per partition, with bloom
+//! filters and page indexes; readers see every row once before, during and after; superseded
+//! files go only after the grace period; the crash clean-up stays exact with them around.
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use arrow::datatypes::TimestampMillisecondType;
+use common::*;
+use parquet::file::properties::ReaderProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::serialized_reader::ReadOptionsBuilder;
+use serde_json::{Value, json};
+use tw_core::StreamLakeConfig;
+use tw_lake::{CompactionConfig, Lake, LakeConfig};
+use tw_pipeline::Consumer;
+
+/// Live (not superseded) parquet files under `dir`.
+fn live_files(dir: &Path) -> Vec<PathBuf> {
+    let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for file in parquet_files(dir) {
+        by_dir
+            .entry(file.parent().unwrap().to_path_buf())
+            .or_default()
+            .push(file);
+    }
+    let mut live = Vec::new();
+    for files in by_dir.into_values() {
+        let names: Vec<&str> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_str().unwrap())
+            .collect();
+        let gone = tw_lake::superseded(&names);
+        live.extend(
+            files
+                .iter()
+                .zip(gone)
+                .filter(|(_, g)| !g)
+                .map(|(f, _)| f.clone()),
+        );
+    }
+    live
+}
+
+/// (partition, offset) of every row of the live files, sorted (duplicates kept).
+fn live_rows(lake: &Lake, name: &str) -> Vec<(i32, i64)> {
+    let mut rows = Vec::new();
+    for file in live_files(&lake.stream_dir(&stream(name))) {
+        for batch in read_parquet(&file) {
+            rows.extend(keys(&batch));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn lake_with_settings(root: &Path, grace_ms: u64) -> Lake {
+    let lake = Lake::open(LakeConfig {
+        compaction: CompactionConfig {
+            grace_ms,
+            row_group_rows: 50,
+            ..CompactionConfig::default()
+        },
+        ..config(root)
+    })
+    .unwrap();
+    lake.use_stream_settings(Arc::new(|_| StreamLakeConfig {
+        bloom_filter_columns: vec!["user".into(), "missing".into(), "n".into()],
+        ..StreamLakeConfig::default()
+    }));
+    lake
+}
+
+/// `count` events of partition `p` from offset `first`, spread over hours 0..3 after T0.
+fn events(p: u32, first: u64, count: u64) -> tw_pipeline::EventBatch {
+    let events: Vec<(i64, Value)> = (first..first + count)
+        .map(|o| {
+            // Later offsets get earlier times within an hour, so sorting has work to do.
+            let hour = (o % 3) as i64;
+            let time = T0 + hour * HOUR + (10_000 - o as i64) * 100;
+            (time, json!({"user": format!("user-{o}"), "n": o, "p": p}))
+        })
+        .collect();
+    batch("ct", p, first, &events)
+}
+
+/// Writes 10 flushes of 30 events into 2 partitions: 20 flushes × 3 hours = 60 files.
+fn fill(lake: &Lake) -> tw_lake::LakeWriter {
+    let mut writer = lake.writer();
+    writer.start(&BTreeMap::new()).unwrap();
+    for flush in 0..10u64 {
+        for p in 0..2 {
+            writer.handle(&events(p, flush * 30, 30)).unwrap();
+        }
+        writer.flush().unwrap();
+    }
+    writer
+}
+
+fn expected_rows() -> Vec<(i32, i64)> {
+    (0..2).flat_map(|p| (0..300).map(move |o| (p, o))).collect()
+}
+
+/// A reader that loads the page index and the bloom filters.
+fn file_reader(path: &Path) -> SerializedFileReader<File> {
+    let properties = ReaderProperties::builder()
+        .set_read_bloom_filter(true)
+        .build();
+    let options = ReadOptionsBuilder::new()
+        .with_page_index()
+        .with_reader_properties(properties)
+        .build();
+    SerializedFileReader::new_with_options(File::open(path).unwrap(), options).unwrap()
+}
+
+const LATER: i64 = T0 + 100 * HOUR;
+
+#[test]
+fn compaction_merges_sorts_and_keeps_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_settings(dir.path(), 3_600_000);
+    let _writer = fill(&lake);
+    let stream_dir = lake.stream_dir(&stream("ct"));
+    assert_eq!(live_files(&stream_dir).len(), 60);
+    assert_eq!(live_rows(&lake, "ct"), expected_rows());
+
+    // Hours not yet closed (now = within the last hour + min age) are left alone.
+    let report = lake.compact(T0 + 3 * HOUR, 600_000).unwrap();
+    assert_eq!(report.files_compacted, 40, "{report:?}");
+    assert_eq!(live_files(&stream_dir).len(), 20 + 4);
+
+    let report = lake.compact(LATER, 0).unwrap();
+    assert_eq!(report.files_compacted, 20, "{report:?}");
+    assert_eq!(report.files_written, 2, "{report:?}");
+    // Inputs of the first pass were superseded 97 hours (of `now`) ago: past the grace.
+    assert_eq!(report.superseded_deleted, 40, "{report:?}");
+    assert_eq!(report.rows, 200);
+    // One file per partition and hour, every row exactly once.
+    let live = live_files(&stream_dir);
+    assert_eq!(live.len(), 6, "{live:?}");
+    assert_eq!(live_rows(&lake, "ct"), expected_rows());
+    // The inputs of this pass are still there for queries that listed them.
+    assert_eq!(parquet_files(&stream_dir).len(), 26);
+
+    for file in &live {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let batches = read_parquet(file);
+        let mut times = Vec::new();
+        for batch in &batches {
+            let column = batch
+                .column_by_name("_time")
+                .unwrap()
+                .as_primitive::<TimestampMillisecondType>();
+            times.extend(column.values().iter().copied());
+        }
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "{name} sorted by _time"
+        );
+        // 100 rows in row groups of 50; a page index and a bloom filter on `user` only (`n`
+        // is not a string column, `missing` does not exist).
+        let reader = file_reader(file);
+        let metadata = reader.metadata();
+        assert_eq!(metadata.num_row_groups(), 2, "{name}");
+        assert!(
+            metadata.column_index().is_some(),
+            "{name} has a column index"
+        );
+        assert!(
+            metadata.offset_index().is_some(),
+            "{name} has an offset index"
+        );
+        let group = reader.get_row_group(0).unwrap();
+        let columns = group.metadata().columns();
+        for (index, column) in columns.iter().enumerate() {
+            let name = column.column_path().string();
+            let has_bloom = group.get_column_bloom_filter(index).is_some();
+            assert_eq!(has_bloom, name == "user", "bloom filter on {name}");
+        }
+        let bloom = group
+            .get_column_bloom_filter(
+                columns
+                    .iter()
+                    .position(|c| c.column_path().string() == "user")
+                    .unwrap(),
+            )
+            .unwrap();
+        let first_user = arrow::util::display::array_value_to_string(
+            batches[0].column_by_name("user").unwrap(),
+            0,
+        )
+        .unwrap();
+        assert!(bloom.check(&first_user.as_str()));
+        assert!(!bloom.check(&"user-does-not-exist"));
+    }
+
+    // Nothing more to merge; after the grace period the superseded inputs are deleted.
+    let report = lake.compact(LATER + 1000, 0).unwrap();
+    assert_eq!(report.files_compacted, 0, "{report:?}");
+    assert_eq!(report.superseded_deleted, 0, "grace not over: {report:?}");
+    let report = lake.compact(LATER + 2 * HOUR, 0).unwrap();
+    assert_eq!(report.superseded_deleted, 20, "{report:?}");
+    assert_eq!(parquet_files(&stream_dir).len(), 6);
+    assert_eq!(live_rows(&lake, "ct"), expected_rows());
+}
+
+#[test]
+fn flush_files_carry_bloom_filters_of_configured_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_settings(dir.path(), 0);
+    let mut writer = lake.writer();
+    writer.start(&BTreeMap::new()).unwrap();
+    writer.handle(&events(0, 0, 10)).unwrap();
+    writer.flush().unwrap();
+    for file in parquet_files(dir.path()) {
+        let reader = file_reader(&file);
+        let group = reader.get_row_group(0).unwrap();
+        let user = group
+            .metadata()
+            .columns()
+            .iter()
+            .position(|c| c.column_path().string() == "user")
+            .unwrap();
+        assert!(group.get_column_bloom_filter(user).is_some(), "{file:?}");
+    }
+}
+
+#[test]
+fn crash_cleanup_stays_exact_with_compacted_and_superseded_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_settings(dir.path(), 3_600_000);
+    let writer = fill(&lake);
+    drop(writer);
+    lake.compact(LATER, 0).unwrap();
+    assert_eq!(live_files(&lake.stream_dir(&stream("ct"))).len(), 6);
+
+    // A crash before the last flushes were committed: offsets 0..=154 of partition 0 and
+    // 0..=209 of partition 1 are committed. Compacted files straddle those offsets.
+    let lake = lake_with_settings(dir.path(), 3_600_000);
+    let mut writer = lake.writer();
+    let committed = BTreeMap::from([((stream("ct"), 0), 155), ((stream("ct"), 1), 210)]);
+    writer.start(&committed).unwrap();
+    let expected: Vec<(i32, i64)> = (0..155)
+        .map(|o| (0, o))
+        .chain((0..210).map(|o| (1, o)))
+        .collect();
+    assert_eq!(live_rows(&lake, "ct"), expected);
+    // The replay rewrites the rest; compaction again; still exact.
+    writer.handle(&events(0, 155, 145)).unwrap();
+    writer.handle(&events(1, 210, 90)).unwrap();
+    writer.flush().unwrap();
+    assert_eq!(live_rows(&lake, "ct"), expected_rows());
+    lake.compact(LATER, 0).unwrap();
+    assert_eq!(live_rows(&lake, "ct"), expected_rows());
+    assert_eq!(live_files(&lake.stream_dir(&stream("ct"))).len(), 6);
+}
+
+#[test]
+fn files_of_a_flush_not_yet_below_hot_start_are_never_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_settings(dir.path(), 0);
+    let _writer = fill(&lake);
+    // A file that appeared without its flush advancing hot_start (a flush that failed
+    // half-way leaves such files until the writer deletes them).
+    let hour_dir = live_files(&lake.stream_dir(&stream("ct")))[0]
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let orphan = hour_dir.join("p000-00000000000000000300-00000000000000000309.parquet");
+    std::fs::copy(live_files(&hour_dir)[0].clone(), &orphan).unwrap();
+    lake.compact(LATER, 0).unwrap();
+    assert!(orphan.exists());
+    let names: Vec<String> = live_files(&hour_dir)
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.contains(&"p000-00000000000000000300-00000000000000000309.parquet".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn retention_deletes_whole_hours_that_ended_before_the_cutoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(config(dir.path())).unwrap();
+    lake.use_stream_settings(Arc::new(|stream| StreamLakeConfig {
+        // Only `ct` has a retention; `keep` is kept forever.
+        retention: (stream.as_str() == "ct").then(|| "2h".to_string()),
+        ..StreamLakeConfig::default()
+    }));
+    let mut writer = lake.writer();
+    writer.start(&BTreeMap::new()).unwrap();
+    for name in ["ct", "keep"] {
+        let mut batch = events(0, 0, 300);
+        batch.stream = stream(name);
+        writer.handle(&batch).unwrap();
+    }
+    writer.flush().unwrap();
+    let ct_dir = lake.stream_dir(&stream("ct"));
+    assert_eq!(live_files(&ct_dir).len(), 3);
+
+    // Hours T0, T0+1h, T0+2h. At T0+3h+30m with 2h retention, only hour T0 (ended T0+1h) is
+    // older than the cutoff T0+1h30m.
+    let report = lake.apply_retention(T0 + 3 * HOUR + HOUR / 2).unwrap();
+    assert_eq!(report.hours_deleted, 1, "{report:?}");
+    assert_eq!(report.files_deleted, 1, "{report:?}");
+    let rows = live_rows(&lake, "ct");
+    assert_eq!(rows.len(), 200);
+    assert!(
+        rows.iter().all(|(_, o)| o % 3 != 0),
+        "hour T0 held offsets 0, 3, 6, ..."
+    );
+    assert!(!ct_dir.join("year=2024/month=05/day=01/hour=10").exists());
+    assert!(ct_dir.join("year=2024/month=05/day=01/hour=11").exists());
+    // Much later, everything of `ct` goes, `keep` stays whole.
+    let report = lake.apply_retention(T0 + 100 * HOUR).unwrap();
+    assert_eq!(report.hours_deleted, 2, "{report:?}");
+    assert!(live_rows(&lake, "ct").is_empty());
+    assert_eq!(live_rows(&lake, "keep").len(), 300);
+    assert!(
+        !ct_dir.join("year=2024").exists(),
+        "emptied directories are removed"
+    );
+}
+
+#[test]
+fn delete_rows_rewrites_files_as_new_revisions_and_audits() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_settings(dir.path(), 0);
+    let mut writer = fill(&lake);
+    lake.compact(LATER, 0).unwrap();
+    // One more flush that stays hot: offsets 300..310 of partition 0.
+    writer.handle(&events(0, 300, 10)).unwrap();
+    let rows = BTreeMap::from([
+        (
+            0u32,
+            std::collections::BTreeSet::from([3u64, 4, 5, 150, 305]),
+        ),
+        (1u32, std::collections::BTreeSet::from([7u64])),
+    ]);
+    let report = lake
+        .delete_rows(&stream("ct"), &rows, "alice", "user = 'x'")
+        .unwrap();
+    assert_eq!(report.rows_deleted, 5, "{report:?}");
+    assert_eq!(
+        report.rows_not_in_files, 1,
+        "offset 305 is still hot: {report:?}"
+    );
+    assert_eq!(report.files_rewritten.len(), 4, "{report:?}");
+    assert!(
+        report
+            .files_rewritten
+            .iter()
+            .all(|f| f.ends_with("-r1.parquet")),
+        "{report:?}"
+    );
+    let gone = [(0, 3), (0, 4), (0, 5), (0, 150), (1, 7)];
+    let expected: Vec<(i32, i64)> = expected_rows()
+        .into_iter()
+        .filter(|row| !gone.contains(row))
+        .collect();
+    assert_eq!(live_rows(&lake, "ct"), expected);
+
+    // The audit log says who, what and how much.
+    let audit = std::fs::read_to_string(dir.path().join(tw_lake::AUDIT_LOG)).unwrap();
+    let record: Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(record["who"], "alice");
+    assert_eq!(record["stream"], "ct");
+    assert_eq!(record["predicate"], "user = 'x'");
+    assert_eq!(record["rows_matched"], 6);
+    assert_eq!(record["rows_deleted"], 5);
+
+    // A second deletion in a revised file makes revision 2; compaction (grace 0) then drops
+    // the superseded revisions, and the restart clean-up keeps the result.
+    let again = BTreeMap::from([(0u32, std::collections::BTreeSet::from([6u64]))]);
+    let report = lake
+        .delete_rows(&stream("ct"), &again, "bob", "n = 6")
+        .unwrap();
+    assert_eq!(report.files_rewritten.len(), 1);
+    assert!(
+        report.files_rewritten[0].ends_with("-r2.parquet"),
+        "{report:?}"
+    );
+    let expected: Vec<(i32, i64)> = expected.into_iter().filter(|r| *r != (0, 6)).collect();
+    assert_eq!(live_rows(&lake, "ct"), expected);
+    // Rewrites record their superseding time by the wall clock.
+    let report = lake.compact(tw_core::now_ms() + 1000, 0).unwrap();
+    assert!(report.superseded_deleted >= 5, "{report:?}");
+    assert_eq!(live_rows(&lake, "ct"), expected);
+    assert_eq!(
+        parquet_files(&lake.stream_dir(&stream("ct"))).len(),
+        live_files(&lake.stream_dir(&stream("ct"))).len()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(tw_lake::AUDIT_LOG))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+}
