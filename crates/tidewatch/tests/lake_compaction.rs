@@ -72,13 +72,15 @@ fn live_files(dir: &Path) -> usize {
 }
 
 /// Ingests 12,000 CloudTrail events (1 per simulated second: 4 closed hours of 2024) in
-/// requests of 1,000, so the lake holds many small files.
+/// requests of 1,000, each flushed on its own (flush age 200 ms), so the lake holds many
+/// small files: at least 2 per partition and hour.
 async fn ingest(server: &Server) {
     let text = generate("cloudtrail", EVENTS, 7, 1);
     let lines: Vec<&str> = text.lines().collect();
     for chunk in lines.chunks(1000) {
         let (status, body) = server.send("cloudtrail", chunk.join("\n")).await;
         assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
@@ -125,7 +127,7 @@ async fn compaction_keeps_sql_exact_while_queries_run_and_prunes_with_bloom_filt
     assert_eq!(before["n"], EVENTS, "{before}");
     assert_eq!(before["d"], EVENTS, "{before}");
     let files_before = live_files(&lake);
-    assert!(files_before > 40, "many small files: {files_before}");
+    assert!(files_before >= 24, "many small files: {files_before}");
 
     // A query loop running during compaction must always see every event once.
     let stop = Arc::new(AtomicBool::new(false));
@@ -177,7 +179,7 @@ async fn compaction_keeps_sql_exact_while_queries_run_and_prunes_with_bloom_filt
     // The compacted files carry bloom filters on sourceIPAddress: an address inside every
     // row group's min/max range but absent from the data is pruned by them.
     let plan = server
-        .sql("EXPLAIN ANALYZE SELECT count(*) AS n FROM cloudtrail WHERE sourceIPAddress = '10.99.99.99'")
+        .sql("EXPLAIN ANALYZE SELECT count(*) AS n FROM cloudtrail WHERE sourceIPAddress = '18.247.72.999'")
         .await;
     let plan_text = plan
         .iter()
@@ -275,7 +277,7 @@ async fn delete_by_query_removes_exactly_the_matching_rows_and_audits() {
     let server = Server::start(&data, Some(&config), &[]);
     ingest(&server).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let user_filter = "\"userIdentity.userName\" = 'alice'";
+    let user_filter = "\"userIdentity.userName\" LIKE 'alice.%'";
     let alice = server
         .sql_count(&format!(
             "SELECT count(*) FROM cloudtrail WHERE {user_filter}"
@@ -308,7 +310,9 @@ async fn delete_by_query_removes_exactly_the_matching_rows_and_audits() {
         .unwrap();
     assert_eq!(response.status(), 404);
 
-    let response = delete("userIdentity.userName = 'alice'").await.unwrap();
+    let response = delete("userIdentity.userName LIKE 'alice.%'")
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["rows_matched"], alice, "{body}");
