@@ -78,7 +78,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             .context("starting alert sinks")?,
     );
     let lake = Lake::open(LakeConfig {
-        root: data.join("lake"),
+        location: tw_lake::LakeLocation::Local(data.join("lake")),
         flush_max_rows: config.lake.flush_max_rows,
         flush_max_bytes: config.lake.flush_max_bytes,
         flush_max_age_ms: config.lake.flush_max_age_ms,
