@@ -331,8 +331,13 @@ async fn delete_by_query_removes_exactly_the_matching_rows_and_audits() {
         server.sql_count("SELECT count(*) FROM cloudtrail").await,
         others
     );
-    let audit = std::fs::read_to_string(data.join("lake").join(tw_lake::AUDIT_LOG)).unwrap();
-    let record: Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    let mut audit: Vec<_> = std::fs::read_dir(data.join("lake").join(tw_lake::AUDIT_DIR))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    audit.sort();
+    let audit = std::fs::read_to_string(audit.last().unwrap()).unwrap();
+    let record: Value = serde_json::from_str(audit.trim_end()).unwrap();
     assert_eq!(record["who"], "dpo@example.com");
     assert_eq!(record["rows_deleted"], alice);
 

@@ -14,8 +14,6 @@
 //! lake's maintenance lock, which the writer's crash clean-up also takes.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,7 +32,8 @@ use tw_core::{Offset, PartitionId, StreamLakeConfig, StreamName};
 use crate::catalog::{OFFSET_COLUMN, TIME_COLUMN};
 use crate::convert::align;
 use crate::files::{self, DataFile, file_name};
-use crate::supersede::{range_of_path, superseded_ranges};
+use crate::storage::LakeStorage;
+use crate::supersede::{by_dir, range_of_path, superseded_ranges};
 use crate::{Lake, LakeError};
 
 pub(crate) const HOUR_MS: i64 = 3_600_000;
@@ -117,35 +116,26 @@ impl Lake {
         // Before listing: a file listed later and ending below it was completely written by
         // a flush that succeeded (see the module doc).
         let hot_start = self.hot_starts(stream);
-        let stream_dir = self.stream_dir(stream);
-        let (data, _tmp) = files::list(&stream_dir)?;
+        let storage = self.storage();
+        let data = files::list_stream(storage, stream)?;
         let Some(schema) = self.table_schema(stream) else {
             return Ok(());
         };
         let settings = self.stream_settings(stream);
         let config = &self.config().compaction;
-        let mut by_dir: BTreeMap<PathBuf, Vec<DataFile>> = BTreeMap::new();
-        for file in data {
-            let dir = file
-                .path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            by_dir.entry(dir).or_default().push(file);
-        }
-        for (dir, files) in by_dir {
+        for (dir, files) in by_dir(data) {
             let ranges: Vec<_> = files.iter().map(|f| range_of_path(&f.path)).collect();
             let superseded = superseded_ranges(&ranges);
             let grace_ms = i64::try_from(config.grace_ms).unwrap_or(i64::MAX);
             for (file, _) in files.iter().zip(&superseded).filter(|(_, gone)| **gone) {
                 let since = self.superseded_at(&file.path, now_ms);
                 if now_ms.saturating_sub(since) >= grace_ms {
-                    files::remove(&file.path)?;
+                    storage.delete(&file.path)?;
                     self.forget_superseded(&file.path);
                     report.superseded_deleted += 1;
                 }
             }
-            let closed = hour_start_of(&stream_dir, &dir).is_some_and(|start| {
+            let closed = hour_start_of(stream.as_str(), &dir).is_some_and(|start| {
                 start.saturating_add(HOUR_MS) <= now_ms.saturating_sub_unsigned(min_age_ms)
             });
             if !closed {
@@ -157,13 +147,10 @@ impl Lake {
                     .get(&file.partition)
                     .is_some_and(|start| file.last < *start);
                 if !superseded[index] && below_hot {
-                    let size = std::fs::metadata(&file.path)
-                        .map_err(LakeError::io(&file.path))?
-                        .len();
                     by_partition
                         .entry(file.partition)
                         .or_default()
-                        .push((file, size));
+                        .push((file, file.size));
                 }
             }
             for (partition, mut live) in by_partition {
@@ -172,7 +159,9 @@ impl Lake {
                     if group.len() < 2 {
                         continue;
                     }
-                    let output = self.merge(stream, &schema, &settings, &dir, partition, group)?;
+                    let taken = |path: &str| files.iter().any(|file| file.path == path);
+                    let target = (dir.as_str(), partition);
+                    let output = self.merge(stream, &schema, &settings, target, group, taken)?;
                     if let Some((bytes, rows)) = output {
                         for (file, _) in group {
                             self.superseded_at(&file.path, now_ms);
@@ -196,21 +185,22 @@ impl Lake {
         stream: &StreamName,
         schema: &SchemaRef,
         settings: &StreamLakeConfig,
-        dir: &Path,
-        partition: PartitionId,
+        (dir, partition): (&str, PartitionId),
         group: &[(&DataFile, u64)],
+        taken: impl Fn(&str) -> bool,
     ) -> Result<Option<(u64, u64)>, LakeError> {
         let (Some((first, _)), Some((last, _))) = (group.first(), group.last()) else {
             return Ok(None);
         };
-        let path = dir.join(file_name(partition, first.first, last.last));
-        if path.exists() {
-            tracing::warn!(%stream, path = %path.display(), "compaction output exists already; group skipped");
+        let path = format!("{dir}/{}", file_name(partition, first.first, last.last));
+        // Decided from the listing (a GET would download the file from S3).
+        if taken(&path) {
+            tracing::warn!(%stream, %path, "compaction output exists already; group skipped");
             return Ok(None);
         }
         let mut batches = Vec::new();
         for (file, _) in group {
-            for batch in read_file(&file.path, stream.as_str())? {
+            for batch in read_file(self.storage(), &file.path, stream.as_str())? {
                 batches.push(align(&batch, schema, stream.as_str())?);
             }
         }
@@ -221,22 +211,22 @@ impl Lake {
             &settings.bloom_filter_columns,
             self.config().compaction.row_group_rows,
         );
-        let bytes = files::write_file(dir, &path, &sorted, properties)?;
-        tracing::info!(%stream, path = %path.display(), inputs = group.len(), rows = sorted.num_rows(), "lake files compacted");
+        let bytes = files::write_file(self.storage(), &path, &sorted, properties)?;
+        tracing::info!(%stream, %path, inputs = group.len(), rows = sorted.num_rows(), "lake files compacted");
         Ok(Some((bytes, sorted.num_rows() as u64)))
     }
 
     /// When `path` became superseded (recorded as `now_ms` the first time it is asked).
-    pub(crate) fn superseded_at(&self, path: &Path, now_ms: i64) -> i64 {
+    pub(crate) fn superseded_at(&self, path: &str, now_ms: i64) -> i64 {
         let mut since = self
             .shared
             .superseded_since
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *since.entry(path.to_path_buf()).or_insert(now_ms)
+        *since.entry(path.to_string()).or_insert(now_ms)
     }
 
-    fn forget_superseded(&self, path: &Path) {
+    fn forget_superseded(&self, path: &str) {
         self.shared
             .superseded_since
             .lock()
@@ -319,14 +309,23 @@ fn missing_column(stream: &str, column: &str) -> LakeError {
     }
 }
 
-/// Every row of a Parquet file.
-pub(crate) fn read_file(path: &Path, stream: &str) -> Result<Vec<RecordBatch>, LakeError> {
+/// Every row of the Parquet file at `path` (fetched whole: lake files are at most a merge
+/// target in size).
+pub(crate) fn read_file(
+    storage: &LakeStorage,
+    path: &str,
+    stream: &str,
+) -> Result<Vec<RecordBatch>, LakeError> {
     let parquet_error = |source| LakeError::Parquet {
-        path: path.to_path_buf(),
+        path: storage.describe(path),
         source,
     };
-    let handle = File::open(path).map_err(LakeError::io(path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(handle)
+    let Some(bytes) = storage.get(path)? else {
+        return Err(LakeError::Vanished {
+            path: storage.describe(path),
+        });
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(parquet_error)?
         .build()
         .map_err(parquet_error)?;
@@ -370,13 +369,14 @@ pub(crate) fn writer_properties(
     Ok(builder.build())
 }
 
-/// The start (epoch ms) of the hour of `dir` = `{stream_dir}/year=/month=/day=/hour=`.
-pub(crate) fn hour_start_of(stream_dir: &Path, dir: &Path) -> Option<i64> {
-    let relative = dir.strip_prefix(stream_dir).ok()?;
+/// The start (epoch ms) of the hour of `dir` = `{stream}/year=/month=/day=/hour=` (relative
+/// to the lake root).
+pub(crate) fn hour_start_of(stream: &str, dir: &str) -> Option<i64> {
+    let relative = dir.strip_prefix(stream)?.strip_prefix('/')?;
     let mut values = [0u32; 4];
-    let mut parts = relative.components();
+    let mut parts = relative.split('/');
     for (value, key) in values.iter_mut().zip(["year", "month", "day", "hour"]) {
-        let part = parts.next()?.as_os_str().to_str()?;
+        let part = parts.next()?;
         *value = part.strip_prefix(key)?.strip_prefix('=')?.parse().ok()?;
     }
     if parts.next().is_some() {
@@ -394,12 +394,13 @@ mod tests {
 
     #[test]
     fn hour_dirs_parse_back_to_their_start() {
-        let stream = Path::new("/lake/cloudtrail");
-        let dir = stream.join(crate::files::hour_dir(1_714_554_000_000));
+        let stream = "cloudtrail";
+        let dir = format!("{stream}/{}", crate::files::hour_dir(1_714_554_000_000));
         assert_eq!(hour_start_of(stream, &dir), Some(1_714_554_000_000));
-        assert_eq!(hour_start_of(stream, &stream.join("year=2024")), None);
+        assert_eq!(hour_start_of(stream, "cloudtrail/year=2024"), None);
+        assert_eq!(hour_start_of("cloud", &dir), None);
         assert_eq!(
-            hour_start_of(stream, &stream.join("year=2024/month=13/day=01/hour=00")),
+            hour_start_of(stream, "cloudtrail/year=2024/month=13/day=01/hour=00"),
             None
         );
     }
@@ -407,10 +408,11 @@ mod tests {
     #[test]
     fn packing_keeps_order_and_target() {
         let file = |first| DataFile {
-            path: PathBuf::from(format!("f{first}")),
+            path: format!("f{first}"),
             partition: 0,
             first,
             last: first,
+            size: 0,
         };
         let files: Vec<DataFile> = (0..5).map(file).collect();
         let live: Vec<(&DataFile, u64)> = files.iter().zip([10, 10, 100, 5, 5]).collect();

@@ -1,5 +1,5 @@
 //! Delete-by-query in the lake (privacy requests): the files holding given rows are rewritten
-//! without them, and every deletion is appended to an audit log.
+//! without them, and every deletion is recorded in the audit trail.
 //!
 //! The rows are named by `(partition, offset)` (the caller finds them with SQL). A file is
 //! rewritten as the next revision of its range (`p000-{first}-{last}-r{n}.parquet`), written
@@ -10,10 +10,13 @@
 //! Not covered (the report counts them): rows still in the hot buffer (not yet flushed: they
 //! reach a file later, with the row), and everything outside the lake — the log keeps the raw
 //! events until its own retention, the search index keeps them, alerts keep their events.
+//!
+//! The audit trail is one object per deletion under [`AUDIT_DIR`] in the lake itself, written
+//! with the storage's atomic put: S3 has no append, and a record kept next to the data it
+//! describes goes wherever the lake goes (local disk or bucket). Each object is one JSON line,
+//! named so that listing order is time order.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
@@ -22,14 +25,18 @@ use arrow::datatypes::Int64Type;
 use serde::Serialize;
 use tw_core::{Offset, PartitionId, StreamName};
 
-use crate::catalog::{OFFSET_COLUMN, sync_dir};
+use bytes::Bytes;
+
+use crate::catalog::OFFSET_COLUMN;
 use crate::compact::{read_file, writer_properties};
 use crate::files::{self, DataFile};
-use crate::supersede::{range_of_path, revised_name, superseded_ranges};
+use crate::storage::LakeStorage;
+use crate::supersede::{by_dir, range_of_path, revised_name, superseded_ranges};
 use crate::{Lake, LakeError};
 
-/// The audit log of deletions, under the lake root: one JSON object per line.
-pub const AUDIT_LOG: &str = "_deletes.audit.ndjson";
+/// The directory (relative to the lake root) of the deletion audit trail: one object per
+/// deletion, `{time_ms:013}-{stream}.json`, holding one JSON line.
+pub const AUDIT_DIR: &str = "_audit/deletes";
 
 /// What a deletion did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -66,20 +73,11 @@ impl Lake {
     ) -> Result<DeleteReport, LakeError> {
         let _maintenance = self.maintenance();
         let hot_start = self.hot_starts(stream);
-        let stream_dir = self.stream_dir(stream);
-        let (data, _tmp) = files::list(&stream_dir)?;
+        let storage = self.storage();
+        let data = files::list_stream(storage, stream)?;
         let bloom = self.stream_settings(stream).bloom_filter_columns;
         let mut report = DeleteReport::default();
-        let mut by_dir: BTreeMap<PathBuf, Vec<DataFile>> = BTreeMap::new();
-        for file in data {
-            let dir = file
-                .path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            by_dir.entry(dir).or_default().push(file);
-        }
-        for (dir, files) in by_dir {
+        for (dir, files) in by_dir(data) {
             let ranges: Vec<_> = files.iter().map(|f| range_of_path(&f.path)).collect();
             let superseded = superseded_ranges(&ranges);
             for ((file, range), gone) in files.iter().zip(&ranges).zip(superseded) {
@@ -94,14 +92,21 @@ impl Lake {
                     continue;
                 }
                 let offsets = &rows[&partition];
-                let path = dir.join(revised_name(partition, first, last, revision + 1));
+                let path = format!(
+                    "{dir}/{}",
+                    revised_name(partition, first, last, revision + 1)
+                );
                 let layout = (bloom.as_slice(), self.config().compaction.row_group_rows);
-                let removed = rewrite_without(file, offsets, &path, layout, stream.as_str())?;
+                let removed =
+                    rewrite_without(storage, file, offsets, &path, layout, stream.as_str())?;
                 if removed > 0 {
                     self.superseded_at(&file.path, tw_core::now_ms());
                     report.rows_deleted += removed;
-                    let relative = path.strip_prefix(&stream_dir).unwrap_or(&path);
-                    report.files_rewritten.push(relative.display().to_string());
+                    let relative = path
+                        .strip_prefix(stream.as_str())
+                        .and_then(|rest| rest.strip_prefix('/'))
+                        .unwrap_or(&path);
+                    report.files_rewritten.push(relative.to_string());
                 }
             }
         }
@@ -120,39 +125,51 @@ impl Lake {
         Ok(report)
     }
 
-    /// Appends one record to the audit log and fsyncs it.
+    /// Every audit record of deletions, oldest first (one JSON object per entry).
+    pub fn deletion_audit(&self) -> Result<Vec<String>, LakeError> {
+        let storage = self.storage();
+        let mut records = Vec::new();
+        for object in storage.list(AUDIT_DIR)? {
+            if let Some(bytes) = storage.get(&object.path)? {
+                records.push(String::from_utf8_lossy(&bytes).trim_end().to_string());
+            }
+        }
+        Ok(records)
+    }
+
+    /// Stores one audit record as a new object under [`AUDIT_DIR`] (atomic and durable).
     fn append_audit(&self, record: &AuditRecord<'_>) -> Result<(), LakeError> {
-        let path = self.root().join(AUDIT_LOG);
+        let storage = self.storage();
         let mut line = serde_json::to_vec(record).map_err(|source| LakeError::Io {
-            path: path.clone(),
+            path: storage.describe(AUDIT_DIR).into(),
             source: std::io::Error::other(source),
         })?;
         line.push(b'\n');
-        let existed = path.exists();
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(LakeError::io(&path))?;
-        file.write_all(&line).map_err(LakeError::io(&path))?;
-        file.sync_all().map_err(LakeError::io(&path))?;
-        if !existed {
-            sync_dir(self.root())?;
-        }
-        Ok(())
+        // Never overwrite a record: two deletions of one stream in the same millisecond get
+        // successive names (deletions are serialised by the maintenance lock).
+        let mut time_ms = tw_core::now_ms();
+        let path = loop {
+            let path = format!("{AUDIT_DIR}/{time_ms:013}-{}.json", record.stream);
+            if storage.get(&path)?.is_none() {
+                break path;
+            }
+            time_ms += 1;
+        };
+        storage.put(&path, Bytes::from(line))
     }
 }
 
 /// Writes `file`'s rows whose offset is not in `offsets` to `path`; returns how many were
 /// left out (0: nothing written).
 fn rewrite_without(
+    storage: &LakeStorage,
     file: &DataFile,
     offsets: &BTreeSet<Offset>,
-    path: &Path,
+    path: &str,
     (bloom, row_group_rows): (&[String], usize),
     stream: &str,
 ) -> Result<u64, LakeError> {
-    let batches = read_file(&file.path, stream)?;
+    let batches = read_file(storage, &file.path, stream)?;
     let Some(schema) = batches.first().map(RecordBatch::schema) else {
         return Ok(0);
     };
@@ -165,7 +182,7 @@ fn rewrite_without(
                 stream: stream.to_string(),
                 source: arrow::error::ArrowError::SchemaError(format!(
                     "{} has no {OFFSET_COLUMN}",
-                    file.path.display()
+                    storage.describe(&file.path)
                 )),
             })?
             .as_primitive::<Int64Type>();
@@ -183,9 +200,8 @@ fn rewrite_without(
         return Ok(0);
     }
     let kept = concat_batches(&Arc::clone(&schema), &kept).map_err(LakeError::arrow(stream))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
     let properties = writer_properties(&kept, bloom, row_group_rows);
-    files::write_file(dir, path, &kept, properties)?;
-    tracing::info!(%stream, old = %file.path.display(), new = %path.display(), removed, "lake rows deleted");
+    files::write_file(storage, path, &kept, properties)?;
+    tracing::info!(%stream, old = %file.path, new = %path, removed, "lake rows deleted");
     Ok(removed)
 }

@@ -5,8 +5,11 @@
 //! an hour is either kept whole or deleted whole. Offsets are untouched, so nothing is
 //! replayed into a deleted hour; late events still arriving for it land in a new file that
 //! the next pass deletes.
+//!
+//! Through the lake storage, so on S3 too; emptied directories exist (and are removed) only on
+//! a local disk.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use tw_core::StreamName;
@@ -55,31 +58,26 @@ impl Lake {
         cutoff_ms: i64,
         report: &mut RetentionReport,
     ) -> Result<(), LakeError> {
-        let stream_dir = self.stream_dir(stream);
-        let (data, tmp) = files::list(&stream_dir)?;
-        let expired = |path: &Path| {
-            path.parent()
-                .and_then(|dir| hour_start_of(&stream_dir, dir))
+        let storage = self.storage();
+        let data = files::list_stream(storage, stream)?;
+        let expired = |path: &str| {
+            hour_start_of(stream.as_str(), files::parent(path))
                 .is_some_and(|start| start.saturating_add(HOUR_MS) <= cutoff_ms)
         };
-        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut dirs: Vec<&str> = Vec::new();
         for file in data.iter().filter(|file| expired(&file.path)) {
-            let bytes = std::fs::metadata(&file.path).map_or(0, |meta| meta.len());
-            files::remove(&file.path)?;
+            storage.delete(&file.path)?;
             report.files_deleted += 1;
-            report.bytes_deleted += bytes;
-            if let Some(dir) = file.path.parent() {
-                dirs.push(dir.to_path_buf());
-            }
+            report.bytes_deleted += file.size;
+            dirs.push(files::parent(&file.path));
         }
-        // Tmp files are left alone: one may be a flush of late events being written now.
-        let busy: Vec<&Path> = tmp.iter().filter_map(|path| path.parent()).collect();
-        dirs.sort();
+        dirs.sort_unstable();
         dirs.dedup();
         report.hours_deleted += dirs.len();
-        for dir in dirs {
-            if !busy.contains(&dir.as_path()) {
-                remove_empty_dirs(&dir, &stream_dir);
+        if let Some(root) = storage.local_root() {
+            let stream_dir = root.join(stream.as_str());
+            for dir in dirs {
+                remove_empty_dirs(&root.join(dir), &stream_dir);
             }
         }
         tracing::debug!(%stream, ?report, "lake retention");
@@ -88,7 +86,8 @@ impl Lake {
 }
 
 /// Removes `dir` and its emptied ancestors up to (not including) `stop`. A directory that is
-/// not empty (a flush just created a file in it) is kept, which is why errors are ignored.
+/// not empty (a flush of late events is writing or just put a file in it) is kept, which is
+/// why errors are ignored.
 fn remove_empty_dirs(dir: &Path, stop: &Path) {
     let mut current = Some(dir);
     while let Some(dir) = current {

@@ -10,12 +10,12 @@
 //! into it", and the merged file holds every row of the files it covers.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use tw_core::{Offset, PartitionId};
 
 use crate::LakeError;
 use crate::files::{self, DataFile, parse_file_name};
+use crate::storage::LakeStorage;
 
 /// `(partition, first, last, revision)` of a data file's name.
 pub(crate) type Range = (PartitionId, Offset, Offset, u32);
@@ -27,9 +27,21 @@ pub(crate) fn range_of(name: &str) -> Option<Range> {
     Some((partition, first, last, split_revision(stem).1))
 }
 
-/// [`range_of`] for a path.
-pub(crate) fn range_of_path(path: &Path) -> Option<Range> {
-    range_of(path.file_name()?.to_str()?)
+/// [`range_of`] for a `/`-separated path relative to the lake root.
+pub(crate) fn range_of_path(path: &str) -> Option<Range> {
+    range_of(path.rsplit('/').next()?)
+}
+
+/// The files of one listing by directory (superseding is decided per directory).
+pub(crate) fn by_dir(files: Vec<DataFile>) -> BTreeMap<String, Vec<DataFile>> {
+    let mut by_dir: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
+    for file in files {
+        by_dir
+            .entry(files::parent(&file.path).to_string())
+            .or_default()
+            .push(file);
+    }
+    by_dir
 }
 
 /// `stem` without a trailing `-r{n}`, and `n` (0 without the suffix).
@@ -94,22 +106,16 @@ pub(crate) fn superseded_ranges(ranges: &[Option<Range>]) -> Vec<bool> {
 
 /// Deletes the superseded files among `files` (any directories) and returns the live ones.
 /// Only for when no query can be reading them (the writer's start, before queries run).
-pub(crate) fn remove_superseded(files: Vec<DataFile>) -> Result<Vec<DataFile>, LakeError> {
-    let mut by_dir: BTreeMap<PathBuf, Vec<DataFile>> = BTreeMap::new();
-    for file in files {
-        let dir = file
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        by_dir.entry(dir).or_default().push(file);
-    }
+pub(crate) fn remove_superseded(
+    storage: &LakeStorage,
+    files: Vec<DataFile>,
+) -> Result<Vec<DataFile>, LakeError> {
     let mut live = Vec::new();
-    for files in by_dir.into_values() {
+    for files in by_dir(files).into_values() {
         let ranges: Vec<_> = files.iter().map(|f| range_of_path(&f.path)).collect();
         for (file, gone) in files.into_iter().zip(superseded_ranges(&ranges)) {
             if gone {
-                files::remove(&file.path)?;
+                storage.delete(&file.path)?;
             } else {
                 live.push(file);
             }

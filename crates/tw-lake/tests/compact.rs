@@ -49,7 +49,7 @@ fn live_files(dir: &Path) -> Vec<PathBuf> {
 /// (partition, offset) of every row of the live files, sorted (duplicates kept).
 fn live_rows(lake: &Lake, name: &str) -> Vec<(i32, i64)> {
     let mut rows = Vec::new();
-    for file in live_files(&lake.stream_dir(&stream(name))) {
+    for file in live_files(&stream_dir(&lake, name)) {
         for batch in read_parquet(&file) {
             rows.extend(keys(&batch));
         }
@@ -124,7 +124,7 @@ fn compaction_merges_sorts_and_keeps_every_row_once() {
     let dir = tempfile::tempdir().unwrap();
     let lake = lake_with_settings(dir.path(), 3_600_000);
     let _writer = fill(&lake);
-    let stream_dir = lake.stream_dir(&stream("ct"));
+    let stream_dir = stream_dir(&lake, "ct");
     assert_eq!(live_files(&stream_dir).len(), 60);
     assert_eq!(live_rows(&lake, "ct"), expected_rows());
 
@@ -236,7 +236,7 @@ fn crash_cleanup_stays_exact_with_compacted_and_superseded_files() {
     let writer = fill(&lake);
     drop(writer);
     lake.compact(LATER, 0).unwrap();
-    assert_eq!(live_files(&lake.stream_dir(&stream("ct"))).len(), 6);
+    assert_eq!(live_files(&stream_dir(&lake, "ct")).len(), 6);
 
     // A crash before the last flushes were committed: offsets 0..=154 of partition 0 and
     // 0..=209 of partition 1 are committed. Compacted files straddle those offsets.
@@ -256,7 +256,7 @@ fn crash_cleanup_stays_exact_with_compacted_and_superseded_files() {
     assert_eq!(live_rows(&lake, "ct"), expected_rows());
     lake.compact(LATER, 0).unwrap();
     assert_eq!(live_rows(&lake, "ct"), expected_rows());
-    assert_eq!(live_files(&lake.stream_dir(&stream("ct"))).len(), 6);
+    assert_eq!(live_files(&stream_dir(&lake, "ct")).len(), 6);
 }
 
 #[test]
@@ -266,7 +266,7 @@ fn files_of_a_flush_not_yet_below_hot_start_are_never_merged() {
     let _writer = fill(&lake);
     // A file that appeared without its flush advancing hot_start (a flush that failed
     // half-way leaves such files until the writer deletes them).
-    let hour_dir = live_files(&lake.stream_dir(&stream("ct")))[0]
+    let hour_dir = live_files(&stream_dir(&lake, "ct"))[0]
         .parent()
         .unwrap()
         .to_path_buf();
@@ -301,7 +301,7 @@ fn retention_deletes_whole_hours_that_ended_before_the_cutoff() {
         writer.handle(&batch).unwrap();
     }
     writer.flush().unwrap();
-    let ct_dir = lake.stream_dir(&stream("ct"));
+    let ct_dir = stream_dir(&lake, "ct");
     assert_eq!(live_files(&ct_dir).len(), 3);
 
     // Hours T0, T0+1h, T0+2h. At T0+3h+30m with 2h retention, only hour T0 (ended T0+1h) is
@@ -367,8 +367,9 @@ fn delete_rows_rewrites_files_as_new_revisions_and_audits() {
     assert_eq!(live_rows(&lake, "ct"), expected);
 
     // The audit log says who, what and how much.
-    let audit = std::fs::read_to_string(dir.path().join(tw_lake::AUDIT_LOG)).unwrap();
-    let record: Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    let audit = lake.deletion_audit().unwrap();
+    assert_eq!(audit.len(), 1);
+    let record: Value = serde_json::from_str(&audit[0]).unwrap();
     assert_eq!(record["who"], "alice");
     assert_eq!(record["stream"], "ct");
     assert_eq!(record["predicate"], "user = 'x'");
@@ -393,14 +394,18 @@ fn delete_rows_rewrites_files_as_new_revisions_and_audits() {
     assert!(report.superseded_deleted >= 5, "{report:?}");
     assert_eq!(live_rows(&lake, "ct"), expected);
     assert_eq!(
-        parquet_files(&lake.stream_dir(&stream("ct"))).len(),
-        live_files(&lake.stream_dir(&stream("ct"))).len()
+        parquet_files(&stream_dir(&lake, "ct")).len(),
+        live_files(&stream_dir(&lake, "ct")).len()
     );
+    let audit = lake.deletion_audit().unwrap();
+    assert_eq!(audit.len(), 2);
+    let record: Value = serde_json::from_str(&audit[1]).unwrap();
+    assert_eq!(record["who"], "bob");
     assert_eq!(
-        std::fs::read_to_string(dir.path().join(tw_lake::AUDIT_LOG))
+        std::fs::read_dir(dir.path().join(tw_lake::AUDIT_DIR))
             .unwrap()
-            .lines()
             .count(),
-        2
+        2,
+        "one object per deletion"
     );
 }

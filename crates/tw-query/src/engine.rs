@@ -93,13 +93,19 @@ impl QueryEngine {
             .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit_bytes)))
             .build_arc()
             .map_err(|e| QueryError::Setup(format!("query memory pool: {e}")))?;
-        // The lake is listed through `LiveFiles`, which hides files compaction superseded.
-        let local: Arc<dyn object_store::ObjectStore> =
-            Arc::new(object_store::local::LocalFileSystem::new());
-        runtime_env.register_object_store(
-            ObjectStoreUrl::local_filesystem().as_ref(),
-            Arc::new(LiveFiles::new(local)),
-        );
+        // The lake is listed through `LiveFiles`, which hides files compaction superseded:
+        // the catalog's store (S3) or, for a local lake, the local file system.
+        let (url, store) = catalog.object_store().unwrap_or_else(|| {
+            let local: Arc<dyn object_store::ObjectStore> =
+                Arc::new(object_store::local::LocalFileSystem::new());
+            (
+                ObjectStoreUrl::local_filesystem().as_str().to_string(),
+                local,
+            )
+        });
+        let parsed = ObjectStoreUrl::parse(&url)
+            .map_err(|e| QueryError::Setup(format!("lake object store url {url}: {e}")))?;
+        runtime_env.register_object_store(parsed.as_ref(), Arc::new(LiveFiles::new(store)));
         Ok(Self {
             catalog,
             config,
@@ -296,7 +302,7 @@ impl QueryJob {
             let table = stream_table(
                 ctx,
                 self.catalog.table_schema(&stream),
-                &self.catalog.stream_dir(&stream),
+                self.catalog.stream_location(&stream).as_deref(),
                 self.catalog.hot_snapshot(&stream),
             )?;
             dotted.extend(

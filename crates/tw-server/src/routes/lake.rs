@@ -104,6 +104,7 @@ pub(crate) async fn delete(
     }
     let matched: u64 = rows.values().map(|o| o.len() as u64).sum();
     let lake = state.lake.clone();
+    let audit = lake.storage().describe(tw_lake::AUDIT_DIR);
     let who = crate::who(&headers);
     let predicate = request.predicate.clone();
     let name = stream.clone();
@@ -119,6 +120,6 @@ pub(crate) async fn delete(
         "rows_deleted": report.rows_deleted,
         "rows_not_in_files": report.rows_not_in_files,
         "files_rewritten": report.files_rewritten,
-        "audit_log": format!("lake/{}", tw_lake::AUDIT_LOG),
+        "audit": audit,
     })))
 }
