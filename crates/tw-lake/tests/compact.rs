@@ -49,7 +49,7 @@ fn live_files(dir: &Path) -> Vec<PathBuf> {
 /// (partition, offset) of every row of the live files, sorted (duplicates kept).
 fn live_rows(lake: &Lake, name: &str) -> Vec<(i32, i64)> {
     let mut rows = Vec::new();
-    for file in live_files(&stream_dir(&lake, name)) {
+    for file in live_files(&stream_dir(lake, name)) {
         for batch in read_parquet(&file) {
             rows.extend(keys(&batch));
         }
