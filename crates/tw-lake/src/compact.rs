@@ -3,8 +3,8 @@
 //! indexes and bloom filters on the stream's bloom-filter columns.
 //!
 //! How readers never see a row twice or miss one: a pass merges consecutive live files of one
-//! partition and hour directory (by offset) into one file named after their whole span, written
-//! atomically like a flush. From the instant it is renamed into place it covers its inputs,
+//! partition and hour directory (by offset) into one file named after their whole span, stored
+//! with one atomic put like a flush file. From that instant it covers its inputs,
 //! which are then superseded (`supersede.rs`) and dropped from every listing the query engine
 //! makes. The inputs are deleted only by a later pass, once they have been superseded for the
 //! grace period, so a query that listed them before can still open them.

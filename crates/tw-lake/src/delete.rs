@@ -2,8 +2,8 @@
 //! without them, and every deletion is recorded in the audit trail.
 //!
 //! The rows are named by `(partition, offset)` (the caller finds them with SQL). A file is
-//! rewritten as the next revision of its range (`p000-{first}-{last}-r{n}.parquet`), written
-//! atomically; from the instant it is renamed into place it supersedes the old file, which
+//! rewritten as the next revision of its range (`p000-{first}-{last}-r{n}.parquet`), stored with
+//! one atomic put; from that instant it supersedes the old file, which
 //! compaction deletes after the grace period like any superseded file. So a query sees the
 //! file before or after the deletion, never a mix and never both.
 //!
