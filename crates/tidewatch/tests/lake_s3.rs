@@ -54,7 +54,8 @@ fn hive_hour(key: &str, stream: &str) -> Option<String> {
         && hour.strip_prefix("hour=").is_some_and(|v| digits(v, 2));
     let name = file.strip_prefix('p')?.strip_suffix(".parquet")?;
     let fields: Vec<&str> = name.split('-').collect();
-    let named = matches!(fields.as_slice(), [p, a, b] if digits(p, 3) && digits(a, 20) && digits(b, 20));
+    let named =
+        matches!(fields.as_slice(), [p, a, b] if digits(p, 3) && digits(a, 20) && digits(b, 20));
     (ok && named).then(|| format!("{year}/{month}/{day}/{hour}"))
 }
 
@@ -248,7 +249,10 @@ async fn a_lake_location_that_does_not_work_is_a_clear_error_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         // No such bucket on the server: the first listing says so.
-        (config(&moto, "no-such-bucket"), "s3://no-such-bucket/prod/lake"),
+        (
+            config(&moto, "no-such-bucket"),
+            "s3://no-such-bucket/prod/lake",
+        ),
         (
             "[lake]\nlocation = \"s3://Bad_Bucket/x\"\n".to_string(),
             "lake.location",

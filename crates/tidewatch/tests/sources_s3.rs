@@ -49,7 +49,6 @@ async fn counts(server: &Server) -> (u64, u64) {
     )
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_prefix_is_ingested_exactly_once_across_restarts() {
     let python = python();

@@ -262,7 +262,10 @@ mod tests {
     #[test]
     fn hour_dirs_are_utc_and_zero_padded() {
         // 2024-05-01T09:00:00Z
-        assert_eq!(hour_dir(1_714_554_000_000), "year=2024/month=05/day=01/hour=09");
+        assert_eq!(
+            hour_dir(1_714_554_000_000),
+            "year=2024/month=05/day=01/hour=09"
+        );
         assert_eq!(hour_dir(0), "year=1970/month=01/day=01/hour=00");
     }
 }

@@ -56,8 +56,8 @@ use crate::catalog::Catalog;
 pub use crate::error::LakeError;
 pub use crate::schema_view::{ColumnInfo, StreamSchema, WideningInfo};
 pub use crate::storage::{LakeLocation, LakeStorage, StoredObject};
-pub use tw_s3::{S3Connection, S3Url};
 pub use crate::writer::LakeWriter;
+pub use tw_s3::{S3Connection, S3Url};
 
 /// Default number of event columns per stream before new fields go to `_overflow`.
 pub const MAX_EVENT_COLUMNS: usize = 2000;

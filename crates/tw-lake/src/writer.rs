@@ -118,8 +118,8 @@ impl LakeWriter {
             .collect();
         let now = now_ms();
         let max_columns = self.lake.shared.max_columns;
-        let converted = convert(&mut catalog, max_columns, partition, &records, now)
-            .and_then(|converted| {
+        let converted =
+            convert(&mut catalog, max_columns, partition, &records, now).and_then(|converted| {
                 if catalog.revision != persisted_revision {
                     catalog.save(self.lake.storage())?;
                 }
@@ -157,7 +157,10 @@ impl LakeWriter {
             && (buffer.rows >= self.lake.config().flush_max_rows
                 || buffer.bytes >= self.lake.config().flush_max_bytes);
         for (column, count) in &converted.conflicts {
-            *stream_state.type_conflicts.entry(column.clone()).or_default() += count;
+            *stream_state
+                .type_conflicts
+                .entry(column.clone())
+                .or_default() += count;
         }
         drop(state);
 

@@ -50,7 +50,14 @@ impl Moto {
             .unwrap()
             .port();
         let child = Command::new(&python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -111,13 +118,20 @@ fn storage_on_s3_puts_gets_lists_and_deletes_like_the_disk() {
     let moto = Moto::start("lake");
     let storage = LakeStorage::open(&moto.location("s3://lake/some/prefix")).unwrap();
     storage
-        .put("ct/year=2024/hour=10/a.parquet", Bytes::from_static(b"aaaa"))
+        .put(
+            "ct/year=2024/hour=10/a.parquet",
+            Bytes::from_static(b"aaaa"),
+        )
         .unwrap();
     storage
         .put("ct/year=2024/hour=11/b.parquet", Bytes::from_static(b"bb"))
         .unwrap();
-    storage.put("ctx/c.parquet", Bytes::from_static(b"c")).unwrap();
-    storage.put("_catalog/ct.json", Bytes::from_static(b"{}")).unwrap();
+    storage
+        .put("ctx/c.parquet", Bytes::from_static(b"c"))
+        .unwrap();
+    storage
+        .put("_catalog/ct.json", Bytes::from_static(b"{}"))
+        .unwrap();
     storage
         .put("_catalog/ct.json", Bytes::from_static(b"{\"v\":2}"))
         .unwrap();
@@ -145,7 +159,10 @@ fn storage_on_s3_puts_gets_lists_and_deletes_like_the_disk() {
     storage
         .delete("ct/year=2024/hour=10/a.parquet")
         .expect("deleting a missing object succeeds");
-    assert_eq!(names(&storage.list("ct").unwrap()), ["ct/year=2024/hour=11/b.parquet"]);
+    assert_eq!(
+        names(&storage.list("ct").unwrap()),
+        ["ct/year=2024/hour=11/b.parquet"]
+    );
     assert_eq!(
         storage.describe("ct/x"),
         "s3://lake/some/prefix/ct/x",
@@ -161,7 +178,9 @@ fn storage_on_s3_puts_gets_lists_and_deletes_like_the_disk() {
         .unwrap();
     let inside = multi.block_on(async { storage.list("ct").unwrap().len() });
     assert_eq!(inside, 1);
-    let single = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let single = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let inside = single.block_on(async { storage.get("ctx/c.parquet").unwrap() });
     assert_eq!(inside, Some(Bytes::from_static(b"c")));
 

@@ -37,7 +37,10 @@ impl LakeCatalog for Lake {
 
     fn object_store(&self) -> Option<(String, Arc<dyn ObjectStore>)> {
         let storage = self.storage();
-        storage.local_root().is_none().then(|| storage.object_store())
+        storage
+            .local_root()
+            .is_none()
+            .then(|| storage.object_store())
     }
 
     fn hot_snapshot(&self, stream: &StreamName) -> HotData {

@@ -203,7 +203,10 @@ mod tests {
         )
         .unwrap();
         assert!(connection.problems().is_empty());
-        assert!(!format!("{connection:?}").contains("\"s\""), "secret redacted");
+        assert!(
+            !format!("{connection:?}").contains("\"s\""),
+            "secret redacted"
+        );
         assert!(toml::from_str::<S3Connection>("endpiont = \"x\"").is_err());
         let bad = S3Connection {
             endpoint: Some("127.0.0.1:9000".into()),

@@ -44,10 +44,7 @@ impl LocalDisk {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if !is_tmp_name(&name) {
-                let size = entry
-                    .metadata()
-                    .map_err(LakeError::io(entry.path()))?
-                    .len();
+                let size = entry.metadata().map_err(LakeError::io(entry.path()))?.len();
                 objects.push(StoredObject {
                     path: relative,
                     size,
@@ -156,4 +153,3 @@ fn sync_dir(dir: &Path) -> Result<(), LakeError> {
         .and_then(|handle| handle.sync_all())
         .map_err(LakeError::io(dir))
 }
-

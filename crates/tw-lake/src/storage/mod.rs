@@ -226,7 +226,10 @@ mod tests {
         let (dir, storage) = local();
         let root = dir.path().join("lake");
         storage
-            .put("ct/year=2024/hour=10/a.parquet", Bytes::from_static(b"aaaa"))
+            .put(
+                "ct/year=2024/hour=10/a.parquet",
+                Bytes::from_static(b"aaaa"),
+            )
             .unwrap();
         storage
             .put("ct/year=2024/hour=11/b.parquet", Bytes::from_static(b"bb"))

@@ -129,11 +129,9 @@ impl S3Bucket {
         let key = self.object_path(path)?;
         let store = self.store();
         // One PUT of the whole object: S3 stores it atomically, and answers only once stored.
-        let result = self.run(
-            "put",
-            path,
-            async move { store.put(&key, PutPayload::from(bytes)).await },
-        )?;
+        let result = self.run("put", path, async move {
+            store.put(&key, PutPayload::from(bytes)).await
+        })?;
         result.map(|_| ()).map_err(self.error("put", path))
     }
 
