@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-2000000}"
 cargo build --release -p tidewatch
-bin=target/release/tidewatch
+bin="${CARGO_TARGET_DIR:-target}/release/tidewatch"
 work="${BENCH_DIR:-$PWD/bench-data}/run-$(date +%s)"
 mkdir -p "$work"
 cat > "$work/tidewatch.toml" <<TOML
