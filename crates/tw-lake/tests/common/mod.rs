@@ -151,7 +151,7 @@ pub fn keys(batch: &RecordBatch) -> Vec<(i32, i64)> {
 /// plus the hot batches, as sorted (partition, offset) pairs (duplicates kept).
 pub fn visible(lake: &Lake, name: &str, snapshot: &HotSnapshot) -> Vec<(i32, i64)> {
     let mut rows = Vec::new();
-    for file in parquet_files(&stream_dir(&lake, name)) {
+    for file in parquet_files(&stream_dir(lake, name)) {
         for batch in read_parquet(&file) {
             for (p, o) in keys(&batch) {
                 match snapshot.hot_start.get(&(p as u32)) {
