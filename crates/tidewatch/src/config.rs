@@ -135,6 +135,12 @@ impl Default for StreamsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LakeSection {
+    /// Where the Parquet files and catalogs live: a directory, or `s3://bucket/prefix` for S3
+    /// or an S3-compatible server (default: `{data_dir}/lake`).
+    pub location: Option<String>,
+    /// `[lake.s3]`: endpoint, region, credentials and addressing of an `s3://` location
+    /// (unset keys come from the `AWS_*` environment).
+    pub s3: Option<tw_s3::S3Connection>,
     /// Flush a partition's buffer at this many rows.
     pub flush_max_rows: usize,
     /// Flush a partition's buffer at about this many bytes.
@@ -146,6 +152,8 @@ pub struct LakeSection {
 impl Default for LakeSection {
     fn default() -> Self {
         Self {
+            location: None,
+            s3: None,
             flush_max_rows: 100_000,
             flush_max_bytes: 16 << 20,
             flush_max_age_ms: 10_000,
@@ -209,6 +217,35 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
     }
 
+    /// Where the lake lives, from `lake.location` and `[lake.s3]`.
+    pub fn lake_location(&self) -> Result<tw_lake::LakeLocation, String> {
+        let location = match self.lake.location.as_deref() {
+            None => return Ok(tw_lake::LakeLocation::Local(self.data_dir.join("lake"))),
+            Some(location) => location,
+        };
+        if location.starts_with("s3://") {
+            let url = tw_s3::S3Url::parse(location).map_err(|e| format!("lake.location: {e}"))?;
+            return Ok(tw_lake::LakeLocation::S3 {
+                url,
+                connection: self.lake.s3.clone().unwrap_or_default(),
+            });
+        }
+        if let Some((scheme, _)) = location.split_once("://") {
+            return Err(format!(
+                "lake.location: {scheme}:// is not supported (a directory or s3://bucket/prefix)"
+            ));
+        }
+        if location.trim().is_empty() {
+            return Err("lake.location must not be empty".into());
+        }
+        if self.lake.s3.is_some() {
+            return Err(format!(
+                "lake.s3 is set but lake.location {location:?} is not an s3:// URL"
+            ));
+        }
+        Ok(tw_lake::LakeLocation::Local(PathBuf::from(location)))
+    }
+
     /// Checks every setting and reports every problem at once.
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
@@ -226,6 +263,16 @@ impl Config {
         }
         if self.lake.flush_max_rows == 0 {
             problems.push("lake.flush_max_rows must be at least 1".into());
+        }
+        match self.lake_location() {
+            Ok(tw_lake::LakeLocation::S3 { connection, .. }) => problems.extend(
+                connection
+                    .problems()
+                    .into_iter()
+                    .map(|problem| format!("lake.s3: {problem}")),
+            ),
+            Ok(tw_lake::LakeLocation::Local(_)) => {}
+            Err(problem) => problems.push(problem),
         }
         if self.query.threads == 0 {
             problems.push("query.threads must be at least 1".into());

@@ -82,13 +82,16 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         Dispatcher::start(config.sinks.clone(), &data.join("alerts"))
             .context("starting alert sinks")?,
     );
+    let lake_location = config
+        .lake_location()
+        .map_err(|problem| anyhow::anyhow!(problem))?;
     let lake = Lake::open(LakeConfig {
-        root: data.join("lake"),
+        location: lake_location.clone(),
         flush_max_rows: config.lake.flush_max_rows,
         flush_max_bytes: config.lake.flush_max_bytes,
         flush_max_age_ms: config.lake.flush_max_age_ms,
     })
-    .context("opening the lake")?;
+    .with_context(|| format!("opening the lake at {lake_location}"))?;
     let query = Arc::new(
         QueryEngine::new(
             lake.clone(),

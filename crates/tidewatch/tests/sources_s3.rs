@@ -3,101 +3,17 @@
 //! across a restart; objects outside the prefix and undecodable objects are not ingested.
 
 mod common;
+#[path = "common/moto.rs"]
+mod moto;
 
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Server, write};
+use moto::{Moto, python};
 use serde_json::Value;
 
 const BUCKET: &str = "trail-bucket";
-
-fn python() -> String {
-    let python = std::env::var("TIDEWATCH_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args(["-c", "import boto3, moto.server"])
-        .status();
-    assert!(
-        probe.is_ok_and(|s| s.success()),
-        "this test needs boto3 and moto[server] for Python: run scripts/test.sh (it installs \
-         them), or set TIDEWATCH_TEST_PYTHON to a python that has them"
-    );
-    python
-}
-
-/// A moto S3 server on a free port, killed on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start(python: &str) -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto server");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto { child, endpoint }
-    }
-
-    /// Uploads local files with boto3 (`key=path` pairs), creating the bucket first.
-    fn upload(&self, python: &str, files: &[(&str, &Path)]) {
-        let script = r#"
-import sys, boto3
-endpoint, bucket, *pairs = sys.argv[1:]
-s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                  aws_access_key_id="testing", aws_secret_access_key="testing")
-try:
-    s3.create_bucket(Bucket=bucket)
-except s3.exceptions.BucketAlreadyOwnedByYou:
-    pass
-for pair in pairs:
-    key, path = pair.split("=", 1)
-    s3.upload_file(path, bucket, key)
-"#;
-        let mut command = Command::new(python);
-        command.args(["-c", script, &self.endpoint, BUCKET]);
-        for (key, path) in files {
-            command.arg(format!("{key}={}", path.display()));
-        }
-        let output = command.output().expect("run boto3");
-        assert!(
-            output.status.success(),
-            "boto3 upload failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn gzip(text: &str) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -153,7 +69,7 @@ async fn an_s3_prefix_is_ingested_exactly_once_across_restarts() {
     let k1 = format!("{day}/f1.json.gz");
     let k2 = format!("{day}/f2.json.gz");
     moto.upload(
-        &python,
+        BUCKET,
         &[
             (k1.as_str(), f1.as_path()),
             (k2.as_str(), f2.as_path()),
@@ -209,7 +125,7 @@ batch_records = 128
 
     let f4 = local("f4", gzip(&cloudtrail("f4", 77)));
     let k4 = format!("{day}/f4.json.gz");
-    moto.upload(&python, &[(k4.as_str(), f4.as_path())]);
+    moto.upload(BUCKET, &[(k4.as_str(), f4.as_path())]);
     let server = Server::start(&data, Some(&config), &[]);
     server.wait_for_count("trail", "true", 677).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;

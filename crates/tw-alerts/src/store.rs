@@ -11,8 +11,8 @@
 //! line, rather than skipping it and silently forgetting its dedup key (which would page again
 //! on replay).
 //!
-//! Memory: the newest `max_in_memory` alerts (by `created_at_ms`) are kept for `list`/`get`;
-//! older ones stay in the file only. Every dedup key ever stored is kept (exact strings, no
+//! Memory: the newest `max_in_memory` alerts (by `created_at_ms`) are kept for `list`/`get`, as
+//! their JSON lines (decoded on read); older ones stay in the file only. Every dedup key ever stored is kept (exact strings, no
 //! hashing, no expiry), so dedup never forgets: memory grows with the number of distinct alerts
 //! (about key length + 50 bytes each). The file is never compacted.
 
@@ -76,18 +76,54 @@ pub struct AlertFilter {
 }
 
 impl AlertFilter {
-    fn matches(&self, alert: &Alert) -> bool {
+    fn matches(&self, alert: &Stored) -> bool {
         self.since_ms
             .is_none_or(|since| alert.created_at_ms >= since)
             && self
                 .rule_id
                 .as_ref()
-                .is_none_or(|rule| &alert.rule_id == rule)
+                .is_none_or(|rule| *alert.rule_id == **rule)
             && self.min_severity.is_none_or(|min| alert.severity >= min)
             && self
                 .stream
                 .as_ref()
-                .is_none_or(|stream| &alert.stream == stream)
+                .is_none_or(|stream| *alert.stream == **stream)
+    }
+}
+
+/// An alert of the in-memory window: the fields [`AlertFilter`] reads, and the alert as its
+/// JSON line. Why not the [`Alert`] itself: its events are `serde_json::Value` trees, several
+/// times the size of their text, and the window holds up to 100,000 alerts; `list` and `get`
+/// decode only the few they return.
+struct Stored {
+    id: Box<str>,
+    rule_id: Box<str>,
+    stream: Box<str>,
+    severity: Severity,
+    created_at_ms: i64,
+    json: Box<[u8]>,
+}
+
+impl Stored {
+    fn new(alert: &Alert, json: &[u8]) -> Self {
+        Stored {
+            id: alert.id.as_str().into(),
+            rule_id: alert.rule_id.as_str().into(),
+            stream: alert.stream.as_str().into(),
+            severity: alert.severity,
+            created_at_ms: alert.created_at_ms,
+            json: json.into(),
+        }
+    }
+
+    /// The alert back from its line; `None` (logged) cannot happen for a line this process
+    /// encoded or loaded, but a decode error must not take the API down.
+    fn decode(&self) -> Option<Alert> {
+        serde_json::from_slice(&self.json)
+            .inspect_err(
+                |error| tracing::error!(id = %self.id, %error, "alert in memory does not decode"),
+            )
+            .ok()
     }
 }
 
@@ -112,7 +148,7 @@ struct State {
     file_len: u64,
     dedup_keys: HashSet<String>,
     /// In-memory window, ordered by (created_at_ms, insertion sequence).
-    newest: BTreeMap<(i64, u64), Alert>,
+    newest: BTreeMap<(i64, u64), Stored>,
     by_id: HashMap<String, (i64, u64)>,
     next_seq: u64,
     total: usize,
@@ -223,16 +259,20 @@ impl AlertStore {
             return Ok(fresh);
         }
         let mut bytes = Vec::new();
+        let mut line_ends = Vec::with_capacity(fresh.len());
         for alert in &fresh {
             serde_json::to_writer(&mut bytes, alert).map_err(|source| AlertError::Encode {
                 id: alert.id.clone(),
                 source,
             })?;
+            line_ends.push(bytes.len());
             bytes.push(b'\n');
         }
         state.append(&self.inner.path, &bytes)?;
-        for alert in &fresh {
-            state.remember(alert.clone());
+        let mut line_start = 0;
+        for (alert, line_end) in fresh.iter().zip(line_ends) {
+            state.remember(alert, &bytes[line_start..line_end]);
+            line_start = line_end + 1;
             // No subscriber is not an error: SSE clients come and go.
             let _ = self.inner.subscribers.send(alert.clone());
         }
@@ -253,7 +293,7 @@ impl AlertStore {
             .rev()
             .filter(|alert| filter.matches(alert))
             .take(limit)
-            .cloned()
+            .filter_map(Stored::decode)
             .collect()
     }
 
@@ -264,7 +304,7 @@ impl AlertStore {
             .by_id
             .get(id)
             .and_then(|key| state.newest.get(key))
-            .cloned()
+            .and_then(Stored::decode)
     }
 
     /// Whether an alert with this dedup key has ever been stored.
@@ -304,19 +344,21 @@ impl AlertStore {
 }
 
 impl State {
-    fn remember(&mut self, alert: Alert) {
+    /// Counts `alert` (whose JSON line is `json`), keeps its dedup key and puts it in the
+    /// in-memory window, evicting the oldest beyond the window's size.
+    fn remember(&mut self, alert: &Alert, json: &[u8]) {
         self.total += 1;
         self.dedup_keys.insert(alert.dedup_key.clone());
         let key = (alert.created_at_ms, self.next_seq);
         self.next_seq += 1;
         self.by_id.insert(alert.id.clone(), key);
-        self.newest.insert(key, alert);
+        self.newest.insert(key, Stored::new(alert, json));
         while self.newest.len() > self.max_in_memory {
             if let Some((evicted_key, evicted)) = self.newest.pop_first() {
                 // Only forget the id if it still points at the evicted entry (ids are derived
                 // from dedup keys, so they only repeat on a hash collision).
-                if self.by_id.get(&evicted.id) == Some(&evicted_key) {
-                    self.by_id.remove(&evicted.id);
+                if self.by_id.get(&*evicted.id) == Some(&evicted_key) {
+                    self.by_id.remove(&*evicted.id);
                 }
             }
         }
@@ -387,7 +429,7 @@ fn load_lines(path: &Path, complete_bytes: &[u8], state: &mut State) -> Result<b
         }
         let alert: Alert =
             serde_json::from_slice(line).map_err(|e| corrupt(format!("invalid alert: {e}")))?;
-        state.remember(alert);
+        state.remember(&alert, line);
     }
 
     Ok(saw_header)

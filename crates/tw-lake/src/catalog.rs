@@ -1,17 +1,18 @@
 //! The per-stream catalog: the event columns, their types, when they appeared, and every
-//! widening. Persisted as `{root}/_catalog/{stream}.json`, written atomically (tmp, fsync,
-//! rename, fsync of the directory) whenever it changes and before any Parquet file that uses a
-//! new column or type is written.
+//! widening. Persisted as `_catalog/{stream}.json` under the lake root, put atomically (see
+//! `storage`) whenever it changes and before any Parquet file that uses a new column or type
+//! is written.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tw_core::StreamName;
 
 use crate::LakeError;
+use crate::storage::LakeStorage;
 
 /// Format version written into every catalog file.
 pub(crate) const CATALOG_FORMAT_VERSION: u32 = 1;
@@ -210,40 +211,39 @@ impl Catalog {
         Arc::new(Schema::new(fields))
     }
 
-    /// Path of the catalog file of `stream` under `root`.
-    pub(crate) fn path(root: &Path, stream: &StreamName) -> PathBuf {
-        root.join(CATALOG_DIR).join(format!("{stream}.json"))
+    /// Path of the catalog object of `stream`, relative to the lake root.
+    pub(crate) fn path(stream: &StreamName) -> String {
+        format!("{CATALOG_DIR}/{stream}.json")
     }
 
-    /// Loads every catalog under `root` (none when the directory does not exist).
-    pub(crate) fn load_all(root: &Path) -> Result<Vec<Catalog>, LakeError> {
-        let dir = root.join(CATALOG_DIR);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(LakeError::io(&dir)(error)),
-        };
+    /// Loads every catalog of the lake (none when there is none).
+    pub(crate) fn load_all(storage: &LakeStorage) -> Result<Vec<Catalog>, LakeError> {
         let mut catalogs = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(LakeError::io(&dir))?.path();
-            if path.extension().is_some_and(|ext| ext == "json") {
-                catalogs.push(Self::load(&path)?);
+        for object in storage.list(CATALOG_DIR)? {
+            if !object.path.ends_with(".json") {
+                continue;
             }
+            // Listed a moment ago, so gone only if something else deletes catalogs.
+            let bytes = storage
+                .get(&object.path)?
+                .ok_or_else(|| LakeError::Vanished {
+                    path: storage.describe(&object.path),
+                })?;
+            catalogs.push(Self::parse(&bytes, &storage.describe(&object.path))?);
         }
         catalogs.sort_by(|a, b| a.stream.cmp(&b.stream));
         Ok(catalogs)
     }
 
-    fn load(path: &Path) -> Result<Catalog, LakeError> {
-        let bytes = std::fs::read(path).map_err(LakeError::io(path))?;
+    fn parse(bytes: &[u8], location: &str) -> Result<Catalog, LakeError> {
         let mut catalog: Catalog =
-            serde_json::from_slice(&bytes).map_err(|source| LakeError::CatalogInvalid {
-                path: path.to_path_buf(),
+            serde_json::from_slice(bytes).map_err(|source| LakeError::CatalogInvalid {
+                path: location.to_string(),
                 source,
             })?;
         if catalog.format_version != CATALOG_FORMAT_VERSION {
             return Err(LakeError::CatalogVersion {
-                path: path.to_path_buf(),
+                path: location.to_string(),
                 version: catalog.format_version,
             });
         }
@@ -257,17 +257,15 @@ impl Catalog {
     }
 
     /// Writes the catalog atomically: a reader sees the old or the new version, never half.
-    pub(crate) fn save(&self, root: &Path) -> Result<(), LakeError> {
-        let path = Self::path(root, &self.stream);
-        let dir = root.join(CATALOG_DIR);
-        std::fs::create_dir_all(&dir).map_err(LakeError::io(&dir))?;
+    pub(crate) fn save(&self, storage: &LakeStorage) -> Result<(), LakeError> {
+        let path = Self::path(&self.stream);
         // Serialising plain data to a Vec cannot fail; the error arm only satisfies the type.
         let bytes =
             serde_json::to_vec_pretty(self).map_err(|source| LakeError::CatalogInvalid {
-                path: path.clone(),
+                path: storage.describe(&path),
                 source,
             })?;
-        write_atomically(&path, &bytes)
+        storage.put(&path, Bytes::from(bytes))
     }
 }
 
@@ -282,32 +280,10 @@ pub(crate) fn metadata_fields() -> Vec<Field> {
     ]
 }
 
-/// Writes `bytes` to `path` atomically (hidden tmp file, fsyncs, rename; see
-/// [`tw_log::write_file_atomically`]).
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
-    tw_log::write_file_atomically(path, bytes).map_err(LakeError::io(path))
-}
-
-/// The tmp file a final file is first written to: hidden (leading `.`, trailing `.tmp`) so that
-/// no reader globbing `*.parquet` or `*.json` ever sees a partial file.
-pub(crate) fn tmp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
-}
-
-/// Fsyncs a directory so that a rename inside it survives a power loss.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), LakeError> {
-    std::fs::File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(LakeError::io(dir))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::LakeLocation;
 
     #[test]
     fn widening_rules() {
@@ -342,13 +318,14 @@ mod tests {
             catalog.observe("b.c", ColumnType::Utf8, 10, 4),
             (Placement::Column(1), true)
         );
-        catalog.save(dir.path()).unwrap();
+        let storage = LakeStorage::open(&LakeLocation::Local(dir.path().to_path_buf())).unwrap();
+        catalog.save(&storage).unwrap();
         assert!(
-            !tmp_path(&Catalog::path(dir.path(), &stream)).exists(),
+            !dir.path().join("_catalog/.ct.json.tmp").exists(),
             "tmp file left behind"
         );
 
-        let loaded = Catalog::load_all(dir.path()).unwrap();
+        let loaded = Catalog::load_all(&storage).unwrap();
         assert_eq!(loaded, vec![catalog.clone()]);
         let mut loaded = loaded.into_iter().next().unwrap();
         assert_eq!(loaded.position("b.c"), Some(1), "index rebuilt on load");
@@ -399,8 +376,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(CATALOG_DIR)).unwrap();
         let text = r#"{"format_version":99,"revision":1,"stream":"s","fields":[],"history":[]}"#;
         std::fs::write(dir.path().join(CATALOG_DIR).join("s.json"), text).unwrap();
+        let storage = LakeStorage::open(&LakeLocation::Local(dir.path().to_path_buf())).unwrap();
         assert!(matches!(
-            Catalog::load_all(dir.path()),
+            Catalog::load_all(&storage),
             Err(LakeError::CatalogVersion { version: 99, .. })
         ));
     }

@@ -16,19 +16,41 @@ pub enum LakeError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A lake object path that is empty, absolute or climbs out of the root (a bug).
+    #[error("lake path {path:?} is not a relative path inside the lake")]
+    InvalidPath {
+        /// The refused path.
+        path: String,
+    },
+    /// An object listed a moment before was gone when read (something else deleted it).
+    #[error("lake object {path} disappeared while being read")]
+    Vanished {
+        /// The object.
+        path: String,
+    },
+    /// An object store operation (S3) failed or the store could not be set up.
+    #[error("lake {operation} of {location} failed: {message}")]
+    Storage {
+        /// What was being done (`put`, `get`, `list`, `delete`, `configuration`).
+        operation: &'static str,
+        /// The object or prefix (`s3://bucket/key`).
+        location: String,
+        /// What the store said.
+        message: String,
+    },
     /// A catalog file could not be parsed.
     #[error("catalog {path} is not valid: {source}")]
     CatalogInvalid {
-        /// The catalog file.
-        path: PathBuf,
+        /// The catalog file (a local path or an object URL).
+        path: String,
         /// What the JSON parser said.
         source: serde_json::Error,
     },
     /// A catalog file was written by a newer, unknown format.
     #[error("catalog {path} has unsupported format version {version}")]
     CatalogVersion {
-        /// The catalog file.
-        path: PathBuf,
+        /// The catalog file (a local path or an object URL).
+        path: String,
         /// The version found in it.
         version: u32,
     },
@@ -43,8 +65,8 @@ pub enum LakeError {
     /// Writing or reading a Parquet file failed.
     #[error("parquet file {path} failed: {source}")]
     Parquet {
-        /// The file involved.
-        path: PathBuf,
+        /// The file involved (a local path or an object URL).
+        path: String,
         /// The underlying error.
         source: ParquetError,
     },

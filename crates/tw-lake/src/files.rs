@@ -1,8 +1,7 @@
-//! Parquet files on disk: naming, writing one flush (split by event-time hour), listing, and
-//! the clean-up after a crash.
+//! Parquet files of the lake: naming, writing one flush (split by event-time hour), listing,
+//! and the clean-up after a crash. Every byte goes through [`LakeStorage`].
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, Int64Array, RecordBatch, RecordBatchReader, TimestampMillisecondArray};
@@ -10,23 +9,25 @@ use arrow::compute::{
     concat_batches, filter_record_batch, kernels::cmp::lt, sort_to_indices, take_record_batch,
 };
 use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use tw_core::{Offset, PartitionId};
+use tw_core::{Offset, PartitionId, StreamName};
 
 use crate::LakeError;
-use crate::catalog::{OFFSET_COLUMN, TIME_COLUMN, sync_dir, tmp_path};
+use crate::catalog::{OFFSET_COLUMN, TIME_COLUMN};
+use crate::storage::LakeStorage;
 
 const HOUR_MS: i64 = 3_600_000;
 
 /// Identity of a data file, parsed from its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DataFile {
-    /// Full path.
-    pub(crate) path: PathBuf,
+    /// Path relative to the lake root.
+    pub(crate) path: String,
     /// Log partition of its rows.
     pub(crate) partition: PartitionId,
     /// Offset range of the flush that wrote it (inclusive).
@@ -51,41 +52,41 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(PartitionId, Offset, Offset
 }
 
 /// The Hive directory of the hour starting at `hour_start_ms`, relative to the stream dir.
-pub(crate) fn hour_dir(hour_start_ms: i64) -> PathBuf {
+pub(crate) fn hour_dir(hour_start_ms: i64) -> String {
     // Times chrono cannot represent (beyond year 262143) are filed under the epoch hour
     // rather than refused: the row still lands, with its real `_time`.
     let time =
         DateTime::<Utc>::from_timestamp_millis(hour_start_ms).unwrap_or(DateTime::UNIX_EPOCH);
-    PathBuf::from(format!(
+    format!(
         "year={:04}/month={:02}/day={:02}/hour={:02}",
         time.year(),
         time.month(),
         time.day(),
         time.hour()
-    ))
+    )
 }
 
 /// What one flush wrote (its files are pushed to the caller's list as they appear).
 #[derive(Debug, Default)]
 pub(crate) struct Written {
-    /// Total size on disk of the files.
+    /// Total size of the files.
     pub(crate) bytes: u64,
     /// Rows written.
     pub(crate) rows: usize,
 }
 
 /// Writes the rows of one flush of `partition` (offsets `first..=last`, all batches already
-/// aligned to `schema`) as one file per event-time hour under `stream_dir`, rows sorted by
-/// `_time`. Each complete file is pushed to `files` at once, so that after an error the caller
-/// knows which files of the failed flush exist.
+/// aligned to `schema`) as one file per event-time hour under the stream's directory, rows
+/// sorted by `_time`. Each stored file is pushed to `files` at once, so that after an error
+/// the caller knows which files of the failed flush exist.
 pub(crate) fn write_flush(
-    stream_dir: &Path,
+    storage: &LakeStorage,
     stream: &str,
     partition: PartitionId,
     (first, last): (Offset, Offset),
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    files: &mut Vec<PathBuf>,
+    files: &mut Vec<String>,
 ) -> Result<Written, LakeError> {
     let all = concat_batches(schema, batches).map_err(LakeError::arrow(stream))?;
     let order = sort_to_indices(all.column(0), None, None).map_err(LakeError::arrow(stream))?;
@@ -100,9 +101,8 @@ pub(crate) fn write_flush(
         while end < sorted.num_rows() && times.value(end).div_euclid(HOUR_MS) == hour {
             end += 1;
         }
-        let dir = stream_dir.join(hour_dir(hour * HOUR_MS));
-        let path = dir.join(&name);
-        written.bytes += write_file(&dir, &path, &sorted.slice(start, end - start))?;
+        let path = format!("{stream}/{}/{name}", hour_dir(hour * HOUR_MS));
+        written.bytes += write_file(storage, &path, &sorted.slice(start, end - start))?;
         written.rows += end - start;
         files.push(path);
         start = end;
@@ -125,15 +125,12 @@ fn time_column<'b>(
         })
 }
 
-/// Writes one complete Parquet file at `path` (via a tmp file) and returns its size.
-fn write_file(dir: &Path, path: &Path, batch: &RecordBatch) -> Result<u64, LakeError> {
-    create_dir_synced(dir)?;
-    let tmp = tmp_path(path);
+/// Encodes `batch` as one Parquet file in memory, puts it whole at `path` and returns its size.
+fn write_file(storage: &LakeStorage, path: &str, batch: &RecordBatch) -> Result<u64, LakeError> {
     let parquet_error = |source| LakeError::Parquet {
-        path: path.to_path_buf(),
+        path: storage.describe(path),
         source,
     };
-    let file = File::create(&tmp).map_err(LakeError::io(&tmp))?;
     // Plain Parquet 1.0 pages with dictionaries, zstd, and chunk + page statistics: what DuckDB,
     // Spark, Trino and Athena all read, and what lets DataFusion prune by `_time`.
     let properties = WriterProperties::builder()
@@ -142,77 +139,69 @@ fn write_file(dir: &Path, path: &Path, batch: &RecordBatch) -> Result<u64, LakeE
         ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .build();
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(parquet_error)?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(properties))
+        .map_err(parquet_error)?;
     writer.write(batch).map_err(parquet_error)?;
     // `into_inner` writes the footer (calling `finish` first would write it twice).
-    let file = writer.into_inner().map_err(parquet_error)?;
-    file.sync_all().map_err(LakeError::io(&tmp))?;
-    let bytes = file.metadata().map_err(LakeError::io(&tmp))?.len();
-    std::fs::rename(&tmp, path).map_err(LakeError::io(path))?;
-    sync_dir(dir)?;
-    Ok(bytes)
+    let bytes = writer.into_inner().map_err(parquet_error)?;
+    let size = bytes.len() as u64;
+    storage.put(path, Bytes::from(bytes))?;
+    Ok(size)
 }
 
-/// Creates `dir` and its missing ancestors, fsyncing each new entry's parent so the directory
-/// survives a power loss together with the file renamed into it.
-fn create_dir_synced(dir: &Path) -> Result<(), LakeError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        create_dir_synced(parent)?;
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(error) => return Err(LakeError::io(dir)(error)),
-    }
-    sync_dir(dir.parent().unwrap_or(Path::new(".")))
-}
-
-/// Every data file under `stream_dir` and every leftover tmp file, walking the Hive levels.
-pub(crate) fn list(stream_dir: &Path) -> Result<(Vec<DataFile>, Vec<PathBuf>), LakeError> {
-    let mut data = Vec::new();
-    let mut tmp = Vec::new();
-    let mut pending = vec![stream_dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(LakeError::io(&dir)(error)),
+/// Every data file of the lake by stream (the first path segment; `_catalog` and other
+/// objects that are not data files are ignored), sorted by partition and first offset.
+pub(crate) fn list_all(
+    storage: &LakeStorage,
+) -> Result<BTreeMap<StreamName, Vec<DataFile>>, LakeError> {
+    let mut streams: BTreeMap<StreamName, Vec<DataFile>> = BTreeMap::new();
+    for object in storage.list("")? {
+        let Some((stream, _)) = object.path.split_once('/') else {
+            continue;
         };
-        for entry in entries {
-            let entry = entry.map_err(LakeError::io(&dir))?;
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.file_type().map_err(LakeError::io(&path))?.is_dir() {
-                pending.push(path);
-            } else if name.starts_with('.') && name.ends_with(".tmp") {
-                tmp.push(path);
-            } else if let Some((partition, first, last)) = parse_file_name(&name) {
-                data.push(DataFile {
-                    path,
-                    partition,
-                    first,
-                    last,
-                });
-            }
-        }
+        let name = object.path.rsplit('/').next().unwrap_or_default();
+        let Some((partition, first, last)) = parse_file_name(name) else {
+            continue;
+        };
+        // Deserialising (unlike `StreamName::new`) also admits Tidewatch's own `_` streams.
+        let Ok(stream) =
+            serde_json::from_value::<StreamName>(serde_json::Value::String(stream.to_string()))
+        else {
+            continue;
+        };
+        streams.entry(stream).or_default().push(DataFile {
+            path: object.path,
+            partition,
+            first,
+            last,
+        });
     }
-    data.sort_by(|a, b| (a.partition, a.first, &a.path).cmp(&(b.partition, b.first, &b.path)));
-    Ok((data, tmp))
+    for files in streams.values_mut() {
+        files.sort_by(|a, b| (a.partition, a.first, &a.path).cmp(&(b.partition, b.first, &b.path)));
+    }
+    Ok(streams)
 }
 
 /// Cuts `file` back to its rows with `_offset < keep_below` (a file that straddles the
 /// committed offset), renaming it after the new range. Deletes it when nothing is left.
-pub(crate) fn truncate(file: &DataFile, keep_below: Offset, stream: &str) -> Result<(), LakeError> {
+/// The new file is stored before the old one is deleted, so a crash in between leaves both,
+/// and the next start cuts the old one again (writing the same new file).
+pub(crate) fn truncate(
+    storage: &LakeStorage,
+    file: &DataFile,
+    keep_below: Offset,
+    stream: &str,
+) -> Result<(), LakeError> {
     let parquet_error = |source| LakeError::Parquet {
-        path: file.path.clone(),
+        path: storage.describe(&file.path),
         source,
     };
-    let handle = File::open(&file.path).map_err(LakeError::io(&file.path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(handle)
+    let Some(bytes) = storage.get(&file.path)? else {
+        return Err(LakeError::Vanished {
+            path: storage.describe(&file.path),
+        });
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(parquet_error)?
         .build()
         .map_err(parquet_error)?;
@@ -228,7 +217,7 @@ pub(crate) fn truncate(file: &DataFile, keep_below: Offset, stream: &str) -> Res
                 stream: stream.to_string(),
                 source: arrow::error::ArrowError::SchemaError(format!(
                     "{} has no {OFFSET_COLUMN}",
-                    file.path.display()
+                    storage.describe(&file.path)
                 )),
             })?;
         let mask = lt(&offsets, &limit).map_err(LakeError::arrow(stream))?;
@@ -236,21 +225,11 @@ pub(crate) fn truncate(file: &DataFile, keep_below: Offset, stream: &str) -> Res
     }
     let kept = concat_batches(&schema, &kept).map_err(LakeError::arrow(stream))?;
     if kept.num_rows() > 0 && keep_below > file.first {
-        let dir = file.path.parent().unwrap_or(Path::new("."));
-        let path = dir.join(file_name(file.partition, file.first, keep_below - 1));
-        write_file(dir, &path, &kept)?;
+        let dir = file.path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let name = file_name(file.partition, file.first, keep_below - 1);
+        write_file(storage, &format!("{dir}/{name}"), &kept)?;
     }
-    remove(&file.path)
-}
-
-/// Deletes a file and makes the deletion durable.
-pub(crate) fn remove(path: &Path) -> Result<(), LakeError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(LakeError::io(path)(error)),
-    }
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    storage.delete(&file.path)
 }
 
 #[cfg(test)]
@@ -283,13 +262,7 @@ mod tests {
     #[test]
     fn hour_dirs_are_utc_and_zero_padded() {
         // 2024-05-01T09:00:00Z
-        assert_eq!(
-            hour_dir(1_714_554_000_000),
-            PathBuf::from("year=2024/month=05/day=01/hour=09")
-        );
-        assert_eq!(
-            hour_dir(0),
-            PathBuf::from("year=1970/month=01/day=01/hour=00")
-        );
+        assert_eq!(hour_dir(1_714_554_000_000), "year=2024/month=05/day=01/hour=09");
+        assert_eq!(hour_dir(0), "year=1970/month=01/day=01/hour=00");
     }
 }

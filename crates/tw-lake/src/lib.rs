@@ -1,5 +1,7 @@
 //! The lake: every event of every stream as Hive-partitioned, zstd-compressed Parquet files
-//! under `{root}/{stream}/year=YYYY/month=MM/day=DD/hour=HH/` (by event time, UTC), plus the
+//! under `{root}/{stream}/year=YYYY/month=MM/day=DD/hour=HH/` (by event time, UTC), where the
+//! root is a local directory or an S3 bucket prefix (every object goes through
+//! [`LakeStorage`]), plus the
 //! not-yet-flushed ("hot") rows kept in memory as Arrow batches and shared with the query
 //! engine.
 //!
@@ -18,12 +20,12 @@
 //!
 //! Invariants:
 //! - a Parquet file is named `p{partition:03}-{first:020}-{last:020}.parquet` after the offset
-//!   range of the flush that wrote it, and appears only complete (tmp file, fsync, rename,
-//!   fsync of the directory);
+//!   range of the flush that wrote it, and appears only complete ([`LakeStorage::put`]: tmp
+//!   file, fsync, rename, fsync of the directory locally; one whole PUT on S3);
 //! - the catalog `{root}/_catalog/{stream}.json` is written (atomically) before any Parquet file
 //!   using a column or type it introduces;
-//! - `hot_start[p]` is the first offset not covered by flushed files; a flush writes its files
-//!   first and only then, under the lock [`Lake::hot_snapshot`] takes, removes its rows from
+//! - `hot_start[p]` is the first offset not covered by flushed files; a flush stores its files
+//!   first (each put has returned, so the object exists) and only then, under the lock [`Lake::hot_snapshot`] takes, removes its rows from
 //!   the hot buffer and advances `hot_start`. File rows with `_offset < hot_start[p]` plus the
 //!   hot batches therefore hold each handled offset exactly once at any moment;
 //! - [`LakeWriter`]'s `start` deletes files at or past the committed offsets (and cuts a file
@@ -39,10 +41,11 @@ mod error;
 mod files;
 mod flatten;
 mod schema_view;
+mod storage;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::array::RecordBatch;
@@ -52,6 +55,8 @@ use tw_core::{Offset, PartitionId, StreamName};
 use crate::catalog::Catalog;
 pub use crate::error::LakeError;
 pub use crate::schema_view::{ColumnInfo, StreamSchema, WideningInfo};
+pub use crate::storage::{LakeLocation, LakeStorage, StoredObject};
+pub use tw_s3::{S3Connection, S3Url};
 pub use crate::writer::LakeWriter;
 
 /// Default number of event columns per stream before new fields go to `_overflow`.
@@ -60,8 +65,8 @@ pub const MAX_EVENT_COLUMNS: usize = 2000;
 /// Settings of the lake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LakeConfig {
-    /// Directory holding the streams' files and `_catalog/`.
-    pub root: PathBuf,
+    /// Where the streams' files and `_catalog/` live.
+    pub location: LakeLocation,
     /// Flush a partition once it buffers this many rows.
     pub flush_max_rows: usize,
     /// Flush a partition once its buffered batches take about this many bytes in memory.
@@ -71,10 +76,10 @@ pub struct LakeConfig {
 }
 
 impl LakeConfig {
-    /// The defaults (100,000 rows, 16 MiB, 10 s) for a lake under `root`.
+    /// The defaults (100,000 rows, 16 MiB, 10 s) for a lake under the local directory `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LakeConfig {
-            root: root.into(),
+            location: LakeLocation::Local(root.into()),
             flush_max_rows: 100_000,
             flush_max_bytes: 16 << 20,
             flush_max_age_ms: 10_000,
@@ -104,6 +109,7 @@ pub struct HotSnapshot {
 
 struct Shared {
     config: LakeConfig,
+    storage: LakeStorage,
     max_columns: usize,
     state: Mutex<LakeState>,
 }
@@ -180,7 +186,7 @@ impl std::fmt::Debug for Lake {
 }
 
 impl Lake {
-    /// Opens the lake under `config.root`, loading every catalog from `{root}/_catalog/`.
+    /// Opens the lake at `config.location`, loading every catalog from `_catalog/`.
     pub fn open(config: LakeConfig) -> Result<Lake, LakeError> {
         Self::open_with_column_limit(config, MAX_EVENT_COLUMNS)
     }
@@ -190,9 +196,9 @@ impl Lake {
         config: LakeConfig,
         max_columns: usize,
     ) -> Result<Lake, LakeError> {
-        std::fs::create_dir_all(&config.root).map_err(LakeError::io(&config.root))?;
+        let storage = LakeStorage::open(&config.location)?;
         let mut state = LakeState::default();
-        for catalog in Catalog::load_all(&config.root)? {
+        for catalog in Catalog::load_all(&storage)? {
             state
                 .streams
                 .insert(catalog.stream.clone(), StreamState::new(catalog));
@@ -200,6 +206,7 @@ impl Lake {
         Ok(Lake {
             shared: Arc::new(Shared {
                 config,
+                storage,
                 max_columns,
                 state: Mutex::new(state),
             }),
@@ -211,9 +218,9 @@ impl Lake {
         LakeWriter::new(self.clone())
     }
 
-    /// The lake's root directory.
-    pub fn root(&self) -> &Path {
-        &self.shared.config.root
+    /// The lake's objects (files and catalogs), relative to its root.
+    pub fn storage(&self) -> &LakeStorage {
+        &self.shared.storage
     }
 
     /// The settings the lake was opened with.
@@ -242,11 +249,6 @@ impl Lake {
             &stream_state.published,
             &stream_state.type_conflicts,
         ))
-    }
-
-    /// The directory of `stream`'s Parquet files: `{root}/{stream}`.
-    pub fn stream_dir(&self, stream: &StreamName) -> PathBuf {
-        self.root().join(stream.as_str())
     }
 
     /// The hot rows of `stream` and the matching `hot_start`, consistent with the files on disk

@@ -2,13 +2,12 @@
 //! them to Parquet by size and age.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
 use tw_core::{Offset, PartitionId, Record, StreamName, now_ms};
 use tw_pipeline::{Consumer, ConsumerError, EventBatch, StreamPartition};
 
-use crate::catalog::{CATALOG_DIR, Catalog};
+use crate::catalog::Catalog;
 use crate::convert::{align, convert};
 use crate::flatten::is_json_object;
 use crate::{Lake, LakeError, PartitionBuffer, StreamState, files};
@@ -22,8 +21,8 @@ pub struct LakeWriter {
     lake: Lake,
     /// Offsets given to `start`, for partitions whose stream appears only later.
     committed: BTreeMap<StreamPartition, Offset>,
-    /// Files of failed flushes not yet deleted.
-    orphans: Vec<PathBuf>,
+    /// Files of failed flushes not yet deleted (paths relative to the lake root).
+    orphans: Vec<String>,
 }
 
 impl LakeWriter {
@@ -42,29 +41,19 @@ impl LakeWriter {
         &mut self,
         committed: &BTreeMap<StreamPartition, Offset>,
     ) -> Result<(), LakeError> {
-        let root = self.lake.root().to_path_buf();
-        remove_tmp_files(&root.join(CATALOG_DIR))?;
-        let mut streams: Vec<StreamName> =
-            committed.keys().map(|(stream, _)| stream.clone()).collect();
-        streams.extend(self.lake.streams());
-        streams.extend(stream_dirs(&root)?);
-        streams.sort();
-        streams.dedup();
-
+        let storage = self.lake.storage().clone();
+        storage.remove_incomplete()?;
         let mut starts: BTreeMap<StreamPartition, Offset> = committed.clone();
-        for stream in &streams {
-            let (data, tmp) = files::list(&self.lake.stream_dir(stream))?;
-            for path in tmp {
-                files::remove(&path)?;
-            }
-            for file in data {
+        // One listing of the whole lake: on S3, listing is the slow part of a start.
+        for (stream, files) in files::list_all(&storage)? {
+            for file in files {
                 let keep_below = *starts.entry((stream.clone(), file.partition)).or_insert(0);
                 if file.first >= keep_below {
-                    tracing::info!(%stream, path = %file.path.display(), "removing lake file past the committed offset");
-                    files::remove(&file.path)?;
+                    tracing::info!(%stream, path = %storage.describe(&file.path), "removing lake file past the committed offset");
+                    storage.delete(&file.path)?;
                 } else if file.last >= keep_below {
-                    tracing::warn!(%stream, path = %file.path.display(), keep_below, "cutting lake file straddling the committed offset");
-                    files::truncate(&file, keep_below, stream.as_str())?;
+                    tracing::warn!(%stream, path = %storage.describe(&file.path), keep_below, "cutting lake file straddling the committed offset");
+                    files::truncate(&storage, &file, keep_below, stream.as_str())?;
                 }
             }
         }
@@ -132,7 +121,7 @@ impl LakeWriter {
         let converted = convert(&mut catalog, max_columns, partition, &records, now)
             .and_then(|converted| {
                 if catalog.revision != persisted_revision {
-                    catalog.save(self.lake.root())?;
+                    catalog.save(self.lake.storage())?;
                 }
                 Ok(converted)
             });
@@ -257,7 +246,7 @@ impl LakeWriter {
         self.remove_orphans()?;
         let mut paths = Vec::new();
         let written = files::write_flush(
-            &self.lake.stream_dir(stream),
+            self.lake.storage(),
             stream.as_str(),
             partition,
             (first, last),
@@ -303,49 +292,11 @@ impl LakeWriter {
     /// Deletes the files of failed flushes; an error stops the flush that needed the clean-up.
     fn remove_orphans(&mut self) -> Result<(), LakeError> {
         while let Some(path) = self.orphans.last() {
-            files::remove(path)?;
+            self.lake.storage().delete(path)?;
             self.orphans.pop();
         }
         Ok(())
     }
-}
-
-/// Stream directories under the lake root (not `_catalog`, not hidden entries).
-fn stream_dirs(root: &std::path::Path) -> Result<Vec<StreamName>, LakeError> {
-    let entries = match std::fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(LakeError::io(root)(error)),
-    };
-    let mut streams = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(LakeError::io(root))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if entry
-            .file_type()
-            .map_err(LakeError::io(entry.path()))?
-            .is_dir()
-            && name != CATALOG_DIR
-            // Deserialising (unlike `StreamName::new`) also admits Tidewatch's own `_` streams.
-            && let Ok(stream) = serde_json::from_value::<StreamName>(serde_json::Value::String(name))
-        {
-            streams.push(stream);
-        }
-    }
-    Ok(streams)
-}
-
-fn remove_tmp_files(dir: &std::path::Path) -> Result<(), LakeError> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.ends_with(".tmp") {
-            files::remove(&entry.path())?;
-        }
-    }
-    Ok(())
 }
 
 fn consumer_error(error: LakeError) -> ConsumerError {

@@ -48,7 +48,7 @@ fn flushes_by_rows_and_names_files_by_offset_range() {
         assert_eq!(writer.safe_offsets(), committed(&[("ct", 2, 0)]));
         writer.handle(&numbered("ct", 2, 2, 2)).unwrap();
     });
-    let files = all_files(&lake.stream_dir(&stream("ct")));
+    let files = all_files(&stream_dir(&lake, "ct"));
     assert_eq!(
         files,
         [
@@ -65,7 +65,7 @@ fn flushes_by_rows_and_names_files_by_offset_range() {
         counters.get("tidewatch_lake_rows_written_total{stream=ct}"),
         4
     );
-    let size = std::fs::metadata(lake.stream_dir(&stream("ct")).join(&files[0]))
+    let size = std::fs::metadata(stream_dir(&lake, "ct").join(&files[0]))
         .unwrap()
         .len();
     assert_eq!(
@@ -74,7 +74,7 @@ fn flushes_by_rows_and_names_files_by_offset_range() {
     );
     let metadata = parquet::file::reader::FileReader::metadata(
         &parquet::file::serialized_reader::SerializedFileReader::new(
-            std::fs::File::open(lake.stream_dir(&stream("ct")).join(&files[0])).unwrap(),
+            std::fs::File::open(stream_dir(&lake, "ct").join(&files[0])).unwrap(),
         )
         .unwrap(),
     )
@@ -126,14 +126,14 @@ fn splits_a_flush_by_event_hour_and_sorts_rows_by_time() {
     let name = "p001-00000000000000000007-00000000000000000011.parquet";
     let dir_of = |d: &str| format!("{d}/{name}");
     assert_eq!(
-        all_files(&lake.stream_dir(&stream("ct"))),
+        all_files(&stream_dir(&lake, "ct")),
         [
             dir_of("year=2024/month=05/day=01/hour=10"),
             dir_of("year=2024/month=05/day=01/hour=12"),
             dir_of("year=2024/month=05/day=02/hour=00"),
         ]
     );
-    let root = lake.stream_dir(&stream("ct"));
+    let root = stream_dir(&lake, "ct");
     let hour10 = read_parquet(&root.join(dir_of("year=2024/month=05/day=01/hour=10")));
     assert_eq!(column_text(&hour10, "i"), ["3", "1"], "sorted by _time");
     let times = hour10[0]
@@ -366,7 +366,7 @@ fn a_failed_flush_keeps_rows_hot_and_the_retried_batch_flushes_them_once() {
     std::fs::remove_file(dir.path().join("ct")).unwrap();
     writer.handle(&failed).unwrap();
     assert_eq!(
-        all_files(&lake.stream_dir(&stream("ct"))),
+        all_files(&stream_dir(&lake, "ct")),
         [
             "year=2024/month=05/day=01/hour=10/p000-00000000000000000000-00000000000000000004.parquet"
         ]

@@ -96,7 +96,7 @@ fn infers_and_widens_types_and_counts_conflicts() {
 
     // The files hold the same, widened, values.
     writer.flush().unwrap();
-    let files = parquet_files(&lake.stream_dir(&stream("ct")));
+    let files = parquet_files(&stream_dir(&lake, "ct"));
     assert_eq!(files.len(), 1);
     let batches = read_parquet(&files[0]);
     assert_eq!(column_text(&batches, "b"), ["true", "3", "null"]);
@@ -194,7 +194,7 @@ fn hive_and_metadata_names_are_renamed() {
         ))
         .unwrap();
     writer.flush().unwrap();
-    let files = parquet_files(&lake.stream_dir(&stream("ct")));
+    let files = parquet_files(&stream_dir(&lake, "ct"));
     assert_eq!(files.len(), 1);
     let batches = read_parquet(&files[0]);
     let schema = batches[0].schema();

@@ -10,6 +10,7 @@ use datafusion::common::TableReference;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -91,6 +92,11 @@ impl QueryEngine {
             .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit_bytes)))
             .build_arc()
             .map_err(|e| QueryError::Setup(format!("query memory pool: {e}")))?;
+        if let Some((url, store)) = catalog.object_store() {
+            let parsed = ObjectStoreUrl::parse(&url)
+                .map_err(|e| QueryError::Setup(format!("lake object store url {url}: {e}")))?;
+            runtime_env.register_object_store(parsed.as_ref(), store);
+        }
         Ok(Self {
             catalog,
             config,
@@ -281,7 +287,7 @@ impl QueryJob {
             let table = stream_table(
                 ctx,
                 self.catalog.table_schema(&stream),
-                &self.catalog.stream_dir(&stream),
+                self.catalog.stream_location(&stream).as_deref(),
                 self.catalog.hot_snapshot(&stream),
             )?;
             dotted.extend(

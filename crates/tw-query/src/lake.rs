@@ -1,9 +1,9 @@
 //! The production [`LakeCatalog`]: tw-lake's files and hot buffers.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use object_store::ObjectStore;
 use tw_core::StreamName;
 use tw_lake::Lake;
 
@@ -21,8 +21,23 @@ impl LakeCatalog for Lake {
         Lake::table_schema(self, stream)
     }
 
-    fn stream_dir(&self, stream: &StreamName) -> PathBuf {
-        Lake::stream_dir(self, stream)
+    fn stream_location(&self, stream: &StreamName) -> Option<String> {
+        let storage = self.storage();
+        match storage.local_root() {
+            // Unchanged from before the storage layer: a missing directory = no file yet
+            // (DataFusion's local listing fails on a missing directory).
+            Some(root) => {
+                let dir = root.join(stream.as_str());
+                dir.is_dir().then(|| format!("{}/", dir.display()))
+            }
+            // An empty prefix lists as no file.
+            None => Some(storage.directory_url(stream.as_str())),
+        }
+    }
+
+    fn object_store(&self) -> Option<(String, Arc<dyn ObjectStore>)> {
+        let storage = self.storage();
+        storage.local_root().is_none().then(|| storage.object_store())
     }
 
     fn hot_snapshot(&self, stream: &StreamName) -> HotData {

@@ -5,7 +5,6 @@
 //! and the hot rows are appended with UNION ALL.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Timelike};
@@ -33,13 +32,13 @@ pub const PARTITION_COLUMNS: [&str; 4] = ["year", "month", "day", "hour"];
 
 /// Builds the user-visible table of one stream.
 ///
-/// `file_schema` is the lake's union schema (None if no file was ever written) and `dir` the
-/// stream's directory. The table's columns are the union schema, then hot-only columns, then
+/// `file_schema` is the lake's union schema (None if no file was ever written) and `location`
+/// the stream's directory (a local path or `s3://…/`; None if it certainly holds no file). The table's columns are the union schema, then hot-only columns, then
 /// the Hive columns `year, month, day, hour` (Int32).
 pub fn stream_table(
     ctx: &SessionContext,
     file_schema: Option<SchemaRef>,
-    dir: &Path,
+    location: Option<&str>,
     hot: HotData,
 ) -> DfResult<Arc<dyn TableProvider>> {
     let data_schema = visible_data_schema(file_schema.as_deref(), &hot.schema);
@@ -54,12 +53,12 @@ pub fn stream_table(
     let hot_table = MemTable::try_new(Arc::clone(&full_schema), vec![hot_batches])?;
     let hot_frame = ctx.read_table(Arc::new(hot_table))?;
 
-    // No union schema means no file was ever written; a missing directory means the same
-    // (only hot data so far). Either way there is nothing cold to read.
-    if file_schema.is_none() || !dir.is_dir() {
+    // No union schema means no file was ever written; no location means the same (only hot
+    // data so far). Either way there is nothing cold to read.
+    let (Some(_), Some(location)) = (&file_schema, location) else {
         return Ok(hot_frame.into_view());
-    }
-    let listing = listing_table(ctx, dir, &data_schema)?;
+    };
+    let listing = listing_table(ctx, location, &data_schema)?;
     let mut cold_frame = ctx.read_table(listing)?;
     if let Some(predicate) = offset_contract(&hot.hot_start) {
         cold_frame = cold_frame.filter(predicate)?;
@@ -117,11 +116,12 @@ fn with_partition_columns(data: &Schema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// A ListingTable over `{dir}/year=/month=/day=/hour=/*.parquet` reading with `data_schema`:
-/// columns a file lacks read as NULL and narrower file types are cast to the union type.
+/// A ListingTable over `{location}year=/month=/day=/hour=/*.parquet` reading with
+/// `data_schema`: columns a file lacks read as NULL and narrower file types are cast to the
+/// union type.
 fn listing_table(
     ctx: &SessionContext,
-    dir: &Path,
+    location: &str,
     data_schema: &SchemaRef,
 ) -> DfResult<Arc<dyn TableProvider>> {
     let mut parquet_options = ctx.state().table_options().parquet.clone();
@@ -136,8 +136,8 @@ fn listing_table(
                 .map(|name| (name.to_string(), DataType::Int32))
                 .collect(),
         );
-    // The trailing separator tells DataFusion the path is a directory to list.
-    let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+    // `location` ends with a separator, which tells DataFusion it is a directory to list.
+    let url = ListingTableUrl::parse(location)?;
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(Arc::clone(data_schema));

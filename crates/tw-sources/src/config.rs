@@ -118,6 +118,19 @@ impl S3SourceConfig {
     pub fn poll(&self) -> PollConfig {
         poll_of!(self)
     }
+
+    /// Its connection settings (kept as flat keys of the source table for compatibility).
+    pub fn connection(&self) -> tw_s3::S3Connection {
+        tw_s3::S3Connection {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: self.session_token.clone(),
+            allow_http: self.allow_http,
+            virtual_hosted_style: self.virtual_hosted_style,
+        }
+    }
 }
 
 fn default_poll_interval_ms() -> u64 {
@@ -209,15 +222,8 @@ impl SourceConfig {
                 if c.bucket.is_empty() {
                     problem("bucket must not be empty".into());
                 }
-                if c.access_key_id.is_some() != c.secret_access_key.is_some() {
-                    problem("access_key_id and secret_access_key go together".into());
-                }
-                if let Some(endpoint) = &c.endpoint
-                    && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-                {
-                    problem(format!(
-                        "endpoint {endpoint:?} must start with http:// or https://"
-                    ));
+                for text in c.connection().problems() {
+                    problem(text);
                 }
                 Some(c.poll())
             }

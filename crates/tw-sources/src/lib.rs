@@ -29,7 +29,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use tokio::sync::watch;
@@ -99,26 +98,10 @@ pub fn build(config: &SourceConfig, context: &SourceContext) -> Result<Source, S
             )
         }
         SourceConfig::S3(s3) => {
-            let mut builder = AmazonS3Builder::from_env()
-                .with_bucket_name(&s3.bucket)
-                .with_allow_http(s3.allow_http)
-                .with_virtual_hosted_style_request(s3.virtual_hosted_style);
-            if let Some(region) = &s3.region {
-                builder = builder.with_region(region);
-            }
-            if let Some(endpoint) = &s3.endpoint {
-                builder = builder.with_endpoint(endpoint);
-            }
-            if let (Some(key), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
-                builder = builder
-                    .with_access_key_id(key)
-                    .with_secret_access_key(secret);
-            }
-            if let Some(token) = &s3.session_token {
-                builder = builder.with_token(token);
-            }
             let location = format!("s3://{}/{}", s3.bucket, s3.prefix);
-            let store = builder
+            let store = s3
+                .connection()
+                .builder(&s3.bucket)
                 .build()
                 .map_err(|e| SourceError::store(location.clone(), e))?;
             let prefix = s3.prefix.trim_matches('/');

@@ -16,7 +16,7 @@ use metrics::{
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 use tw_core::{Record, StreamName};
-use tw_lake::{HotSnapshot, Lake, LakeConfig};
+use tw_lake::{HotSnapshot, Lake, LakeConfig, LakeLocation};
 use tw_pipeline::EventBatch;
 
 /// 2024-05-01T10:00:00Z.
@@ -29,11 +29,19 @@ pub fn stream(name: &str) -> StreamName {
 
 pub fn config(root: &Path) -> LakeConfig {
     LakeConfig {
-        root: root.to_path_buf(),
+        location: LakeLocation::Local(root.to_path_buf()),
         flush_max_rows: 1_000_000,
         flush_max_bytes: usize::MAX,
         flush_max_age_ms: 10_000,
     }
+}
+
+/// The local directory of a stream's files.
+pub fn stream_dir(lake: &Lake, name: &str) -> PathBuf {
+    lake.storage()
+        .local_root()
+        .expect("a local lake")
+        .join(name)
 }
 
 pub fn open(root: &Path) -> Lake {
@@ -143,7 +151,7 @@ pub fn keys(batch: &RecordBatch) -> Vec<(i32, i64)> {
 /// plus the hot batches, as sorted (partition, offset) pairs (duplicates kept).
 pub fn visible(lake: &Lake, name: &str, snapshot: &HotSnapshot) -> Vec<(i32, i64)> {
     let mut rows = Vec::new();
-    for file in parquet_files(&lake.stream_dir(&stream(name))) {
+    for file in parquet_files(&stream_dir(&lake, name)) {
         for batch in read_parquet(&file) {
             for (p, o) in keys(&batch) {
                 match snapshot.hot_start.get(&(p as u32)) {

@@ -93,8 +93,9 @@ impl LakeCatalog for FixtureLake {
             .and_then(|s| s.schema.clone())
     }
 
-    fn stream_dir(&self, stream: &StreamName) -> PathBuf {
-        self.root().join(stream.as_str())
+    fn stream_location(&self, stream: &StreamName) -> Option<String> {
+        let dir = self.root().join(stream.as_str());
+        dir.is_dir().then(|| format!("{}/", dir.display()))
     }
 
     fn hot_snapshot(&self, stream: &StreamName) -> HotData {
