@@ -187,10 +187,10 @@ impl SearchIndexer {
                 else {
                     break;
                 };
-                if let Some(mut open) = self.writers.remove(&oldest) {
-                    if open.dirty {
-                        commit(&mut open, &oldest.0, &self.handled)?;
-                    }
+                if let Some(mut open) = self.writers.remove(&oldest)
+                    && open.dirty
+                {
+                    commit(&mut open, &oldest.0, &self.handled)?;
                 }
             }
             let Some(hour_index) = self.indexes.hour(stream, hour, true)? else {

@@ -157,6 +157,9 @@ pub(crate) struct HourIndex {
     pub reader: IndexReader,
 }
 
+/// Opened hour indexes by stream and hour.
+type OpenHours = HashMap<(StreamName, i64), Arc<HourIndex>>;
+
 /// The search indexes of every stream: opens hour indexes on demand and keeps them (with
 /// their readers) for later searches. Cheap to clone.
 #[derive(Clone)]
@@ -164,7 +167,7 @@ pub struct SearchIndexes {
     config: Arc<SearchConfig>,
     fields: Fields,
     schema: Schema,
-    open: Arc<Mutex<HashMap<(StreamName, i64), Arc<HourIndex>>>>,
+    open: Arc<Mutex<OpenHours>>,
     /// Indexes of an older layout were found at open and not yet replaced.
     stale_layout: bool,
 }
@@ -303,7 +306,7 @@ impl SearchIndexes {
         Ok(Some(self.lock().entry(key).or_insert(opened).clone()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(StreamName, i64), Arc<HourIndex>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenHours> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
