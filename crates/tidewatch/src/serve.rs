@@ -64,7 +64,12 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         max_decompressed_bytes: config.ingest.max_decompressed_bytes,
         max_event_bytes: config.ingest.max_event_bytes,
     };
-    let ingestor = Arc::new(Ingestor::new(log.clone(), registry, dlq.clone(), limits));
+    let ingestor = Arc::new(Ingestor::new(
+        log.clone(),
+        registry.clone(),
+        dlq.clone(),
+        limits,
+    ));
     let rules = Arc::new(RuleRegistry::open(&data.join("rules")).context("opening rules")?);
     if let Some(dir) = &config.rules_dir {
         load_rules_dir(&rules, dir, &config.sigma)?;
@@ -110,10 +115,30 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         stop_consumers.clone(),
     )?;
     // Its own consumer (offsets under `search`): it commits every second, the lake every 10 s.
-    let search = tw_search::SearchIndexes::open(tw_search::SearchConfig::new(data.join("search")))
-        .context("opening the search indexes")?;
+    let mut search =
+        tw_search::SearchIndexes::open(tw_search::SearchConfig::new(data.join("search")))
+            .context("opening the search indexes")?;
+    if search.needs_rebuild() {
+        // Indexes of an older layout: replay the log into new ones (the log's retention
+        // bounds what comes back).
+        tracing::warn!(
+            "search indexes were built by an older version; rebuilding them from the log"
+        );
+        offsets
+            .commit(search.indexer_name(), &Default::default())
+            .context("resetting the search offsets")?;
+        search
+            .finish_rebuild()
+            .context("removing the old search indexes")?;
+    }
+    let streams = registry.clone();
+    let fields_of: tw_search::FieldsOf = Arc::new(move |stream| {
+        streams
+            .get(stream)
+            .and_then(|state| state.config.search_fields.clone())
+    });
     let search_consumer = spawn_consumer(
-        Box::new(search.indexer()),
+        Box::new(search.indexer().with_fields(fields_of)),
         log.clone(),
         offsets.clone(),
         dlq.clone(),
