@@ -5,8 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-2000000}"
-cargo build --release -p tidewatch
-bin="${CARGO_TARGET_DIR:-target}/release/tidewatch"
+# BENCH_BIN=path measures an already built binary instead of building one.
+if [ -z "${BENCH_BIN:-}" ]; then
+  cargo build --release -p tidewatch
+fi
+bin="${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/tidewatch}"
 work="${BENCH_DIR:-$PWD/bench-data}/run-$(date +%s)"
 mkdir -p "$work"
 cat > "$work/tidewatch.toml" <<TOML

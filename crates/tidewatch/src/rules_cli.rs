@@ -44,7 +44,25 @@ pub async fn import(server: &str, dir: &Path) -> anyhow::Result<()> {
         bail!("no .yml, .yaml or .json files in {}", dir.display());
     }
     let (mut loaded, mut refused) = (0usize, 0usize);
+    // A Sigma correlation may refer to a rule of a file imported after it: such files are
+    // tried again once every other file is in.
+    let mut later = Vec::new();
     for path in &files {
+        match import_one(&client, server, path).await {
+            Ok(id) => {
+                loaded += 1;
+                println!("ok       {}  (rule {id})", path.display());
+            }
+            Err(reason) if reason.contains("which is neither in the same file") => {
+                later.push(path);
+            }
+            Err(reason) => {
+                refused += 1;
+                println!("refused  {}  {reason}", path.display());
+            }
+        }
+    }
+    for path in later {
         match import_one(&client, server, path).await {
             Ok(id) => {
                 loaded += 1;
@@ -89,7 +107,7 @@ async fn import_one(client: &reqwest::Client, server: &str, path: &Path) -> Resu
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if status.is_success() {
-        return Ok(body["id"].as_str().unwrap_or("?").to_string());
+        return Ok(described(&body["id"], &body["also_stored"]));
     }
     if status == reqwest::StatusCode::CONFLICT {
         // The id is known: the rule is replaced. Its id comes from the server's refusal
@@ -104,11 +122,23 @@ async fn import_one(client: &reqwest::Client, server: &str, path: &Path) -> Resu
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
-            return Ok(id.to_string());
+            return Ok(described(&Value::from(id), &body["also_stored"]));
         }
         return Err(format!("{status}: {}", error_text(&body)));
     }
     Err(format!("{status}: {}", error_text(&body)))
+}
+
+/// `id`, followed by the other rules the file stored (a Sigma correlation's generated rules).
+fn described(id: &Value, others: &Value) -> String {
+    let id = id.as_str().unwrap_or("?");
+    match others.as_array() {
+        Some(others) if !others.is_empty() => {
+            let others: Vec<&str> = others.iter().filter_map(Value::as_str).collect();
+            format!("{id}, with {}", others.join(", "))
+        }
+        _ => id.to_string(),
+    }
 }
 
 fn error_text(body: &Value) -> String {

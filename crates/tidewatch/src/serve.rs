@@ -124,10 +124,30 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         stop_consumers.clone(),
     )?;
     // Its own consumer (offsets under `search`): it commits every second, the lake every 10 s.
-    let search = tw_search::SearchIndexes::open(tw_search::SearchConfig::new(data.join("search")))
-        .context("opening the search indexes")?;
+    let mut search =
+        tw_search::SearchIndexes::open(tw_search::SearchConfig::new(data.join("search")))
+            .context("opening the search indexes")?;
+    if search.needs_rebuild() {
+        // Indexes of an older layout: replay the log into new ones (the log's retention
+        // bounds what comes back).
+        tracing::warn!(
+            "search indexes were built by an older version; rebuilding them from the log"
+        );
+        offsets
+            .commit(search.indexer_name(), &Default::default())
+            .context("resetting the search offsets")?;
+        search
+            .finish_rebuild()
+            .context("removing the old search indexes")?;
+    }
+    let streams = registry.clone();
+    let fields_of: tw_search::FieldsOf = Arc::new(move |stream| {
+        streams
+            .get(stream)
+            .and_then(|state| state.config.search_fields.clone())
+    });
     let search_consumer = spawn_consumer(
-        Box::new(search.indexer()),
+        Box::new(search.indexer().with_fields(fields_of)),
         log.clone(),
         offsets.clone(),
         dlq.clone(),
@@ -264,7 +284,9 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 }
 
 /// Imports every `.yaml`, `.yml` and `.json` rule file of `dir` (native or Sigma), storing a
-/// new version only when a file differs from the stored rule.
+/// new version only when a file differs from the stored rule. A Sigma file may hold several
+/// rules (a correlation and the rules it refers to), stored together or not at all; a
+/// correlation referring to a rule of another file is retried once the other files are in.
 fn load_rules_dir(
     rules: &RuleRegistry,
     dir: &Path,
@@ -272,7 +294,7 @@ fn load_rules_dir(
 ) -> anyhow::Result<()> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("reading rules directory {}", dir.display()))?;
-    let mut problems = Vec::new();
+    let mut files = Vec::new();
     for entry in entries {
         let path = entry?.path();
         let format = match path.extension().and_then(|e| e.to_str()) {
@@ -280,27 +302,23 @@ fn load_rules_dir(
             Some("json") => RuleFormat::Json,
             _ => continue,
         };
-        let outcome = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| {
-                if tw_sigma::is_sigma(&text) {
-                    return tw_sigma::translate(&text, sigma).map_err(|e| e.to_string());
-                }
-                parse_rule(&text, format).map_err(|e| e.to_string())
-            });
-        match outcome {
-            Ok(mut rule) => {
-                if let Some(stored) = rules.get(&rule.id) {
-                    rule.version = stored.version;
-                    if stored == rule {
-                        continue;
-                    }
-                }
-                if let Err(error) = rules.upsert(rule, &format!("file:{}", path.display()), true) {
-                    problems.push(format!("{}: {error}", path.display()));
-                }
-            }
-            Err(error) => problems.push(format!("{}: {error}", path.display())),
+        files.push((path, format));
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut problems = Vec::new();
+    let mut pending = Vec::new();
+    for (path, format) in &files {
+        match load_rule_file(rules, path, *format, sigma) {
+            Ok(()) => {}
+            Err(FileError::UnknownRule(_)) => pending.push((path, *format)),
+            Err(FileError::Other(error)) => problems.push(format!("{}: {error}", path.display())),
+        }
+    }
+    for (path, format) in pending {
+        if let Err(FileError::UnknownRule(error) | FileError::Other(error)) =
+            load_rule_file(rules, path, format, sigma)
+        {
+            problems.push(format!("{}: {error}", path.display()));
         }
     }
     anyhow::ensure!(
@@ -310,6 +328,43 @@ fn load_rules_dir(
         problems.join("\n  ")
     );
     Ok(())
+}
+
+/// Why a rule file did not load: a reference to a rule not (yet) loaded, or anything else.
+enum FileError {
+    UnknownRule(String),
+    Other(String),
+}
+
+fn load_rule_file(
+    rules: &RuleRegistry,
+    path: &Path,
+    format: RuleFormat,
+    sigma: &tw_sigma::SigmaConfig,
+) -> Result<(), FileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FileError::Other(e.to_string()))?;
+    let mut parsed: Vec<tw_detect::Rule> = if tw_sigma::is_sigma(&text) {
+        tw_sigma::translate_file(&text, sigma, &|id| rules.get(id)).map_err(|e| match e {
+            tw_sigma::SigmaError::UnknownRule { .. } => FileError::UnknownRule(e.to_string()),
+            other => FileError::Other(other.to_string()),
+        })?
+    } else {
+        vec![parse_rule(&text, format).map_err(|e| FileError::Other(e.to_string()))?]
+    };
+    for rule in &mut parsed {
+        if let Some(stored) = rules.get(&rule.id) {
+            rule.version = stored.version;
+        }
+    }
+    // Only rules that differ from the stored ones get a new version.
+    parsed.retain(|rule| rules.get(&rule.id).as_ref() != Some(rule));
+    if parsed.is_empty() {
+        return Ok(());
+    }
+    rules
+        .upsert_all(parsed, &format!("file:{}", path.display()), true)
+        .map(|_| ())
+        .map_err(|e| FileError::Other(e.to_string()))
 }
 
 /// Applies each stream's log retention once a minute.

@@ -1,7 +1,9 @@
 //! Full-text search against a real server, with exact oracles: counts equal both an
 //! independent count over the generated events and SQL's count of the same predicate; time
 //! ranges open only the overlapping hour indexes; new events are searchable seconds after
-//! they are acknowledged; bad queries are a 400; the CLI prints the hits.
+//! they are acknowledged; bad queries are a 400; the CLI prints the hits; NOT, wildcards,
+//! regexes, numeric ranges and CIDR blocks count exactly what the events (and SQL) say; a
+//! stream's `search_fields` limits what is indexed.
 
 mod common;
 
@@ -15,11 +17,20 @@ use serde_json::Value;
 const HOUR_MS: i64 = 3_600_000;
 
 async fn search(server: &Server, query: &str, extra: &[(&str, String)]) -> (u16, Value) {
+    search_in(server, "cloudtrail", query, extra).await
+}
+
+async fn search_in(
+    server: &Server,
+    stream: &str,
+    query: &str,
+    extra: &[(&str, String)],
+) -> (u16, Value) {
     let mut params = vec![("q", query.to_string())];
     params.extend(extra.iter().cloned());
     let response = server
         .client
-        .get(format!("{}/api/v1/streams/cloudtrail/search", server.url))
+        .get(format!("{}/api/v1/streams/{stream}/search", server.url))
         .query(&params)
         .send()
         .await
@@ -118,6 +129,103 @@ async fn search_counts_match_sql_time_pruning_freshness_and_cli() {
         failed_logins
     );
 
+    // The rest of the language on event fields, each against the events and SQL.
+    let count = |keep: &dyn Fn(&Value) -> bool| events.iter().filter(|e| keep(e)).count() as u64;
+    let not_login = count(&|e| e["eventName"] != "ConsoleLogin");
+    let sql = "SELECT count(*) AS n FROM cloudtrail WHERE eventName <> 'ConsoleLogin'";
+    assert_eq!(server.sql_count(sql).await, not_login);
+    assert_eq!(
+        total(&server, "NOT eventName:ConsoleLogin", &[]).await,
+        not_login
+    );
+    assert_eq!(
+        total(&server, "-eventName:ConsoleLogin", &[]).await,
+        not_login
+    );
+    assert_eq!(
+        total(
+            &server,
+            "eventName:ConsoleLogin AND NOT _event.errorMessage:*",
+            &[]
+        )
+        .await,
+        count(&|e| e["eventName"] == "ConsoleLogin") - failed_logins
+    );
+    let get = count(&|e| {
+        e["eventName"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .starts_with("get")
+    });
+    let sql = "SELECT count(*) AS n FROM cloudtrail WHERE lower(eventName) LIKE 'get%'";
+    assert_eq!(server.sql_count(sql).await, get);
+    assert!(get > 0);
+    assert_eq!(total(&server, "eventName:Get*", &[]).await, get);
+    assert_eq!(total(&server, "eventName:/get.*/", &[]).await, get);
+    // Words of the user agent (split at non-alphanumerics) containing "boto".
+    let boto = count(&|e| {
+        e["userAgent"].as_str().is_some_and(|agent| {
+            agent
+                .split(|c: char| !c.is_alphanumeric())
+                .any(|word| word.to_lowercase().contains("boto"))
+        })
+    });
+    assert!(boto > 0);
+    assert_eq!(total(&server, "userAgent:*boto*", &[]).await, boto);
+    let bytes = |e: &Value| e["additionalEventData"]["bytesTransferredOut"].as_u64();
+    let big = count(&|e| bytes(e).is_some_and(|b| b >= 1_000_000));
+    let sql = r#"SELECT count(*) AS n FROM cloudtrail WHERE "additionalEventData.bytesTransferredOut" >= 1000000"#;
+    assert_eq!(server.sql_count(sql).await, big);
+    assert!(big > 0);
+    let field = "additionalEventData.bytesTransferredOut";
+    assert_eq!(
+        total(&server, &format!("{field}:[1000000 TO *]"), &[]).await,
+        big
+    );
+    assert_eq!(
+        total(&server, &format!("{field}:>=1000000"), &[]).await,
+        big
+    );
+    assert_eq!(
+        total(&server, &format!("{field}:{{1000000 TO 5000000}}"), &[]).await,
+        count(&|e| bytes(e).is_some_and(|b| b > 1_000_000 && b < 5_000_000))
+    );
+    // IP addresses: a CIDR block (SQL's cidr_match as the oracle) and one address.
+    let in_52 = count(&|e| {
+        e["sourceIPAddress"]
+            .as_str()
+            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+            .is_some_and(|ip| ip.octets()[0] == 52)
+    });
+    let sql =
+        "SELECT count(*) AS n FROM cloudtrail WHERE cidr_match(sourceIPAddress, '52.0.0.0/8')";
+    assert_eq!(server.sql_count(sql).await, in_52);
+    assert!(in_52 > 0);
+    assert_eq!(
+        total(&server, "sourceIPAddress:52.0.0.0/8", &[]).await,
+        in_52
+    );
+    let ip = events[777]["sourceIPAddress"].as_str().unwrap().to_string();
+    let same_ip = count(&|e| e["sourceIPAddress"] == ip.as_str());
+    assert_eq!(
+        total(&server, &format!("sourceIPAddress:\"{ip}\""), &[]).await,
+        same_ip
+    );
+    for (bad, says) in [
+        ("eventName:/(/", "invalid regex"),
+        ("sourceIPAddress:10.0.0.0/40", "prefix length"),
+        ("userAgent:*aws-cli*", "spans several words"),
+        (
+            "((((((((((((((((((((((((((((((((((((((((((((((((((a",
+            "levels",
+        ),
+    ] {
+        let (status, body) = search(&server, bad, &[]).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.to_string().contains(says), "{bad}: {body}");
+    }
+
     // Time range: one whole hour opens one index and counts exactly that hour's events.
     let times: Vec<i64> = events
         .iter()
@@ -193,5 +301,82 @@ async fn search_counts_match_sql_time_pruning_freshness_and_cli() {
     assert!(
         summary.contains(&format!("of {rare_count} matching")),
         "{summary}"
+    );
+    // A stream indexing only some fields: the others are not searchable, hits are whole.
+    let put = |body: &'static str| {
+        server
+            .client
+            .put(format!("{}/api/v1/streams/trimmed", server.url))
+            .body(body)
+            .send()
+    };
+    let response = put(r#"{"search_fields": ["eventName", "a..b"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(response.text().await.unwrap().contains("search_fields"));
+    let response = put(r#"{"search_fields": ["eventName", "userIdentity"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let text = generate("cloudtrail", 500, 5, 4);
+    let trimmed: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let (status, _) = server.send("trimmed", text).await;
+    assert_eq!(status, 200);
+    let trimmed_total = |q: &'static str| {
+        let server = &server;
+        async move {
+            let (status, body) = search_in(server, "trimmed", q, &[]).await;
+            assert_eq!(status, 200, "{q}: {body}");
+            body["total"].as_u64().unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while trimmed_total("*").await != 500 {
+        assert!(
+            Instant::now() < deadline,
+            "trimmed stream never fully searchable"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logins = trimmed
+        .iter()
+        .filter(|e| e["eventName"] == "ConsoleLogin")
+        .count() as u64;
+    assert_eq!(trimmed_total("eventName:ConsoleLogin").await, logins);
+    let typed = trimmed
+        .iter()
+        .filter(|e| !e["userIdentity"]["type"].is_null())
+        .count() as u64;
+    assert_eq!(trimmed_total("userIdentity.type:*").await, typed);
+    assert_eq!(trimmed_total("sourceIPAddress:*").await, 0);
+    assert_eq!(trimmed_total("0.0.0.0/0").await, 0);
+    let (_, body) = search_in(&server, "trimmed", "eventName:*", &[("limit", "1".into())]).await;
+    assert!(
+        body["hits"][0]["event"]["sourceIPAddress"].is_string(),
+        "{body}"
+    );
+    // Indexes of an older layout: the restarted server replays the log into new ones.
+    let data_dir = server.data_dir.clone();
+    assert!(server.terminate());
+    let layout = data_dir.join("search").join("LAYOUT");
+    assert!(layout.exists());
+    std::fs::write(&layout, "1\n").unwrap();
+    let server = Server::start(&data_dir, None, &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while total(&server, "*", &[]).await != 20_001 {
+        assert!(Instant::now() < deadline, "search indexes were not rebuilt");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        total(&server, &format!("eventName:{rare}"), &[]).await,
+        rare_count
+    );
+    assert_eq!(
+        std::fs::read_to_string(&layout).unwrap().trim(),
+        tw_search::LAYOUT_VERSION.to_string()
     );
 }

@@ -178,20 +178,32 @@ async fn rules_import_reports_each_file_and_fails_on_a_refusal() {
         "correlation.yml",
         "title: Many logins\nid: 11111111-2222-3333-4444-555555555555\ncorrelation:\n    type: event_count\n    rules:\n        - 8f1e3a62-9b7d-4c1e-a1c2-3b4d5e6f7a80\n    group-by:\n        - sourceIPAddress\n    timespan: 10m\n    condition:\n        gte: 5\n",
     );
+    // A correlation over a loaded rule loads; one over a rule nobody loaded is refused,
+    // naming the reference.
+    let output = import(&rules);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("3 loaded, 0 refused"), "{stdout}");
+    write(
+        &rules,
+        "missing.yml",
+        "title: Many things\nid: 11111111-2222-3333-4444-666666666666\ncorrelation:\n    type: event_count\n    rules:\n        - no-such-rule\n    timespan: 10m\n    condition:\n        gte: 5\n",
+    );
     let output = import(&rules);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{stdout}");
-    assert!(stdout.contains("2 loaded, 1 refused"), "{stdout}");
+    assert!(stdout.contains("3 loaded, 1 refused"), "{stdout}");
     let refused_line = stdout
         .lines()
         .find(|l| l.starts_with("refused"))
         .unwrap_or_default();
     assert!(
-        refused_line.contains("correlation.yml") && refused_line.contains("correlation rules"),
+        refused_line.contains("missing.yml")
+            && refused_line.contains("refers to rule `no-such-rule`"),
         "{stdout}"
     );
     let (_, listed) = server.get("/api/v1/rules").await;
-    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed.as_array().unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

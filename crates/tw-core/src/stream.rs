@@ -112,6 +112,10 @@ pub struct StreamConfig {
     /// Lake settings: retention of the Parquet files, compaction sort column, bloom filters.
     #[serde(default)]
     pub lake: crate::StreamLakeConfig,
+    /// Fields the full-text search index holds (dotted paths, each with everything below
+    /// it); unset indexes every field. Applies to events indexed after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_fields: Option<Vec<String>>,
 }
 
 fn default_version() -> u32 {
@@ -132,6 +136,7 @@ impl Default for StreamConfig {
             schema: None,
             retention: Retention::default(),
             lake: crate::StreamLakeConfig::default(),
+            search_fields: None,
         }
     }
 }
@@ -166,6 +171,21 @@ impl StreamConfig {
                 .is_some_and(|path| path.is_empty() || path.split('.').any(str::is_empty))
             {
                 problems.push(format!("{name} must be a dotted field path like `a.b`"));
+            }
+        }
+        if let Some(fields) = &self.search_fields {
+            if fields.is_empty() {
+                problems.push(
+                    "search_fields must list at least one field (omit it to index every field)"
+                        .to_string(),
+                );
+            }
+            for field in fields {
+                if field.is_empty() || field.split('.').any(str::is_empty) {
+                    problems.push(format!(
+                        "search_fields entry {field:?} is not a dotted field path"
+                    ));
+                }
             }
         }
         if let Some(schema) = &self.schema {
@@ -271,5 +291,11 @@ mod tests {
         assert!(typo.unwrap_err().to_string().contains("partitons"));
         let parsed: StreamConfig = serde_json::from_str(r#"{"partition_key":"user"}"#).unwrap();
         assert_eq!(parsed.partitions, 4);
+        assert_eq!(parsed.search_fields, None);
+        let fields: StreamConfig =
+            serde_json::from_str(r#"{"search_fields":["eventName","a..b"]}"#).unwrap();
+        let error = fields.validate().unwrap_err();
+        assert_eq!(error.problems.len(), 1, "{error}");
+        assert!(error.problems[0].contains("\"a..b\""), "{error}");
     }
 }

@@ -45,6 +45,7 @@ pub(crate) enum Kind {
         maxspan_ms: i64,
         steps: Vec<crate::CompiledRule>,
         until: Option<Box<crate::CompiledRule>>,
+        ordered: bool,
     },
     NewValue {
         fields: Vec<FieldPath>,
@@ -211,12 +212,14 @@ pub(crate) fn compile_sections(
                 maxspan_ms,
                 steps,
                 until: None,
+                ordered: s.ordered,
             }),
             (Some(maxspan_ms), Some(steps), Some(Some(until))) => Some(Kind::Sequence {
                 by,
                 maxspan_ms,
                 steps,
                 until: Some(Box::new(until)),
+                ordered: s.ordered,
             }),
             _ => None,
         }

@@ -115,6 +115,10 @@ pub struct Sequence {
     pub steps: Vec<Condition>,
     /// An event matching this between the first and the last step cancels the sequence.
     pub until: Option<Condition>,
+    /// `true` (default): the steps must happen in the listed order, each by its own event.
+    /// `false`: every step must be satisfied within `maxspan`, in any order (an event that
+    /// satisfies several steps counts for each; Sigma's `temporal` correlation).
+    pub ordered: bool,
 }
 
 /// A value not seen for its group in the last `history`.
@@ -153,7 +157,7 @@ pub(crate) struct Sections {
 
 const THRESHOLD_FIELDS: &[&str] = &["count", "more_than", "window", "sliding", "group_by"];
 const DISTINCT_FIELDS: &[&str] = &["field", "count", "window", "sliding", "group_by"];
-const SEQUENCE_FIELDS: &[&str] = &["by", "maxspan", "steps", "until"];
+const SEQUENCE_FIELDS: &[&str] = &["by", "maxspan", "steps", "until", "ordered"];
 const NEW_VALUE_FIELDS: &[&str] = &["field", "group_by", "history", "learn"];
 const SUPPRESS_FIELDS: &[&str] = &["for", "by"];
 
@@ -399,11 +403,14 @@ impl Reader<'_> {
             None | Some(Value::Null) => None,
             Some(value) => conditions(value, "sequence.until", self.problems),
         };
+        // Absent means ordered: only an explicit `ordered: false` relaxes the order.
+        let ordered = !object.contains_key("ordered") || self.flag(object, path, "ordered");
         Some(Sequence {
             by,
             maxspan,
             steps,
             until,
+            ordered,
         })
     }
 
@@ -525,6 +532,10 @@ pub(crate) fn write_sections(sections: &Sections, object: &mut Map<String, Value
         );
         if let Some(until) = &s.until {
             m.insert("until".into(), until.to_value());
+        }
+        // Written only when relaxed, so the fingerprint of ordered sequences is unchanged.
+        if !s.ordered {
+            m.insert("ordered".into(), Value::Bool(false));
         }
         object.insert("sequence".into(), Value::Object(m));
     }

@@ -56,12 +56,12 @@ impl S3Connection {
         if self.access_key_id.is_some() != self.secret_access_key.is_some() {
             problems.push("access_key_id and secret_access_key go together".to_string());
         }
-        if let Some(endpoint) = &self.endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                problems.push(format!(
-                    "endpoint {endpoint:?} must start with http:// or https://"
-                ));
-            }
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            problems.push(format!(
+                "endpoint {endpoint:?} must start with http:// or https://"
+            ));
         }
         if matches!(&self.region, Some(region) if region.trim().is_empty()) {
             problems.push("region must not be empty".to_string());

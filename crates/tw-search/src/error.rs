@@ -32,6 +32,14 @@ pub enum SearchError {
         /// The text given.
         value: String,
     },
+    /// An hour index was written with another layout (an older version of Tidewatch).
+    #[error(
+        "search index {path} was built by another version of Tidewatch; restart the server to rebuild the search indexes from the log"
+    )]
+    OldLayout {
+        /// The hour index involved.
+        path: PathBuf,
+    },
     /// A stored document lacks a field every document is written with (a damaged index).
     #[error("search index {path} holds a document without {field}")]
     Corrupt {

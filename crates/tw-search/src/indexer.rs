@@ -7,6 +7,7 @@
 //! (nor the reverse). Both read the same log with the same parse-once runner.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -19,7 +20,12 @@ use tw_pipeline::{Consumer, ConsumerError, EventBatch, StreamPartition};
 use crate::{Fields, HourIndex, SearchError, SearchIndexes, hour_of};
 
 /// Name under which the indexer's offsets are stored.
-const CONSUMER_NAME: &str = "search";
+pub(crate) const CONSUMER_NAME: &str = "search";
+
+/// Which fields of a stream's events are indexed (dotted paths, each with everything below
+/// it); `None` indexes every field. Asked once per batch, so a configuration change applies
+/// to the events indexed after it.
+pub type FieldsOf = Arc<dyn Fn(&StreamName) -> Option<Vec<String>> + Send + Sync>;
 
 /// An hour index being written.
 struct OpenWriter {
@@ -43,6 +49,7 @@ pub struct SearchIndexer {
     pending_docs: usize,
     last_commit_ms: i64,
     uses: u64,
+    fields_of: Option<FieldsOf>,
 }
 
 impl std::fmt::Debug for SearchIndexer {
@@ -64,7 +71,14 @@ impl SearchIndexer {
             pending_docs: 0,
             last_commit_ms: now_ms(),
             uses: 0,
+            fields_of: None,
         }
+    }
+
+    /// Indexes only the fields `fields_of` names for each stream (every field by default).
+    pub fn with_fields(mut self, fields_of: FieldsOf) -> Self {
+        self.fields_of = Some(fields_of);
+        self
     }
 
     /// Resumes at the committed offsets and removes half-created indexes.
@@ -96,6 +110,11 @@ impl SearchIndexer {
     pub fn write(&mut self, batch: &EventBatch) -> Result<(), SearchError> {
         let key = (batch.stream.clone(), batch.partition);
         let fields = self.indexes.fields();
+        let selected = self
+            .fields_of
+            .as_ref()
+            .and_then(|fields_of| fields_of(&batch.stream))
+            .map(|paths| Selection::new(&paths));
         for (record, event) in batch.records.iter().zip(&batch.events) {
             let next = self.handled.get(&key).copied().unwrap_or(0);
             if record.offset < next {
@@ -104,7 +123,7 @@ impl SearchIndexer {
             let hour = hour_of(record.event_time_ms);
             let open = self.writer(&batch.stream, hour)?;
             if record.offset >= open.watermarks.get(&batch.partition).copied().unwrap_or(0) {
-                let doc = document(fields, batch.partition, record, event);
+                let doc = document(fields, batch.partition, record, event, selected.as_ref());
                 open.writer
                     .add_document(doc)
                     .map_err(SearchError::index(&open.hour.path))?;
@@ -168,10 +187,10 @@ impl SearchIndexer {
                 else {
                     break;
                 };
-                if let Some(mut open) = self.writers.remove(&oldest) {
-                    if open.dirty {
-                        commit(&mut open, &oldest.0, &self.handled)?;
-                    }
+                if let Some(mut open) = self.writers.remove(&oldest)
+                    && open.dirty
+                {
+                    commit(&mut open, &oldest.0, &self.handled)?;
                 }
             }
             let Some(hour_index) = self.indexes.hour(stream, hour, true)? else {
@@ -247,34 +266,162 @@ fn commit(
     Ok(())
 }
 
-/// The document of one event.
+/// The document of one event: its selected fields (all by default) in `_event`, their
+/// string values in `_all` and their IP addresses in `_ip`; a record that is not a JSON
+/// object (parsed as an empty object, see [`SearchIndexer`]'s `parse`) by its raw text.
 fn document(
     fields: Fields,
     partition: PartitionId,
     record: &Record,
     event: &Value,
+    selected: Option<&Selection>,
 ) -> TantivyDocument {
     let mut doc = TantivyDocument::default();
     doc.add_i64(fields.time, record.event_time_ms);
     doc.add_u64(fields.partition, u64::from(partition));
     doc.add_u64(fields.offset, record.offset);
-    doc.add_text(fields.raw, String::from_utf8_lossy(&record.payload));
-    let mut strings = Vec::new();
-    collect_strings(event, &mut strings);
-    for text in strings {
-        doc.add_text(fields.all, text);
+    let raw = String::from_utf8_lossy(&record.payload);
+    if event.as_object().is_some_and(|map| map.is_empty()) && !is_json_object(&record.payload) {
+        doc.add_text(fields.all, &raw);
     }
+    doc.add_text(fields.raw, raw);
+    let filtered;
+    let event = match selected {
+        Some(selection) => {
+            filtered = selection.apply(event);
+            &filtered
+        }
+        None => event,
+    };
+    let mut path = Vec::new();
+    visit_strings(event, &mut path, &mut |path, text| {
+        doc.add_text(fields.all, text);
+        if let Some(ip) = parse_ip(text) {
+            doc.add_bytes(fields.ip, &ip_key(&path.join("."), ip));
+            doc.add_bytes(fields.ip, &ip_key("", ip));
+        }
+    });
     doc.add_field_value(fields.event, &OwnedValue::from(event.clone()));
     doc
 }
 
-/// Every string value of an event, depth first.
-fn collect_strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+fn is_json_object(payload: &[u8]) -> bool {
+    payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && serde_json::from_slice::<Value>(payload).is_ok_and(|v| v.is_object())
+}
+
+/// Calls `visit` with the path and value of every string, depth first (arrays are
+/// transparent: an element has its array's path).
+fn visit_strings<'a>(
+    value: &'a Value,
+    path: &mut Vec<&'a str>,
+    visit: &mut impl FnMut(&[&'a str], &'a str),
+) {
     match value {
-        Value::String(text) => out.push(text),
-        Value::Array(items) => items.iter().for_each(|item| collect_strings(item, out)),
-        Value::Object(map) => map.values().for_each(|item| collect_strings(item, out)),
+        Value::String(text) => visit(path, text),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| visit_strings(item, path, visit)),
+        Value::Object(map) => {
+            for (key, item) in map {
+                path.push(key);
+                visit_strings(item, path, visit);
+                path.pop();
+            }
+        }
         _ => {}
+    }
+}
+
+/// A whole string value that is an IP address (`10.1.2.3`, `2001:db8::1`).
+pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
+    // Cheap reject first: most strings are not addresses.
+    if text.len() < 2
+        || text.len() > 45
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':')
+    {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// The `_ip` term of an address under a dotted path (`""`: under any field): the path, a
+/// zero byte, then the address as 16 bytes (IPv4 mapped), so the addresses of one path are
+/// contiguous and ordered like the addresses themselves.
+pub(crate) fn ip_key(path: &str, ip: IpAddr) -> Vec<u8> {
+    let octets = match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    let mut key = Vec::with_capacity(path.len() + 17);
+    key.extend_from_slice(path.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&octets);
+    key
+}
+
+/// The fields a stream indexes: dotted paths, each selecting itself and everything below.
+#[derive(Debug)]
+pub(crate) struct Selection {
+    paths: Vec<String>,
+}
+
+impl Selection {
+    pub(crate) fn new(paths: &[String]) -> Self {
+        Selection {
+            paths: paths.to_vec(),
+        }
+    }
+
+    /// The part of `event` under the selected paths.
+    pub(crate) fn apply(&self, event: &Value) -> Value {
+        self.filter(event, "")
+            .unwrap_or_else(|| Value::Object(Default::default()))
+    }
+
+    fn filter(&self, value: &Value, path: &str) -> Option<Value> {
+        let selected = |p: &str| {
+            p == path
+                || (path.len() > p.len() && path.starts_with(p) && path.as_bytes()[p.len()] == b'.')
+        };
+        if !path.is_empty() && self.paths.iter().any(|p| selected(p)) {
+            return Some(value.clone());
+        }
+        match value {
+            Value::Object(map) => {
+                let kept: serde_json::Map<String, Value> = map
+                    .iter()
+                    .filter_map(|(key, item)| {
+                        let inner = if path.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{path}.{key}")
+                        };
+                        let below = |p: &String| {
+                            p.len() > inner.len()
+                                && p.starts_with(inner.as_str())
+                                && p.as_bytes()[inner.len()] == b'.'
+                        };
+                        if self.paths.iter().any(|p| *p == inner || below(p)) {
+                            self.filter(item, &inner).map(|v| (key.clone(), v))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                (!kept.is_empty() || path.is_empty()).then_some(Value::Object(kept))
+            }
+            Value::Array(items) => {
+                let kept: Vec<Value> = items
+                    .iter()
+                    .filter_map(|item| self.filter(item, path))
+                    .collect();
+                (!kept.is_empty()).then_some(Value::Array(kept))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -288,6 +435,16 @@ fn consumer_error(error: SearchError) -> ConsumerError {
 impl Consumer for SearchIndexer {
     fn name(&self) -> &str {
         CONSUMER_NAME
+    }
+
+    /// A record that is not a JSON object (raw text written by another tool) is still
+    /// searchable: it becomes an empty event, which `document` indexes by its raw text,
+    /// instead of a dead letter.
+    fn parse(&self, payload: &[u8]) -> serde_json::Result<Value> {
+        match serde_json::from_slice(payload) {
+            Ok(value @ Value::Object(_)) => Ok(value),
+            _ => Ok(Value::Object(Default::default())),
+        }
     }
 
     fn start(

@@ -3,12 +3,15 @@
 //! [`SearchIndexer`] (a `tw_pipeline::Consumer` with its own offsets) and read by
 //! [`SearchIndexes::search`].
 //!
-//! Document shape: `_event` is a JSON field holding the whole event (strings tokenised with
-//! the default tokenizer, numbers and booleans typed), so `userIdentity.userName:alice` and
-//! `errorCode:AccessDenied` work; `_all` holds every string value of the event and is the
-//! default field for bare terms; `_time` (event time, Unix ms, indexed and fast) orders
-//! results and filters `from`/`to`; `_partition`, `_offset` and `_raw` (the original JSON,
-//! stored) let a hit be returned as the event it came from.
+//! Document shape (layout [`LAYOUT_VERSION`]): `_event` is a JSON field holding the event's
+//! indexed fields (strings tokenised with the default tokenizer, numbers and booleans typed,
+//! fast for ranges and `field:*`), so `userIdentity.userName:alice` and `bytes:>1000` work;
+//! `_all` holds every indexed string value (or the raw text of a non-JSON record) and is the
+//! default field for bare terms; `_ip` holds, for every string value that is an IP address,
+//! `path \0 address` and `\0 address` (16 bytes, IPv4 mapped into IPv6), so an exact IP is a
+//! term and a CIDR block a term range; `_time` (event time, Unix ms, indexed and fast) orders
+//! results and filters `from`/`to`; `_partition`, `_offset` and `_raw` (the original record,
+//! stored) let a hit be returned as the event it came from. The query language is in `lang`.
 //!
 //! Invariants:
 //! - an hour index appears complete: it is created in a `.{hour}.tmp` directory and renamed;
@@ -16,10 +19,15 @@
 //!   the next offset below which every record of that hour is in the index; replaying the
 //!   log after a crash skips records below it, so each record is indexed exactly once;
 //! - the indexer reports offsets as safe only after a commit round that committed every
-//!   index it had written to.
+//!   index it had written to;
+//! - every hour index under a root has the schema of [`schema`]: the root's `LAYOUT` file
+//!   names the layout version, and indexes of another version are removed (and the caller
+//!   replays the log into new ones) before anything opens them; an hour index whose schema
+//!   differs anyway is an error, never read with the wrong field ids.
 
 mod error;
 mod indexer;
+mod lang;
 mod query;
 
 use std::collections::HashMap;
@@ -27,18 +35,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, Schema, TextFieldIndexing,
-    TextOptions,
+    BytesOptions, FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, Schema,
+    TextFieldIndexing, TextOptions,
 };
 use tantivy::{Index, IndexReader, ReloadPolicy};
 use tw_core::StreamName;
 
 pub use crate::error::SearchError;
-pub use crate::indexer::SearchIndexer;
+pub use crate::indexer::{FieldsOf, SearchIndexer};
 pub use crate::query::{MAX_LIMIT, SearchHit, SearchRequest, SearchResult, parse_time_bound};
 
 /// One hour in Unix milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
+
+/// Version of the index layout (the schema and what goes into each field). Bumped whenever
+/// an index written by an older version could not be read correctly; see [`SearchIndexes`].
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// File under the root naming the layout version of the indexes there.
+const LAYOUT_FILE: &str = "LAYOUT";
 
 /// Settings of the search indexer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +93,7 @@ pub(crate) struct Fields {
     pub partition: Field,
     pub offset: Field,
     pub raw: Field,
+    pub ip: Field,
 }
 
 pub(crate) fn schema() -> (Schema, Fields) {
@@ -98,6 +114,8 @@ pub(crate) fn schema() -> (Schema, Fields) {
     let partition = builder.add_u64_field("_partition", FAST | STORED);
     let offset = builder.add_u64_field("_offset", FAST | STORED);
     let raw = builder.add_text_field("_raw", STORED);
+    // Indexed only: CIDR blocks are term ranges over the inverted index.
+    let ip = builder.add_bytes_field("_ip", BytesOptions::default().set_indexed());
     (
         builder.build(),
         Fields {
@@ -107,6 +125,7 @@ pub(crate) fn schema() -> (Schema, Fields) {
             partition,
             offset,
             raw,
+            ip,
         },
     )
 }
@@ -138,13 +157,19 @@ pub(crate) struct HourIndex {
     pub reader: IndexReader,
 }
 
+/// Opened hour indexes by stream and hour.
+type OpenHours = HashMap<(StreamName, i64), Arc<HourIndex>>;
+
 /// The search indexes of every stream: opens hour indexes on demand and keeps them (with
 /// their readers) for later searches. Cheap to clone.
 #[derive(Clone)]
 pub struct SearchIndexes {
     config: Arc<SearchConfig>,
     fields: Fields,
-    open: Arc<Mutex<HashMap<(StreamName, i64), Arc<HourIndex>>>>,
+    schema: Schema,
+    open: Arc<Mutex<OpenHours>>,
+    /// Indexes of an older layout were found at open and not yet replaced.
+    stale_layout: bool,
 }
 
 impl std::fmt::Debug for SearchIndexes {
@@ -156,14 +181,54 @@ impl std::fmt::Debug for SearchIndexes {
 }
 
 impl SearchIndexes {
-    /// Opens (creating) the index root.
+    /// Opens (creating) the index root. When it holds indexes of an older layout,
+    /// [`SearchIndexes::needs_rebuild`] is true and searches fail until
+    /// [`SearchIndexes::finish_rebuild`] removed them.
     pub fn open(config: SearchConfig) -> Result<Self, SearchError> {
-        std::fs::create_dir_all(&config.root).map_err(SearchError::io(&config.root))?;
+        let root = &config.root;
+        std::fs::create_dir_all(root).map_err(SearchError::io(root))?;
+        let marker = root.join(LAYOUT_FILE);
+        let version = match std::fs::read_to_string(&marker) {
+            Ok(text) => text.trim().parse::<u32>().ok(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(SearchError::io(&marker)(error)),
+        };
+        let stale_layout = version != Some(LAYOUT_VERSION) && !stream_dirs(root)?.is_empty();
+        if version != Some(LAYOUT_VERSION) && !stale_layout {
+            write_layout(root)?;
+        }
+        let (schema, fields) = schema();
         Ok(SearchIndexes {
             config: Arc::new(config),
-            fields: schema().1,
+            fields,
+            schema,
             open: Arc::new(Mutex::new(HashMap::new())),
+            stale_layout,
         })
+    }
+
+    /// The consumer name the indexer's offsets are stored under.
+    pub fn indexer_name(&self) -> &'static str {
+        crate::indexer::CONSUMER_NAME
+    }
+
+    /// Whether the root holds indexes of an older layout: the caller must make the indexer
+    /// replay the log from its start (reset its offsets), then call
+    /// [`SearchIndexes::finish_rebuild`].
+    pub fn needs_rebuild(&self) -> bool {
+        self.stale_layout
+    }
+
+    /// Removes the indexes of the older layout and records the current one. Called after the
+    /// indexer's offsets were reset, so a crash in between only repeats the reset.
+    pub fn finish_rebuild(&mut self) -> Result<(), SearchError> {
+        for dir in stream_dirs(&self.config.root)? {
+            std::fs::remove_dir_all(&dir).map_err(SearchError::io(&dir))?;
+        }
+        self.lock().clear();
+        write_layout(&self.config.root)?;
+        self.stale_layout = false;
+        Ok(())
     }
 
     /// The indexer that keeps these indexes up to date (one per `SearchIndexes`).
@@ -223,6 +288,9 @@ impl SearchIndexes {
             create_index(&dir, &path, hour_ms)?;
         }
         let index = Index::open_in_dir(&path).map_err(SearchError::index(&path))?;
+        if self.stale_layout || index.schema() != self.schema {
+            return Err(SearchError::OldLayout { path });
+        }
         // Reloaded by the indexer right after each commit: no file watcher thread per index.
         let reader = index
             .reader_builder()
@@ -238,9 +306,32 @@ impl SearchIndexes {
         Ok(Some(self.lock().entry(key).or_insert(opened).clone()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(StreamName, i64), Arc<HourIndex>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenHours> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The stream directories under the root (anything else is the layout file or stray).
+fn stream_dirs(root: &Path) -> Result<Vec<PathBuf>, SearchError> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(SearchError::io(root))? {
+        let entry = entry.map_err(SearchError::io(root))?;
+        if entry
+            .file_type()
+            .map_err(SearchError::io(entry.path()))?
+            .is_dir()
+        {
+            dirs.push(entry.path());
+        }
+    }
+    Ok(dirs)
+}
+
+fn write_layout(root: &Path) -> Result<(), SearchError> {
+    let marker = root.join(LAYOUT_FILE);
+    let tmp = root.join(".LAYOUT.tmp");
+    std::fs::write(&tmp, format!("{LAYOUT_VERSION}\n")).map_err(SearchError::io(&tmp))?;
+    std::fs::rename(&tmp, &marker).map_err(SearchError::io(&marker))
 }
 
 /// Creates an empty hour index in a tmp directory and renames it into place, so readers never
@@ -258,3 +349,5 @@ fn create_index(dir: &Path, path: &Path, hour_ms: i64) -> Result<(), SearchError
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lang;

@@ -7,13 +7,12 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery};
 use tantivy::schema::Value as _;
-use tantivy::tokenizer::TokenizerManager;
 use tantivy::{Order, TantivyDocument, Term};
 use tw_core::StreamName;
 
-use crate::{HOUR_MS, SearchError, SearchIndexes, schema};
+use crate::{HOUR_MS, SearchError, SearchIndexes};
 
 /// Most hits one search returns.
 pub const MAX_LIMIT: usize = 10_000;
@@ -21,7 +20,7 @@ pub const MAX_LIMIT: usize = 10_000;
 /// One search.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchRequest {
-    /// Lucene-like query; empty or `*` matches everything.
+    /// Lucene-like query (see the `lang` module); empty or `*` matches everything.
     pub query: String,
     /// Inclusive lower bound on event time (Unix ms).
     pub from_ms: Option<i64>,
@@ -146,23 +145,10 @@ impl SearchIndexes {
         })
     }
 
-    /// The user's query AND the time range. Bare terms search `_all` and are ANDed (what
-    /// someone typing `AccessDenied root` into a log search means); `field:value` searches the
-    /// event's field of that (dotted) path.
+    /// The user's query (see `lang`) AND the time range.
     fn parse(&self, request: &SearchRequest) -> Result<Box<dyn Query>, SearchError> {
-        let (schema, fields) = schema();
-        let mut parser = QueryParser::new(
-            schema,
-            vec![fields.all, fields.event],
-            TokenizerManager::default(),
-        );
-        parser.set_conjunction_by_default();
-        parser.allow_regexes();
-        let text = request.query.trim();
-        let text = if text.is_empty() { "*" } else { text };
-        let user = parser
-            .parse_query(text)
-            .map_err(|e| SearchError::BadQuery(e.to_string()))?;
+        let fields = self.fields();
+        let user = crate::lang::compile(&request.query, fields)?;
         if request.from_ms.is_none() && request.to_ms.is_none() {
             return Ok(user);
         }

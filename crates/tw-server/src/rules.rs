@@ -126,6 +126,41 @@ impl RuleRegistry {
         Ok((rule, before))
     }
 
+    /// Creates (or, with `replace`, creates or replaces) several rules together: every rule
+    /// must compile and, without `replace`, no id may exist, or none is stored (a Sigma file
+    /// with a correlation and the rules it generates is never half-loaded). Returns each
+    /// stored rule and whether it existed before.
+    pub fn upsert_all(
+        &self,
+        rules: Vec<Rule>,
+        who: &str,
+        replace: bool,
+    ) -> Result<Vec<(Rule, Option<Rule>)>, RuleRegistryError> {
+        for rule in &rules {
+            rule.compile().map_err(|e| {
+                // One rule: the message of `upsert`; several: say which.
+                RuleRegistryError::Invalid(if rules.len() == 1 {
+                    e.to_string()
+                } else {
+                    format!("rule {}: {e}", rule.id)
+                })
+            })?;
+        }
+        let mut stored = self.lock();
+        if !replace && let Some(existing) = rules.iter().find(|r| stored.contains_key(&r.id)) {
+            return Err(RuleRegistryError::Exists(existing.id.clone()));
+        }
+        let mut out = Vec::with_capacity(rules.len());
+        for mut rule in rules {
+            let before = stored.get(&rule.id).cloned();
+            rule.version = before.as_ref().map_or(1, |b| b.version + 1);
+            let action = if before.is_some() { "update" } else { "create" };
+            self.store(&mut stored, rule.clone(), before.clone(), who, action)?;
+            out.push((rule, before));
+        }
+        Ok(out)
+    }
+
     /// Enables or disables a rule (a new version).
     pub fn set_enabled(
         &self,

@@ -3,7 +3,9 @@
 //! This crate owns the translation of Sigma YAML (unmodified files from SigmaHQ and the like)
 //! into [`tw_detect::Rule`]s: the logsource → stream table, field-name mapping, every value
 //! modifier of the Sigma specification, and the condition (kept as written: it becomes the
-//! condition string of named selections, which `tw-detect` evaluates).
+//! condition string of named selections, which `tw-detect` evaluates); and Sigma correlation
+//! rules (event_count, value_count, temporal, temporal_ordered), which become the native
+//! stateful kinds over their base rules' conditions ([`translate_file`]).
 //!
 //! Invariants:
 //! - a translation either yields a rule that validates, or fails with an error naming the
@@ -12,7 +14,9 @@
 //!   wildcards with Sigma's escapes, case-sensitive regexes unless `|re|i`;
 //! - translation is pure (no I/O): the caller supplies the configuration.
 
+mod collection;
 mod config;
+mod correlation;
 mod detection;
 mod modifiers;
 mod transforms;
@@ -21,6 +25,7 @@ use serde_json::{Map, Value};
 use tw_core::Severity;
 use tw_detect::{Condition, Rule, Selections};
 
+pub use collection::translate_file;
 pub use config::{FieldMapping, LogsourceMapping, SigmaConfig};
 
 /// Why a Sigma document could not be translated.
@@ -43,6 +48,16 @@ pub enum SigmaError {
         /// What is wrong.
         message: String,
         /// Where in the document.
+        place: String,
+    },
+    /// A correlation refers to a rule that is neither in its file nor loaded.
+    #[error(
+        "correlation refers to rule `{reference}`, which is neither in the same file (by `name` or `id`) nor loaded (by id) (at {place})"
+    )]
+    UnknownRule {
+        /// The reference as written.
+        reference: String,
+        /// Where in the document (`correlation.rules[1]`).
         place: String,
     },
     /// The translation is not a valid Tidewatch rule (for example a regex the linear-time
@@ -105,9 +120,31 @@ pub fn parse_yaml(text: &str) -> Result<Value, SigmaError> {
         .map_err(|error| SigmaError::Syntax(error.to_string()))
 }
 
-/// Translates Sigma YAML text into a validated native rule.
+/// Parses every document of Sigma YAML text (documents separated by `---`).
+pub fn parse_documents(text: &str) -> Result<Vec<Value>, SigmaError> {
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    };
+    serde_saphyr::from_multiple_with_options::<Value>(text, options)
+        .map_err(|error| SigmaError::Syntax(error.to_string()))
+}
+
+/// Translates Sigma YAML text that yields exactly one native rule: one detection rule, or one
+/// correlation with the rules it refers to in the same file (without `generate`). Files that
+/// yield several rules, or refer to loaded rules, go through [`translate_file`].
 pub fn translate(text: &str, config: &SigmaConfig) -> Result<Rule, SigmaError> {
-    translate_value(&parse_yaml(text)?, config)
+    let mut rules = translate_file(text, config, &|_| None)?;
+    if rules.len() != 1 {
+        return Err(SigmaError::unsupported(
+            format!(
+                "a file that yields {} rules where one is expected",
+                rules.len()
+            ),
+            "document",
+        ));
+    }
+    Ok(rules.remove(0))
 }
 
 /// Top-level keys that mark a document kind Tidewatch does not load, with the name used in
@@ -115,7 +152,7 @@ pub fn translate(text: &str, config: &SigmaConfig) -> Result<Rule, SigmaError> {
 const REFUSED_KINDS: &[(&str, &str)] = &[
     (
         "correlation",
-        "correlation rules (event_count, value_count, temporal)",
+        "correlation rules here (they are translated with the rules they refer to, by `translate_file`)",
     ),
     ("action", "rule collections (`action`)"),
     ("filter", "Sigma filter rules (`filter`)"),
@@ -134,28 +171,8 @@ pub fn translate_value(value: &Value, config: &SigmaConfig) -> Result<Rule, Sigm
     let id = required_text(document, "id")?;
     let title = required_text(document, "title")?;
     let description = optional_text(document, "description")?;
-    let severity = match document.get("level") {
-        None | Some(Value::Null) => Severity::default(),
-        Some(Value::String(level)) => level
-            .parse::<Severity>()
-            .map_err(|message| SigmaError::invalid(message, "level"))?,
-        Some(_) => return Err(SigmaError::invalid("expected a string", "level")),
-    };
-    let tags = match document.get("tags") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(index, item)| match item {
-                Value::String(tag) => Ok(tag.clone()),
-                _ => Err(SigmaError::invalid(
-                    "expected a string",
-                    format!("tags[{index}]"),
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(SigmaError::invalid("expected a list of strings", "tags")),
-    };
+    let severity = severity_of(document)?;
+    let tags = tags_of(document)?;
     let logsource = match document.get("logsource") {
         Some(Value::Object(logsource)) => logsource,
         _ => return Err(SigmaError::invalid("expected a mapping", "logsource")),
@@ -189,7 +206,40 @@ pub fn translate_value(value: &Value, config: &SigmaConfig) -> Result<Rule, Sigm
     Ok(rule)
 }
 
-fn required_text(document: &Map<String, Value>, key: &str) -> Result<String, SigmaError> {
+/// The `level` as a severity (the default when absent).
+pub(crate) fn severity_of(document: &Map<String, Value>) -> Result<Severity, SigmaError> {
+    match document.get("level") {
+        None | Some(Value::Null) => Ok(Severity::default()),
+        Some(Value::String(level)) => level
+            .parse::<Severity>()
+            .map_err(|message| SigmaError::invalid(message, "level")),
+        Some(_) => Err(SigmaError::invalid("expected a string", "level")),
+    }
+}
+
+/// The `tags`, as strings.
+pub(crate) fn tags_of(document: &Map<String, Value>) -> Result<Vec<String>, SigmaError> {
+    match document.get("tags") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| match item {
+                Value::String(tag) => Ok(tag.clone()),
+                _ => Err(SigmaError::invalid(
+                    "expected a string",
+                    format!("tags[{index}]"),
+                )),
+            })
+            .collect(),
+        Some(_) => Err(SigmaError::invalid("expected a list of strings", "tags")),
+    }
+}
+
+pub(crate) fn required_text(
+    document: &Map<String, Value>,
+    key: &str,
+) -> Result<String, SigmaError> {
     match document.get(key) {
         Some(Value::String(text)) if !text.trim().is_empty() => Ok(text.clone()),
         Some(Value::String(_)) => Err(SigmaError::invalid("must not be empty", key)),
@@ -198,7 +248,10 @@ fn required_text(document: &Map<String, Value>, key: &str) -> Result<String, Sig
     }
 }
 
-fn optional_text(document: &Map<String, Value>, key: &str) -> Result<String, SigmaError> {
+pub(crate) fn optional_text(
+    document: &Map<String, Value>,
+    key: &str,
+) -> Result<String, SigmaError> {
     match document.get(key) {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(text)) => Ok(text.trim_end().to_string()),

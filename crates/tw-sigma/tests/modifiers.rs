@@ -445,16 +445,20 @@ fn unsupported_constructs_are_refused_by_name() {
         "  sel:\n    A: 1",
         "required field is missing (at detection.condition)",
     );
-    let correlation =
-        "title: c\nid: x\ncorrelation:\n  type: event_count\n  rules: [a]\n  timespan: 5m\n";
+    // A correlation alone refers to a rule that is not there: refused, naming it.
+    let correlation = "title: c\nid: x\ncorrelation:\n  type: event_count\n  rules: [a]\n  timespan: 5m\n  condition: {gt: 1}\n";
     let error = translate(correlation, &SigmaConfig::default()).unwrap_err();
-    assert!(error.to_string().contains("correlation"), "{error}");
+    assert!(error.to_string().contains("refers to rule `a`"), "{error}");
+    // Every document of a file must be a valid rule.
     let multi = format!(
         "{}---\ntitle: second\n",
         sigma("  sel:\n    A: 1\n  condition: sel")
     );
     let error = translate(&multi, &SigmaConfig::default()).unwrap_err();
-    assert!(error.to_string().contains("multi-document"), "{error}");
+    assert!(error.to_string().contains("document 2"), "{error}");
+    // Rule collections (`action: global`) stay refused.
+    let error = translate("action: global\ntitle: t\n", &SigmaConfig::default()).unwrap_err();
+    assert!(error.to_string().contains("rule collections"), "{error}");
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //!
 //! A sequence is found by scanning the buffer: from each first-step event, the earliest later
 //! event of each next step, all within `maxspan` of the first, with no `until` event after the
-//! first step and before the last one. Without `until`, a found sequence fires at once (later
+//! first step and before the last one. An unordered sequence (`ordered: false`) starts at any
+//! step's event and takes each later event that satisfies a step not yet covered, until every
+//! step is. Without `until`, a found sequence fires at once (later
 //! arrivals cannot undo it); with `until`, it fires once the watermark passes its last step, when
 //! no cancelling event can still arrive.
 
@@ -43,6 +45,7 @@ struct Shape {
     steps: usize,
     maxspan_ms: i64,
     has_until: bool,
+    ordered: bool,
 }
 
 fn shape(ctx: &Ctx) -> Option<Shape> {
@@ -51,11 +54,13 @@ fn shape(ctx: &Ctx) -> Option<Shape> {
             steps,
             maxspan_ms,
             until,
+            ordered,
             ..
         } => Some(Shape {
             steps: steps.len(),
             maxspan_ms: *maxspan_ms,
             has_until: until.is_some(),
+            ordered: *ordered,
         }),
         _ => None,
     }
@@ -137,6 +142,9 @@ impl Sequences {
 /// Indexes into `buffer` of the earliest complete sequence, if any. With `confirmed_until`,
 /// only a sequence whose last step is at or before it counts (`until` rules).
 fn find(buffer: &[Buffered], shape: &Shape, confirmed_until: Option<i64>) -> Option<Vec<usize>> {
+    if !shape.ordered {
+        return find_unordered(buffer, shape, confirmed_until);
+    }
     for (first, start) in buffer.iter().enumerate() {
         if start.steps & 1 == 0 {
             continue;
@@ -155,6 +163,46 @@ fn find(buffer: &[Buffered], shape: &Shape, confirmed_until: Option<i64>) -> Opt
             if event.steps & (1 << chosen.len()) != 0 {
                 chosen.push(index);
                 if chosen.len() == shape.steps {
+                    return Some(chosen);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// [`find`] for unordered steps: from each event that satisfies a step, the later events (within
+/// `maxspan`, before any `until`) that each satisfy a step not yet covered.
+fn find_unordered(
+    buffer: &[Buffered],
+    shape: &Shape,
+    confirmed_until: Option<i64>,
+) -> Option<Vec<usize>> {
+    let all: u32 = if shape.steps >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << shape.steps) - 1
+    };
+    for (first, start) in buffer.iter().enumerate() {
+        if start.steps == 0 || confirmed_until.is_some_and(|limit| start.time > limit) {
+            continue;
+        }
+        let mut covered = start.steps & all;
+        let mut chosen = vec![first];
+        if covered == all {
+            return Some(chosen);
+        }
+        for (index, event) in buffer.iter().enumerate().skip(first + 1) {
+            if event.time - start.time > shape.maxspan_ms
+                || confirmed_until.is_some_and(|limit| event.time > limit)
+                || event.until
+            {
+                break;
+            }
+            if event.steps & all & !covered != 0 {
+                covered |= event.steps & all;
+                chosen.push(index);
+                if covered == all {
                     return Some(chosen);
                 }
             }

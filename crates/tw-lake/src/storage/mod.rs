@@ -70,7 +70,7 @@ pub struct LakeStorage {
 
 enum Backend {
     Local(LocalDisk),
-    S3(S3Bucket),
+    S3(Box<S3Bucket>),
 }
 
 impl std::fmt::Debug for LakeStorage {
@@ -87,7 +87,9 @@ impl LakeStorage {
     pub fn open(location: &LakeLocation) -> Result<LakeStorage, LakeError> {
         let backend = match location {
             LakeLocation::Local(root) => Backend::Local(LocalDisk::open(root)?),
-            LakeLocation::S3 { url, connection } => Backend::S3(S3Bucket::open(url, connection)?),
+            LakeLocation::S3 { url, connection } => {
+                Backend::S3(Box::new(S3Bucket::open(url, connection)?))
+            }
         };
         Ok(LakeStorage {
             backend: Arc::new(backend),

@@ -48,9 +48,17 @@ fn format_of(headers: &HeaderMap) -> RuleFormat {
     }
 }
 
-/// A native rule (YAML or JSON), or a Sigma rule (YAML with top-level `detection:` and
-/// `logsource:`), translated with the server's Sigma settings.
-fn parse_body(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Rule, ApiError> {
+/// A Sigma file translated with the server's Sigma settings; a correlation's references that
+/// the file does not hold are looked up among the stored rules. The main rule comes first.
+fn translate_sigma(state: &AppState, text: &str) -> Result<Vec<Rule>, String> {
+    tw_sigma::translate_file(text, &state.sigma, &|id| state.rules.get(id))
+        .map_err(|e| e.to_string())
+}
+
+/// A native rule (YAML or JSON), or a Sigma file (YAML with top-level `detection:` and
+/// `logsource:`, or `correlation:`): the rules to store, the main one first (a Sigma
+/// correlation with `generate: true` also stores the rules it refers to).
+fn parse_body(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Vec<Rule>, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("rule body is not UTF-8"))?;
     let unprocessable = |message: String| ApiError::BadRequest {
@@ -58,9 +66,23 @@ fn parse_body(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Rul
         message,
     };
     if tw_sigma::is_sigma(text) {
-        return tw_sigma::translate(text, &state.sigma).map_err(|e| unprocessable(e.to_string()));
+        return translate_sigma(state, text).map_err(unprocessable);
     }
-    parse_rule(text, format_of(headers)).map_err(|e| unprocessable(e.to_string()))
+    parse_rule(text, format_of(headers))
+        .map(|rule| vec![rule])
+        .map_err(|e| unprocessable(e.to_string()))
+}
+
+/// The main rule as JSON, with `also_stored` listing the ids of the other rules of the body.
+fn with_others(main: &Rule, others: &[(Rule, Option<Rule>)]) -> Value {
+    let mut value = serde_json::to_value(main).unwrap_or(Value::Null);
+    if !others.is_empty()
+        && let Value::Object(object) = &mut value
+    {
+        let ids: Vec<&str> = others.iter().map(|(rule, _)| rule.id.as_str()).collect();
+        object.insert("also_stored".into(), json!(ids));
+    }
+    value
 }
 
 pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Json<Vec<Rule>> {
@@ -82,10 +104,11 @@ pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Rule>), ApiError> {
-    let rule = parse_body(&state, &headers, &body)?;
-    let (stored, _) = state.rules.upsert(rule, &who(&headers), false)?;
-    Ok((StatusCode::CREATED, Json(stored)))
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let rules = parse_body(&state, &headers, &body)?;
+    let mut stored = state.rules.upsert_all(rules, &who(&headers), false)?;
+    let (main, _) = stored.remove(0);
+    Ok((StatusCode::CREATED, Json(with_others(&main, &stored))))
 }
 
 pub(crate) async fn put(
@@ -94,14 +117,15 @@ pub(crate) async fn put(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let rule = parse_body(&state, &headers, &body)?;
-    if rule.id != id {
+    let rules = parse_body(&state, &headers, &body)?;
+    if rules[0].id != id {
         return Err(ApiError::bad_request(format!(
             "the rule's id {:?} does not match the URL's {id:?}",
-            rule.id
+            rules[0].id
         )));
     }
-    let (stored, before) = state.rules.upsert(rule, &who(&headers), true)?;
+    let mut all = state.rules.upsert_all(rules, &who(&headers), true)?;
+    let (stored, before) = all.remove(0);
     // Window state survives when only bookkeeping changed (title, severity, sinks...).
     let state_kept = match (&before, stored.compile()) {
         (Some(before), Ok(after)) => before
@@ -109,9 +133,12 @@ pub(crate) async fn put(
             .is_ok_and(|before| before.same_definition(&after)),
         _ => false,
     };
-    Ok(Json(
-        json!({ "rule": stored, "created": before.is_none(), "state_reset": before.is_some() && !state_kept }),
-    ))
+    let mut answer = json!({ "rule": stored, "created": before.is_none(), "state_reset": before.is_some() && !state_kept });
+    if !all.is_empty() {
+        let ids: Vec<&str> = all.iter().map(|(rule, _)| rule.id.as_str()).collect();
+        answer["also_stored"] = json!(ids);
+    }
+    Ok(Json(answer))
 }
 
 pub(crate) async fn delete(
@@ -185,9 +212,10 @@ pub(crate) async fn test(
         Value::String(text) => text.clone(),
         other => other.to_string(),
     };
-    // A Sigma rule can be dry-run before it is stored, like a native one.
+    // A Sigma rule can be dry-run before it is stored, like a native one (a file's main rule:
+    // a correlation is dry-run, not the rules it refers to).
     let parsed = if tw_sigma::is_sigma(&text) {
-        tw_sigma::translate(&text, &state.sigma).map_err(|e| e.to_string())
+        translate_sigma(&state, &text).map(|mut rules| rules.remove(0))
     } else {
         parse_rule(&text, RuleFormat::Auto).map_err(|e| e.to_string())
     };

@@ -1,0 +1,181 @@
+//! A Sigma file → the native rules it loads.
+//!
+//! A file holds one document or several separated by `---` (the Sigma convention for a
+//! correlation and the rules it refers to). Detection documents translate one by one;
+//! a correlation document refers to rules by `name` or `id`, resolved first in the same file,
+//! then among the rules already loaded (by rule id, which is a Sigma rule's `id`). A detection
+//! rule referred to by a correlation loads as a rule of its own only with `generate: true`.
+//! Every document must translate, or the whole file is refused.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+use tw_detect::Rule;
+
+use crate::correlation;
+use crate::{SigmaConfig, SigmaError, parse_documents, translate_value};
+
+/// Translates every document of a Sigma file. The first rule is the file's main rule: its
+/// first correlation, or its first detection rule when it has no correlation.
+/// `loaded` finds a rule already loaded by id (for references the file does not resolve).
+pub fn translate_file(
+    text: &str,
+    config: &SigmaConfig,
+    loaded: &dyn Fn(&str) -> Option<Rule>,
+) -> Result<Vec<Rule>, SigmaError> {
+    let documents = parse_documents(text)?;
+    if documents.is_empty() {
+        return Err(SigmaError::invalid(
+            "the file holds no document",
+            "document",
+        ));
+    }
+    let several = documents.len() > 1;
+    // Errors in a file of several documents say which one.
+    let locate = |index: usize, error: SigmaError| -> SigmaError {
+        if !several {
+            return error;
+        }
+        let at = |place: String| format!("document {}: {place}", index + 1);
+        match error {
+            SigmaError::Unsupported { feature, place } => SigmaError::Unsupported {
+                feature,
+                place: at(place),
+            },
+            SigmaError::Invalid { message, place } => SigmaError::Invalid {
+                message,
+                place: at(place),
+            },
+            SigmaError::UnknownRule { reference, place } => SigmaError::UnknownRule {
+                reference,
+                place: at(place),
+            },
+            SigmaError::Rule(error) => SigmaError::Invalid {
+                message: format!("cannot be evaluated: {error}"),
+                place: format!("document {}", index + 1),
+            },
+            other => other,
+        }
+    };
+    let mut objects: Vec<&Map<String, Value>> = Vec::with_capacity(documents.len());
+    for (index, document) in documents.iter().enumerate() {
+        match document {
+            Value::Object(object) => objects.push(object),
+            _ => {
+                return Err(locate(
+                    index,
+                    SigmaError::invalid("expected a mapping", "document"),
+                ));
+            }
+        }
+    }
+    // References: a document's `name` and `id`.
+    let mut by_reference: BTreeMap<&str, usize> = BTreeMap::new();
+    for (index, object) in objects.iter().enumerate() {
+        for key in ["name", "id"] {
+            if let Some(Value::String(reference)) = object.get(key)
+                && by_reference
+                    .insert(reference, index)
+                    .is_some_and(|i| i != index)
+            {
+                return Err(locate(
+                    index,
+                    SigmaError::invalid(format!("`{reference}` names two documents"), key),
+                ));
+            }
+        }
+    }
+    let mut detections: BTreeMap<usize, Rule> = BTreeMap::new();
+    for (index, object) in objects.iter().enumerate() {
+        if !is_correlation(object) {
+            let rule = translate_value(&documents[index], config).map_err(|e| locate(index, e))?;
+            detections.insert(index, rule);
+        }
+    }
+    let mut correlations = Vec::new();
+    // Detection documents referred to by a correlation, and whether one asks to generate them.
+    let mut referred: BTreeMap<usize, bool> = BTreeMap::new();
+    for (index, object) in objects.iter().enumerate() {
+        if !is_correlation(object) {
+            continue;
+        }
+        let section = correlation::read(object).map_err(|e| locate(index, e))?;
+        let mut bases = Vec::with_capacity(section.rules.len());
+        for (position, reference) in section.rules.iter().enumerate() {
+            let place = format!("correlation.rules[{position}]");
+            let base = match by_reference.get(reference.as_str()) {
+                Some(&target) if is_correlation(objects[target]) => {
+                    return Err(locate(
+                        index,
+                        SigmaError::unsupported(
+                            format!(
+                                "a correlation of the correlation `{reference}` (chained correlations)"
+                            ),
+                            place,
+                        ),
+                    ));
+                }
+                Some(target) => {
+                    let generate = referred.entry(*target).or_default();
+                    *generate |= section.generate;
+                    detections[target].clone()
+                }
+                None => match loaded(reference) {
+                    Some(rule) if is_stateful(&rule) => {
+                        return Err(locate(
+                            index,
+                            SigmaError::unsupported(
+                                format!(
+                                    "a correlation of the stateful rule `{reference}` (chained correlations; refer to single-event rules)"
+                                ),
+                                place,
+                            ),
+                        ));
+                    }
+                    Some(rule) => rule,
+                    None => {
+                        return Err(locate(
+                            index,
+                            SigmaError::UnknownRule {
+                                reference: reference.clone(),
+                                place,
+                            },
+                        ));
+                    }
+                },
+            };
+            bases.push((reference.clone(), base));
+        }
+        let rule =
+            correlation::build(object, &section, &bases, config).map_err(|e| locate(index, e))?;
+        correlations.push(rule);
+    }
+    let mut rules = correlations;
+    for (index, rule) in detections {
+        if referred.get(&index).is_none_or(|generate| *generate) {
+            rules.push(rule);
+        }
+    }
+    let mut ids = BTreeSet::new();
+    for rule in &rules {
+        if !ids.insert(rule.id.clone()) {
+            return Err(SigmaError::invalid(
+                format!("two rules of the file have the id `{}`", rule.id),
+                "id",
+            ));
+        }
+    }
+    Ok(rules)
+}
+
+fn is_correlation(object: &Map<String, Value>) -> bool {
+    object.contains_key("correlation")
+}
+
+/// Whether a loaded rule is itself an aggregate (it cannot be a correlation's base rule).
+fn is_stateful(rule: &Rule) -> bool {
+    rule.threshold.is_some()
+        || rule.distinct.is_some()
+        || rule.sequence.is_some()
+        || rule.new_value.is_some()
+}
