@@ -1,6 +1,7 @@
 //! The lake on a real S3-compatible server (moto's server mode from the test venv): the
 //! storage API behaves as on disk, and the writer's start deletes and cuts files past the
-//! committed offsets in the bucket, so a replay ends with each offset once.
+//! committed offsets in the bucket, so a replay ends with each offset once; compaction and
+//! retention merge and delete objects in the bucket.
 
 mod common;
 
@@ -257,4 +258,48 @@ fn start_deletes_and_cuts_s3_files_past_the_committed_offsets() {
         expected(&[(0, 12), (1, 5), (3, 5)]),
         "each offset once in the bucket"
     );
+}
+
+#[test]
+fn compaction_and_retention_work_in_the_bucket() {
+    let moto = Moto::start("lake");
+    let lake = Lake::open(LakeConfig {
+        flush_max_rows: 5,
+        location: moto.location("s3://lake/t"),
+        compaction: tw_lake::CompactionConfig {
+            grace_ms: 0,
+            ..Default::default()
+        },
+        ..config(std::path::Path::new("unused"))
+    })
+    .unwrap();
+    lake.use_stream_settings(std::sync::Arc::new(|_| tw_core::StreamLakeConfig {
+        retention: Some("30d".to_string()),
+        ..Default::default()
+    }));
+    let mut writer = lake.writer();
+    writer.start(&Default::default()).unwrap();
+    for first in [0, 5, 10, 15] {
+        writer.handle(&numbered("ct", 0, first, 5)).unwrap();
+    }
+    assert_eq!(lake.storage().list("ct").unwrap().len(), 4);
+    let now = tw_core::now_ms();
+
+    // The first pass merges (inputs superseded), the second deletes the inputs (grace 0).
+    let report = lake.compact(now, 0).unwrap();
+    assert_eq!((report.files_compacted, report.files_written), (4, 1));
+    assert_eq!(lake.compact(now, 0).unwrap().superseded_deleted, 4);
+    assert_eq!(
+        names(&lake.storage().list("ct").unwrap()),
+        [
+            "ct/year=2024/month=05/day=01/hour=10/p000-00000000000000000000-00000000000000000019.parquet"
+        ]
+    );
+    assert_eq!(stored_keys(&lake, "ct"), expected(&[(0, 20)]));
+
+    // 2024 is older than 30 days: retention empties the stream's objects, not the catalog.
+    let report = lake.apply_retention(now).unwrap();
+    assert_eq!((report.hours_deleted, report.files_deleted), (1, 1));
+    assert!(lake.storage().list("ct").unwrap().is_empty());
+    assert!(!lake.storage().list("_catalog").unwrap().is_empty());
 }
