@@ -100,14 +100,16 @@ async fn hostile_bodies_are_refused_and_nothing_breaks() {
         "{outcome}"
     );
 
-    // A body over the size limit: 413.
-    let (status, _) = status_and_error(
-        post(vec![b' '; 5 << 20], "application/x-ndjson", None)
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 413);
+    // A body over the size limit: 413. The server answers as soon as the limit is crossed and
+    // closes the connection; a client still sending may see that as a broken pipe instead of
+    // the answer (a race of the client, not a server failure: health is checked below).
+    match post(vec![b' '; 5 << 20], "application/x-ndjson", None).await {
+        Ok(response) => assert_eq!(status_and_error(response).await.0, 413),
+        Err(error) => assert!(
+            format!("{error:?}").contains("BodyWrite"),
+            "only a cut while sending is acceptable: {error:?}"
+        ),
+    }
 
     // A gzip bomb: 200 MB of zeros in ~200 KB: 413, and memory stays bounded.
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
