@@ -122,7 +122,7 @@ async fn elasticsearch_py_bulk_stores_valid_docs_once_and_reports_the_rest() {
         dir.path(),
         "bulk.py",
         SCRIPT,
-        &[server.url.clone()],
+        std::slice::from_ref(&server.url),
         &[],
     )
     .await;

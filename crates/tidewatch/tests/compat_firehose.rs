@@ -104,7 +104,7 @@ async fn boto3_put_record_batch_reports_failures_per_record() {
         dir.path(),
         "firehose.py",
         SCRIPT,
-        &[server.url.clone()],
+        std::slice::from_ref(&server.url),
         &[],
     )
     .await;

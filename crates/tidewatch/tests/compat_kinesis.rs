@@ -143,7 +143,7 @@ async fn boto3_kinesis_producer_and_consumer_work_unchanged() {
         dir.path(),
         "kinesis.py",
         SCRIPT,
-        &[server.url.clone()],
+        std::slice::from_ref(&server.url),
         &[],
     )
     .await;
