@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Server, write};
+use common::{Server, start_acked_sender, write};
 
 const ROUNDS: u64 = 20;
 const BATCH: u64 = 250;
@@ -31,41 +31,15 @@ async fn kill_nine_during_ingest_loses_nothing_acknowledged_and_duplicates_nothi
     let mut seed = 0x1234_5678_u64;
     for round in 0..ROUNDS {
         let server = Arc::new(Server::start(&data, Some(&config), &[]));
-        let sender = {
-            let (server, acked) = (server.clone(), acked.clone());
-            let first = next_id;
-            tokio::spawn(async move {
-                let mut id = first;
-                loop {
-                    let body: String = (id..id + BATCH)
-                        .map(|i| format!(r#"{{"id":{i},"round":{round},"eventTime":"2024-03-01T{:02}:{:02}:00Z","pad":"{}"}}"#, (i / 60) % 24, i % 60, "x".repeat(200)))
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    let response = server
-                        .client
-                        .post(format!("{}/api/v1/streams/crash/events", server.url))
-                        .body(body)
-                        .send()
-                        .await;
-                    match response {
-                        Ok(response) if response.status().is_success() => {
-                            acked.lock().unwrap().extend(id..id + BATCH);
-                        }
-                        _ => return,
-                    }
-                    id += BATCH;
-                    // Sustained, not flat-out: keeps the debug-build consumers' backlog small.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-        };
-        // Wait for this round's first acknowledged batch, then kill at a pseudo-random moment.
-        let started = std::time::Instant::now();
-        while !acked.lock().unwrap().contains(&next_id)
-            && started.elapsed() < Duration::from_secs(30)
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let sender = start_acked_sender(
+            server.clone(),
+            "crash",
+            next_id,
+            BATCH,
+            move |i| format!(r#"{{"id":{i},"round":{round},"eventTime":"2024-03-01T{:02}:{:02}:00Z","pad":"{}"}}"#, (i / 60) % 24, i % 60, "x".repeat(200)),
+            acked.clone(),
+        )
+        .await;
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Server, generate, write};
+use common::{Server, generate, start_acked_sender, write};
 use moto::{KEY, Moto, python};
 
 const BUCKET: &str = "tidewatch-lake";
@@ -167,39 +167,21 @@ async fn kill_nine_during_ingest_into_an_s3_lake_keeps_exactly_once() {
     let mut next_id = 0u64;
     for (round, delay_ms) in (0..ROUNDS).zip([700u64, 1_300]) {
         let server = Arc::new(Server::start(&data, Some(&config), &[]));
-        let sender = {
-            let (server, acked) = (server.clone(), acked.clone());
-            let first = next_id;
-            tokio::spawn(async move {
-                let mut id = first;
-                loop {
-                    let body: String = (id..id + BATCH)
-                        .map(|i| format!(r#"{{"id":{i},"round":{round},"eventTime":"2024-03-01T{:02}:{:02}:00Z"}}"#, (i / 60) % 24, i % 60))
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    let response = server
-                        .client
-                        .post(format!("{}/api/v1/streams/crash/events", server.url))
-                        .body(body)
-                        .send()
-                        .await;
-                    match response {
-                        Ok(response) if response.status().is_success() => {
-                            acked.lock().unwrap().extend(id..id + BATCH);
-                        }
-                        _ => return,
-                    }
-                    id += BATCH;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-        };
-        let started = std::time::Instant::now();
-        while !acked.lock().unwrap().contains(&next_id)
-            && started.elapsed() < Duration::from_secs(30)
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let sender = start_acked_sender(
+            server.clone(),
+            "crash",
+            next_id,
+            BATCH,
+            move |i| {
+                format!(
+                    r#"{{"id":{i},"round":{round},"eventTime":"2024-03-01T{:02}:{:02}:00Z"}}"#,
+                    (i / 60) % 24,
+                    i % 60
+                )
+            },
+            acked.clone(),
+        )
+        .await;
         // Long enough for several flushes to the bucket, then kill mid-stream.
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         let _ = std::process::Command::new("kill")

@@ -2,9 +2,11 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -269,4 +271,42 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     }
     std::fs::write(&path, text).expect("write");
     path
+}
+
+/// Sustained ingest for kill -9 tests: posts NDJSON batches of `batch` events to `stream`,
+/// ids counting up from `first` (`line(id)` is the event), records each acknowledged id in
+/// `acked`, and stops at the first request that fails (the server was killed). Returns once the
+/// first batch is acknowledged (or after 30 s), with the sender still running.
+pub async fn start_acked_sender(
+    server: Arc<Server>,
+    stream: &str,
+    first: u64,
+    batch: u64,
+    line: impl Fn(u64) -> String + Send + 'static,
+    acked: Arc<Mutex<BTreeSet<u64>>>,
+) -> tokio::task::JoinHandle<()> {
+    let url = format!("{}/api/v1/streams/{stream}/events", server.url);
+    let sender = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            let mut id = first;
+            loop {
+                let body: String = (id..id + batch).map(&line).collect::<Vec<_>>().join("\n");
+                match server.client.post(&url).body(body).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        acked.lock().unwrap().extend(id..id + batch);
+                    }
+                    _ => return,
+                }
+                id += batch;
+                // Sustained, not flat-out: keeps the debug-build consumers' backlog small.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    while !acked.lock().unwrap().contains(&first) && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sender
 }
