@@ -181,9 +181,8 @@ impl DetectionConsumer {
         }
         let fresh = self
             .alerts
-            .insert(self.pending.clone())
+            .insert_pending(&mut self.pending)
             .map_err(|e| self.error(e))?;
-        self.pending.clear();
         for alert in &fresh {
             metrics::counter!("tidewatch_alerts_total", "stream" => alert.stream.clone())
                 .increment(1);

@@ -27,6 +27,9 @@ use tw_server::{AppState, RuleRegistry};
 use crate::config::Config;
 use crate::detection::DetectionConsumer;
 
+/// `nice` of the lake and search consumer threads (ingest and detection keep 0).
+const BACKGROUND_NICE: i32 = 10;
+
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     config.validate()?;
@@ -115,12 +118,19 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     );
 
     let stop_consumers = Arc::new(AtomicBool::new(false));
+    // The lake and search consumers (and the Parquet encoding and index merges they start)
+    // run at a lower priority than ingest and detection: when the CPUs are busy, alerts and
+    // acknowledgements come first and the lake and search catch up when there is slack.
+    let background = RunnerConfig {
+        nice: BACKGROUND_NICE,
+        ..RunnerConfig::default()
+    };
     let lake_consumer = spawn_consumer(
         Box::new(lake.writer()),
         log.clone(),
         offsets.clone(),
         dlq.clone(),
-        RunnerConfig::default(),
+        background.clone(),
         stop_consumers.clone(),
     )?;
     // Its own consumer (offsets under `search`): it commits every second, the lake every 10 s.
@@ -151,7 +161,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         log.clone(),
         offsets.clone(),
         dlq.clone(),
-        RunnerConfig::default(),
+        background,
         stop_consumers.clone(),
     )?;
     let detect_dir = data.join("detect");

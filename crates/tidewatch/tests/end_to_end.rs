@@ -46,6 +46,20 @@ flush_max_age_ms = 300
 max_result_rows = 1000000
 "#;
 
+/// The nice value of the thread of process `pid` named `name` (`/proc/{pid}/task/*/stat`).
+fn thread_nice(pid: u32, name: &str) -> Option<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            (head.split_once('(')?.1 == name).then_some(())?;
+            // Field 19 (nice) is the 17th after the command name.
+            rest.split_whitespace().nth(16)?.parse().ok()
+        })
+}
+
 fn is_failed_login(event: &Value) -> bool {
     event["eventName"] == "ConsoleLogin" && !event["errorMessage"].is_null()
 }
@@ -80,6 +94,11 @@ async fn ingest_detect_lake_and_sql_agree_exactly_across_a_restart() {
         Some(&config),
         &["--rules-dir", rules.to_str().unwrap()],
     );
+
+    // Ingest and detection keep the normal priority; the lake and search consumers yield.
+    assert_eq!(thread_nice(server.pid(), "consumer-detect"), Some(0));
+    assert_eq!(thread_nice(server.pid(), "consumer-lake"), Some(10));
+    assert_eq!(thread_nice(server.pid(), "consumer-search"), Some(10));
 
     let text = generate("cloudtrail", 30_000, 7, 2000);
     let lines: Vec<&str> = text.lines().collect();

@@ -245,36 +245,54 @@ impl AlertStore {
     /// Stores the alerts whose `dedup_key` is not stored yet (nor repeated earlier in the same
     /// batch), fsyncs, then announces them to subscribers. Returns the newly stored alerts, in
     /// input order. On error nothing of this batch is stored.
-    pub fn insert(&self, alerts: Vec<Alert>) -> Result<Vec<Alert>, AlertError> {
+    pub fn insert(&self, mut alerts: Vec<Alert>) -> Result<Vec<Alert>, AlertError> {
+        self.insert_pending(&mut alerts)
+    }
+
+    /// [`insert`](Self::insert) for a caller that keeps the alerts to retry them: on success
+    /// `pending` is emptied (its alerts moved, not copied, into the answer), on error it is
+    /// left as it was.
+    pub fn insert_pending(&self, pending: &mut Vec<Alert>) -> Result<Vec<Alert>, AlertError> {
         let mut state = self.lock();
-        let mut batch_keys = HashSet::new();
-        let fresh: Vec<Alert> = alerts
-            .into_iter()
-            .filter(|alert| {
-                !state.dedup_keys.contains(&alert.dedup_key)
-                    && batch_keys.insert(alert.dedup_key.clone())
-            })
-            .collect();
-        if fresh.is_empty() {
-            return Ok(fresh);
-        }
+        let mut is_fresh = vec![false; pending.len()];
         let mut bytes = Vec::new();
-        let mut line_ends = Vec::with_capacity(fresh.len());
-        for alert in &fresh {
-            serde_json::to_writer(&mut bytes, alert).map_err(|source| AlertError::Encode {
-                id: alert.id.clone(),
-                source,
-            })?;
-            line_ends.push(bytes.len());
-            bytes.push(b'\n');
+        let mut line_ends = Vec::new();
+        {
+            let mut batch_keys = HashSet::new();
+            for (alert, fresh) in pending.iter().zip(&mut is_fresh) {
+                if state.dedup_keys.contains(&alert.dedup_key)
+                    || !batch_keys.insert(alert.dedup_key.as_str())
+                {
+                    continue;
+                }
+                *fresh = true;
+                serde_json::to_writer(&mut bytes, alert).map_err(|source| AlertError::Encode {
+                    id: alert.id.clone(),
+                    source,
+                })?;
+                line_ends.push(bytes.len());
+                bytes.push(b'\n');
+            }
+        }
+        if line_ends.is_empty() {
+            pending.clear();
+            return Ok(Vec::new());
         }
         state.append(&self.inner.path, &bytes)?;
+        let fresh: Vec<Alert> = pending
+            .drain(..)
+            .zip(is_fresh)
+            .filter_map(|(alert, fresh)| fresh.then_some(alert))
+            .collect();
+        let announce = self.inner.subscribers.receiver_count() > 0;
         let mut line_start = 0;
         for (alert, line_end) in fresh.iter().zip(line_ends) {
             state.remember(alert, &bytes[line_start..line_end]);
             line_start = line_end + 1;
-            // No subscriber is not an error: SSE clients come and go.
-            let _ = self.inner.subscribers.send(alert.clone());
+            if announce {
+                // A subscriber leaving meanwhile is not an error: SSE clients come and go.
+                let _ = self.inner.subscribers.send(alert.clone());
+            }
         }
         Ok(fresh)
     }

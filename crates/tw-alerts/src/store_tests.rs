@@ -68,6 +68,23 @@ fn insert_drops_known_and_repeated_keys_and_announces_only_new_alerts() {
 }
 
 #[test]
+fn insert_pending_moves_the_stored_alerts_out_and_empties_the_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = AlertStore::open(dir.path()).expect("open");
+    let mut pending = vec![simple("a", 1), simple("b", 2), simple("a", 3)];
+    let stored = store.insert_pending(&mut pending).expect("insert");
+    assert_eq!(stored, vec![simple("a", 1), simple("b", 2)]);
+    assert!(pending.is_empty());
+    let mut known = vec![simple("b", 5)];
+    assert_eq!(store.insert_pending(&mut known).expect("insert"), vec![]);
+    assert!(known.is_empty(), "a batch of known keys is done with too");
+    drop(store);
+    let reopened = AlertStore::open(dir.path()).expect("reopen");
+    assert_eq!(reopened.len(), 2);
+    assert_eq!(reopened.get(&Alert::id_for("b")), Some(simple("b", 2)));
+}
+
+#[test]
 fn list_filters_and_orders_newest_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = AlertStore::open(dir.path()).expect("open");

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tw_core::{Alert, EventLocation, FieldPath, Record};
 
 use crate::compile::CompiledRule;
+use crate::prefilter::Prefilter;
 use crate::spec::Kind;
 use crate::state::{Ctx, Hit, RuleState, Suppressions};
 
@@ -151,6 +152,8 @@ impl ActiveRule {
 pub(crate) struct StreamRules {
     paths: Vec<FieldPath>,
     pub(crate) rules: Vec<ActiveRule>,
+    /// Which of `rules` an event can match at all (built by `set_rules`).
+    prefilter: Prefilter,
 }
 
 /// Evaluates batches of events against the loaded rules. Not thread-safe by itself: one engine
@@ -235,6 +238,18 @@ impl Engine {
             };
             stream.rules.push(active);
         }
+        for stream in self.streams.values_mut() {
+            let requirements = stream
+                .rules
+                .iter()
+                .map(|active| {
+                    let mut required = active.rule.required()?;
+                    required.path = active.path_map[required.path];
+                    Some(required)
+                })
+                .collect();
+            stream.prefilter = Prefilter::new(requirements);
+        }
         reset
     }
 
@@ -280,11 +295,21 @@ impl Engine {
         };
         let lateness = self.config.allowed_lateness_ms.max(0);
         let mut max_time = self.max_event_time.get(stream).copied();
-        let StreamRules { paths, rules } = rules;
+        let StreamRules {
+            paths,
+            rules,
+            prefilter,
+        } = rules;
         // One cache slot per distinct path of the stream, reused for every event of the batch.
         let mut cache: Vec<Option<Option<&Value>>> = vec![None; paths.len()];
+        let (mut candidates, mut scratch) = (Vec::with_capacity(rules.len()), String::new());
         for (index, (record, event)) in records.iter().zip(events).enumerate() {
             cache.fill(None);
+            prefilter.mark(
+                &mut |global| *cache[global].get_or_insert_with(|| paths[global].get(event)),
+                &mut candidates,
+                &mut scratch,
+            );
             // `event` may hold only the fields the rules read (see `tw_core::FieldSelection`);
             // an event that goes into an alert is parsed whole from its record, once.
             let mut whole: Option<Value> = None;
@@ -295,13 +320,17 @@ impl Engine {
                 offset: record.offset,
             };
             let timed = index % TIMING_SAMPLE == 0;
-            for active in rules.iter_mut() {
-                let started = timed.then(std::time::Instant::now);
+            for (active, candidate) in rules.iter_mut().zip(&candidates) {
                 if active.state.is_late(&active.rule, event_time, watermark) {
                     active.stats.late_events += 1;
                     continue;
                 }
                 active.stats.evaluated += 1;
+                if !candidate {
+                    // Decided by the prefilter: the condition cannot hold.
+                    continue;
+                }
+                let started = timed.then(std::time::Instant::now);
                 let path_map = &active.path_map;
                 let mut matched = active.rule.matches_with(&mut |local| {
                     let global = path_map[local];

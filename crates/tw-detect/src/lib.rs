@@ -31,6 +31,7 @@ mod engine;
 mod error;
 mod matcher;
 mod parse;
+mod prefilter;
 mod selection;
 mod spec;
 mod state;

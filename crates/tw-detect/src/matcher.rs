@@ -184,7 +184,7 @@ impl std::fmt::Write for TextBuffer {
 }
 
 /// The text of a scalar: strings as they are, numbers and booleans in JSON spelling.
-fn scalar_text<'a>(value: &'a Value, buffer: &'a mut TextBuffer) -> Option<&'a str> {
+pub(crate) fn scalar_text<'a>(value: &'a Value, buffer: &'a mut TextBuffer) -> Option<&'a str> {
     match value {
         Value::String(text) => Some(text),
         Value::Bool(true) => Some("true"),

@@ -26,6 +26,11 @@ pub struct RunnerConfig {
     pub tick_interval: Duration,
     /// Sleep when there is nothing to read (bounds the added latency).
     pub idle_sleep: Duration,
+    /// Scheduling priority of the consumer's thread as a `nice` value (0 normal, 19 lowest);
+    /// threads it starts inherit it. A background consumer (lake, search) given a positive
+    /// value yields the CPU to ingest and detection when both want it, so alert latency does
+    /// not depend on how busy indexing is; it catches up when the CPU has slack.
+    pub nice: i32,
 }
 
 impl Default for RunnerConfig {
@@ -36,6 +41,7 @@ impl Default for RunnerConfig {
             commit_interval: Duration::from_secs(1),
             tick_interval: Duration::from_millis(200),
             idle_sleep: Duration::from_millis(2),
+            nice: 0,
         }
     }
 }
@@ -132,6 +138,9 @@ pub fn spawn_consumer(
     let thread = std::thread::Builder::new()
         .name(format!("consumer-{name}"))
         .spawn(move || {
+            if config.nice != 0 {
+                lower_thread_priority(&name, config.nice);
+            }
             let mut runner = Runner {
                 consumer,
                 log,
@@ -150,6 +159,14 @@ pub fn spawn_consumer(
             }
         })?;
     Ok(RunningConsumer { progress, thread })
+}
+
+/// Lowers the calling thread's priority. Failing is not fatal: the consumer then runs at
+/// normal priority, which is logged.
+fn lower_thread_priority(consumer: &str, nice: i32) {
+    if let Err(error) = tw_os::set_current_thread_nice(nice) {
+        tracing::warn!(consumer, nice, %error, "could not lower the consumer thread's priority");
+    }
 }
 
 struct Runner {

@@ -1,0 +1,64 @@
+//! The few operating-system calls Tidewatch needs that std does not offer: the only crate
+//! of the workspace with `unsafe` code, each block with the reason it is sound.
+
+use std::io;
+
+/// Sets the scheduling priority (`nice`, -20 highest … 19 lowest) of the calling thread.
+/// Linux keeps a nice value per thread, and threads started afterwards by this thread inherit
+/// it. Raising one's own nice value needs no privilege; lowering it below the current value
+/// usually does and fails with `EACCES`/`EPERM`.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn set_current_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: `gettid` takes no arguments and cannot fail; `setpriority` takes plain integers
+    // and only changes the scheduling priority of the thread named (this one).
+    let result = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid);
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere thread priorities are left alone.
+#[cfg(not(target_os = "linux"))]
+pub fn set_current_thread_nice(_nice: i32) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "per-thread priorities are only set on Linux",
+    ))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The nice value of the calling thread, from `/proc/thread-self/stat` (field 19).
+    fn current_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        fields[16].parse().expect("nice field")
+    }
+
+    #[test]
+    fn lowers_only_the_calling_thread() {
+        let before = current_nice();
+        let in_thread = std::thread::spawn(move || {
+            set_current_thread_nice(before + 5).expect("raising nice needs no privilege");
+            let child = std::thread::spawn(current_nice).join().unwrap();
+            (current_nice(), child)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(in_thread, (before + 5, before + 5), "set, and inherited");
+        assert_eq!(current_nice(), before, "other threads keep theirs");
+    }
+}
