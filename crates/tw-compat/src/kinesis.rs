@@ -7,8 +7,12 @@
 //! (`InvalidArgumentException` for `PutRecord`, a per-record `ErrorCode` for `PutRecords`).
 //! Reads (`GetShardIterator`, `GetRecords`) read the log directly, returning the stored bytes.
 //!
-//! `DeleteStream` is refused with a clear error: the log cannot delete a stream yet, and
-//! answering success while the data stays would be a lie.
+//! `DeleteStream` deletes the stream as the native `DELETE /api/v1/streams/{stream}` does
+//! ([`tw_pipeline::Ingestor::delete_stream`]): log, configuration, consumer offsets, hot data
+//! and search indexes go, the lake files move to the lake's archive. It answers once the
+//! deletion is done (while it runs, `DescribeStream` says `DELETING`), so a `DescribeStream`
+//! right after answers `ResourceNotFoundException`, which is what boto3's
+//! `stream_not_exists` waiter waits for.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -38,8 +42,9 @@ const MAX_GET_BYTES: usize = 10 << 20;
 /// Longest partition key (as in Kinesis).
 const MAX_PARTITION_KEY_CHARS: usize = 256;
 
-/// Runs one Kinesis operation; `region` goes into the ARNs answered.
-pub(crate) async fn dispatch(
+/// Runs one Kinesis operation (`X-Amz-Target: Kinesis_20131202.{operation}`) on a request
+/// body whose credentials were checked; `region` goes into the ARNs answered.
+pub async fn dispatch(
     state: &Arc<CompatState>,
     operation: &str,
     body: &[u8],
@@ -49,17 +54,7 @@ pub(crate) async fn dispatch(
         .increment(1);
     let answer = match operation {
         "CreateStream" => create_stream(state, parse_input(body)?)?,
-        "DeleteStream" => {
-            let input: StreamRef = parse_input(body)?;
-            let (name, _) = existing(state, &input)?;
-            return Err(AwsError::client(
-                "ResourceInUseException",
-                format!(
-                    "DeleteStream is not supported by Tidewatch: the log cannot delete stream {name}; \
-                     set a retention on it instead (PUT /api/v1/streams/{name})"
-                ),
-            ));
-        }
+        "DeleteStream" => delete_stream(state, parse_input(body)?).await?,
         "DescribeStream" => describe_stream(state, parse_input(body)?, region, false)?,
         "DescribeStreamSummary" => describe_stream(state, parse_input(body)?, region, true)?,
         "ListStreams" => list_streams(state, parse_input(body)?, region),
@@ -146,8 +141,52 @@ fn create_stream(state: &CompatState, input: CreateStreamInput) -> Result<Value,
             .unwrap_or(registry.default_config(&name).partitions),
         ..registry.default_config(&name)
     };
-    registry.put(&name, config, false)?;
-    Ok(json!({}))
+    match registry.put(&name, config, false) {
+        Ok(_) => Ok(json!({})),
+        Err(tw_pipeline::IngestError::StreamDeleting(_)) => Err(in_deletion(&name)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteStreamInput {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+    /// Kinesis refuses to delete a stream with registered (enhanced fan-out) consumers unless
+    /// this is set; Tidewatch has none to register, so either value deletes.
+    #[serde(default)]
+    #[allow(dead_code)]
+    enforce_consumer_deletion: Option<bool>,
+}
+
+async fn delete_stream(state: &CompatState, input: DeleteStreamInput) -> Result<Value, AwsError> {
+    let reference = StreamRef {
+        stream_name: input.stream_name,
+        stream_arn: input.stream_arn,
+    };
+    let name = stream_name(&reference)?;
+    match state
+        .ingestor
+        .delete_stream(&name, &state.consumers, tw_pipeline::DELETE_WAIT)
+        .await
+    {
+        Ok(_) => Ok(json!({})),
+        Err(tw_pipeline::IngestError::UnknownStream(_)) => {
+            Err(AwsError::not_found(format!("Stream {name} not found")))
+        }
+        Err(tw_pipeline::IngestError::StreamDeleting(_)) => Err(in_deletion(&name)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// What Kinesis answers for an operation on a stream in the `DELETING` state.
+fn in_deletion(name: &StreamName) -> AwsError {
+    AwsError::client(
+        "ResourceInUseException",
+        format!("Stream {name} is being deleted"),
+    )
 }
 
 fn shards_of(partitions: u32, starts: &[u64]) -> Vec<Value> {
@@ -189,14 +228,21 @@ fn describe_stream(
     region: &str,
     summary: bool,
 ) -> Result<Value, AwsError> {
-    let (name, stream) = existing(state, &input)?;
-    let partitions = stream.config.partitions;
+    let name = stream_name(&input)?;
+    // While a deletion runs the stream is described as Kinesis does (`DELETING`, no shards),
+    // so waiters keep polling until it is gone.
+    let stream = if state.ingestor.registry().is_deleting(&name) {
+        None
+    } else {
+        Some(existing(state, &input)?.1)
+    };
+    let partitions = stream.as_ref().map_or(0, |s| s.config.partitions);
     let mut description = json!({
         "StreamName": name,
         "StreamARN": arn(region, &name),
-        "StreamStatus": "ACTIVE",
+        "StreamStatus": if stream.is_some() { "ACTIVE" } else { "DELETING" },
         "StreamModeDetails": { "StreamMode": "PROVISIONED" },
-        "RetentionPeriodHours": retention_hours(&stream),
+        "RetentionPeriodHours": stream.as_deref().map_or(24, retention_hours),
         "EncryptionType": "NONE",
         "EnhancedMonitoring": [{ "ShardLevelMetrics": [] }],
     });
