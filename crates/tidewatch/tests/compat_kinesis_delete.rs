@@ -163,17 +163,24 @@ async fn boto3_delete_stream_then_create_again_starts_empty() {
     let shard0_end = created["shard0"].as_u64().unwrap();
 
     // The first generation everywhere: SQL (files and hot rows), search, the lake on disk.
-    assert_eq!(server.sql_count("SELECT count(*) AS n FROM clicks").await, 100);
+    assert_eq!(
+        server.sql_count("SELECT count(*) AS n FROM clicks").await,
+        100
+    );
     server
-        .eventually("old records searchable", Duration::from_secs(10), || async {
-            search_total(&server, "clicks", "oldrun").await == 100
-        })
+        .eventually(
+            "old records searchable",
+            Duration::from_secs(10),
+            || async { search_total(&server, "clicks", "oldrun").await == 100 },
+        )
         .await;
     let lake = data.join("lake");
     server
-        .eventually("old records in Parquet files", Duration::from_secs(10), || async {
-            parquet_files(&lake.join("clicks")) > 0
-        })
+        .eventually(
+            "old records in Parquet files",
+            Duration::from_secs(10),
+            || async { parquet_files(&lake.join("clicks")) > 0 },
+        )
         .await;
 
     let args = [server.url.clone(), shard0_end.to_string()];
@@ -186,12 +193,17 @@ async fn boto3_delete_stream_then_create_again_starts_empty() {
         .sql("SELECT gen, count(*) AS n, min(_offset) AS first FROM clicks GROUP BY gen")
         .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!((rows[0]["gen"].as_u64(), rows[0]["n"].as_u64()), (Some(2), Some(10)));
+    assert_eq!(
+        (rows[0]["gen"].as_u64(), rows[0]["n"].as_u64()),
+        (Some(2), Some(10))
+    );
     assert_eq!(rows[0]["first"], shard0_end);
     server
-        .eventually("new records searchable", Duration::from_secs(10), || async {
-            search_total(&server, "clicks", "newrun").await == 10
-        })
+        .eventually(
+            "new records searchable",
+            Duration::from_secs(10),
+            || async { search_total(&server, "clicks", "newrun").await == 10 },
+        )
         .await;
     assert_eq!(search_total(&server, "clicks", "oldrun").await, 0);
     server
@@ -205,7 +217,11 @@ async fn boto3_delete_stream_then_create_again_starts_empty() {
     let (_, view) = server.get("/api/v1/streams/clicks").await;
     assert_eq!(view["partitions"].as_array().unwrap().len(), 1, "{view}");
     assert_eq!(view["partitions"][0]["start_offset"], shard0_end, "{view}");
-    assert_eq!(view["partitions"][0]["end_offset"], shard0_end + 10, "{view}");
+    assert_eq!(
+        view["partitions"][0]["end_offset"],
+        shard0_end + 10,
+        "{view}"
+    );
 
     // After a restart: nothing comes back, nothing is lost or doubled.
     assert!(server.terminate());
@@ -221,7 +237,10 @@ async fn boto3_delete_stream_then_create_again_starts_empty() {
         10
     );
     assert_eq!(search_total(&server, "clicks", "oldrun").await, 0);
-    assert_eq!(parquet_files(&lake.join(".deleted").join("clicks")), archived);
+    assert_eq!(
+        parquet_files(&lake.join(".deleted").join("clicks")),
+        archived
+    );
     assert_eq!(server.alerts(Some("clicks-seen")).await.len(), 10);
 }
 
@@ -252,7 +271,10 @@ async fn native_delete_has_the_same_semantics() {
     assert_eq!(body["stream"], "web");
     assert_eq!(body["consumers_pending"], serde_json::json!([]), "{body}");
     assert!(
-        body["lake_archive"].as_str().unwrap().contains(".deleted/web"),
+        body["lake_archive"]
+            .as_str()
+            .unwrap()
+            .contains(".deleted/web"),
         "{body}"
     );
     assert_eq!(server.get("/api/v1/streams/web").await.0, 404);

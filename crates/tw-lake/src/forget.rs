@@ -63,7 +63,12 @@ impl LakeWriter {
                 // Object stores cannot rename: copy each object, then delete it.
                 let mut objects = storage.list(stream.as_str())?;
                 let moved = !objects.is_empty();
-                objects.extend(storage.list(CATALOG_DIR)?.into_iter().filter(|o| o.path == catalog));
+                objects.extend(
+                    storage
+                        .list(CATALOG_DIR)?
+                        .into_iter()
+                        .filter(|o| o.path == catalog),
+                );
                 for object in objects {
                     let target = if object.path == catalog {
                         format!("{archive}/_catalog.json")

@@ -127,7 +127,11 @@ impl DiskLog {
             if !path.is_dir() {
                 continue;
             }
-            if entry.file_name().to_string_lossy().starts_with(DELETED_PREFIX) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(DELETED_PREFIX)
+            {
                 // A deletion interrupted after its rename: finish it.
                 std::fs::remove_dir_all(&path).map_err(|e| LogError::io(&path, e))?;
                 continue;
@@ -577,9 +581,18 @@ mod tests {
             let first = log.incarnation(&s).unwrap();
             log.delete_stream(&s).unwrap();
             assert!(log.partitions(&s).is_none() && log.incarnation(&s).is_none());
-            assert!(matches!(log.read(&s, 1, 0, 10, 1 << 20), Err(LogError::UnknownStream(_))));
-            assert!(matches!(block_on(log.append(&s, 0, vec![record(3)])), Err(LogError::UnknownStream(_))));
-            assert!(matches!(log.delete_stream(&s), Err(LogError::UnknownStream(_))));
+            assert!(matches!(
+                log.read(&s, 1, 0, 10, 1 << 20),
+                Err(LogError::UnknownStream(_))
+            ));
+            assert!(matches!(
+                block_on(log.append(&s, 0, vec![record(3)])),
+                Err(LogError::UnknownStream(_))
+            ));
+            assert!(matches!(
+                log.delete_stream(&s),
+                Err(LogError::UnknownStream(_))
+            ));
             log.create_stream(&s, 3).unwrap();
             assert_ne!(log.incarnation(&s), Some(first));
             assert_eq!(log.end_offset(&s, 0).unwrap(), 0);
@@ -595,7 +608,10 @@ mod tests {
         assert_eq!(log.streams(), vec![(s.clone(), 3)]);
         let records = log.read(&s, 1, 0, 10, 1 << 20).unwrap();
         assert_eq!(records.len(), 1);
-        assert_eq!((records[0].offset, &records[0].payload), (2, &Bytes::from(vec![4u8; 10])));
+        assert_eq!(
+            (records[0].offset, &records[0].payload),
+            (2, &Bytes::from(vec![4u8; 10]))
+        );
         // Deleted again and created again: still no reuse.
         log.delete_stream(&s).unwrap();
         log.create_stream(&s, 2).unwrap();

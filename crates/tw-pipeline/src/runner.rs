@@ -341,8 +341,7 @@ impl Runner {
     /// A consumer that fails to forget is asked again after a growing pause; until then the
     /// new stream of that name is not read.
     fn forget_deleted(&mut self, streams: &[(StreamName, u32, u64)]) -> Result<(), String> {
-        let current: BTreeMap<&StreamName, u64> =
-            streams.iter().map(|(s, _, i)| (s, *i)).collect();
+        let current: BTreeMap<&StreamName, u64> = streams.iter().map(|(s, _, i)| (s, *i)).collect();
         let mut gone: Vec<StreamName> = self
             .incarnations
             .iter()
