@@ -5,8 +5,10 @@
 //! ```sh
 //! cargo build --example putrecords_cost
 //! target/debug/examples/putrecords_cost kinesis 200      # wall time per 1M records
-//! # Instructions (repeatable on a noisy machine): run 0 and N requests, take the difference.
-//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/debug/examples/putrecords_cost kinesis 100
+//! # Instructions (repeatable on a noisy machine): N requests sent minus the same N built only
+//! # ("dry"), divided by the records: what the server spends per record.
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/debug/examples/putrecords_cost kinesis 40
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/debug/examples/putrecords_cost kinesis 40 dry
 //! ```
 
 use std::sync::Arc;
@@ -63,6 +65,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let path = args.next().unwrap_or_else(|| "kinesis".into());
     let requests: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(100);
+    let dry = args.next().is_some_and(|a| a == "dry");
     let dir = tempfile::tempdir().expect("tempdir");
     let log: Arc<dyn Log> = DiskLog::open(LogConfig::new(dir.path().join("log"))).expect("log");
     let dlq = DeadLetterQueue::open(log.clone()).expect("dlq");
@@ -103,7 +106,7 @@ async fn main() {
         })
         .collect();
     let started = Instant::now();
-    for body in bodies {
+    for body in bodies.into_iter().filter(|_| !dry) {
         match path.as_str() {
             "native" => {
                 let outcome = ingestor

@@ -15,6 +15,7 @@
 
 pub mod auth;
 mod aws;
+mod base64_fast;
 pub mod bulk;
 pub mod dedup;
 pub mod firehose;
