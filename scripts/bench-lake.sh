@@ -134,7 +134,7 @@ mapfile -t statements < <(jq -r '.[].sql' bench/lake_queries.json)
 tidewatch_sql=$("$bin" bench queries --runs 5 "${statements[@]}")
 record tidewatch_sql "$tidewatch_sql"
 for i in "${!statements[@]}"; do
-  "$bin" query --format table "EXPLAIN ANALYZE ${statements[$i]}" > "$work/explain-$((i + 1)).txt"
+  "$bin" query --format json "EXPLAIN ANALYZE ${statements[$i]}" 2>/dev/null | jq -r .plan > "$work/explain-$((i + 1)).txt"
 done
 
 echo "== SQL: DuckDB over the same Parquet files, 2 threads, median of 5 =="
