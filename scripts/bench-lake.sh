@@ -103,8 +103,10 @@ sent_bytes=$(jq .bytes <<<"$ingest")
 [ "$(jq .events <<<"$ingest")" = "$events" ] || { echo "the server accepted $(jq .events <<<"$ingest") of $events events" >&2; exit 1; }
 # Lag 0 means read, not yet flushed: wait until every row is in a Parquet file (the last
 # buffers flush by age) and the search indexer has committed every event.
-wait_for "every row in Parquet" 120 bash -c "[ \"\$(curl -sf $server/metrics | awk '/^tidewatch_lake_rows_written_total/ {s += \$NF} END {printf \"%.0f\", s}')\" -ge $events ]"
-wait_for "search to index every event" 120 bash -c "[ \"\$(curl -sf $server/metrics | awk '/^tidewatch_search_indexed_total/ {s += \$NF} END {printf \"%.0f\", s}')\" -ge $events ]"
+lake_done() { [ "$(metric tidewatch_lake_rows_written_total)" -ge "$events" ]; }
+search_done() { [ "$(metric tidewatch_search_indexed_total)" -ge "$events" ]; }
+wait_for "every row in Parquet" 120 lake_done
+wait_for "search to index every event" 120 search_done
 sleep 2 # the indexer commits about every second
 grep VmHWM "/proc/$server_pid/status" | tee -a "$work/server-rss.txt"
 lake_dir="$work/data/lake"
