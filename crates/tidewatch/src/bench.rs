@@ -1,8 +1,9 @@
 //! `tidewatch bench`: measures a running server the way users load it, over HTTP.
 //!
-//! - `ingest`: durable HTTP ingest of generated CloudTrail-like events (fixed seed) with N
-//!   requests in flight: events/s, MB/s, request latency percentiles; then how long detection
-//!   and the lake take to drain (from `/metrics` consumer lag).
+//! - `ingest`: durable HTTP ingest of generated CloudTrail-like events (fixed seed and rate,
+//!   so the bytes equal `tidewatch gen` with the same arguments) with N requests in flight:
+//!   events/s, MB/s, request latency percentiles; then how long detection, the lake and the
+//!   search indexer take to drain (from `/metrics` consumer lag).
 //! - `latency`: a steady rate of events, one in every batch matching a bench rule; the time
 //!   from the ingest acknowledgement to the alert arriving on the SSE feed, p50/p99.
 //! - `queries`: times SQL statements (each run several times, median reported).
@@ -37,15 +38,34 @@ pub(crate) fn summary(mut samples: Vec<f64>) -> Value {
     })
 }
 
+/// What `ingest` sends and how: `rate` is the generator's events per simulated second from
+/// 2024-03-01T00:00:00Z (`tidewatch gen`'s default start), which sets how many event-time
+/// hours (lake and search partitions) the events span.
+pub struct IngestPlan {
+    /// Target stream.
+    pub stream: String,
+    /// Events in all.
+    pub events: u64,
+    /// Generator seed.
+    pub seed: u64,
+    /// Events per simulated second of event time.
+    pub rate: u64,
+    /// Events per request.
+    pub batch: usize,
+    /// Requests in flight.
+    pub concurrency: usize,
+}
+
 /// Durable ingest throughput, then consumer drain times.
-pub async fn ingest(
-    server: &str,
-    stream: &str,
-    events: u64,
-    seed: u64,
-    batch: usize,
-    concurrency: usize,
-) -> anyhow::Result<Value> {
+pub async fn ingest(server: &str, plan: IngestPlan) -> anyhow::Result<Value> {
+    let IngestPlan {
+        stream,
+        events,
+        seed,
+        rate,
+        batch,
+        concurrency,
+    } = plan;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
         .build()?;
@@ -53,7 +73,7 @@ pub async fn ingest(
     // Generate ahead on a blocking thread so the generator never limits the measurement.
     let (sender, receiver) = tokio::sync::mpsc::channel::<(String, usize)>(concurrency * 2);
     let producer = tokio::task::spawn_blocking(move || {
-        let mut generator = Generator::new(Kind::Cloudtrail, seed, 1000, 1_709_251_200);
+        let mut generator = Generator::new(Kind::Cloudtrail, seed, rate, 1_709_251_200);
         let mut left = events;
         while left > 0 {
             let n = (batch as u64).min(left) as usize;
@@ -107,7 +127,7 @@ pub async fn ingest(
     // Drain: wait until each consumer's lag is zero.
     let mut drained = serde_json::Map::new();
     let deadline = Instant::now() + Duration::from_secs(3600);
-    for consumer in ["detect", "lake"] {
+    for consumer in ["detect", "lake", "search"] {
         while consumer_lag(&client, server, consumer).await? > 0.0 {
             anyhow::ensure!(
                 Instant::now() < deadline,
@@ -128,6 +148,7 @@ pub async fn ingest(
         "ingest_events_per_s": accepted as f64 / ingest_secs,
         "ingest_mb_per_s": bytes as f64 / 1e6 / ingest_secs,
         "request_latency_ms": summary(latencies),
+        "rate": rate,
         "batch": batch,
         "concurrency": concurrency,
         "consumers": drained,

@@ -148,13 +148,43 @@ fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((ticks(11) + ticks(12)) / 100.0)
 }
 
-async fn wait_for_idle_consumers(client: &reqwest::Client, server: &str) -> anyhow::Result<()> {
-    for consumer in ["detect", "lake"] {
+/// Waits until every consumer has read everything, then — with the server's pid — until
+/// the server has been quiet for longer than the lake's age flush (10 s by default): a lake
+/// flush, search merge or compaction of one protocol's data must not land in the next
+/// protocol's CPU seconds (the first measurements did not wait for search, and charged
+/// Kinesis with part of native's indexing). Returns the server's CPU seconds when the quiet
+/// began, so the idle polling of the wait itself is not counted.
+async fn wait_for_idle_consumers(
+    client: &reqwest::Client,
+    server: &str,
+    server_pid: Option<u32>,
+) -> anyhow::Result<Option<f64>> {
+    for consumer in ["detect", "lake", "search"] {
         while crate::bench::consumer_lag(client, server, consumer).await? > 0.0 {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    Ok(())
+    let Some(pid) = server_pid else {
+        return Ok(None);
+    };
+    // Quiet: under 10 % of a core (idle consumers poll) for 12 consecutive seconds; give up
+    // after two minutes.
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let mut quiet_seconds = 0;
+    let mut last = process_cpu_seconds(pid)?;
+    let mut quiet_since = last;
+    while quiet_seconds < 12 && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = process_cpu_seconds(pid)?;
+        if now - last < 0.1 {
+            quiet_seconds += 1;
+        } else {
+            quiet_seconds = 0;
+            quiet_since = now;
+        }
+        last = now;
+    }
+    Ok(Some(quiet_since))
 }
 
 /// Native vs Kinesis vs `_bulk` on the same records. With `server_pid` (a server on this
@@ -191,12 +221,14 @@ pub async fn compat(
     ] {
         // Each protocol starts with idle consumers, so none pays for the previous one's
         // detection and lake work.
-        wait_for_idle_consumers(&client, server).await?;
+        wait_for_idle_consumers(&client, server, server_pid).await?;
         let cpu_before = server_pid.map(process_cpu_seconds).transpose()?;
         let mut result = run(&client, server, protocol, stream, requests, concurrency).await?;
-        if let (Some(pid), Some(before)) = (server_pid, cpu_before) {
-            wait_for_idle_consumers(&client, server).await?;
-            result["server_cpu_seconds"] = json!(process_cpu_seconds(pid)? - before);
+        if let (Some(after), Some(before)) = (
+            wait_for_idle_consumers(&client, server, server_pid).await?,
+            cpu_before,
+        ) {
+            result["server_cpu_seconds"] = json!(after - before);
         }
         report.insert(name.into(), result);
     }

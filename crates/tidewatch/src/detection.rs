@@ -329,6 +329,21 @@ impl Consumer for DetectionConsumer {
         Ok(())
     }
 
+    /// Drops the deleted stream's positions and checkpoints at once (a restart must not skip
+    /// the records of a stream created again under the name). Rule state (windows,
+    /// sequences) is the rules', not the stream's, and stays.
+    fn forget_stream(&mut self, stream: &StreamName) -> Result<(), ConsumerError> {
+        self.positions.retain(|(s, _), _| s != stream);
+        let checkpointed = self.checkpointed.len();
+        self.checkpointed.retain(|(s, _), _| s != stream);
+        // Alerts not yet stored must not be covered by a checkpoint: then the next one, after
+        // they are stored, drops the stream from the file.
+        if self.checkpointed.len() != checkpointed && self.pending.is_empty() {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
     fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset> {
         self.checkpointed.clone()
     }

@@ -249,6 +249,10 @@ enum BenchCommand {
         events: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Events per simulated second of event time (as `tidewatch gen --rate`): with the
+        /// same seed and rate the events are byte for byte those `gen` writes.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
         /// Events per request.
         #[arg(long, default_value_t = 5000)]
         batch: usize,
@@ -347,11 +351,19 @@ fn main() -> anyhow::Result<()> {
                         stream,
                         events,
                         seed,
+                        rate,
                         batch,
                         concurrency,
                     } => {
-                        bench::ingest(&server, &stream, events, seed, batch.max(1), concurrency)
-                            .await
+                        let plan = bench::IngestPlan {
+                            stream,
+                            events,
+                            seed,
+                            rate: rate.max(1),
+                            batch: batch.max(1),
+                            concurrency,
+                        };
+                        bench::ingest(&server, plan).await
                     }
                     BenchCommand::Latency {
                         rate,

@@ -215,6 +215,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         log: log.clone(),
         auth: auth.clone(),
         dedup: dedup.clone(),
+        consumers: state.consumers.clone(),
     });
     let dedup_maintenance = tokio::spawn(tw_compat::maintain(dedup));
     let retention = tokio::spawn(enforce_retention(log.clone(), ingestor.clone()));

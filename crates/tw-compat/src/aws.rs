@@ -107,7 +107,14 @@ impl IntoResponse for AwsError {
 
 /// A 200 (or other status) with an AWS JSON body and a request id.
 pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    json_bytes_response(
+        status,
+        serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec()),
+    )
+}
+
+/// [`json_response`] for a body already written as JSON.
+pub fn json_bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
     let mut response = (status, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(AMZ_JSON));
@@ -143,11 +150,10 @@ pub fn decode_data(data: &str) -> Result<Vec<u8>, AwsError> {
         .map_err(|e| AwsError::client("SerializationException", format!("Data is not base64: {e}")))
 }
 
-/// Decodes a base64 `Data` field onto the end of `out`.
-pub fn decode_data_into(data: &str, out: &mut Vec<u8>) -> Result<(), AwsError> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode_vec(data, out)
+/// Decodes a base64 `Data` field onto the end of `out`. Takes bytes: the JSON text of the
+/// field need not be checked for UTF-8 first, the base64 alphabet is checked here anyway.
+pub fn decode_data_into(data: &[u8], out: &mut Vec<u8>) -> Result<(), AwsError> {
+    crate::base64_fast::decode_into(data, out)
         .map_err(|e| AwsError::client("SerializationException", format!("Data is not base64: {e}")))
 }
 

@@ -15,6 +15,7 @@
 
 pub mod auth;
 mod aws;
+mod base64_fast;
 pub mod bulk;
 pub mod dedup;
 pub mod firehose;
@@ -48,6 +49,8 @@ pub struct CompatState {
     pub auth: Arc<Auth>,
     /// Remembered Firehose request ids and `_bulk` `_id`s.
     pub dedup: Arc<DedupStore>,
+    /// Every consumer by name: `DeleteStream` waits for them to forget the stream.
+    pub consumers: Vec<(String, Arc<tw_pipeline::ConsumerProgress>)>,
 }
 
 /// The routes of every compatible protocol (merge them with the native router).

@@ -14,7 +14,69 @@ pub const ITERATOR_TTL_MS: i64 = 5 * 60 * 1000;
 
 /// `shardId-000000000003` for partition 3.
 pub fn shard_id(partition: u32) -> String {
-    format!("shardId-{partition:012}")
+    ShardId(partition).to_string()
+}
+
+/// The shard id of a partition (see [`shard_id`]); displays and serialises without an
+/// intermediate string (a `PutRecords` answer writes 500 of them).
+pub struct ShardId(pub u32);
+
+impl ShardId {
+    /// The id, written into `buf`.
+    pub fn text<'a>(&self, buf: &'a mut [u8; 20]) -> &'a str {
+        buf[..8].copy_from_slice(b"shardId-");
+        zero_padded(u64::from(self.0), &mut buf[8..]);
+        std::str::from_utf8(buf).expect("ASCII")
+    }
+}
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; 20];
+        f.write_str(self.text(&mut buf))
+    }
+}
+
+impl serde::Serialize for ShardId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 20];
+        serializer.serialize_str(self.text(&mut buf))
+    }
+}
+
+/// The sequence number of an offset (see [`sequence_number`]); displays and serialises
+/// without an intermediate string.
+pub struct SequenceNumber(pub u64);
+
+impl SequenceNumber {
+    /// The number, written into `buf`.
+    pub fn text<'a>(&self, buf: &'a mut [u8; 20]) -> &'a str {
+        zero_padded(self.0, buf)
+    }
+}
+
+impl std::fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; 20];
+        f.write_str(self.text(&mut buf))
+    }
+}
+
+impl serde::Serialize for SequenceNumber {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 20];
+        serializer.serialize_str(self.text(&mut buf))
+    }
+}
+
+/// `n` in decimal, zero-padded to fill `out` (which holds every digit of the widths used: 12
+/// for a `u32`, 20 for a `u64`); the text written. `format!("{n:020}")` costs ten times more.
+fn zero_padded(mut n: u64, out: &mut [u8]) -> &str {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    std::str::from_utf8(out).expect("ASCII digits")
 }
 
 /// The partition of a shard id (`shardId-000000000003`, or a bare number).
@@ -54,6 +116,28 @@ fn range_start(index: u32, shards: u32) -> u128 {
     i * quotient + i * remainder / n
 }
 
+/// The start of every shard's hash-key range, computed once per request: placing a record is
+/// then a binary search over plain comparisons instead of 128-bit divisions.
+#[derive(Debug, Clone)]
+pub struct ShardRanges {
+    starts: Vec<u128>,
+}
+
+impl ShardRanges {
+    /// The ranges of `shards` shards.
+    pub fn new(shards: u32) -> Self {
+        Self {
+            starts: (0..shards.max(1)).map(|i| range_start(i, shards)).collect(),
+        }
+    }
+
+    /// The shard a hash key falls into (as [`shard_for_hash`]).
+    pub fn shard_for(&self, hash: u128) -> u32 {
+        // The last shard whose start is <= hash; the first starts at 0, so there is one.
+        (self.starts.partition_point(|start| *start <= hash) - 1) as u32
+    }
+}
+
 /// The shard a hash key falls into.
 pub fn shard_for_hash(hash: u128, shards: u32) -> u32 {
     let (mut low, mut high) = (0u32, shards.max(1) - 1);
@@ -84,7 +168,7 @@ pub fn parse_hash_key(text: &str) -> Option<u128> {
 
 /// The sequence number of an offset.
 pub fn sequence_number(offset: u64) -> String {
-    format!("{offset:020}")
+    SequenceNumber(offset).to_string()
 }
 
 /// The offset of a sequence number.
@@ -180,6 +264,24 @@ mod tests {
     }
 
     #[test]
+    fn precomputed_ranges_place_like_the_arithmetic() {
+        for shards in [1u32, 2, 3, 4, 7, 256] {
+            let ranges = ShardRanges::new(shards);
+            for index in 0..shards {
+                let (start, end) = hash_key_range(index, shards);
+                for hash in [start, end, start / 2 + end / 2] {
+                    assert_eq!(ranges.shard_for(hash), shard_for_hash(hash, shards));
+                    assert_eq!(ranges.shard_for(hash), index);
+                }
+            }
+            for key in ["a", "u1", "u996", "partition-key"] {
+                let hash = hash_partition_key(key);
+                assert_eq!(ranges.shard_for(hash), shard_for_hash(hash, shards));
+            }
+        }
+    }
+
+    #[test]
     fn partition_keys_hash_like_kinesis() {
         // MD5("a") = 0cc175b9c0f1b6a831c399e269772661.
         assert_eq!(
@@ -207,6 +309,24 @@ mod tests {
         assert_eq!(parse_sequence_number("12a"), None);
         assert_eq!(parse_shard_id(&shard_id(7)), Some(7));
         assert_eq!(parse_shard_id("shardId-"), None);
+    }
+
+    #[test]
+    fn ids_and_numbers_are_zero_padded() {
+        for n in [0u64, 7, 42, 999_999_999_999, u64::MAX] {
+            assert_eq!(sequence_number(n), format!("{n:020}"));
+            assert_eq!(
+                serde_json::to_string(&SequenceNumber(n)).unwrap(),
+                format!("\"{n:020}\"")
+            );
+        }
+        for p in [0u32, 3, 1000, u32::MAX] {
+            assert_eq!(shard_id(p), format!("shardId-{p:012}"));
+            assert_eq!(
+                serde_json::to_string(&ShardId(p)).unwrap(),
+                format!("\"shardId-{p:012}\"")
+            );
+        }
     }
 
     #[test]

@@ -19,9 +19,9 @@ const CONSUMER_NAME: &str = "lake";
 /// Writes handled events into the lake. Runs on a blocking thread; needs no async runtime.
 #[derive(Debug)]
 pub struct LakeWriter {
-    lake: Lake,
+    pub(crate) lake: Lake,
     /// Offsets given to `start`, for partitions whose stream appears only later.
-    committed: BTreeMap<StreamPartition, Offset>,
+    pub(crate) committed: BTreeMap<StreamPartition, Offset>,
     /// Files of failed flushes not yet deleted (paths relative to the lake root).
     orphans: Vec<String>,
 }
@@ -346,6 +346,12 @@ impl Consumer for LakeWriter {
 
     fn tick(&mut self, now_ms: i64) -> Result<(), ConsumerError> {
         self.flush_older_than_age(now_ms).map_err(consumer_error)
+    }
+
+    fn forget_stream(&mut self, stream: &StreamName) -> Result<(), ConsumerError> {
+        LakeWriter::forget_stream(self, stream)
+            .map(|_| ())
+            .map_err(consumer_error)
     }
 
     fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset> {

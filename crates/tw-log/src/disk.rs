@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -35,6 +35,17 @@ const META_VERSION: u32 = 1;
 
 /// Append requests that may wait for the writer before `append` callers are held back.
 const QUEUE_CAPACITY: usize = 4096;
+
+/// Prefix of a deleted stream's directory between its rename and its removal (a crash in
+/// between leaves it; the next open removes it).
+const DELETED_PREFIX: &str = ".deleted-";
+
+/// Source of [`Log::incarnation`] ids, unique within the process.
+static NEXT_INCARNATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_incarnation() -> u64 {
+    NEXT_INCARNATION.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Settings of a [`DiskLog`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +92,9 @@ struct StreamMeta {
 pub struct DiskLog {
     config: LogConfig,
     streams: RwLock<BTreeMap<StreamName, Arc<[Arc<Partition>]>>>,
-    /// Serialises stream creation (directory and metadata writes).
+    /// The [`Log::incarnation`] of each stream in `streams`.
+    incarnations: RwLock<BTreeMap<StreamName, u64>>,
+    /// Serialises stream creation and deletion (directory and metadata writes).
     create: Mutex<()>,
     tx: mpsc::Sender<Command>,
     closing: Arc<AtomicBool>,
@@ -114,6 +127,15 @@ impl DiskLog {
             if !path.is_dir() {
                 continue;
             }
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(DELETED_PREFIX)
+            {
+                // A deletion interrupted after its rename: finish it.
+                std::fs::remove_dir_all(&path).map_err(|e| LogError::io(&path, e))?;
+                continue;
+            }
             let meta_path = path.join("meta.json");
             if !meta_path.exists() {
                 tracing::warn!(dir = %path.display(), "ignoring a stream directory without meta.json");
@@ -126,7 +148,7 @@ impl DiskLog {
                     reason: "invalid stream name".into(),
                 }
             })?;
-            let partitions = open_partitions(&name, &path, meta.partitions)?;
+            let partitions = open_partitions(&name, &path, meta.partitions, &[])?;
             streams.insert(name, partitions);
         }
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -143,9 +165,14 @@ impl DiskLog {
             .name("tw-log-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| LogError::io(dir, e))?;
+        let incarnations = streams
+            .keys()
+            .map(|name| (name.clone(), next_incarnation()))
+            .collect();
         Ok(Arc::new(DiskLog {
             config,
             streams: RwLock::new(streams),
+            incarnations: RwLock::new(incarnations),
             create: Mutex::new(()),
             tx,
             closing,
@@ -261,10 +288,13 @@ fn stream_name(dir_name: &str) -> Option<StreamName> {
     }
 }
 
+/// Opens a stream's partitions; a partition created now starts at `first_offsets[id]` (0
+/// beyond the slice).
 fn open_partitions(
     stream: &StreamName,
     dir: &Path,
     count: u32,
+    first_offsets: &[Offset],
 ) -> Result<Arc<[Arc<Partition>]>, LogError> {
     (0..count)
         .map(|id| {
@@ -272,9 +302,46 @@ fn open_partitions(
                 stream.clone(),
                 id,
                 dir.join(id.to_string()),
+                first_offsets.get(id as usize).copied().unwrap_or(0),
             )?))
         })
         .collect()
+}
+
+/// What the log keeps of a deleted stream, `{dir}/.tombstone-{stream}.json`: where each of
+/// its partitions ended, so that a stream created again under the name continues there and
+/// an offset is never reused (consumers' offsets, lake file names and alert identities all
+/// name records by stream, partition and offset).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tombstone {
+    version: u32,
+    next_offsets: Vec<Offset>,
+}
+
+fn tombstone_path(dir: &Path, stream: &StreamName) -> PathBuf {
+    dir.join(format!(".tombstone-{stream}.json"))
+}
+
+/// The tombstone of `stream`, if it was deleted before.
+fn read_tombstone(dir: &Path, stream: &StreamName) -> Result<Option<Tombstone>, LogError> {
+    let path = tombstone_path(dir, stream);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(LogError::io(&path, error)),
+    };
+    let tombstone: Tombstone = serde_json::from_slice(&bytes).map_err(|e| LogError::BadMeta {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if tombstone.version != META_VERSION {
+        return Err(LogError::BadMeta {
+            path,
+            reason: format!("unknown tombstone version {}", tombstone.version),
+        });
+    }
+    Ok(Some(tombstone))
 }
 
 impl Log for DiskLog {
@@ -295,7 +362,10 @@ impl Log for DiskLog {
         }
         let dir = self.config.dir.join(stream.as_str());
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
-        let opened = open_partitions(stream, &dir, partitions)?;
+        let first_offsets = read_tombstone(&self.config.dir, stream)?
+            .map(|t| t.next_offsets)
+            .unwrap_or_default();
+        let opened = open_partitions(stream, &dir, partitions, &first_offsets)?;
         sync_dir(&dir)?;
         let meta = StreamMeta {
             version: META_VERSION,
@@ -310,7 +380,67 @@ impl Log for DiskLog {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(stream.clone(), opened);
+        self.incarnations
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(stream.clone(), next_incarnation());
         Ok(())
+    }
+
+    fn delete_stream(&self, stream: &StreamName) -> Result<(), LogError> {
+        let _guard = self.create.lock().unwrap_or_else(PoisonError::into_inner);
+        let incarnation = self
+            .incarnations
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(stream);
+        let removed = self
+            .streams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(stream)
+            .ok_or_else(|| LogError::UnknownStream(stream.to_string()))?;
+        // From here readers get UnknownStream; appends already queued are refused by the
+        // writer, which checks the mark under the lock it writes with.
+        for partition in removed.iter() {
+            partition.mark_deleted();
+        }
+        // Before the rename: once the directory is gone, its offsets must be remembered.
+        let mut tombstone = read_tombstone(&self.config.dir, stream)?.unwrap_or_default();
+        tombstone.version = META_VERSION;
+        for (id, partition) in removed.iter().enumerate() {
+            let end = partition.durable_end();
+            match tombstone.next_offsets.get_mut(id) {
+                Some(next) => *next = (*next).max(end),
+                None => tombstone.next_offsets.push(end),
+            }
+        }
+        let json = serde_json::to_vec(&tombstone)
+            .map_err(|e| LogError::io(&self.config.dir, std::io::Error::other(e)))?;
+        write_atomic(&tombstone_path(&self.config.dir, stream), &json)?;
+        // The rename is the point of deletion: atomic, and it frees the name at once (a
+        // stream created next gets a fresh directory).
+        let dir = self.config.dir.join(stream.as_str());
+        let trash = self.config.dir.join(format!(
+            "{DELETED_PREFIX}{stream}-{}",
+            incarnation.unwrap_or_default()
+        ));
+        std::fs::rename(&dir, &trash).map_err(|e| LogError::io(&dir, e))?;
+        sync_dir(&self.config.dir)?;
+        drop(removed);
+        if let Err(error) = std::fs::remove_dir_all(&trash) {
+            // Retried by the next open; the stream is deleted either way.
+            tracing::warn!(%error, dir = %trash.display(), "could not remove a deleted stream's files");
+        }
+        Ok(())
+    }
+
+    fn incarnation(&self, stream: &StreamName) -> Option<u64> {
+        self.incarnations
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(stream)
+            .copied()
     }
 
     fn partitions(&self, stream: &StreamName) -> Option<u32> {
@@ -437,6 +567,55 @@ mod tests {
             key: Bytes::new(),
             payload: Bytes::from(vec![n; 10]),
         }
+    }
+
+    #[test]
+    fn a_deleted_stream_is_gone_and_its_name_continues_its_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let block_on = futures::executor::block_on;
+        let s = StreamName::new("s").unwrap();
+        {
+            let log = DiskLog::open(LogConfig::new(dir.path())).unwrap();
+            log.create_stream(&s, 2).unwrap();
+            block_on(log.append(&s, 1, vec![record(1), record(2)])).unwrap();
+            let first = log.incarnation(&s).unwrap();
+            log.delete_stream(&s).unwrap();
+            assert!(log.partitions(&s).is_none() && log.incarnation(&s).is_none());
+            assert!(matches!(
+                log.read(&s, 1, 0, 10, 1 << 20),
+                Err(LogError::UnknownStream(_))
+            ));
+            assert!(matches!(
+                block_on(log.append(&s, 0, vec![record(3)])),
+                Err(LogError::UnknownStream(_))
+            ));
+            assert!(matches!(
+                log.delete_stream(&s),
+                Err(LogError::UnknownStream(_))
+            ));
+            log.create_stream(&s, 3).unwrap();
+            assert_ne!(log.incarnation(&s), Some(first));
+            assert_eq!(log.end_offset(&s, 0).unwrap(), 0);
+            // Empty, but where the deleted stream ended: offsets are never reused.
+            assert_eq!(log.start_offset(&s, 1).unwrap(), 2);
+            assert!(log.read(&s, 1, 0, 10, 1 << 20).unwrap().is_empty());
+            assert_eq!(block_on(log.append(&s, 1, vec![record(4)])).unwrap(), 2..3);
+            // A deletion interrupted after its rename is finished by the next open.
+            std::fs::create_dir_all(dir.path().join(".deleted-x-9/0")).unwrap();
+        }
+        let log = DiskLog::open(LogConfig::new(dir.path())).unwrap();
+        assert!(!dir.path().join(".deleted-x-9").exists());
+        assert_eq!(log.streams(), vec![(s.clone(), 3)]);
+        let records = log.read(&s, 1, 0, 10, 1 << 20).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (records[0].offset, &records[0].payload),
+            (2, &Bytes::from(vec![4u8; 10]))
+        );
+        // Deleted again and created again: still no reuse.
+        log.delete_stream(&s).unwrap();
+        log.create_stream(&s, 2).unwrap();
+        assert_eq!(log.end_offset(&s, 1).unwrap(), 3);
     }
 
     #[test]

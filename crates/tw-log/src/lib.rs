@@ -5,7 +5,8 @@
 //! log ([`DiskLog`], the default) and, later, NATS JetStream.
 //!
 //! Invariants:
-//! - an offset is never reused;
+//! - an offset is never reused, also by a stream created again after a deletion (the log
+//!   keeps the deleted stream's end offsets in a tombstone);
 //! - every frame carries a length and a CRC32C; a torn or corrupted tail is cut on open;
 //! - an append resolves only after the group commit that covers it has fsynced, and readers
 //!   never see a record before it is durable (`end_offset` moves only after fsync);
@@ -49,6 +50,18 @@ pub trait Log: Send + Sync + 'static {
     /// Creates a stream with `partitions` partitions. Idempotent when the stream already exists
     /// with the same count; an error when it exists with a different count.
     fn create_stream(&self, stream: &StreamName, partitions: u32) -> Result<(), LogError>;
+
+    /// Deletes a stream: its records, files and partitions. Appends still queued for it fail
+    /// with [`LogError::UnknownStream`]. A stream created later under the same name starts
+    /// empty, with another [`Log::incarnation`], each partition at the offset where the
+    /// deleted stream's ended: offsets are never reused, also across a deletion.
+    fn delete_stream(&self, stream: &StreamName) -> Result<(), LogError>;
+
+    /// An id of this creation of `stream` (`None` when it does not exist): it differs between
+    /// a stream and one of the same name created after its deletion, so a reader holding
+    /// offsets of the old one can tell them apart. Not persisted: ids are only compared within
+    /// one process.
+    fn incarnation(&self, stream: &StreamName) -> Option<u64>;
 
     /// Partition count of a stream, `None` when it does not exist.
     fn partitions(&self, stream: &StreamName) -> Option<u32>;

@@ -1,7 +1,7 @@
 //! One partition: its segments, its durable end, reads, time lookup and retention.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use tw_core::{Offset, PartitionId, Record, Retention, StreamName};
@@ -25,6 +25,9 @@ pub(crate) struct Partition {
     durable_end: AtomicU64,
     /// Append state, touched only by the writer thread (the mutex only makes it `Sync`).
     active: Mutex<ActiveState>,
+    /// Set (under the `active` lock) when the stream is deleted: the writer then refuses the
+    /// appends still queued, so it never creates a segment under that name again.
+    deleted: AtomicBool,
 }
 
 /// The writer's view of the active segment.
@@ -39,11 +42,13 @@ pub(crate) struct ActiveState {
 }
 
 impl Partition {
-    /// Opens (or creates, when `dir` has no segment) a partition and recovers its segments.
+    /// Opens (or creates, when `dir` has no segment, with `first_offset` as its first offset)
+    /// a partition and recovers its segments.
     pub(crate) fn open(
         stream: StreamName,
         id: PartitionId,
         dir: PathBuf,
+        first_offset: Offset,
     ) -> Result<Self, LogError> {
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let mut bases = list_segments(&dir)?;
@@ -66,7 +71,7 @@ impl Partition {
             segments.push(Arc::new(segment));
         }
         if segments.is_empty() {
-            segments.push(Arc::new(Segment::create(&dir, 0)?));
+            segments.push(Arc::new(Segment::create(&dir, first_offset)?));
         }
         let active = Arc::clone(segments.last().expect("segments is never empty"));
         let state = ActiveState {
@@ -81,6 +86,7 @@ impl Partition {
             durable_end: AtomicU64::new(state.next_offset),
             segments: RwLock::new(segments),
             active: Mutex::new(state),
+            deleted: AtomicBool::new(false),
         })
     }
 
@@ -97,6 +103,17 @@ impl Partition {
     /// The writer's append state.
     pub(crate) fn active(&self) -> MutexGuard<'_, ActiveState> {
         self.active.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the partition deleted; waits for a group being written to it to finish first.
+    pub(crate) fn mark_deleted(&self) {
+        let _active = self.active();
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    /// Whether the partition's stream was deleted (check while holding [`Partition::active`]).
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
     }
 
     /// Adds a freshly created active segment (writer thread, when rolling).

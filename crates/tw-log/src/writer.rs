@@ -190,6 +190,11 @@ impl Writer {
     ) -> Result<Written, (PartitionGroup, LogError)> {
         let partition = Arc::clone(&group.partition);
         let mut active = partition.active();
+        if partition.is_deleted() {
+            drop(active);
+            let error = LogError::UnknownStream(partition.stream.to_string());
+            return Err((group, error));
+        }
         if active.len > 0 && active.len >= self.segment_max_bytes {
             // Safe to roll here: the previous group's fsync covered every byte of the old
             // segment, so it is complete before the new one exists.

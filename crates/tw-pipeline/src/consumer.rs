@@ -64,6 +64,16 @@ pub trait Consumer: Send + 'static {
         false
     }
 
+    /// Forgets a deleted stream: whatever the consumer holds or wrote for it (buffered rows,
+    /// indexes, state, its offsets in `safe_offsets`) goes, so that a stream created later
+    /// under the same name starts from nothing. The runner
+    /// calls it after the log deleted the stream (or replaced it by a new one), between
+    /// batches; an error makes it try again later. The default holds nothing per stream.
+    fn forget_stream(&mut self, stream: &StreamName) -> Result<(), ConsumerError> {
+        let _ = stream;
+        Ok(())
+    }
+
     /// The offsets (next offset to read) whose effects are durable, so they may be committed.
     /// A consumer that buffers (the lake) reports the end of what it has flushed.
     fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset>;

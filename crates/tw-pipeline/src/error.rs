@@ -34,6 +34,13 @@ pub enum IngestError {
     /// The stream name or configuration is invalid.
     #[error("{0}")]
     BadStream(String),
+    /// The stream does not exist (and the operation does not create it).
+    #[error("stream {0} does not exist")]
+    UnknownStream(String),
+    /// The stream is being deleted: nothing can be written to it, nor can it be created, until
+    /// the deletion is over.
+    #[error("stream {0} is being deleted; retry once the deletion is over")]
+    StreamDeleting(String),
     /// The log refused or failed the append.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -52,7 +59,9 @@ impl IngestError {
     pub fn is_client_error(&self) -> bool {
         match self {
             IngestError::Log(LogError::RecordTooLarge { .. }) => true,
-            IngestError::Log(_) | IngestError::Registry { .. } => false,
+            IngestError::Log(_) | IngestError::Registry { .. } | IngestError::StreamDeleting(_) => {
+                false
+            }
             _ => true,
         }
     }
@@ -61,7 +70,10 @@ impl IngestError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            IngestError::Log(LogError::DiskFull { .. } | LogError::Closed)
+            // A stream deleted while the request was on its way: a retry creates it anew.
+            IngestError::Log(
+                LogError::DiskFull { .. } | LogError::Closed | LogError::UnknownStream(_)
+            ) | IngestError::StreamDeleting(_)
         )
     }
 }

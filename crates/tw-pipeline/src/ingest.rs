@@ -61,6 +61,11 @@ impl Ingestor {
         &self.limits
     }
 
+    /// The log it appends to.
+    pub fn log(&self) -> &Arc<dyn Log> {
+        &self.log
+    }
+
     /// The stream registry.
     pub fn registry(&self) -> &Arc<StreamRegistry> {
         &self.registry

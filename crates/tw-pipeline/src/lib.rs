@@ -14,6 +14,7 @@
 
 mod consumer;
 mod decode;
+mod delete;
 mod dlq;
 mod error;
 mod ingest;
@@ -26,9 +27,10 @@ pub use decode::{
     ContentEncoding, IngestLimits, ParsedEvent, Rejection, decode_body, split_events,
     split_events_selecting,
 };
+pub use delete::{DELETE_WAIT, StreamDeletion};
 pub use dlq::{DLQ_STREAM, DeadLetter, DeadLetterQueue, DlqEntry};
 pub use error::IngestError;
 pub use ingest::{CompatRecord, IngestOutcome, Ingestor, RecordOutcome, RejectedRecord};
-pub use registry::{StreamDefaults, StreamRegistry, StreamState, write_atomically};
+pub use registry::{DeletionMark, StreamDefaults, StreamRegistry, StreamState, write_atomically};
 pub use runner::{ConsumerProgress, RunnerConfig, RunningConsumer, spawn_consumer};
 pub use validate::CompiledSchema;

@@ -1,6 +1,6 @@
 //! Stream configurations: persisted, validated, compiled once, created on first use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -97,6 +97,20 @@ pub struct StreamRegistry {
     log: Arc<dyn Log>,
     defaults: StreamDefaults,
     streams: RwLock<BTreeMap<StreamName, Arc<StreamState>>>,
+    /// Streams being deleted: not found, and neither written to nor created meanwhile.
+    deleting: std::sync::Mutex<BTreeSet<StreamName>>,
+}
+
+/// Marks a stream as being deleted while alive (see [`StreamRegistry::begin_delete`]).
+pub struct DeletionMark<'a> {
+    registry: &'a StreamRegistry,
+    name: StreamName,
+}
+
+impl Drop for DeletionMark<'_> {
+    fn drop(&mut self) {
+        self.registry.deleting().remove(&self.name);
+    }
 }
 
 impl StreamRegistry {
@@ -143,6 +157,7 @@ impl StreamRegistry {
             log,
             defaults,
             streams: RwLock::new(streams),
+            deleting: std::sync::Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -155,12 +170,64 @@ impl StreamRegistry {
             .cloned()
     }
 
-    /// The stream, created with the defaults when it does not exist yet.
+    /// The stream, created with the defaults when it does not exist yet (an error while a
+    /// stream of that name is being deleted).
     pub fn get_or_create(&self, name: &StreamName) -> Result<Arc<StreamState>, IngestError> {
         if let Some(state) = self.get(name) {
             return Ok(state);
         }
         self.put(name, self.default_config(name), false)
+    }
+
+    /// Starts deleting a stream: from now on it is not found, and it can be neither written
+    /// to through the registry nor created again until the returned mark is dropped. The
+    /// caller then deletes it from the log and calls [`StreamRegistry::forget`].
+    pub fn begin_delete(
+        &self,
+        name: &StreamName,
+    ) -> Result<(Arc<StreamState>, DeletionMark<'_>), IngestError> {
+        let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        if !self.deleting().insert(name.clone()) {
+            return Err(IngestError::StreamDeleting(name.to_string()));
+        }
+        let mark = DeletionMark {
+            registry: self,
+            name: name.clone(),
+        };
+        let state = streams
+            .remove(name)
+            .ok_or_else(|| IngestError::UnknownStream(name.to_string()))?;
+        Ok((state, mark))
+    }
+
+    /// Puts back a stream whose deletion failed before the log deleted it.
+    pub fn restore(&self, state: Arc<StreamState>) {
+        self.streams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(state.name.clone(), state);
+    }
+
+    /// Removes a deleted stream's persisted configuration (durably).
+    pub fn forget(&self, name: &StreamName) -> Result<(), IngestError> {
+        let path = self.dir.join(format!("{name}.json"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(registry_error(&path, error)),
+        }
+        std::fs::File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| registry_error(&self.dir, e))
+    }
+
+    /// Whether a stream of this name is being deleted right now.
+    pub fn is_deleting(&self, name: &StreamName) -> bool {
+        self.deleting().contains(name)
+    }
+
+    fn deleting(&self) -> std::sync::MutexGuard<'_, BTreeSet<StreamName>> {
+        self.deleting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The stream, or — without creating it — the state it would have if its first event
@@ -191,6 +258,9 @@ impl StreamRegistry {
             .validate()
             .map_err(|e| IngestError::BadStream(e.to_string()))?;
         let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        if self.deleting().contains(name) {
+            return Err(IngestError::StreamDeleting(name.to_string()));
+        }
         if let Some(existing) = streams.get(name) {
             if !replace {
                 return Ok(existing.clone());

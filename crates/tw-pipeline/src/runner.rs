@@ -1,14 +1,14 @@
 //! Runs one [`Consumer`] over the log on its own thread: read, parse once, hand over, commit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tw_core::{Offset, StreamName, now_ms};
-use tw_log::{Log, OffsetStore};
+use tw_log::{Log, LogError, OffsetStore};
 
 use crate::dlq::{DeadLetter, DeadLetterQueue};
 use crate::{Consumer, EventBatch, StreamPartition};
@@ -52,6 +52,10 @@ impl Default for RunnerConfig {
 pub struct ConsumerProgress {
     positions: RwLock<HashMap<StreamPartition, Offset>>,
     failed: RwLock<Option<String>>,
+    /// The [`Log::incarnation`] of each stream whose offsets the consumer holds.
+    incarnations: RwLock<HashMap<StreamName, u64>>,
+    /// Polls of every stream completed (each begins by forgetting deleted streams).
+    polls: AtomicU64,
 }
 
 impl ConsumerProgress {
@@ -106,6 +110,64 @@ impl ConsumerProgress {
         }
     }
 
+    /// Whether the consumer still holds offsets of this incarnation of `stream`.
+    pub fn holds(&self, stream: &StreamName, incarnation: u64) -> bool {
+        self.incarnations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+            == Some(&incarnation)
+    }
+
+    /// How many polls over every stream the consumer has completed.
+    pub fn polls(&self) -> u64 {
+        self.polls.load(Ordering::Acquire)
+    }
+
+    /// Waits until the consumer has forgotten `incarnation` of the deleted `stream` (see
+    /// [`Consumer::forget_stream`](crate::Consumer::forget_stream)), has stopped, or `timeout`
+    /// passed; true when it has forgotten it (or stopped). Two completed polls: the first may
+    /// have begun before the deletion, the second began after it and so saw it.
+    pub async fn wait_forgotten(
+        &self,
+        stream: &StreamName,
+        incarnation: u64,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let polls = self.polls();
+        loop {
+            if self.failure().is_some()
+                || (self.polls() >= polls + 2 && !self.holds(stream, incarnation))
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn set_incarnation(&self, stream: &StreamName, incarnation: u64) {
+        self.incarnations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(stream.clone(), incarnation);
+    }
+
+    /// Drops what is known of a deleted stream.
+    fn forget(&self, stream: &StreamName) {
+        self.positions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(s, _), _| s != stream);
+        self.incarnations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(stream);
+    }
+
     fn set(&self, key: StreamPartition, offset: Offset) {
         self.positions
             .write()
@@ -151,6 +213,9 @@ pub fn spawn_consumer(
                 progress: shared.clone(),
                 positions: BTreeMap::new(),
                 committed: BTreeMap::new(),
+                incarnations: BTreeMap::new(),
+                forget_backoff: RESTART_BACKOFF_MIN,
+                next_forget: Instant::now(),
                 restart_backoff: RESTART_BACKOFF_MIN,
             };
             if let Err(message) = runner.run() {
@@ -179,6 +244,12 @@ struct Runner {
     progress: Arc<ConsumerProgress>,
     positions: BTreeMap<StreamPartition, Offset>,
     committed: BTreeMap<StreamPartition, Offset>,
+    /// The incarnation of each stream being read: when the log's differs (or the stream is
+    /// gone), the stream was deleted and its offsets mean nothing any more.
+    incarnations: BTreeMap<StreamName, u64>,
+    /// Pause before retrying a `forget_stream` that failed, and when that retry is due.
+    forget_backoff: Duration,
+    next_forget: Instant,
     /// Pause before the next restart of a consumer that restarts after failures; doubles while
     /// failures repeat, reset by a handled batch.
     restart_backoff: Duration,
@@ -191,6 +262,8 @@ impl Runner {
     fn run(&mut self) -> Result<(), String> {
         let name = self.consumer.name().to_string();
         self.committed = self.offsets.load(&name).map_err(|e| e.to_string())?;
+        // Offsets of streams deleted while the consumer was not running (a crash during a
+        // deletion) are forgotten by the first poll (`forget_deleted`).
         self.consumer
             .start(&self.committed)
             .map_err(|e| e.to_string())?;
@@ -254,40 +327,123 @@ impl Runner {
     /// Reads one batch from every partition that has data; true when anything was handled.
     fn poll_once(&mut self) -> Result<bool, String> {
         let mut did_work = false;
-        for (stream, partitions) in self.log.streams() {
-            if stream.is_internal() {
-                continue;
+        let streams: Vec<(StreamName, u32, u64)> = self
+            .log
+            .streams()
+            .into_iter()
+            .filter(|(stream, _)| !stream.is_internal())
+            .filter_map(|(stream, partitions)| {
+                let incarnation = self.log.incarnation(&stream)?;
+                Some((stream, partitions, incarnation))
+            })
+            .collect();
+        self.forget_deleted(&streams)?;
+        for (stream, partitions, incarnation) in streams {
+            if self.incarnations.get(&stream) != Some(&incarnation) {
+                continue; // an older stream of this name is not forgotten yet
             }
             for partition in 0..partitions {
                 if self.shutdown.load(Ordering::Relaxed) {
                     return Ok(did_work);
                 }
-                did_work |= self.poll_partition(&stream, partition)?;
+                did_work |= self.poll_partition(&stream, partition, incarnation)?;
             }
         }
+        self.progress.polls.fetch_add(1, Ordering::Release);
         Ok(did_work)
     }
 
-    fn poll_partition(&mut self, stream: &StreamName, partition: u32) -> Result<bool, String> {
+    /// Forgets every stream whose offsets this consumer holds but which the log deleted or
+    /// replaced by a new stream of the same name, then notes the incarnation of each stream.
+    /// A consumer that fails to forget is asked again after a growing pause; until then the
+    /// new stream of that name is not read.
+    fn forget_deleted(&mut self, streams: &[(StreamName, u32, u64)]) -> Result<(), String> {
+        let current: BTreeMap<&StreamName, u64> = streams.iter().map(|(s, _, i)| (s, *i)).collect();
+        let mut gone: Vec<StreamName> = self
+            .incarnations
+            .iter()
+            .filter(|(stream, incarnation)| current.get(stream) != Some(incarnation))
+            .map(|(stream, _)| stream.clone())
+            .collect();
+        for (stream, _) in self.positions.keys() {
+            if !self.incarnations.contains_key(stream) && !gone.contains(stream) {
+                // Offsets from before a restart of a stream deleted since.
+                if !current.contains_key(stream) {
+                    gone.push(stream.clone());
+                }
+            }
+        }
+        if !gone.is_empty() && Instant::now() >= self.next_forget {
+            for stream in &gone {
+                self.forget(stream)?;
+            }
+        }
+        for (stream, _, incarnation) in streams {
+            if !self.incarnations.contains_key(stream) {
+                self.incarnations.insert(stream.clone(), *incarnation);
+                self.progress.set_incarnation(stream, *incarnation);
+            }
+        }
+        Ok(())
+    }
+
+    /// Has the consumer forget a deleted stream, then drops and uncommits its offsets. Keeps
+    /// the stream for a later retry when the consumer fails.
+    fn forget(&mut self, stream: &StreamName) -> Result<(), String> {
+        if let Err(error) = self.consumer.forget_stream(stream) {
+            tracing::error!(%error, %stream, "consumer failed to forget a deleted stream; retrying");
+            metrics::counter!("tidewatch_consumer_errors_total", "consumer" => self.consumer.name().to_string()).increment(1);
+            self.next_forget = Instant::now() + self.forget_backoff;
+            self.forget_backoff = (self.forget_backoff * 2).min(RESTART_BACKOFF_MAX);
+            return Ok(());
+        }
+        self.forget_backoff = RESTART_BACKOFF_MIN;
+        self.positions.retain(|(s, _), _| s != stream);
+        self.incarnations.remove(stream);
+        self.progress.forget(stream);
+        if self.committed.keys().any(|(s, _)| s == stream) {
+            self.committed.retain(|(s, _), _| s != stream);
+            // At once: after a restart, these offsets would apply to a new stream of the name.
+            self.offsets
+                .commit(self.consumer.name(), &self.committed)
+                .map_err(|e| e.to_string())?;
+        }
+        tracing::info!(consumer = self.consumer.name(), %stream, "forgot a deleted stream");
+        Ok(())
+    }
+
+    fn poll_partition(
+        &mut self,
+        stream: &StreamName,
+        partition: u32,
+        incarnation: u64,
+    ) -> Result<bool, String> {
         let key = (stream.clone(), partition);
         let position = match self.positions.get(&key) {
             Some(position) => *position,
-            None => self
-                .log
-                .start_offset(stream, partition)
-                .map_err(|e| e.to_string())?,
+            None => match self.log.start_offset(stream, partition) {
+                Ok(start) => start,
+                Err(error) => return gone_or_fatal(error),
+            },
         };
-        let records = self
-            .log
-            .read(
-                stream,
-                partition,
-                position,
-                self.config.max_batch_records,
-                self.config.max_batch_bytes,
-            )
-            .map_err(|e| e.to_string())?;
+        let records = match self.log.read(
+            stream,
+            partition,
+            position,
+            self.config.max_batch_records,
+            self.config.max_batch_bytes,
+        ) {
+            Ok(records) => records,
+            Err(error) => return gone_or_fatal(error),
+        };
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            if position > self.log.end_offset(stream, partition).unwrap_or(position) {
+                // Offsets past the end belong to records this log does not have: another
+                // stream of this name (the log directory replaced). Start this one afresh
+                // rather than wait for offsets that may never come.
+                tracing::warn!(consumer = self.consumer.name(), %stream, partition, position, "committed offset past the log's end: forgetting the stream's offsets");
+                self.forget(stream)?;
+            }
             return Ok(false);
         };
         if first.offset > position {
@@ -301,7 +457,10 @@ impl Runner {
         while let Err(error) = self.consumer.handle(&batch) {
             tracing::error!(%error, %stream, partition, "consumer failed a batch; retrying");
             metrics::counter!("tidewatch_consumer_errors_total", "consumer" => self.consumer.name().to_string()).increment(1);
-            if self.shutdown.load(Ordering::Relaxed) {
+            if self.shutdown.load(Ordering::Relaxed)
+                || self.log.incarnation(stream) != Some(incarnation)
+            {
+                // Deleted meanwhile: the next poll forgets it rather than retrying forever.
                 return Ok(false);
             }
             if self.consumer.restart_after_failure() {
@@ -391,5 +550,14 @@ impl Runner {
             self.committed = merged;
         }
         Ok(())
+    }
+}
+
+/// A read of a stream the log deleted meanwhile finds nothing (the next poll forgets the
+/// stream); any other log error stops the consumer.
+fn gone_or_fatal(error: LogError) -> Result<bool, String> {
+    match error {
+        LogError::UnknownStream(_) | LogError::UnknownPartition { .. } => Ok(false),
+        other => Err(other.to_string()),
     }
 }

@@ -468,6 +468,15 @@ impl Consumer for SearchIndexer {
         true
     }
 
+    fn forget_stream(&mut self, stream: &StreamName) -> Result<(), ConsumerError> {
+        // The writers go first (uncommitted documents of the stream are dropped with them),
+        // then the indexes on disk.
+        self.writers.retain(|(s, _), _| s != stream);
+        self.handled.retain(|(s, _), _| s != stream);
+        self.durable.retain(|(s, _), _| s != stream);
+        self.indexes.remove_stream(stream).map_err(consumer_error)
+    }
+
     fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset> {
         self.durable.clone()
     }

@@ -309,6 +309,18 @@ impl SearchIndexes {
         Ok(Some(self.lock().entry(key).or_insert(opened).clone()))
     }
 
+    /// Removes every index of a deleted stream (searches already running keep their open
+    /// files until they finish). Nothing of it is searchable afterwards.
+    pub fn remove_stream(&self, stream: &StreamName) -> Result<(), SearchError> {
+        self.lock().retain(|(s, _), _| s != stream);
+        let dir = self.stream_dir(stream);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(SearchError::io(&dir)(error)),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, OpenHours> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -52,6 +52,7 @@ impl From<tw_pipeline::IngestError> for ApiError {
             E::UnsupportedEncoding(_) | E::UnsupportedContentType(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
+            E::UnknownStream(_) => StatusCode::NOT_FOUND,
             _ => StatusCode::BAD_REQUEST,
         };
         if error.is_retryable() {

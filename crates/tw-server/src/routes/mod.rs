@@ -22,7 +22,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/streams", get(streams::list))
         .route(
             "/api/v1/streams/{stream}",
-            get(streams::get).put(streams::put),
+            get(streams::get).put(streams::put).delete(streams::delete),
         )
         .route("/api/v1/streams/{stream}/schema", get(streams::schema))
         .route("/api/v1/streams/{stream}/events", post(ingest::post_events))

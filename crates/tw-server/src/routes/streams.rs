@@ -1,4 +1,4 @@
-//! `GET /api/v1/streams`, `GET|PUT /api/v1/streams/{stream}`,
+//! `GET /api/v1/streams`, `GET|PUT|DELETE /api/v1/streams/{stream}`,
 //! `GET /api/v1/streams/{stream}/schema`.
 
 use std::sync::Arc;
@@ -62,6 +62,35 @@ pub(crate) async fn put(
         .map_err(|e| ApiError::bad_request(format!("invalid stream configuration: {e}")))?;
     let stored = state.ingestor.registry().put(&name, config, true)?;
     Ok(Json(view(&state, &stored.name, &stored.config)?))
+}
+
+#[derive(Serialize)]
+pub(crate) struct DeletedView {
+    #[serde(flatten)]
+    deletion: tw_pipeline::StreamDeletion,
+    /// Where the lake keeps the stream's files from now on.
+    lake_archive: String,
+}
+
+/// Deletes a stream: its log, configuration and consumer offsets, hot data and search
+/// indexes; its lake files move to the lake's archive (see `tw_pipeline::delete`).
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+) -> Result<Json<DeletedView>, ApiError> {
+    let name = parse_name(&stream)?;
+    let deletion = state
+        .ingestor
+        .delete_stream(&name, &state.consumers, tw_pipeline::DELETE_WAIT)
+        .await?;
+    let lake_archive = state
+        .lake
+        .storage()
+        .describe(&format!("{}/{name}/", tw_lake::DELETED_DIR));
+    Ok(Json(DeletedView {
+        deletion,
+        lake_archive,
+    }))
 }
 
 /// The stream's lake schema: columns, types, when each appeared, type conflicts, widenings.
