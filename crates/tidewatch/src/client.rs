@@ -137,7 +137,27 @@ pub async fn send(
 /// Expands each directory argument into the `.json`, `.ndjson`, `.json.gz` and `.ndjson.gz`
 /// files below it (recursively, hidden entries skipped, in path order); files stay as given.
 fn expand_directories(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    expand_directories_matching(
+        paths,
+        &tw_sources::is_candidate,
+        ".json, .ndjson, .json.gz or .ndjson.gz",
+    )
+}
+
+/// Expands each directory argument into the files below it whose path relative to it
+/// `wanted` accepts (recursively, hidden entries skipped, in path order); files stay as
+/// given. `kinds` names the wanted files in the message about a directory without any.
+pub(crate) fn expand_directories_matching(
+    paths: &[PathBuf],
+    wanted: &dyn Fn(&str) -> bool,
+    kinds: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(
+        dir: &Path,
+        root: &Path,
+        wanted: &dyn Fn(&str) -> bool,
+        out: &mut Vec<PathBuf>,
+    ) -> anyhow::Result<()> {
         let mut entries = std::fs::read_dir(dir)
             .with_context(|| format!("reading directory {}", dir.display()))?
             .collect::<Result<Vec<_>, _>>()
@@ -149,10 +169,10 @@ fn expand_directories(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 continue;
             }
             if entry.file_type()?.is_dir() {
-                walk(&path, root, out)?;
+                walk(&path, root, wanted, out)?;
             } else {
                 let relative = path.strip_prefix(root).unwrap_or(&path);
-                if tw_sources::is_candidate(&relative.to_string_lossy()) {
+                if wanted(&relative.to_string_lossy()) {
                     out.push(path);
                 }
             }
@@ -163,12 +183,9 @@ fn expand_directories(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     for path in paths {
         if path.is_dir() {
             let before = inputs.len();
-            walk(path, path, &mut inputs)?;
+            walk(path, path, wanted, &mut inputs)?;
             if inputs.len() == before {
-                eprintln!(
-                    "{}: no .json, .ndjson, .json.gz or .ndjson.gz files",
-                    path.display()
-                );
+                eprintln!("{}: no {kinds} files", path.display());
             }
         } else {
             inputs.push(path.clone());
