@@ -191,7 +191,9 @@ async fn import_file(client: &reqwest::Client, url: &str, file: &Path) -> anyhow
                 }
                 bail!("{message} ({status})");
             }
-            Ok(response) => tracing::warn!(status = %response.status(), attempt, "server busy; retrying"),
+            Ok(response) => {
+                tracing::warn!(status = %response.status(), attempt, "server busy; retrying")
+            }
             Err(error) => tracing::warn!(%error, attempt, "request failed; retrying"),
         }
         tokio::time::sleep(backoff).await;

@@ -95,7 +95,11 @@ async fn imported_files_are_queryable_once_and_survive_restart_and_compaction() 
 
     let first = import(&server, &source);
     let stderr = String::from_utf8_lossy(&first.stderr);
-    assert_eq!(first.status.code(), Some(2), "a rejected line fails: {stderr}");
+    assert_eq!(
+        first.status.code(),
+        Some(2),
+        "a rejected line fails: {stderr}"
+    );
     assert!(
         stderr.contains("a.ndjson:101: invalid JSON"),
         "the rejected line is named: {stderr}"
@@ -129,7 +133,12 @@ async fn imported_files_are_queryable_once_and_survive_restart_and_compaction() 
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    for column in ["eventName", "eventTime", "userIdentity.type", "sourceIPAddress"] {
+    for column in [
+        "eventName",
+        "eventTime",
+        "userIdentity.type",
+        "sourceIPAddress",
+    ] {
         assert!(columns.contains(&column), "{column} missing: {columns:?}");
     }
     let nested = format!(
@@ -185,13 +194,18 @@ async fn imported_files_are_queryable_once_and_survive_restart_and_compaction() 
     let response = server
         .client
         .post(format!("{}/api/v1/streams/ct/delete", server.url))
-        .json(&json!({ "predicate": format!("_partition = {parquet_partition} AND _offset <= 10") }))
+        .json(
+            &json!({ "predicate": format!("_partition = {parquet_partition} AND _offset <= 10") }),
+        )
         .send()
         .await
         .unwrap();
     let deleted: Value = response.json().await.unwrap();
     assert_eq!(deleted["rows_deleted"], 10, "{deleted}");
-    assert_eq!(server.sql_count("SELECT count(*) FROM ct").await, total - 10);
+    assert_eq!(
+        server.sql_count("SELECT count(*) FROM ct").await,
+        total - 10
+    );
     assert!(server.terminate());
 }
 

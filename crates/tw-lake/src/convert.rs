@@ -14,9 +14,9 @@ use arrow::datatypes::SchemaRef;
 use serde_json::{Map, Value};
 use tw_core::{Record, StreamName};
 
-use crate::{Lake, LakeError, StreamState};
 use crate::catalog::{Catalog, ColumnType, Placement};
 use crate::flatten::{Leaf, for_each_leaf};
+use crate::{Lake, LakeError, StreamState};
 
 /// The result of converting one batch.
 pub(crate) struct Converted {

@@ -46,7 +46,6 @@ pub const IMPORTS_DIR: &str = "_imports";
 /// Format version of the manifests.
 const MANIFEST_FORMAT_VERSION: u32 = 1;
 
-
 /// Whether `partition` holds imported rows rather than the log's.
 pub fn is_import_partition(partition: PartitionId) -> bool {
     partition >= IMPORT_PARTITION_BASE
@@ -382,11 +381,10 @@ fn parse_manifest(bytes: &[u8], location: &str) -> Result<Manifest, LakeError> {
 }
 
 fn save_manifest(lake: &Lake, path: &str, manifest: &Manifest) -> Result<(), LakeError> {
-    let bytes =
-        serde_json::to_vec_pretty(manifest).map_err(|error| LakeError::ImportManifest {
-            path: lake.storage().describe(path),
-            message: error.to_string(),
-        })?;
+    let bytes = serde_json::to_vec_pretty(manifest).map_err(|error| LakeError::ImportManifest {
+        path: lake.storage().describe(path),
+        message: error.to_string(),
+    })?;
     lake.storage().put(path, Bytes::from(bytes))
 }
 

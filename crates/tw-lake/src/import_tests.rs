@@ -102,7 +102,13 @@ impl Fixture {
             let offsets = batch.column_by_name("_offset").unwrap();
             let partitions = partitions.as_primitive::<Int32Type>();
             let offsets = offsets.as_primitive::<Int64Type>();
-            rows.extend(partitions.values().iter().copied().zip(offsets.values().iter().copied()));
+            rows.extend(
+                partitions
+                    .values()
+                    .iter()
+                    .copied()
+                    .zip(offsets.values().iter().copied()),
+            );
         }
         rows.sort();
         rows
@@ -158,7 +164,10 @@ fn json_rows_land_once_in_their_hours_and_a_reimport_adds_nothing() {
     assert_eq!((report.rows_imported, report.rows_rejected), (3, 1));
     assert_eq!(report.rejected.len(), 1);
     assert_eq!(report.rejected[0].line, 3);
-    assert!(report.rejected[0].reason.contains("invalid JSON"), "{report:?}");
+    assert!(
+        report.rejected[0].reason.contains("invalid JSON"),
+        "{report:?}"
+    );
     assert_eq!(letters.len(), 1, "the refused line is dead-lettered");
     assert_eq!(letters[0].raw.as_ref(), b"{\"eventName\":");
 
@@ -193,7 +202,15 @@ fn json_rows_land_once_in_their_hours_and_a_reimport_adds_nothing() {
     let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
-        ["_time", "_ingest_time", "_partition", "_offset", "eventTime", "eventName", "n"]
+        [
+            "_time",
+            "_ingest_time",
+            "_partition",
+            "_offset",
+            "eventName",
+            "eventTime",
+            "n"
+        ]
     );
     let widenings: Vec<(&str, &str, &str)> = schema
         .widenings
@@ -390,7 +407,11 @@ fn unreadable_sources_are_refused_whole_and_leave_nothing() {
             matches!(&error, LakeError::ImportSource { source_name, .. } if source_name == name),
             "{error}"
         );
-        assert!(error.to_string().starts_with(&format!("cannot import {name}:")));
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("cannot import {name}:"))
+        );
     }
     assert!(fixture.files().is_empty());
     assert!(!fixture.dir.path().join("lake").join(IMPORTS_DIR).exists());

@@ -86,13 +86,12 @@ fn keep_live(
             .into_iter()
             .filter(|object| {
                 let name = object.location.filename().unwrap_or("");
-                let covered_by_hot = tw_lake::data_file_range(name).is_some_and(
-                    |(partition, _first, last)| {
+                let covered_by_hot =
+                    tw_lake::data_file_range(name).is_some_and(|(partition, _first, last)| {
                         hot_start
                             .and_then(|starts| starts.get(&partition))
                             .is_some_and(|start| last >= *start)
-                    },
-                );
+                    });
                 !covered_by_hot
             })
             .collect();
