@@ -397,6 +397,9 @@ fn sha256_hex(content: &[u8]) -> String {
         .collect()
 }
 
+/// Records of one chunk and the records refused while reading it.
+type Chunk = (Vec<ParsedEvent>, Vec<Rejection>);
+
 /// The records of a source, handed out in chunks of at most the lake's `flush_max_rows`
 /// (an import chunk is written like one flush; this bounds the memory of one step).
 enum SourceRows {
@@ -463,7 +466,7 @@ impl SourceRows {
         &mut self,
         rules: &StreamState,
         source: &ImportSource,
-    ) -> Result<Option<(Vec<ParsedEvent>, Vec<Rejection>)>, LakeError> {
+    ) -> Result<Option<Chunk>, LakeError> {
         match self {
             SourceRows::Json {
                 events,
@@ -516,7 +519,7 @@ fn parquet_rows(
     first_row: usize,
     rules: &StreamState,
     source: &ImportSource,
-) -> Result<(Vec<ParsedEvent>, Vec<Rejection>), LakeError> {
+) -> Result<Chunk, LakeError> {
     let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
     writer
         .write(batch)
