@@ -40,20 +40,7 @@ pub async fn send(
     } else {
         expand_directories(files)?
     };
-    let total_bytes: u64 = inputs
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    let bar = if total_bytes > 0 && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total_bytes);
-        bar.set_style(ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-        )?);
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = bytes_progress_bar(&inputs)?;
     let (mut accepted, mut rejected) = (0u64, 0u64);
     for input in &inputs {
         if is_whole_document(input)? {
@@ -132,6 +119,23 @@ pub async fn send(
         std::process::exit(2);
     }
     Ok(())
+}
+
+/// A progress bar over the total size of `files` on a terminal (hidden otherwise).
+pub(crate) fn bytes_progress_bar(files: &[PathBuf]) -> anyhow::Result<ProgressBar> {
+    let total: u64 = files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    if total == 0 || !std::io::stderr().is_terminal() {
+        return Ok(ProgressBar::hidden());
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+    )?);
+    Ok(bar)
 }
 
 /// Expands each directory argument into the `.json`, `.ndjson`, `.json.gz` and `.ndjson.gz`

@@ -3,15 +3,13 @@
 //! to the server's import endpoint (the server's lake is the one writer of the catalog) and
 //! prints what became of it.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use crate::client::{expand_directories_matching, with_api_key};
+use crate::client::{bytes_progress_bar, expand_directories_matching, with_api_key};
 
 /// Attempts per file before `import` gives up on a busy or unreachable server.
 const MAX_ATTEMPTS: u32 = 5;
@@ -65,20 +63,7 @@ pub async fn import(server: &str, stream: &str, paths: &[PathBuf]) -> anyhow::Re
         "{}/api/v1/streams/{stream}/import",
         server.trim_end_matches('/')
     );
-    let total: u64 = files
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    let bar = if total > 0 && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total);
-        bar.set_style(ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-        )?);
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = bytes_progress_bar(&files)?;
     let mut totals = Totals::default();
     for file in &files {
         bar.set_message(file.display().to_string());
