@@ -40,20 +40,7 @@ pub async fn send(
     } else {
         expand_directories(files)?
     };
-    let total_bytes: u64 = inputs
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    let bar = if total_bytes > 0 && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total_bytes);
-        bar.set_style(ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-        )?);
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = bytes_progress_bar(&inputs)?;
     let (mut accepted, mut rejected) = (0u64, 0u64);
     for input in &inputs {
         if is_whole_document(input)? {
@@ -134,10 +121,47 @@ pub async fn send(
     Ok(())
 }
 
+/// A progress bar over the total size of `files` on a terminal (hidden otherwise).
+pub(crate) fn bytes_progress_bar(files: &[PathBuf]) -> anyhow::Result<ProgressBar> {
+    let total: u64 = files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    if total == 0 || !std::io::stderr().is_terminal() {
+        return Ok(ProgressBar::hidden());
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+    )?);
+    Ok(bar)
+}
+
 /// Expands each directory argument into the `.json`, `.ndjson`, `.json.gz` and `.ndjson.gz`
 /// files below it (recursively, hidden entries skipped, in path order); files stay as given.
 fn expand_directories(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    expand_directories_matching(
+        paths,
+        &tw_sources::is_candidate,
+        ".json, .ndjson, .json.gz or .ndjson.gz",
+    )
+}
+
+/// Expands each directory argument into the files below it whose path relative to it
+/// `wanted` accepts (recursively, hidden entries skipped, in path order); files stay as
+/// given. `kinds` names the wanted files in the message about a directory without any.
+pub(crate) fn expand_directories_matching(
+    paths: &[PathBuf],
+    wanted: &dyn Fn(&str) -> bool,
+    kinds: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(
+        dir: &Path,
+        root: &Path,
+        wanted: &dyn Fn(&str) -> bool,
+        out: &mut Vec<PathBuf>,
+    ) -> anyhow::Result<()> {
         let mut entries = std::fs::read_dir(dir)
             .with_context(|| format!("reading directory {}", dir.display()))?
             .collect::<Result<Vec<_>, _>>()
@@ -149,10 +173,10 @@ fn expand_directories(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 continue;
             }
             if entry.file_type()?.is_dir() {
-                walk(&path, root, out)?;
+                walk(&path, root, wanted, out)?;
             } else {
                 let relative = path.strip_prefix(root).unwrap_or(&path);
-                if tw_sources::is_candidate(&relative.to_string_lossy()) {
+                if wanted(&relative.to_string_lossy()) {
                     out.push(path);
                 }
             }
@@ -163,12 +187,9 @@ fn expand_directories(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     for path in paths {
         if path.is_dir() {
             let before = inputs.len();
-            walk(path, path, &mut inputs)?;
+            walk(path, path, wanted, &mut inputs)?;
             if inputs.len() == before {
-                eprintln!(
-                    "{}: no .json, .ndjson, .json.gz or .ndjson.gz files",
-                    path.display()
-                );
+                eprintln!("{}: no {kinds} files", path.display());
             }
         } else {
             inputs.push(path.clone());

@@ -216,6 +216,20 @@ enum LakeCommand {
         #[arg(long)]
         min_age_secs: Option<u64>,
     },
+    /// Import existing NDJSON / JSON (CloudTrail `Records`, arrays; `.gz` too) and Parquet
+    /// files straight into a stream's lake, without detection or search (that is `send`).
+    /// Each file is imported once: the same content again adds nothing, an interrupted import
+    /// is completed by running it again. Prints a report per file; exits with 2 if any record
+    /// or file was refused.
+    Import {
+        /// Target stream (created with the defaults if it does not exist).
+        #[arg(long)]
+        stream: String,
+        /// Files or directories; a directory imports every `.json`, `.ndjson`, `.json.gz`,
+        /// `.ndjson.gz` and `.parquet` file below it.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -414,6 +428,9 @@ fn main() -> anyhow::Result<()> {
         Command::Lake { what, server } => match what {
             LakeCommand::Compact { min_age_secs } => {
                 runtime()?.block_on(lake_cli::compact(&server, min_age_secs))
+            }
+            LakeCommand::Import { stream, paths } => {
+                runtime()?.block_on(lake_cli::import(&server, &stream, &paths))
             }
         },
         Command::Replay {

@@ -110,6 +110,10 @@ pub(crate) struct Catalog {
     pub(crate) fields: Vec<CatalogField>,
     /// Every type change, oldest first.
     pub(crate) history: Vec<Widening>,
+    /// Imports numbered so far (`lake import`): import `n` (from 0) writes its rows under
+    /// `_partition` = [`crate::IMPORT_PARTITION_BASE`] + `n`. Absent in catalogs without one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) imports: u32,
     /// Position of each field by name (rebuilt on load).
     #[serde(skip)]
     index: HashMap<String, usize>,
@@ -133,6 +137,7 @@ impl Catalog {
             stream,
             fields: Vec::new(),
             history: Vec::new(),
+            imports: 0,
             index: HashMap::new(),
         }
     }
@@ -267,6 +272,10 @@ impl Catalog {
             })?;
         storage.put(&path, Bytes::from(bytes))
     }
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// The four metadata columns every table starts with.

@@ -32,6 +32,7 @@ use tw_core::{Offset, PartitionId, StreamLakeConfig, StreamName};
 use crate::catalog::{OFFSET_COLUMN, TIME_COLUMN};
 use crate::convert::align;
 use crate::files::{self, DataFile, file_name};
+use crate::import::flushed;
 use crate::storage::LakeStorage;
 use crate::supersede::{by_dir, range_of_path, superseded_ranges};
 use crate::{Lake, LakeError};
@@ -143,9 +144,7 @@ impl Lake {
             }
             let mut by_partition: BTreeMap<PartitionId, Vec<(&DataFile, u64)>> = BTreeMap::new();
             for (index, file) in files.iter().enumerate() {
-                let below_hot = hot_start
-                    .get(&file.partition)
-                    .is_some_and(|start| file.last < *start);
+                let below_hot = flushed(file.partition, file.last, &hot_start);
                 if !superseded[index] && below_hot {
                     by_partition
                         .entry(file.partition)

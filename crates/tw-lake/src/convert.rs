@@ -12,11 +12,11 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use serde_json::{Map, Value};
-use tw_core::Record;
+use tw_core::{Record, StreamName};
 
-use crate::LakeError;
 use crate::catalog::{Catalog, ColumnType, Placement};
 use crate::flatten::{Leaf, for_each_leaf};
+use crate::{Lake, LakeError, StreamState};
 
 /// The result of converting one batch.
 pub(crate) struct Converted {
@@ -26,6 +26,104 @@ pub(crate) struct Converted {
     pub(crate) conflicts: BTreeMap<String, u64>,
     /// Fields sent to `_overflow` (column limit reached, or a duplicate name in one event).
     pub(crate) overflowed: u64,
+}
+
+impl Lake {
+    /// Converts `records` of one partition of `stream` into a batch of its table: the
+    /// catalog is extended and widened first, persisted when it changed (before any file can
+    /// use it), then published for readers, and the type conflicts are counted.
+    pub(crate) fn convert_records(
+        &self,
+        stream: &StreamName,
+        partition: u32,
+        records: &[&Record],
+        now: i64,
+    ) -> Result<Converted, LakeError> {
+        let _catalog_writer = self
+            .shared
+            .catalog_writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The catalog leaves the lock while converting so queries are not blocked meanwhile;
+        // `catalog_writer` keeps every other converter out.
+        let (mut catalog, persisted_revision) = {
+            let mut state = self.lock();
+            let stream_state = state.streams.entry(stream.clone()).or_insert_with(|| {
+                let mut fresh = StreamState::new(Catalog::new(stream.clone()));
+                fresh.persisted_revision = u64::MAX;
+                fresh
+            });
+            (
+                std::mem::replace(&mut stream_state.catalog, Catalog::new(stream.clone())),
+                stream_state.persisted_revision,
+            )
+        };
+        let max_columns = self.shared.max_columns;
+        let converted =
+            convert(&mut catalog, max_columns, partition, records, now).and_then(|converted| {
+                if catalog.revision != persisted_revision {
+                    catalog.save(self.storage())?;
+                }
+                Ok(converted)
+            });
+
+        let mut state = self.lock();
+        let stream_state = state
+            .streams
+            .entry(stream.clone())
+            .or_insert_with(|| StreamState::new(Catalog::new(stream.clone())));
+        stream_state.catalog = catalog;
+        let converted = converted?;
+        stream_state.persisted_revision = stream_state.catalog.revision;
+        if stream_state.schema_revision != stream_state.catalog.revision {
+            stream_state.schema = stream_state.catalog.schema();
+            stream_state.schema_revision = stream_state.catalog.revision;
+            stream_state.published = stream_state.catalog.clone();
+        }
+        for (column, count) in &converted.conflicts {
+            *stream_state
+                .type_conflicts
+                .entry(column.clone())
+                .or_default() += count;
+        }
+        drop(state);
+        for (column, count) in &converted.conflicts {
+            metrics::counter!("tidewatch_lake_type_conflicts_total", "stream" => stream.to_string(), "column" => column.clone())
+                .increment(*count);
+        }
+        if converted.overflowed > 0 {
+            metrics::counter!("tidewatch_lake_overflow_fields_total", "stream" => stream.to_string())
+                .increment(converted.overflowed);
+        }
+        Ok(converted)
+    }
+
+    /// Numbers a new import of `stream` (see [`crate::import`]): the catalog's counter is
+    /// bumped and persisted before the number is used, so it is never handed out twice.
+    pub(crate) fn next_import_number(&self, stream: &StreamName) -> Result<u32, LakeError> {
+        let _catalog_writer = self
+            .shared
+            .catalog_writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let catalog = {
+            let mut state = self.lock();
+            let stream_state = state.streams.entry(stream.clone()).or_insert_with(|| {
+                let mut fresh = StreamState::new(Catalog::new(stream.clone()));
+                fresh.persisted_revision = u64::MAX;
+                fresh
+            });
+            stream_state.catalog.imports += 1;
+            stream_state.catalog.revision += 1;
+            stream_state.catalog.clone()
+        };
+        catalog.save(self.storage())?;
+        let mut state = self.lock();
+        if let Some(stream_state) = state.streams.get_mut(stream) {
+            stream_state.persisted_revision = catalog.revision;
+        }
+        Ok(catalog.imports - 1)
+    }
 }
 
 /// Where one flattened value of row `.0` goes.

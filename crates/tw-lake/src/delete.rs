@@ -30,6 +30,7 @@ use bytes::Bytes;
 use crate::catalog::OFFSET_COLUMN;
 use crate::compact::{read_file, writer_properties};
 use crate::files::{self, DataFile};
+use crate::import::flushed;
 use crate::storage::LakeStorage;
 use crate::supersede::{by_dir, range_of_path, revised_name, superseded_ranges};
 use crate::{Lake, LakeError};
@@ -84,7 +85,7 @@ impl Lake {
                 let Some((partition, first, last, revision)) = *range else {
                     continue;
                 };
-                let below_hot = hot_start.get(&partition).is_some_and(|s| last < *s);
+                let below_hot = flushed(partition, last, &hot_start);
                 let wanted = rows
                     .get(&partition)
                     .is_some_and(|offsets| offsets.range(first..=last).next().is_some());

@@ -104,6 +104,23 @@ pub enum LakeError {
         /// The partition.
         partition: u32,
     },
+    /// A source file given to import cannot be imported as a whole (unreadable, not JSON or
+    /// Parquet, a column without a JSON form); nothing of it was stored.
+    #[error("cannot import {source_name}: {reason}")]
+    ImportSource {
+        /// The source's name.
+        source_name: String,
+        /// Why.
+        reason: String,
+    },
+    /// An import manifest could not be read or written.
+    #[error("import manifest {path} is not valid: {message}")]
+    ImportManifest {
+        /// The manifest (a local path or an object URL).
+        path: String,
+        /// What the JSON parser said.
+        message: String,
+    },
     /// A batch's events and records disagree (a bug in the caller).
     #[error(
         "batch of stream {stream} partition {partition} has {records} records but {events} events"

@@ -36,7 +36,12 @@
 //!   covers is superseded (compaction merged it, see `compact.rs`): readers skip it, and it is
 //!   deleted after a grace period (at once by the writer's start).
 //!
-//! One [`LakeWriter`] per [`Lake`]: the writer is the only mutator of the hot buffers.
+//! - imported files (`import.rs`, `tidewatch lake import`) use partitions from
+//!   [`IMPORT_PARTITION_BASE`] up, one per imported source, which the log never has: they are
+//!   never hot, never cut by the writer's start, and otherwise handled like flushed files.
+//!
+//! One [`LakeWriter`] per [`Lake`]: the writer is the only mutator of the hot buffers; the
+//! catalog is changed by the writer and by imports, one at a time.
 
 mod catalog;
 mod compact;
@@ -46,6 +51,7 @@ mod error;
 mod files;
 mod flatten;
 mod forget;
+mod import;
 mod retention;
 mod schema_view;
 mod storage;
@@ -65,12 +71,22 @@ pub use crate::compact::{CompactionConfig, CompactionReport};
 pub use crate::delete::{AUDIT_DIR, DeleteReport};
 pub use crate::error::LakeError;
 pub use crate::forget::DELETED_DIR;
+pub use crate::import::{
+    DeadLetterSink, IMPORT_PARTITION_BASE, IMPORTS_DIR, ImportFormat, ImportReport, ImportSource,
+    ImportStatus, is_import_partition,
+};
 pub use crate::retention::RetentionReport;
 pub use crate::schema_view::{ColumnInfo, StreamSchema, WideningInfo};
 pub use crate::storage::{LakeLocation, LakeStorage, StoredObject};
 pub use crate::supersede::superseded;
 pub use crate::writer::LakeWriter;
 pub use tw_s3::{S3Connection, S3Url};
+
+/// The partition and offset range (inclusive) of a lake data file name
+/// (`p{partition}-{first}-{last}[-r{n}].parquet`); `None` for any other name.
+pub fn data_file_range(name: &str) -> Option<(PartitionId, Offset, Offset)> {
+    files::parse_file_name(name)
+}
 
 /// Default number of event columns per stream before new fields go to `_overflow`.
 pub const MAX_EVENT_COLUMNS: usize = 2000;
@@ -134,6 +150,10 @@ struct Shared {
     state: Mutex<LakeState>,
     /// Where per-stream lake settings come from (defaults when unset or unknown).
     settings: OnceLock<StreamSettings>,
+    /// Held while the catalog is taken out of the state to convert a batch (the writer and
+    /// imports both convert), so that one conversion never starts from a catalog another
+    /// one is still changing.
+    catalog_writer: Mutex<()>,
     /// Held by whatever rewrites or deletes existing files (the writer's crash clean-up,
     /// compaction, retention, delete-by-query), so they never work on the same files at once.
     maintenance: Mutex<()>,
@@ -238,6 +258,7 @@ impl Lake {
                 max_columns,
                 state: Mutex::new(state),
                 settings: OnceLock::new(),
+                catalog_writer: Mutex::new(()),
                 maintenance: Mutex::new(()),
                 superseded_since: Mutex::new(std::collections::HashMap::new()),
             }),

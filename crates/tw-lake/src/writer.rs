@@ -8,8 +8,9 @@ use tw_core::{Offset, PartitionId, Record, StreamName, now_ms};
 use tw_pipeline::{Consumer, ConsumerError, EventBatch, StreamPartition};
 
 use crate::catalog::Catalog;
-use crate::convert::{align, convert};
+use crate::convert::align;
 use crate::flatten::is_json_object;
+use crate::import::is_import_partition;
 use crate::supersede::remove_superseded;
 use crate::{Lake, LakeError, PartitionBuffer, StreamState, files};
 
@@ -52,6 +53,10 @@ impl LakeWriter {
             // No query runs yet, so files a compaction superseded can go without a grace
             // period; the cuts below then only ever see live files.
             for file in remove_superseded(&storage, files)? {
+                if is_import_partition(file.partition) {
+                    // Imported files hold no log offsets: nothing to replay, nothing to cut.
+                    continue;
+                }
                 let keep_below = *starts.entry((stream.clone(), file.partition)).or_insert(0);
                 if file.first >= keep_below {
                     tracing::info!(%stream, path = %storage.describe(&file.path), "removing lake file past the committed offset");
@@ -97,25 +102,18 @@ impl LakeWriter {
             .get(&(stream.clone(), partition))
             .copied()
             .unwrap_or(0);
-        // The catalog leaves the lock while converting so queries are not blocked meanwhile;
-        // only this writer ever touches it.
-        let (mut catalog, persisted_revision, next_offset) = {
+        let next_offset = {
             let mut state = self.lake.lock();
             let stream_state = state.streams.entry(stream.clone()).or_insert_with(|| {
                 let mut fresh = StreamState::new(Catalog::new(stream.clone()));
                 fresh.persisted_revision = u64::MAX;
                 fresh
             });
-            let next = stream_state
+            stream_state
                 .partitions
                 .entry(partition)
                 .or_insert_with(|| PartitionBuffer::starting_at(start))
-                .next_offset;
-            (
-                std::mem::replace(&mut stream_state.catalog, Catalog::new(stream.clone())),
-                stream_state.persisted_revision,
-                next,
-            )
+                .next_offset
         };
         let records: Vec<&Record> = batch
             .records
@@ -123,28 +121,17 @@ impl LakeWriter {
             .filter(|record| record.offset >= next_offset)
             .collect();
         let now = now_ms();
-        let max_columns = self.lake.shared.max_columns;
-        let converted =
-            convert(&mut catalog, max_columns, partition, &records, now).and_then(|converted| {
-                if catalog.revision != persisted_revision {
-                    catalog.save(self.lake.storage())?;
-                }
-                Ok(converted)
-            });
+        // The schema is published (inside) before the batch joins the hot buffer: a snapshot
+        // in between aligns older batches to it, never a batch to an older schema.
+        let converted = self
+            .lake
+            .convert_records(stream, partition, &records, now)?;
 
         let mut state = self.lake.lock();
         let stream_state = state
             .streams
             .entry(stream.clone())
             .or_insert_with(|| StreamState::new(Catalog::new(stream.clone())));
-        stream_state.catalog = catalog;
-        let converted = converted?;
-        stream_state.persisted_revision = stream_state.catalog.revision;
-        if stream_state.schema_revision != stream_state.catalog.revision {
-            stream_state.schema = stream_state.catalog.schema();
-            stream_state.schema_revision = stream_state.catalog.revision;
-            stream_state.published = stream_state.catalog.clone();
-        }
         let buffer = stream_state
             .partitions
             .entry(partition)
@@ -162,22 +149,8 @@ impl LakeWriter {
         let full = !buffer.batches.is_empty()
             && (buffer.rows >= self.lake.config().flush_max_rows
                 || buffer.bytes >= self.lake.config().flush_max_bytes);
-        for (column, count) in &converted.conflicts {
-            *stream_state
-                .type_conflicts
-                .entry(column.clone())
-                .or_default() += count;
-        }
         drop(state);
 
-        for (column, count) in converted.conflicts {
-            metrics::counter!("tidewatch_lake_type_conflicts_total", "stream" => stream.to_string(), "column" => column)
-                .increment(count);
-        }
-        if converted.overflowed > 0 {
-            metrics::counter!("tidewatch_lake_overflow_fields_total", "stream" => stream.to_string())
-                .increment(converted.overflowed);
-        }
         if full {
             self.flush_partition(stream, partition)?;
         }

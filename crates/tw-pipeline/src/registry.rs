@@ -70,6 +70,14 @@ impl StreamState {
             .unwrap_or(fallback_ms)
     }
 
+    /// Checks `event` against the stream's declared schema (always `Ok` without one): the
+    /// check ingest applies, for paths that bypass the log (lake import).
+    pub fn check_schema(&self, event: &serde_json::Value) -> Result<(), String> {
+        self.schema
+            .as_ref()
+            .map_or(Ok(()), |schema| schema.check(event))
+    }
+
     /// Every field the ingest path reads from an event of this stream: what a source passes
     /// to [`crate::split_events_selecting`] so that lines are parsed only that deep.
     pub fn selection(&self) -> &FieldSelection {

@@ -10,7 +10,9 @@ use datafusion::common::TableReference;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::object_store::{
+    DefaultObjectStoreRegistry, ObjectStoreRegistry, ObjectStoreUrl,
+};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -21,7 +23,7 @@ use tokio::task::JoinHandle;
 use crate::catalog::LakeCatalog;
 use crate::config::QueryConfig;
 use crate::error::{ErrorOutcome, QueryError};
-use crate::live_files::LiveFiles;
+use crate::live_files::{HotStarts, LiveFiles};
 use crate::statement::{parse_read_only, rewrite_dotted_identifiers};
 use crate::table::stream_table;
 
@@ -56,6 +58,7 @@ pub struct QueryEngine {
     catalog: Arc<dyn LakeCatalog>,
     config: QueryConfig,
     runtime_env: Arc<RuntimeEnv>,
+    lake_store: LakeStore,
     // Option so Drop can hand the runtime to `shutdown_background`: dropping a runtime
     // inside another runtime's async context panics.
     runtime: Option<Runtime>,
@@ -93,8 +96,8 @@ impl QueryEngine {
             .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit_bytes)))
             .build_arc()
             .map_err(|e| QueryError::Setup(format!("query memory pool: {e}")))?;
-        // The lake is listed through `LiveFiles`, which hides files compaction superseded:
-        // the catalog's store (S3) or, for a local lake, the local file system.
+        // Each query lists the lake through its own `LiveFiles` over this store: the
+        // catalog's (S3) or, for a local lake, the local file system.
         let (url, store) = catalog.object_store().unwrap_or_else(|| {
             let local: Arc<dyn object_store::ObjectStore> =
                 Arc::new(object_store::local::LocalFileSystem::new());
@@ -103,13 +106,13 @@ impl QueryEngine {
                 local,
             )
         });
-        let parsed = ObjectStoreUrl::parse(&url)
+        let url = ObjectStoreUrl::parse(&url)
             .map_err(|e| QueryError::Setup(format!("lake object store url {url}: {e}")))?;
-        runtime_env.register_object_store(parsed.as_ref(), Arc::new(LiveFiles::new(store)));
         Ok(Self {
             catalog,
             config,
             runtime_env,
+            lake_store: LakeStore { url, store },
             runtime: Some(runtime),
         })
     }
@@ -131,6 +134,7 @@ impl QueryEngine {
             catalog: Arc::clone(&self.catalog),
             config: self.config.clone(),
             runtime_env: Arc::clone(&self.runtime_env),
+            lake_store: self.lake_store.clone(),
             sql: sql.to_string(),
         };
         let timeout_ms = self.config.timeout_ms;
@@ -201,20 +205,29 @@ fn record_metrics(result: &Result<QueryResult, QueryError>) {
     }
 }
 
+/// Where the lake's files are read from.
+#[derive(Clone)]
+struct LakeStore {
+    url: ObjectStoreUrl,
+    store: Arc<dyn object_store::ObjectStore>,
+}
+
 /// Everything one query needs, moved onto the query runtime.
 struct QueryJob {
     catalog: Arc<dyn LakeCatalog>,
     config: QueryConfig,
     runtime_env: Arc<RuntimeEnv>,
+    lake_store: LakeStore,
     sql: String,
 }
 
 impl QueryJob {
     async fn run(self) -> Result<QueryResult, QueryError> {
         let mut statement = parse_read_only(&self.sql)?;
-        let ctx = self.context();
+        let hot_starts = HotStarts::default();
+        let ctx = self.context(&hot_starts);
         let wanted = referenced_streams(&ctx, &statement)?;
-        let dotted = self.register_streams(&ctx, wanted.as_ref())?;
+        let dotted = self.register_streams(&ctx, wanted.as_ref(), &hot_starts)?;
         rewrite_dotted_identifiers(&mut statement, &dotted);
 
         let plan = ctx.state().statement_to_plan(statement).await?;
@@ -256,7 +269,8 @@ impl QueryJob {
         })
     }
 
-    fn context(&self) -> SessionContext {
+    /// A context whose lake listings are cut at the hot snapshots put into `hot_starts`.
+    fn context(&self, hot_starts: &HotStarts) -> SessionContext {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(self.config.threads)
@@ -272,9 +286,25 @@ impl QueryJob {
         options.execution.parquet.bloom_filter_on_read = true;
         options.execution.parquet.pushdown_filters = true;
         options.execution.parquet.reorder_filters = true;
+        // The engine's memory pool, spill space and caches, with an object store registry of
+        // this query's own: its `LiveFiles` knows this query's snapshots.
+        let registry = DefaultObjectStoreRegistry::new();
+        registry.register_store(
+            self.lake_store.url.as_ref(),
+            Arc::new(LiveFiles::new(
+                Arc::clone(&self.lake_store.store),
+                Arc::clone(hot_starts),
+            )),
+        );
+        let runtime_env = RuntimeEnv {
+            memory_pool: Arc::clone(&self.runtime_env.memory_pool),
+            disk_manager: Arc::clone(&self.runtime_env.disk_manager),
+            cache_manager: Arc::clone(&self.runtime_env.cache_manager),
+            object_store_registry: Arc::new(registry),
+        };
         let state = SessionStateBuilder::new()
             .with_config(config)
-            .with_runtime_env(Arc::clone(&self.runtime_env))
+            .with_runtime_env(Arc::new(runtime_env))
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -286,24 +316,31 @@ impl QueryJob {
     /// dotted column names seen, for the rewrite.
     ///
     /// Order matters for the read-once invariant: the hot snapshot is taken here, before
-    /// planning lists the files. A flush in between writes files whose rows the snapshot
-    /// still holds; the offset filter drops them from the files. Listing first could miss
-    /// rows that a flush moved out of the hot buffer after the listing.
+    /// planning lists the files, and its `hot_start` goes into `hot_starts`. A flush in
+    /// between writes files whose rows the snapshot still holds; the query's `LiveFiles`
+    /// leaves them out of the listing. Listing first could miss rows that a flush moved out
+    /// of the hot buffer after the listing.
     fn register_streams(
         &self,
         ctx: &SessionContext,
         wanted: Option<&HashSet<String>>,
+        hot_starts: &HotStarts,
     ) -> Result<HashSet<String>, QueryError> {
         let mut dotted = HashSet::new();
         for stream in self.catalog.streams() {
             if wanted.is_some_and(|names| !names.contains(stream.as_str())) {
                 continue;
             }
+            let hot = self.catalog.hot_snapshot(&stream);
+            hot_starts
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(stream.to_string(), hot.hot_start.clone());
             let table = stream_table(
                 ctx,
                 self.catalog.table_schema(&stream),
                 self.catalog.stream_location(&stream).as_deref(),
-                self.catalog.hot_snapshot(&stream),
+                hot,
             )?;
             dotted.extend(
                 table

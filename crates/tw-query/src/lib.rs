@@ -11,9 +11,9 @@
 //! filters prune row groups by Parquet statistics.
 //!
 //! Invariants:
-//! - every event is returned once: a file row whose offset the hot snapshot also holds
-//!   (`_offset >= hot_start[_partition]`) is skipped, and hot rows are appended; the snapshot
-//!   is taken before the files are listed;
+//! - every event is returned once: the snapshot is taken before the files are listed, the
+//!   listing leaves out whole files at or past its `hot_start[partition]` (their rows are
+//!   hot), and the hot rows are appended — no per-row offset filter;
 //! - only reads run: DDL, DML, COPY and SET are refused before planning and again on the plan,
 //!   so SQL can never write a file;
 //! - a query never outlives `timeout_ms` and never returns more than `max_result_rows` rows.
@@ -39,6 +39,6 @@ pub use config::QueryConfig;
 pub use encode::{to_arrow_ipc, to_csv, to_json_rows, to_pretty_table};
 pub use engine::{QueryEngine, QueryResult};
 pub use error::{ErrorOutcome, QueryError};
-pub use live_files::LiveFiles;
+pub use live_files::{HotStarts, LiveFiles};
 pub use predicate::check_predicate;
 pub use table::PARTITION_COLUMNS;

@@ -1,10 +1,10 @@
 //! One SQL table per stream: Parquet files (cold) minus what is still hot, plus the hot rows.
 //!
-//! Invariant: every `(_partition, _offset)` is read once. Files keep only rows with
-//! `_offset < hot_start[_partition]` (partitions absent from `hot_start` are not filtered),
-//! and the hot rows are appended with UNION ALL.
+//! Invariant: every `(_partition, _offset)` is read once. The query's listing leaves out
+//! whole files at or past the snapshot's `hot_start[partition]` (`live_files.rs`: a file is
+//! entirely below it or was stored after the snapshot), so no row needs an offset filter, and
+//! the hot rows are appended with UNION ALL.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Timelike};
@@ -20,9 +20,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{Expr, ident, lit};
 use datafusion::prelude::SessionContext;
-use tw_core::{Offset, PartitionId};
 
 use crate::catalog::HotData;
 use crate::files::HiveFiles;
@@ -59,10 +57,7 @@ pub fn stream_table(
         return Ok(hot_frame.into_view());
     };
     let listing = listing_table(ctx, location, &data_schema)?;
-    let mut cold_frame = ctx.read_table(listing)?;
-    if let Some(predicate) = offset_contract(&hot.hot_start) {
-        cold_frame = cold_frame.filter(predicate)?;
-    }
+    let cold_frame = ctx.read_table(listing)?;
     Ok(cold_frame.union(hot_frame)?.into_view())
 }
 
@@ -143,21 +138,6 @@ fn listing_table(
         .with_listing_options(options)
         .with_schema(Arc::clone(data_schema));
     Ok(Arc::new(HiveFiles::new(ListingTable::try_new(config)?)))
-}
-
-/// `(_partition <> p OR _offset < start)` for every hot partition: drops file rows that the
-/// hot snapshot also holds. Written as a conjunction so row-group statistics can prune it.
-fn offset_contract(hot_start: &BTreeMap<PartitionId, Offset>) -> Option<Expr> {
-    hot_start
-        .iter()
-        .map(|(partition, start)| {
-            let partition = i32::try_from(*partition).unwrap_or(i32::MAX);
-            let start = i64::try_from(*start).unwrap_or(i64::MAX);
-            ident("_partition")
-                .not_eq(lit(partition))
-                .or(ident("_offset").lt(lit(start)))
-        })
-        .reduce(Expr::and)
 }
 
 /// Reshapes a hot batch to the table schema: columns matched by name and cast, missing ones

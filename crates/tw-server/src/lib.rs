@@ -58,7 +58,7 @@ pub struct AppState {
 /// The router with every route of the API.
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.ingestor.limits().max_body_bytes;
-    routes::routes()
+    routes::routes(state.ingestor.limits())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

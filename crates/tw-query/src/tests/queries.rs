@@ -194,6 +194,22 @@ async fn hot_rows_and_overlapping_files_yield_each_offset_once() {
     let p0: Vec<i64> = (0..10).collect();
     let p1: Vec<i64> = (0..5).collect();
     let times = |n: usize| vec![t; n];
+    // Offsets 0..=6 were flushed before the snapshot; 7..=9 by a flush that raced it (the
+    // snapshot still holds them as hot rows), and a compaction merged both files since.
+    lake.write_file(
+        "events",
+        (2024, 3, 5, 7),
+        "p000-00000000000000000000-00000000000000000006.parquet",
+        &batch(&times(7), 0, &p0[..7], vec![]),
+        4,
+    );
+    lake.write_file(
+        "events",
+        (2024, 3, 5, 7),
+        "p000-00000000000000000007-00000000000000000009.parquet",
+        &batch(&times(3), 0, &p0[7..], vec![]),
+        4,
+    );
     lake.write_file(
         "events",
         (2024, 3, 5, 7),
@@ -208,8 +224,8 @@ async fn hot_rows_and_overlapping_files_yield_each_offset_once() {
         &batch(&times(5), 1, &p1, vec![]),
         4,
     );
-    // The hot snapshot of partition 0 starts at 7 (7..=9 are also in the file: a flush raced
-    // the snapshot) and adds a column the files do not have yet.
+    // The hot snapshot of partition 0 starts at 7 (7..=9 are also in two files) and adds a
+    // column the files do not have yet.
     let hot_offsets: Vec<i64> = (7..12).collect();
     let hot_batch = batch(
         &times(5),

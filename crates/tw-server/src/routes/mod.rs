@@ -2,6 +2,7 @@
 
 mod alerts;
 mod dlq;
+mod import;
 mod ingest;
 mod lake;
 mod ops;
@@ -13,11 +14,15 @@ mod streams;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::AppState;
 
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+/// Every route; `limits` are the ingest limits (an import body may be as large as a
+/// decompressed ingest body, see `import::import_limits`).
+pub(crate) fn routes(limits: &tw_pipeline::IngestLimits) -> Router<Arc<AppState>> {
+    let import_body_limit = import::import_limits(limits).max_body_bytes;
     Router::new()
         .route("/api/v1/streams", get(streams::list))
         .route(
@@ -28,6 +33,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/streams/{stream}/events", post(ingest::post_events))
         .route("/api/v1/streams/{stream}/search", get(search::search))
         .route("/api/v1/streams/{stream}/delete", post(lake::delete))
+        .route(
+            "/api/v1/streams/{stream}/import",
+            post(import::import).layer(DefaultBodyLimit::max(import_body_limit)),
+        )
         .route("/api/v1/rules", get(rules::list).post(rules::create))
         .route("/api/v1/rules/test", post(rules::test))
         .route(
