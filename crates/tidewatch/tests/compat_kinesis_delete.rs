@@ -257,7 +257,24 @@ async fn native_delete_has_the_same_semantics() {
             .join("\n")
     };
     assert_eq!(server.send("web", batch("first", 50)).await.0, 200);
-    assert_eq!(server.sql_count("SELECT count(*) AS n FROM web").await, 50);
+    let history = batch("imported", 5);
+    let import = || async {
+        let response = server
+            .client
+            .post(format!(
+                "{}/api/v1/streams/web/import?name=history.ndjson",
+                server.url
+            ))
+            .body(history.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (status, report) = import().await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(server.sql_count("SELECT count(*) AS n FROM web").await, 55);
     let (_, before) = server.get("/api/v1/streams/web").await;
     let ends: Vec<Value> = before["partitions"]
         .as_array()
@@ -302,6 +319,16 @@ async fn native_delete_has_the_same_semantics() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["tag"], "second");
     assert_eq!(rows[0]["n"], 7);
+    // Its imports start afresh too: the same file is imported again, not "already imported".
+    let (status, report) = import().await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        server
+            .sql_count("SELECT count(*) AS n FROM web WHERE tag = 'imported'")
+            .await,
+        5,
+        "{report}"
+    );
     let (_, after) = server.get("/api/v1/streams/web").await;
     let starts: Vec<Value> = after["partitions"]
         .as_array()

@@ -12,6 +12,7 @@
 use tw_core::{StreamName, now_ms};
 
 use crate::catalog::{CATALOG_DIR, Catalog};
+use crate::import::IMPORTS_DIR;
 use crate::{LakeError, LakeWriter};
 
 /// The archive directory of deleted streams, relative to the lake root.
@@ -83,6 +84,17 @@ impl LakeWriter {
                 moved
             }
         };
+        // The import manifests go with the data they describe: a stream created again under
+        // this name must import the same files afresh, not find them "already imported".
+        let manifests = format!("{IMPORTS_DIR}/{stream}/");
+        for object in storage.list(manifests.trim_end_matches('/'))? {
+            if let Some(name) = object.path.strip_prefix(&manifests)
+                && let Some(bytes) = storage.get(&object.path)?
+            {
+                storage.put(&format!("{archive}/{IMPORTS_DIR}/{name}"), bytes)?;
+            }
+            storage.delete(&object.path)?;
+        }
         let location = moved.then(|| storage.describe(&archive));
         tracing::info!(%stream, archive = ?location, "lake forgot a deleted stream");
         Ok(location)
