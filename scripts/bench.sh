@@ -21,6 +21,15 @@ TOML
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf localhost:7171/healthz >/dev/null && break; sleep 0.1; done
+# Resident memory of the server every half second, split into anonymous (heap) and file-backed
+# (memory-mapped index and Parquet pages, which the kernel can reclaim), with the phase markers.
+rss="$work/rss.tsv"
+echo "## seconds rss_kb anon_kb file_kb" > "$rss"
+( while [ -r /proc/$server/status ]; do
+    echo "$(date +%s.%N | cut -c1-14) $(awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s ", $2}' /proc/$server/status)" >> "$rss"
+    sleep 0.5
+  done ) &
+phase() { echo "# $1" >> "$rss"; echo "== $1 =="; }
 export TIDEWATCH_SERVER=http://127.0.0.1:7171
 
 # Reference rules R01-R10, W01, W02 in the native language (see shared/bench/rules_reference.md).
@@ -28,15 +37,15 @@ for rule in bench/rules/*.yaml; do
   curl -sf -X POST localhost:7171/api/v1/rules -H 'content-type: application/yaml' --data-binary @"$rule" > /dev/null
 done
 
-echo "== ingest ($events events, 4 requests in flight, 5000 events each) =="
+phase "ingest ($events events, 4 requests in flight, 5000 events each)"
 "$bin" bench ingest --stream cloudtrail --events "$events" --seed 42 | tee -a "$work/results.json"
 echo "== peak RSS of the server so far =="
 grep VmHWM /proc/$server/status
-echo "== alert latency at 50,000 events/s for 30 s =="
+phase "alert latency at 50,000 events/s for 30 s"
 "$bin" bench latency --rate 50000 --seconds 30 | tee -a "$work/results.json"
-echo "== drop-in protocols vs native NDJSON (500 x 600-byte records per request) =="
+phase "drop-in protocols vs native NDJSON (500 x 600-byte records per request)"
 "$bin" bench compat --events 500000 --concurrency 4 --server-pid $server | tee -a "$work/results.json"
-echo "== SQL =="
+phase "SQL"
 "$bin" bench queries --runs 5 \
   "SELECT eventName, count(*) AS n FROM cloudtrail GROUP BY eventName ORDER BY n DESC" \
   "SELECT sourceIPAddress, count(*) AS n FROM cloudtrail WHERE errorCode = 'AccessDenied' AND year = 2024 AND month = 3 AND day = 1 AND hour = 0 GROUP BY sourceIPAddress ORDER BY n DESC LIMIT 10" \
@@ -44,7 +53,12 @@ echo "== SQL =="
   "SELECT count(*) FROM cloudtrail WHERE lower(userAgent) LIKE '%kali%' OR errorMessage LIKE '%iam:AttachUserPolicy%'" \
   | tee -a "$work/results.json"
 grep VmHWM /proc/$server/status
+phase "stop"
 kill -TERM $server; wait $server || true
+echo "== peak resident memory by phase (MB: total, anonymous, file-backed) =="
+awk '/^# / {sub(/^# /, ""); name=$0; order[++n]=name; next}
+     n>0 && NF>=4 {if ($2>t[name]) t[name]=$2; if ($3>a[name]) a[name]=$3; if ($4>f[name]) f[name]=$4}
+     END {for (i=1;i<=n;i++) printf "%-70s %6d %6d %6d\n", order[i], t[order[i]]/1024, a[order[i]]/1024, f[order[i]]/1024}' "$rss"
 echo "== DuckDB over the same Parquet files =="
 venv="${TIDEWATCH_TEST_VENV:-$HOME/.cache/tidewatch/test-venv}"
 "$venv/bin/python" -c 'import duckdb' 2>/dev/null || { python3 -m venv "$venv"; "$venv/bin/pip" install --quiet 'duckdb>=1.1'; }

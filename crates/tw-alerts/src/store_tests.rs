@@ -20,7 +20,7 @@ fn alert(key: &str, rule: &str, severity: Severity, stream: &str, created_at_ms:
         group: None,
         window: None,
         value: None,
-        events: vec![serde_json::json!({"key": key})],
+        events: vec![serde_json::json!({"key": key}).into()],
         event_refs: vec![tw_core::EventLocation {
             partition: 0,
             offset: 7,

@@ -31,7 +31,7 @@ fn alert(key: &str) -> Alert {
         group: Some(BTreeMap::from([("user".to_owned(), "alice".to_owned())])),
         window: Some((1_714_557_540_000, 1_714_557_600_000)),
         value: Some(7.0),
-        events: vec![serde_json::json!({"user": "alice", "outcome": "failure"})],
+        events: vec![serde_json::json!({"user": "alice", "outcome": "failure"}).into()],
         event_refs: vec![tw_core::EventLocation {
             partition: 1,
             offset: 42,

@@ -79,8 +79,9 @@ pub struct Alert {
     /// For aggregate rules: the value that crossed the threshold (a count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
-    /// The triggering event(s) themselves (at most a handful for aggregate rules).
-    pub events: Vec<serde_json::Value>,
+    /// The triggering event(s) themselves (at most a handful for aggregate rules), shared with
+    /// the detection state that holds them.
+    pub events: Vec<crate::SharedEvent>,
     /// Where the triggering events live in the log.
     pub event_refs: Vec<EventLocation>,
     /// Tags of the rule (for example ATT&CK technique ids).

@@ -13,6 +13,7 @@ mod lake_config;
 mod path;
 mod record;
 mod select;
+mod shared;
 mod stream;
 mod time;
 
@@ -21,6 +22,7 @@ pub use lake_config::{StreamLakeConfig, parse_duration_ms};
 pub use path::FieldPath;
 pub use record::{AppendRecord, Offset, PartitionId, Record, partition_for_key};
 pub use select::FieldSelection;
+pub use shared::SharedEvent;
 pub use stream::{
     FieldSpec, FieldType, MAX_PARTITIONS, Retention, StreamConfig, StreamConfigError, StreamName,
     StreamNameError, StreamSchema,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tw_core::{Alert, EventLocation, FieldPath, Record};
+use tw_core::{Alert, EventLocation, FieldPath, Record, SharedEvent};
 
 use crate::compile::CompiledRule;
 use crate::prefilter::Prefilter;
@@ -312,7 +312,7 @@ impl Engine {
             );
             // `event` may hold only the fields the rules read (see `tw_core::FieldSelection`);
             // an event that goes into an alert is parsed whole from its record, once.
-            let mut whole: Option<Value> = None;
+            let mut whole: Option<SharedEvent> = None;
             let event_time = record.event_time_ms;
             let watermark = max_time.map(|max| max.saturating_sub(lateness));
             let location = EventLocation {
@@ -421,11 +421,11 @@ impl Engine {
 }
 /// The complete event of `record`: its payload parsed, or `parsed` itself when the record
 /// carries no payload (dry runs over inline events) or the payload does not parse.
-fn whole_event(record: &Record, parsed: &Value) -> Value {
+fn whole_event(record: &Record, parsed: &Value) -> SharedEvent {
     if record.payload.is_empty() {
-        return parsed.clone();
+        return SharedEvent::new(parsed.clone());
     }
-    serde_json::from_slice(&record.payload).unwrap_or_else(|_| parsed.clone())
+    SharedEvent::new(serde_json::from_slice(&record.payload).unwrap_or_else(|_| parsed.clone()))
 }
 
 /// Limits the window state needs from the configuration.
@@ -459,7 +459,7 @@ pub(crate) fn alert_base(rule: &CompiledRule, dedup_key: String, event_time_ms: 
 fn single_event_alert(
     rule: &CompiledRule,
     stream: &str,
-    event: &Value,
+    event: &SharedEvent,
     event_time_ms: i64,
     location: EventLocation,
 ) -> Alert {

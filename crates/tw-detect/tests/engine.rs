@@ -82,7 +82,7 @@ fn single_event_alerts_carry_exact_identity() {
             group: None,
             window: None,
             value: None,
-            events: vec![events[0].clone()],
+            events: vec![events[0].clone().into()],
             event_refs: vec![EventLocation {
                 partition: 2,
                 offset: 17

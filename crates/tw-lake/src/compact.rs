@@ -14,11 +14,10 @@
 //! lake's maintenance lock, which the writer's crash clean-up also takes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
 use arrow::datatypes::{DataType, SchemaRef};
 use chrono::{NaiveDate, TimeZone, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -197,22 +196,61 @@ impl Lake {
             tracing::warn!(%stream, %path, "compaction output exists already; group skipped");
             return Ok(None);
         }
-        let mut batches = Vec::new();
+        let name = stream.as_str();
+        let sort_column = sort_column_of(schema, settings, name);
+        // First pass: only the sort keys stay in memory, one input file decoded at a time.
+        let (mut keys, mut offsets, mut rows) = (Vec::new(), Vec::new(), 0usize);
         for (file, _) in group {
-            for batch in read_file(self.storage(), &file.path, stream.as_str())? {
-                batches.push(align(&batch, schema, stream.as_str())?);
+            for batch in read_file(self.storage(), &file.path, name)? {
+                let batch = align(&batch, schema, name)?;
+                rows += batch.num_rows();
+                keys.push(column(&batch, sort_column, name)?);
+                offsets.push(column(&batch, OFFSET_COLUMN, name)?);
             }
         }
-        let all = concat_batches(schema, &batches).map_err(LakeError::arrow(stream.as_str()))?;
-        let sorted = sort_rows(&all, settings, stream.as_str())?;
-        let properties = writer_properties(
-            &sorted,
+        let order = sort_order(&keys, &offsets, name)?;
+        drop((keys, offsets));
+        let properties = writer_properties_for(
+            schema,
+            rows,
             &settings.bloom_filter_columns,
             self.config().compaction.row_group_rows,
         );
-        let bytes = files::write_file(self.storage(), &path, &sorted, properties)?;
-        tracing::info!(%stream, %path, inputs = group.len(), rows = sorted.num_rows(), "lake files compacted");
-        Ok(Some((bytes, sorted.num_rows() as u64)))
+        let storage = self.storage();
+        let aligned = |file: &DataFile| -> Result<Vec<RecordBatch>, LakeError> {
+            read_file(storage, &file.path, name)?
+                .iter()
+                .map(|batch| align(batch, schema, name))
+                .collect()
+        };
+        let bytes = match order {
+            // Already in order (events that arrive in time order): the inputs stream through
+            // the writer one file at a time.
+            None => {
+                let batches = group.iter().flat_map(|(file, _)| match aligned(file) {
+                    Ok(batches) => batches.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(error) => vec![Err(error)],
+                });
+                files::write_batches(storage, &path, schema, batches, properties)?
+            }
+            // Reordered: the inputs are held decoded once and the sorted rows go to the writer
+            // a chunk at a time (concatenating, then sorting the whole hour made three copies
+            // of it, the server's peak memory).
+            Some(order) => {
+                let mut batches = Vec::new();
+                for (file, _) in group {
+                    batches.extend(aligned(file)?);
+                }
+                let pairs = batch_and_row(&order, &batches);
+                let refs: Vec<&RecordBatch> = batches.iter().collect();
+                let chunks = pairs.chunks(SORTED_CHUNK_ROWS).map(|chunk| {
+                    interleave_record_batch(&refs, chunk).map_err(LakeError::arrow(name))
+                });
+                files::write_batches(storage, &path, schema, chunks, properties)?
+            }
+        };
+        tracing::info!(%stream, %path, inputs = group.len(), rows, "lake files compacted");
+        Ok(Some((bytes, rows as u64)))
     }
 
     /// When `path` became superseded (recorded as `now_ms` the first time it is asked).
@@ -267,38 +305,83 @@ fn pack<'f, 'd>(live: &'f [(&'d DataFile, u64)], target: u64) -> Vec<&'f [(&'d D
     groups
 }
 
-/// Rows ordered by the sort column (`_time` unless configured), then `_offset`.
-fn sort_rows(
-    batch: &RecordBatch,
-    settings: &StreamLakeConfig,
-    stream: &str,
-) -> Result<RecordBatch, LakeError> {
+/// Rows per batch handed to the Parquet writer when compaction reorders rows.
+const SORTED_CHUNK_ROWS: usize = 8192;
+
+/// The column compaction sorts by: the stream's sort column (`_time` unless configured), or
+/// `_time` while the configured column does not exist yet in the stream's data.
+fn sort_column_of<'s>(schema: &SchemaRef, settings: &'s StreamLakeConfig, stream: &str) -> &'s str {
     let wanted = settings.sort_column.as_deref().unwrap_or(TIME_COLUMN);
-    let column = match batch.column_by_name(wanted) {
-        Some(column) => column,
-        None => {
-            // A configured column may not exist yet in the stream's data.
-            tracing::debug!(%stream, column = wanted, "sort column absent; sorting by _time");
-            batch
-                .column_by_name(TIME_COLUMN)
-                .ok_or_else(|| missing_column(stream, TIME_COLUMN))?
-        }
+    if schema.field_with_name(wanted).is_ok() {
+        return wanted;
+    }
+    tracing::debug!(%stream, column = wanted, "sort column absent; sorting by _time");
+    TIME_COLUMN
+}
+
+fn column(batch: &RecordBatch, name: &str, stream: &str) -> Result<ArrayRef, LakeError> {
+    batch
+        .column_by_name(name)
+        .cloned()
+        .ok_or_else(|| missing_column(stream, name))
+}
+
+/// The order of all rows by `keys` then `offsets` (each given per input batch), as global
+/// row numbers; `None` when they are in that order already.
+fn sort_order(
+    keys: &[ArrayRef],
+    offsets: &[ArrayRef],
+    stream: &str,
+) -> Result<Option<Vec<usize>>, LakeError> {
+    if keys.is_empty() {
+        // No rows: nothing to order.
+        return Ok(None);
+    }
+    let joined = |parts: &[ArrayRef]| -> Result<ArrayRef, LakeError> {
+        let parts: Vec<&dyn Array> = parts.iter().map(|part| part.as_ref()).collect();
+        concat(&parts).map_err(LakeError::arrow(stream))
     };
-    let offsets = batch
-        .column_by_name(OFFSET_COLUMN)
-        .ok_or_else(|| missing_column(stream, OFFSET_COLUMN))?;
-    let keys = [
+    let columns = [
         SortColumn {
-            values: Arc::clone(column),
+            values: joined(keys)?,
             options: None,
         },
         SortColumn {
-            values: Arc::clone(offsets),
+            values: joined(offsets)?,
             options: None,
         },
     ];
-    let order = lexsort_to_indices(&keys, None).map_err(LakeError::arrow(stream))?;
-    take_record_batch(batch, &order).map_err(LakeError::arrow(stream))
+    let order = lexsort_to_indices(&columns, None).map_err(LakeError::arrow(stream))?;
+    if order
+        .values()
+        .iter()
+        .enumerate()
+        .all(|(i, &row)| row as usize == i)
+    {
+        return Ok(None);
+    }
+    Ok(Some(
+        order.values().iter().map(|&row| row as usize).collect(),
+    ))
+}
+
+/// Global row numbers → (batch, row within it) over `batches`.
+fn batch_and_row(order: &[usize], batches: &[RecordBatch]) -> Vec<(usize, usize)> {
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut total = 0usize;
+    for batch in batches {
+        starts.push(total);
+        total += batch.num_rows();
+    }
+    order
+        .iter()
+        .map(|&row| {
+            let batch = starts
+                .partition_point(|&start| start <= row)
+                .saturating_sub(1);
+            (batch, row - starts.get(batch).copied().unwrap_or(0))
+        })
+        .collect()
 }
 
 fn missing_column(stream: &str, column: &str) -> LakeError {
@@ -342,12 +425,26 @@ pub(crate) fn writer_properties(
     bloom_columns: &[String],
     max_row_group_rows: usize,
 ) -> Result<WriterProperties, ParquetError> {
-    let group_rows = batch.num_rows().clamp(1, max_row_group_rows.max(1));
+    writer_properties_for(
+        &batch.schema(),
+        batch.num_rows(),
+        bloom_columns,
+        max_row_group_rows,
+    )
+}
+
+/// [`writer_properties`] for a file of `rows` rows of `schema` written in several batches.
+pub(crate) fn writer_properties_for(
+    schema: &SchemaRef,
+    rows: usize,
+    bloom_columns: &[String],
+    max_row_group_rows: usize,
+) -> Result<WriterProperties, ParquetError> {
+    let group_rows = rows.clamp(1, max_row_group_rows.max(1));
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(group_rows));
-    let schema = batch.schema();
     for name in bloom_columns {
         let is_text = schema.field_with_name(name).is_ok_and(|field| {
             matches!(

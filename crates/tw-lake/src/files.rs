@@ -141,14 +141,29 @@ pub(crate) fn write_file(
     batch: &RecordBatch,
     properties: Result<WriterProperties, parquet::errors::ParquetError>,
 ) -> Result<u64, LakeError> {
+    let batches = std::iter::once(Ok(batch.clone()));
+    write_batches(storage, path, &batch.schema(), batches, properties)
+}
+
+/// Writes `batches` (each of `schema`) as one Parquet file at `path`; returns its size. The
+/// encoded file is built in memory (one put, so it appears whole), the rows a batch at a time.
+pub(crate) fn write_batches(
+    storage: &LakeStorage,
+    path: &str,
+    schema: &SchemaRef,
+    batches: impl Iterator<Item = Result<RecordBatch, LakeError>>,
+    properties: Result<WriterProperties, parquet::errors::ParquetError>,
+) -> Result<u64, LakeError> {
     let parquet_error = |source| LakeError::Parquet {
         path: storage.describe(path),
         source,
     };
     let properties = properties.map_err(parquet_error)?;
-    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(properties))
+    let mut writer = ArrowWriter::try_new(Vec::new(), Arc::clone(schema), Some(properties))
         .map_err(parquet_error)?;
-    writer.write(batch).map_err(parquet_error)?;
+    for batch in batches {
+        writer.write(&batch?).map_err(parquet_error)?;
+    }
     // `into_inner` writes the footer (calling `finish` first would write it twice).
     let bytes = writer.into_inner().map_err(parquet_error)?;
     let size = bytes.len() as u64;

@@ -4,8 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::TableReference;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
@@ -205,6 +206,48 @@ fn record_metrics(result: &Result<QueryResult, QueryError>) {
     }
 }
 
+/// `schema` with top-level `Utf8View` columns (how tables read strings, see `table.rs`) as
+/// plain `Utf8`: results go to clients (JSON, CSV, Arrow IPC readers) that expect the
+/// classic string type, and a result is small next to the data a query scans.
+fn plain_strings_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8View => field.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Casts `batch` to `schema` (from [`plain_strings_schema`] of the batch's own schema).
+fn with_plain_strings(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, QueryError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|columns| {
+            RecordBatch::try_new_with_options(
+                Arc::clone(schema),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+            )
+        })
+        .map_err(|e| QueryError::Internal(format!("converting result strings: {e}")))
+}
+
 /// Where the lake's files are read from.
 #[derive(Clone)]
 struct LakeStore {
@@ -239,13 +282,13 @@ impl QueryJob {
             .verify_plan(&plan)
             .map_err(|e| QueryError::Refused(e.to_string()))?;
         let frame = ctx.execute_logical_plan(plan).await?;
-        let schema = Arc::clone(frame.schema().inner());
+        let schema = plain_strings_schema(frame.schema().inner());
         let mut stream = frame.execute_stream().await?;
 
         let max_rows = self.config.max_result_rows;
         let (mut batches, mut rows, mut truncated) = (Vec::new(), 0usize, false);
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
+            let batch = with_plain_strings(batch?, &schema)?;
             if batch.num_rows() == 0 {
                 continue;
             }

@@ -63,6 +63,11 @@ pub fn stream_table(
 
 /// The union schema, extended by hot-only columns, all nullable (a file may lack any column),
 /// without the names reserved for Hive partition columns.
+///
+/// Top-level strings are read as `Utf8View`: the Parquet reader then points into the decoded
+/// pages instead of copying every value into one contiguous buffer, and DataFusion groups,
+/// compares and filters views without touching strings of more than 12 bytes that differ in
+/// their prefix. String columns dominate event data, so this is most of a scan's decoding.
 fn visible_data_schema(file_schema: Option<&Schema>, hot_schema: &Schema) -> SchemaRef {
     let mut fields: Vec<Field> = Vec::new();
     let sources = file_schema
@@ -81,6 +86,11 @@ fn visible_data_schema(file_schema: Option<&Schema>, hot_schema: &Schema) -> Sch
                 *existing = Field::new(field.name(), widened, true);
             }
             None => fields.push(Field::new(field.name(), field.data_type().clone(), true)),
+        }
+    }
+    for field in &mut fields {
+        if matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
+            *field = Field::new(field.name(), DataType::Utf8View, true);
         }
     }
     Arc::new(Schema::new(fields))
@@ -207,7 +217,7 @@ mod tests {
         ]);
         let merged = visible_data_schema(Some(&file), &hot);
         let expected = Schema::new(vec![
-            Field::new("a", DataType::Utf8, true),
+            Field::new("a", DataType::Utf8View, true),
             Field::new("n", DataType::Float64, true),
             Field::new("b", DataType::Boolean, true),
         ]);

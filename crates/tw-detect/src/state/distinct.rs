@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tw_core::{Alert, EventLocation, FieldPath};
+use tw_core::{Alert, EventLocation, FieldPath, SharedEvent};
 
 use super::{Ctx, Hit, group_key, value_hash};
 use crate::spec::Kind;
@@ -29,7 +28,7 @@ fn spec<'a>(ctx: &'a Ctx) -> Option<(&'a FieldPath, u64, i64)> {
 pub(crate) struct Group {
     values: HashSet<u64>,
     fired: bool,
-    events: Vec<Value>,
+    events: Vec<SharedEvent>,
     refs: Vec<EventLocation>,
 }
 
@@ -151,21 +150,21 @@ impl SlidingDistinct {
             *slot = (hit.time, hit.location);
         }
         let begin = hit.time.saturating_sub(window_ms);
-        let inside: Vec<EventLocation> = group
-            .latest
-            .values()
-            .filter(|(t, _)| *t > begin && *t <= hit.time)
-            .map(|(_, location)| *location)
-            .collect();
-        if (inside.len() as u64) < firing {
+        let is_inside = |(t, _): &&(i64, EventLocation)| *t > begin && *t <= hit.time;
+        // Counted first, collected only when it fires: most events do not fire.
+        let inside = group.latest.values().filter(is_inside).count();
+        if (inside as u64) < firing {
             return None;
         }
         let mut alert = ctx.alert(&key, &hit.time.to_string(), hit.time);
         alert.window = Some((begin.saturating_add(1), hit.time.saturating_add(1)));
-        alert.value = Some(inside.len() as f64);
+        alert.value = Some(inside as f64);
         alert.events = vec![hit.event.clone()];
-        alert.event_refs = inside
-            .into_iter()
+        alert.event_refs = group
+            .latest
+            .values()
+            .filter(is_inside)
+            .map(|(_, location)| *location)
             .take(ctx.limits.max_events.max(1))
             .collect();
         // Counting starts afresh after the alert.

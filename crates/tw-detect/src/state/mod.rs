@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tw_core::{Alert, EventLocation, FieldPath};
+use tw_core::{Alert, EventLocation, FieldPath, SharedEvent};
 
 use crate::compile::CompiledRule;
 use crate::engine::{Limits, RuleStats, alert_base};
@@ -33,7 +33,7 @@ const KEY_SEPARATOR: char = '\u{1f}';
 /// What the engine hands a state for one matching event.
 pub(crate) struct Hit<'a> {
     /// The whole event.
-    pub(crate) event: &'a Value,
+    pub(crate) event: &'a SharedEvent,
     pub(crate) time: i64,
     pub(crate) location: EventLocation,
     /// Sequence rules: bit `i` set when the event satisfies step `i`.

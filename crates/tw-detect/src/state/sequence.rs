@@ -11,10 +11,10 @@
 //! no cancelling event can still arrive.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tw_core::{Alert, EventLocation};
+use tw_core::{Alert, EventLocation, SharedEvent};
 
 use super::{Ctx, Hit, group_key};
 use crate::spec::Kind;
@@ -31,7 +31,7 @@ struct Buffered {
     location: EventLocation,
     steps: u32,
     until: bool,
-    event: Value,
+    event: SharedEvent,
 }
 
 /// Sequence state of one rule.
@@ -103,20 +103,32 @@ impl Sequences {
             until: hit.until,
             event: hit.event.clone(),
         };
-        let at = buffer.partition_point(|e| (e.time, e.arrival) <= (item.time, item.arrival));
+        let item_time = item.time;
+        let mut at = buffer.partition_point(|e| (e.time, e.arrival) <= (item.time, item.arrival));
         buffer.insert(at, item);
         if buffer.len() > MAX_BUFFERED_PER_KEY {
             buffer.remove(0);
             ctx.stats.evicted_groups += 1;
+            match at.checked_sub(1) {
+                Some(shifted) => at = shifted,
+                // The new event was the oldest and went: nothing new can be complete.
+                None => return Vec::new(),
+            }
         }
         if shape.has_until {
             return Vec::new();
         }
-        let mut alerts = Vec::new();
-        while let Some(found) = find(buffer, &shape, None) {
-            alerts.push(fire(ctx, &key, buffer, &found));
+        // Without `until`, every complete sequence fires when it completes, so the buffer held
+        // none before this event: a new one contains it, so it starts at or before it and at
+        // most `maxspan` earlier. Other starts would be scanned for nothing, and it is the
+        // scan per start that grows with a busy key's buffer. The event is consumed when it
+        // fires, so one sequence at most completes.
+        let earliest = item_time.saturating_sub(shape.maxspan_ms);
+        let first_start = buffer.partition_point(|e| e.time < earliest);
+        match find(buffer, &shape, None, first_start..at + 1) {
+            Some(found) => vec![fire(ctx, &key, buffer, &found)],
+            None => Vec::new(),
         }
-        alerts
     }
 
     pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) -> Vec<Alert> {
@@ -128,7 +140,7 @@ impl Sequences {
         let horizon = watermark.saturating_sub(shape.maxspan_ms);
         self.keys.retain(|key, buffer| {
             if shape.has_until {
-                while let Some(found) = find(buffer, &shape, Some(watermark)) {
+                while let Some(found) = find(buffer, &shape, Some(watermark), 0..buffer.len()) {
                     alerts.push(fire(ctx, key, buffer, &found));
                 }
             }
@@ -139,13 +151,24 @@ impl Sequences {
     }
 }
 
-/// Indexes into `buffer` of the earliest complete sequence, if any. With `confirmed_until`,
-/// only a sequence whose last step is at or before it counts (`until` rules).
-fn find(buffer: &[Buffered], shape: &Shape, confirmed_until: Option<i64>) -> Option<Vec<usize>> {
+/// Indexes into `buffer` of the earliest complete sequence whose first event is in `starts`,
+/// if any. With `confirmed_until`, only a sequence whose last step is at or before it counts
+/// (`until` rules).
+fn find(
+    buffer: &[Buffered],
+    shape: &Shape,
+    confirmed_until: Option<i64>,
+    starts: Range<usize>,
+) -> Option<Vec<usize>> {
     if !shape.ordered {
-        return find_unordered(buffer, shape, confirmed_until);
+        return find_unordered(buffer, shape, confirmed_until, starts);
     }
-    for (first, start) in buffer.iter().enumerate() {
+    for (first, start) in buffer
+        .iter()
+        .enumerate()
+        .take(starts.end)
+        .skip(starts.start)
+    {
         if start.steps & 1 == 0 {
             continue;
         }
@@ -177,13 +200,19 @@ fn find_unordered(
     buffer: &[Buffered],
     shape: &Shape,
     confirmed_until: Option<i64>,
+    starts: Range<usize>,
 ) -> Option<Vec<usize>> {
     let all: u32 = if shape.steps >= 32 {
         u32::MAX
     } else {
         (1u32 << shape.steps) - 1
     };
-    for (first, start) in buffer.iter().enumerate() {
+    for (first, start) in buffer
+        .iter()
+        .enumerate()
+        .take(starts.end)
+        .skip(starts.start)
+    {
         if start.steps == 0 || confirmed_until.is_some_and(|limit| start.time > limit) {
             continue;
         }

@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tw_core::{Alert, EventLocation};
+use tw_core::{Alert, EventLocation, SharedEvent};
 
 use super::{Ctx, Hit, group_key};
 use crate::spec::Kind;
@@ -28,7 +27,7 @@ pub(crate) struct Group {
     /// Set once the alert for this (group, window) has been raised: it is raised only once.
     fired: bool,
     /// The first matching events (at most `max_events`), released when the alert fires.
-    events: Vec<Value>,
+    events: Vec<SharedEvent>,
     refs: Vec<EventLocation>,
 }
 

@@ -148,6 +148,23 @@ async fn files_with_different_columns_read_as_one_table() {
         rows_of(&engine, "SELECT _offset FROM cloudtrail WHERE code = '404'").await,
         vec![json!({"_offset": 1})]
     );
+    // Tables read strings as views (the fast path), results carry plain strings.
+    assert_eq!(
+        rows_of(
+            &engine,
+            "SELECT DISTINCT arrow_typeof(eventName) AS t FROM cloudtrail"
+        )
+        .await,
+        vec![json!({"t": "Utf8View"})]
+    );
+    let result = run(&engine, "SELECT eventName FROM cloudtrail LIMIT 1").await;
+    assert_eq!(result.schema.field(0).data_type(), &DataType::Utf8);
+    assert!(
+        result
+            .batches
+            .iter()
+            .all(|b| b.column(0).data_type() == &DataType::Utf8)
+    );
 }
 
 async fn rows_of(engine: &crate::QueryEngine, sql: &str) -> Vec<serde_json::Value> {
