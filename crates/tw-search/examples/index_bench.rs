@@ -1,10 +1,11 @@
 //! Indexing cost of the search consumer: CloudTrail-like events (~650 bytes, one hour of
-//! event time) added in batches of 5,000 and committed every 50,000, as under sustained load,
-//! then a final commit and the background merges finished. One indexer, one stream.
+//! event time) added in batches of 5,000 and committed every 50,000 (or `commit_docs`), as
+//! under sustained load, then a final commit and the background merges finished. One indexer,
+//! one stream.
 //!
-//! Run with `cargo run --release -p tw-search --example index_bench [events]`. Prints CPU
-//! seconds (every thread, merges included) per million events and the index size as JSON.
-//! `valgrind --tool=callgrind` on it counts instructions repeatably.
+//! Run with `cargo run --release -p tw-search --example index_bench [events] [commit_docs]`.
+//! Prints CPU seconds (every thread, merges included) per million events, the index size and
+//! the median latency of a few searches over the finished index as JSON. `valgrind --tool=callgrind` on it counts instructions repeatably.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tw_core::{Record, StreamName};
 use tw_pipeline::EventBatch;
-use tw_search::{SearchConfig, SearchIndexes};
+use tw_search::{SearchConfig, SearchIndexes, SearchRequest};
 
 const NAMES: &[&str] = &[
     "GetObject",
@@ -75,6 +76,38 @@ fn event(rng: &mut Rng, i: u64) -> Value {
         "managementEvent": false,
         "recipientAccountId": "123456789012"
     })
+}
+
+/// Searches timed over the finished index: bare words (every field), a bare phrase and
+/// wildcard, and field terms.
+const SEARCHES: &[&str] = &[
+    "consolelogin",
+    "user42",
+    "\"aws-cli/2.15.0\"",
+    "boto*",
+    "eventName:ConsoleLogin",
+    "userIdentity.userName:user42",
+];
+
+/// Median milliseconds of 7 runs of `query` (counting every hit, fetching the newest 100),
+/// with the number of hits.
+fn search_latency(indexes: &SearchIndexes, stream: &StreamName, query: &str) -> Value {
+    let request = SearchRequest {
+        query: query.to_string(),
+        from_ms: None,
+        to_ms: None,
+        limit: 100,
+    };
+    let mut hits = 0;
+    let mut millis: Vec<f64> = (0..7)
+        .map(|_| {
+            let started = Instant::now();
+            hits = indexes.search(stream, &request).expect("searches").total;
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    millis.sort_by(f64::total_cmp);
+    json!({ "median_ms": millis[millis.len() / 2], "hits": hits })
 }
 
 /// CPU seconds this process has used, every thread (user + system, `/proc/self/stat`).
@@ -147,7 +180,13 @@ fn main() {
         .sum();
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("search");
-    let indexes = SearchIndexes::open(SearchConfig::new(&root)).expect("opens");
+    let mut config = SearchConfig::new(&root);
+    // Commits every this many documents (default 50,000; about one second of load is nearer
+    // what a server under load does).
+    if let Some(docs) = std::env::args().nth(2).and_then(|a| a.parse().ok()) {
+        config.commit_max_docs = docs;
+    }
+    let indexes = SearchIndexes::open(config).expect("opens");
     let mut indexer = indexes.indexer();
     indexer.start_at(&BTreeMap::new()).expect("starts");
     let (cpu_started, started) = (cpu_seconds(), Instant::now());
@@ -168,6 +207,10 @@ fn main() {
     }
     let cpu = cpu_seconds() - cpu_started;
     drop(indexer);
+    let searches: serde_json::Map<String, Value> = SEARCHES
+        .iter()
+        .map(|query| (query.to_string(), search_latency(&indexes, &stream, query)))
+        .collect();
     let report = json!({
         "events": count,
         "raw_ndjson_bytes": raw_bytes,
@@ -175,6 +218,7 @@ fn main() {
         "wall_seconds_until_last_commit": indexing.as_secs_f64(),
         "cpu_seconds_with_merges": cpu,
         "cpu_seconds_per_million_events": cpu * 1e6 / count as f64,
+        "searches": searches,
     });
     println!("{report}");
 }

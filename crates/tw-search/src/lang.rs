@@ -6,7 +6,8 @@
 //!
 //! Meaning of each leaf, with `f` an event field (dotted path; `_event.f` is the same):
 //! - `word`, `"a phrase"`: the words (default tokenizer: split at non-alphanumerics,
-//!   lowercased) of any string value (`_all`); also any field holding that IP / in that CIDR;
+//!   lowercased) of any string field (a phrase within one field), or of the raw text of a
+//!   record that is not JSON (`_all`); also any field holding that IP / in that CIDR;
 //! - `f:value`: the words of `f`, or the number / boolean `f` holds, or the IP address;
 //! - `f:Get*`, `f:*boto*`, `f:?dmin`: `*` / `?` within one word (lowercased); `f:aws-cli*`:
 //!   the words before the last, then a word starting with the last (a phrase prefix);
@@ -30,6 +31,7 @@ use tantivy::query_grammar::{
 use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::{TextAnalyzer, TokenStream, TokenizerManager};
 
+use crate::any_field::AnyStringPath;
 use crate::indexer::{ip_key, parse_ip};
 use crate::{Fields, SearchError};
 
@@ -121,7 +123,7 @@ fn nesting(text: &str) -> usize {
 
 /// What a field name in the query stands for.
 enum Target {
-    /// `_all`: every string value (bare terms).
+    /// `_all`: every string field (bare terms).
     All,
     /// `_time`: event time.
     Time,
@@ -211,19 +213,13 @@ impl Compiler {
                 upper,
             } => self.range(target(field.as_deref())?, lower, upper),
             UserInputLeaf::Regex { field, pattern } => {
-                let prefix = match target(field.as_deref())? {
+                let path = match target(field.as_deref())? {
                     Target::Time => return Err(bad("_time takes no regex")),
-                    Target::All => String::new(),
-                    Target::Event(path) => json_regex_prefix(&path),
+                    Target::All => None,
+                    Target::Event(path) => Some(path),
                 };
-                let field = if prefix.is_empty() {
-                    self.fields.all
-                } else {
-                    self.fields.event
-                };
-                let query = RegexQuery::from_pattern(&format!("{prefix}(?:{pattern})"), field)
-                    .map_err(|e| bad(format!("invalid regex /{pattern}/: {e}")))?;
-                Ok(Box::new(query))
+                self.word_regex(path.as_deref(), &format!("(?:{pattern})"))
+                    .map_err(|e| bad(format!("invalid regex /{pattern}/: {e}")))
             }
         }
     }
@@ -247,7 +243,7 @@ impl Compiler {
         }
         let mut any: Vec<(Occur, Boxed)> = Vec::new();
         let words = self.words(text);
-        if let Some(query) = self.text_query(path, &words, literal.slop, literal.prefix) {
+        if let Some(query) = self.text_query(path, &words, literal.slop, literal.prefix)? {
             any.push((Occur::Should, query));
         }
         if let Some(path) = path {
@@ -294,57 +290,62 @@ impl Compiler {
         words
     }
 
-    fn word_term(&self, path: Option<&str>, word: &str) -> Term {
-        match path {
-            None => Term::from_field_text(self.fields.all, word),
-            Some(path) => {
-                let mut term = Term::from_field_json_path(self.fields.event, path, true);
-                term.append_type_and_str(word);
-                term
-            }
-        }
-    }
-
-    /// One word, a phrase, or a phrase whose last word is a prefix.
+    /// One word, a phrase, or a phrase whose last word is a prefix, in one event field or
+    /// (`path` `None`) in any.
     fn text_query(
         &self,
         path: Option<&str>,
         words: &[String],
         slop: u32,
         prefix: bool,
-    ) -> Option<Boxed> {
-        let terms: Vec<Term> = words.iter().map(|w| self.word_term(path, w)).collect();
-        Some(match terms.len() {
-            0 => return None,
-            1 if prefix => self.word_regex(path, &format!("{}.*", escape(&words[0]))),
-            1 => Box::new(TermQuery::new(
-                terms.into_iter().next().expect("one term"),
-                IndexRecordOption::Basic,
-            )),
-            _ if prefix => {
-                let mut query = PhrasePrefixQuery::new(terms);
-                query.set_max_expansions(MAX_EXPANSIONS);
-                Box::new(query)
+    ) -> Result<Option<Boxed>, SearchError> {
+        if let [word] = words
+            && prefix
+        {
+            return self
+                .word_regex(path, &format!("{}.*", escape(word)))
+                .map(Some)
+                .map_err(too_large);
+        }
+        if words.is_empty() {
+            return Ok(None);
+        }
+        let event = self.fields.event;
+        Ok(Some(match path {
+            Some(path) => {
+                let path = Term::from_field_json_path(event, path, true);
+                words_query(words.iter().map(|w| path_word(&path, w)), slop, prefix)
             }
-            _ => {
-                let mut query = PhraseQuery::new(terms);
-                query.set_slop(slop);
-                Box::new(query)
+            None => {
+                let all = self.fields.all;
+                let words = words.to_vec();
+                let in_raw = words_query(
+                    words.iter().map(|w| Term::from_field_text(all, w)),
+                    slop,
+                    prefix,
+                );
+                let in_fields = AnyStringPath::new(event, move |path| {
+                    words_query(words.iter().map(|w| path_word(path, w)), slop, prefix)
+                });
+                any_of(vec![in_raw, Box::new(in_fields)])
             }
-        })
+        }))
     }
 
-    /// A regex over the words of `_all` or of one event field.
-    fn word_regex(&self, path: Option<&str>, regex: &str) -> Boxed {
-        let (field, prefix) = match path {
-            None => (self.fields.all, String::new()),
-            Some(path) => (self.fields.event, json_regex_prefix(path)),
+    /// A regex over the words of one event field, or (`path` `None`) of any field and of the
+    /// raw text of records that are not JSON.
+    fn word_regex(&self, path: Option<&str>, regex: &str) -> tantivy::Result<Boxed> {
+        let Some(path) = path else {
+            // Any path: everything up to the end of path, then the string type code.
+            let in_fields = format!(r"[^\x{{0}}]*\x{{0}}s{regex}");
+            return Ok(any_of(vec![
+                Box::new(RegexQuery::from_pattern(regex, self.fields.all)?),
+                Box::new(RegexQuery::from_pattern(&in_fields, self.fields.event)?),
+            ]));
         };
-        match RegexQuery::from_pattern(&format!("{prefix}{regex}"), field) {
-            Ok(query) => Box::new(query),
-            // Only escaped text and `.*` / `.` go in: cannot fail but by size.
-            Err(_) => Box::new(EmptyQuery),
-        }
+        let prefix = path_regex(&Term::from_field_json_path(self.fields.event, path, true));
+        let query = RegexQuery::from_pattern(&format!("{prefix}{regex}"), self.fields.event)?;
+        Ok(Box::new(query))
     }
 
     /// `Get*`, `*boto*`, `?dmin` within one word; `aws-cli*` as a phrase prefix.
@@ -375,7 +376,7 @@ impl Compiler {
                         c => escape(&c.to_string()),
                     })
                     .collect();
-                Ok(self.word_regex(path, &regex))
+                self.word_regex(path, &regex).map_err(too_large)
             }
             [head @ .., last] => {
                 let stem = last.strip_suffix('*').unwrap_or("");
@@ -389,7 +390,7 @@ impl Compiler {
                     .map(|w| w.to_string())
                     .collect();
                 Ok(self
-                    .text_query(path, &words, 0, true)
+                    .text_query(path, &words, 0, true)?
                     .unwrap_or_else(|| Box::new(EmptyQuery)))
             }
         }
@@ -553,18 +554,49 @@ fn parse_time(text: &str) -> Result<i64, SearchError> {
         })
 }
 
-/// The regex prefix of the words of an event field in `_event`'s term dictionary: the path
-/// (segments joined by 0x01), 0x00, then the string type code.
-fn json_regex_prefix(path: &str) -> String {
-    let mut prefix = String::new();
-    for (i, segment) in path.split('.').enumerate() {
-        if i > 0 {
-            prefix.push_str(r"\x{1}");
-        }
-        prefix.push_str(&escape(segment));
+/// The regex prefix of the words of an event field in `_event`'s term dictionary, from the
+/// field's term prefix: the path (segments joined by 0x01), 0x00, then the string type code.
+fn path_regex(path: &Term) -> String {
+    let bytes = path.serialized_value_bytes();
+    let path = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    format!(r"{}\x{{0}}s", escape(&String::from_utf8_lossy(path)))
+}
+
+/// A word of one event field: its term prefix, the string type code, then the word.
+fn path_word(path: &Term, word: &str) -> Term {
+    let mut term = path.clone();
+    term.append_type_and_str(word);
+    term
+}
+
+/// One word, a phrase of `terms`, or a phrase whose last word is a prefix.
+fn words_query(terms: impl Iterator<Item = Term>, slop: u32, prefix: bool) -> Boxed {
+    let mut terms: Vec<Term> = terms.collect();
+    if terms.len() == 1 {
+        let term = terms.pop().expect("one term");
+        return Box::new(TermQuery::new(term, IndexRecordOption::Basic));
     }
-    prefix.push_str(r"\x{0}s");
-    prefix
+    if prefix {
+        let mut query = PhrasePrefixQuery::new(terms);
+        query.set_max_expansions(MAX_EXPANSIONS);
+        Box::new(query)
+    } else {
+        let mut query = PhraseQuery::new(terms);
+        query.set_slop(slop);
+        Box::new(query)
+    }
+}
+
+/// Matches what any of `queries` matches.
+fn any_of(queries: Vec<Boxed>) -> Boxed {
+    Box::new(BooleanQuery::new(
+        queries.into_iter().map(|q| (Occur::Should, q)).collect(),
+    ))
+}
+
+/// A wildcard or prefix whose automaton is too large to build.
+fn too_large(error: tantivy::TantivyError) -> SearchError {
+    bad(format!("wildcard expands to too large a pattern: {error}"))
 }
 
 /// `text` as a regex matching exactly it.

@@ -6,12 +6,13 @@
 //! Document shape (layout [`LAYOUT_VERSION`]): `_event` is a JSON field holding the event's
 //! indexed fields (strings tokenised with the default tokenizer, numbers and booleans typed,
 //! fast for ranges and `field:*`), so `userIdentity.userName:alice` and `bytes:>1000` work;
-//! `_all` holds every indexed string value (or the raw text of a non-JSON record) and is the
-//! default field for bare terms; `_ip` holds, for every string value that is an IP address,
-//! `path \0 address` and `\0 address` (16 bytes, IPv4 mapped into IPv6), so an exact IP is a
-//! term and a CIDR block a term range; `_time` (event time, Unix ms, indexed and fast) orders
-//! results and filters `from`/`to`; `_partition`, `_offset` and `_raw` (the original record,
-//! stored) let a hit be returned as the event it came from. The query language is in `lang`.
+//! `_all` holds the raw text of a record that is not JSON; a bare term means any string field
+//! of `_event` (expanded per segment, see `any_field`) or `_all`; `_ip` holds, for every
+//! string value that is an IP address, `path \0 address` and `\0 address` (16 bytes, IPv4
+//! mapped into IPv6), so an exact IP is a term and a CIDR block a term range; `_time` (event
+//! time, Unix ms, indexed and fast) orders results and filters `from`/`to`; `_partition`,
+//! `_offset` and `_raw` (the original record, stored) let a hit be returned as the event it
+//! came from. The query language is in `lang`.
 //!
 //! Invariants:
 //! - an hour index appears complete: it is created in a `.{hour}.tmp` directory and renamed;
@@ -25,6 +26,7 @@
 //!   replays the log into new ones) before anything opens them; an hour index whose schema
 //!   differs anyway is an error, never read with the wrong field ids.
 
+mod any_field;
 mod error;
 mod indexer;
 mod lang;
@@ -50,7 +52,7 @@ pub const HOUR_MS: i64 = 3_600_000;
 
 /// Version of the index layout (the schema and what goes into each field). Bumped whenever
 /// an index written by an older version could not be read correctly; see [`SearchIndexes`].
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// File under the root naming the layout version of the indexes there.
 const LAYOUT_FILE: &str = "LAYOUT";

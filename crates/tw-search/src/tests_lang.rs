@@ -452,3 +452,51 @@ fn indexes_of_an_older_layout_are_replaced_not_misread() {
     );
     drop(dir);
 }
+
+#[test]
+fn bare_words_search_every_string_field_of_every_segment() {
+    // Three segments, each with other fields; `n` holds a number in one and a string in another.
+    let (_dir, indexes, stream) = index_of(&[
+        vec![
+            json!({"user": {"name": "Alice Smith"}, "n": 1}),
+            json!({"tags": ["red", "blue sky"]}),
+        ],
+        vec![
+            json!({"a.b": "dotted key"}),
+            json!({"città": "Roma Nord"}),
+            json!({"n": "one two"}),
+        ],
+        vec![
+            json!({"msg": "alpha"}),
+            json!({"other": {"deep": ["beta alpha"]}}),
+            json!({"first": "grace", "last": "hopper"}),
+        ],
+    ]);
+    let s = &stream;
+    for (query, expected) in [
+        ("alice", 1),
+        ("\"alice smith\"", 1),
+        ("alice-smi*", 1),
+        ("sky", 1),
+        ("dotted", 1),
+        ("roma", 1),
+        ("two", 1),
+        ("alpha", 2),
+        ("/alph.*/", 2),
+        ("alph*", 2),
+        ("*ky", 1),
+        ("*ey", 1),
+        ("r?ma", 1),
+        ("-alpha", 6),
+        ("alpha AND beta", 1),
+        ("grace hopper", 1),
+        // A phrase is within one field: the words of two fields are not next to each other.
+        ("\"grace hopper\"", 0),
+        // Numbers are not words of a bare search (`n:1` finds them).
+        ("1", 0),
+        ("nothing", 0),
+    ] {
+        assert_eq!(total(&indexes, s, query), expected, "{query}");
+    }
+    assert_eq!(total(&indexes, s, "n:1"), 1);
+}

@@ -1,0 +1,132 @@
+//! Queries over every event field at once: what a bare word means. Events are indexed once,
+//! field by field, in the JSON field `_event`; rather than a second copy of every string in a
+//! catch-all field (which cost 30 % of the indexing CPU, BENCHMARKS.md), a bare word is
+//! expanded per segment into one query per field path that holds strings in that segment.
+//! Segments are immutable, so the expansion is computed when a search opens a segment.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tantivy::query::{
+    BooleanQuery, EmptyScorer, EnableScoring, Explanation, Occur, Query, Scorer, Weight,
+};
+use tantivy::schema::{Field, Type};
+use tantivy::{DocId, Score, SegmentReader, TantivyError, Term};
+
+/// Builds the query of one field path, given the `_event` term prefix of that path (the
+/// field, the path's segments joined by 0x01, then 0x00; a word is appended after the
+/// string type code).
+pub(crate) type PerPath = dyn Fn(&Term) -> Box<dyn Query> + Send + Sync;
+
+/// Matches a document when the query `per_path` builds for any string-valued path of the
+/// JSON field matches it.
+#[derive(Clone)]
+pub(crate) struct AnyStringPath {
+    field: Field,
+    per_path: Arc<PerPath>,
+}
+
+impl AnyStringPath {
+    pub(crate) fn new(
+        field: Field,
+        per_path: impl Fn(&Term) -> Box<dyn Query> + Send + Sync + 'static,
+    ) -> Self {
+        AnyStringPath {
+            field,
+            per_path: Arc::new(per_path),
+        }
+    }
+
+    /// The union, over the string paths of this segment, of the per-path queries, as a weight
+    /// for this segment only; `None` when no path of the segment holds strings.
+    fn segment_weight(&self, reader: &SegmentReader) -> tantivy::Result<Option<Box<dyn Weight>>> {
+        let clauses: Vec<(Occur, Box<dyn Query>)> = string_paths(reader, self.field)?
+            .iter()
+            .map(|path| (Occur::Should, (self.per_path)(path)))
+            .collect();
+        if clauses.is_empty() {
+            return Ok(None);
+        }
+        let scoring = EnableScoring::disabled_from_schema(reader.schema());
+        BooleanQuery::new(clauses).weight(scoring).map(Some)
+    }
+}
+
+impl fmt::Debug for AnyStringPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnyStringPath")
+            .field("field", &self.field)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Query for AnyStringPath {
+    fn weight(&self, _scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl Weight for AnyStringPath {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        match self.segment_weight(reader)? {
+            Some(weight) => weight.scorer(reader, boost),
+            None => Ok(Box::new(EmptyScorer)),
+        }
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        match self.segment_weight(reader)? {
+            Some(weight) => weight.explain(reader, doc),
+            None => Err(TantivyError::InvalidArgument(format!(
+                "document {doc} does not match: no field of its segment holds strings"
+            ))),
+        }
+    }
+}
+
+/// The term prefix of every path of `field` (a JSON field) that holds strings in this
+/// segment. The term dictionary is sorted by path, then type code, then value, so this skips
+/// from one (path, type) to the next with a seek each instead of reading every term.
+pub(crate) fn string_paths(reader: &SegmentReader, field: Field) -> tantivy::Result<Vec<Term>> {
+    let inverted = reader.inverted_index(field)?;
+    let dictionary = inverted.terms();
+    let string = Type::Str.to_code();
+    let mut paths = Vec::new();
+    let mut from: Vec<u8> = Vec::new();
+    loop {
+        let mut stream = dictionary.range().ge(&from).into_stream()?;
+        if !stream.advance() {
+            return Ok(paths);
+        }
+        let key = stream.key();
+        // A key is `path 0x00 type value`; one without the end of path is not a JSON term
+        // (cannot happen in an index of this layout): step past it.
+        let Some(end) = key.iter().position(|&b| b == 0) else {
+            from = key.to_vec();
+            from.push(0);
+            continue;
+        };
+        let path = &key[..=end];
+        match key.get(end + 1) {
+            Some(&code) if code < string => {
+                from = path.to_vec();
+                from.push(string);
+            }
+            Some(&code) => {
+                if code == string {
+                    let mut term = Term::from_field_json_path(field, "", true);
+                    term.truncate_value_bytes(0);
+                    term.append_bytes(path);
+                    paths.push(term);
+                }
+                // Past every key of this path: deeper paths (`path 0x01 …`) sort after it.
+                from = key[..end].to_vec();
+                from.push(1);
+            }
+            None => {
+                from = path.to_vec();
+                from.push(0);
+            }
+        }
+    }
+}
