@@ -2,11 +2,14 @@
 //! field by field, in the JSON field `_event`; rather than a second copy of every string in a
 //! catch-all field (which cost 30 % of the indexing CPU, BENCHMARKS.md), a bare word is
 //! expanded per segment into one query per field path that holds strings in that segment.
-//! Segments are immutable, so the expansion is computed when a search opens a segment.
+//! Segments are immutable, so the paths of a segment are read once from its term dictionary
+//! and kept (see [`PathCache`]).
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use tantivy::index::SegmentId;
 use tantivy::query::{
     BooleanQuery, EmptyScorer, EnableScoring, Explanation, Occur, Query, Scorer, Weight,
 };
@@ -40,7 +43,7 @@ impl AnyStringPath {
     /// The union, over the string paths of this segment, of the per-path queries, as a weight
     /// for this segment only; `None` when no path of the segment holds strings.
     fn segment_weight(&self, reader: &SegmentReader) -> tantivy::Result<Option<Box<dyn Weight>>> {
-        let clauses: Vec<(Occur, Box<dyn Query>)> = string_paths(reader, self.field)?
+        let clauses: Vec<(Occur, Box<dyn Query>)> = cached_string_paths(reader, self.field)?
             .iter()
             .map(|path| (Occur::Should, (self.per_path)(path)))
             .collect();
@@ -82,6 +85,39 @@ impl Weight for AnyStringPath {
             ))),
         }
     }
+}
+
+/// The string paths of each segment seen, by segment id (a UUID, never reused) and field.
+/// Reading them walks the term dictionary path by path, which cost ~140 µs per segment and
+/// made a bare word over 261 segments take 36 ms instead of 2 (BENCHMARKS.md); segments are
+/// immutable, so the answer never goes stale. Segments merged away leave their entries
+/// behind: the cache is emptied when it holds [`PATH_CACHE_SEGMENTS`] of them (a few KB
+/// each).
+type PathCache = Mutex<HashMap<(SegmentId, Field), Arc<[Term]>>>;
+
+/// How many segments' paths [`PathCache`] holds at most.
+const PATH_CACHE_SEGMENTS: usize = 4096;
+
+/// [`string_paths`], read once per segment.
+fn cached_string_paths(reader: &SegmentReader, field: Field) -> tantivy::Result<Arc<[Term]>> {
+    static CACHE: OnceLock<PathCache> = OnceLock::new();
+    let cache = CACHE.get_or_init(PathCache::default);
+    let key = (reader.segment_id(), field);
+    let lock = || {
+        cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    if let Some(paths) = lock().get(&key) {
+        return Ok(Arc::clone(paths));
+    }
+    let paths: Arc<[Term]> = string_paths(reader, field)?.into();
+    let mut cache = lock();
+    if cache.len() >= PATH_CACHE_SEGMENTS {
+        cache.clear();
+    }
+    cache.insert(key, Arc::clone(&paths));
+    Ok(paths)
 }
 
 /// The term prefix of every path of `field` (a JSON field) that holds strings in this
