@@ -1,7 +1,8 @@
 //! Queries over every event field at once: what a bare word means. Events are indexed once,
 //! field by field, in the JSON field `_event`; rather than a second copy of every string in a
 //! catch-all field (which cost 30 % of the indexing CPU, BENCHMARKS.md), a bare word is
-//! expanded per segment into one query per field path that holds strings in that segment.
+//! expanded per segment into one query per field path that holds strings, and every whole
+//! word of the query, in that segment.
 //! Segments are immutable, so the paths of a segment are read once from its term dictionary
 //! and kept (see [`PathCache`]).
 
@@ -22,37 +23,61 @@ use tantivy::{DocId, Score, SegmentReader, TantivyError, Term};
 pub(crate) type PerPath = dyn Fn(&Term) -> Box<dyn Query> + Send + Sync;
 
 /// Matches a document when the query `per_path` builds for any string-valued path of the
-/// JSON field matches it.
+/// JSON field matches it. Paths that lack one of the `required` words in this segment are
+/// skipped without building their query: a word or phrase can only match in a path holding
+/// every word, and most paths hold none (a lookup is cheaper than a term query's weight).
 #[derive(Clone)]
 pub(crate) struct AnyStringPath {
     field: Field,
+    required: Arc<[String]>,
     per_path: Arc<PerPath>,
 }
 
 impl AnyStringPath {
     pub(crate) fn new(
         field: Field,
+        required: Vec<String>,
         per_path: impl Fn(&Term) -> Box<dyn Query> + Send + Sync + 'static,
     ) -> Self {
         AnyStringPath {
             field,
+            required: required.into(),
             per_path: Arc::new(per_path),
         }
     }
 
-    /// The union, over the string paths of this segment, of the per-path queries, as a weight
-    /// for this segment only; `None` when no path of the segment holds strings.
+    /// The union, over the string paths of this segment holding every required word, of the
+    /// per-path queries, as a weight for this segment only; `None` when no path qualifies.
     fn segment_weight(&self, reader: &SegmentReader) -> tantivy::Result<Option<Box<dyn Weight>>> {
-        let clauses: Vec<(Occur, Box<dyn Query>)> = cached_string_paths(reader, self.field)?
-            .iter()
-            .map(|path| (Occur::Should, (self.per_path)(path)))
-            .collect();
+        let inverted = reader.inverted_index(self.field)?;
+        let dictionary = inverted.terms();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        'paths: for path in cached_string_paths(reader, self.field)?.iter() {
+            for word in self.required.iter() {
+                let term = path_word(path, word);
+                if dictionary
+                    .term_ord(term.serialized_value_bytes())?
+                    .is_none()
+                {
+                    continue 'paths;
+                }
+            }
+            clauses.push((Occur::Should, (self.per_path)(path)));
+        }
         if clauses.is_empty() {
             return Ok(None);
         }
         let scoring = EnableScoring::disabled_from_schema(reader.schema());
         BooleanQuery::new(clauses).weight(scoring).map(Some)
     }
+}
+
+/// A word of one event field: its term prefix (see [`PerPath`]), the string type code, then
+/// the word.
+pub(crate) fn path_word(path: &Term, word: &str) -> Term {
+    let mut term = path.clone();
+    term.append_type_and_str(word);
+    term
 }
 
 impl fmt::Debug for AnyStringPath {

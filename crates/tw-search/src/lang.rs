@@ -31,7 +31,7 @@ use tantivy::query_grammar::{
 use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::{TextAnalyzer, TokenStream, TokenizerManager};
 
-use crate::any_field::AnyStringPath;
+use crate::any_field::{AnyStringPath, path_word};
 use crate::indexer::{ip_key, parse_ip};
 use crate::{Fields, SearchError};
 
@@ -324,7 +324,10 @@ impl Compiler {
                     slop,
                     prefix,
                 );
-                let in_fields = AnyStringPath::new(event, move |path| {
+                // With a prefix, the last word is not a term itself.
+                let whole = if prefix { words.len() - 1 } else { words.len() };
+                let required = words[..whole].to_vec();
+                let in_fields = AnyStringPath::new(event, required, move |path| {
                     words_query(words.iter().map(|w| path_word(path, w)), slop, prefix)
                 });
                 any_of(vec![in_raw, Box::new(in_fields)])
@@ -560,13 +563,6 @@ fn path_regex(path: &Term) -> String {
     let bytes = path.serialized_value_bytes();
     let path = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     format!(r"{}\x{{0}}s", escape(&String::from_utf8_lossy(path)))
-}
-
-/// A word of one event field: its term prefix, the string type code, then the word.
-fn path_word(path: &Term, word: &str) -> Term {
-    let mut term = path.clone();
-    term.append_type_and_str(word);
-    term
 }
 
 /// One word, a phrase of `terms`, or a phrase whose last word is a prefix.

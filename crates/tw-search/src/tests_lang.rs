@@ -477,6 +477,10 @@ fn bare_words_search_every_string_field_of_every_segment() {
         ("alice", 1),
         ("\"alice smith\"", 1),
         ("alice-smi*", 1),
+        // Only paths holding every whole word of a phrase are searched (`any_field`).
+        ("beta-alp*", 1),
+        ("\"beta alpha\"", 1),
+        ("\"alpha beta\"", 0),
         ("sky", 1),
         ("dotted", 1),
         ("roma", 1),
