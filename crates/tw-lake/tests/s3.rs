@@ -65,7 +65,7 @@ impl Moto {
             .expect("start moto server");
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !listening(port) {
             assert!(Instant::now() < deadline, "moto server did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -302,4 +302,13 @@ fn compaction_and_retention_work_in_the_bucket() {
     assert_eq!((report.hours_deleted, report.files_deleted), (1, 1));
     assert!(lake.storage().list("ct").unwrap().is_empty());
     assert!(!lake.storage().list("_catalog").unwrap().is_empty());
+}
+
+/// Whether a server listens on `port` of 127.0.0.1. A connection whose local end is the very
+/// port asked for is the kernel connecting the socket to itself (its ephemeral source port
+/// happened to be the free port the server has not bound yet), not a server.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .and_then(|stream| stream.local_addr())
+        .is_ok_and(|local| local.port() != port)
 }

@@ -106,7 +106,7 @@ impl Weight for AnyStringPath {
         match self.segment_weight(reader)? {
             Some(weight) => weight.explain(reader, doc),
             None => Err(TantivyError::InvalidArgument(format!(
-                "document {doc} does not match: no field of its segment holds strings"
+                "document {doc} does not match: no string field of its segment holds every word"
             ))),
         }
     }

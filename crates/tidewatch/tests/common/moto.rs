@@ -56,7 +56,7 @@ impl Moto {
             .expect("start moto server");
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !listening(port) {
             assert!(Instant::now() < deadline, "moto server did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -147,4 +147,13 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether a server listens on `port` of 127.0.0.1. A connection whose local end is the very
+/// port asked for is the kernel connecting the socket to itself (its ephemeral source port
+/// happened to be the free port the server has not bound yet), not a server.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .and_then(|stream| stream.local_addr())
+        .is_ok_and(|local| local.port() != port)
 }
