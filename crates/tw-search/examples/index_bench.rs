@@ -5,7 +5,8 @@
 //!
 //! Run with `cargo run --release -p tw-search --example index_bench [events] [commit_docs]`.
 //! Prints CPU seconds (every thread, merges included) per million events, the index size and
-//! the median latency of a few searches over the finished index as JSON. `valgrind --tool=callgrind` on it counts instructions repeatably.
+//! the median latency of a few searches over the finished index as JSON.
+//! `valgrind --tool=callgrind` on it counts instructions repeatably.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -148,7 +148,7 @@ fn cached_string_paths(reader: &SegmentReader, field: Field) -> tantivy::Result<
 /// The term prefix of every path of `field` (a JSON field) that holds strings in this
 /// segment. The term dictionary is sorted by path, then type code, then value, so this skips
 /// from one (path, type) to the next with a seek each instead of reading every term.
-pub(crate) fn string_paths(reader: &SegmentReader, field: Field) -> tantivy::Result<Vec<Term>> {
+fn string_paths(reader: &SegmentReader, field: Field) -> tantivy::Result<Vec<Term>> {
     let inverted = reader.inverted_index(field)?;
     let dictionary = inverted.terms();
     let string = Type::Str.to_code();
