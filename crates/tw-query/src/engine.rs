@@ -25,6 +25,7 @@ use crate::catalog::LakeCatalog;
 use crate::config::QueryConfig;
 use crate::error::{ErrorOutcome, QueryError};
 use crate::live_files::{HotStarts, LiveFiles};
+use crate::per_value::PerValuePredicates;
 use crate::statement::{parse_read_only, rewrite_dotted_identifiers};
 use crate::table::stream_table;
 
@@ -349,6 +350,7 @@ impl QueryJob {
             .with_config(config)
             .with_runtime_env(Arc::new(runtime_env))
             .with_default_features()
+            .with_optimizer_rule(Arc::new(PerValuePredicates))
             .build();
         let ctx = SessionContext::new_with_state(state);
         crate::functions::register(&ctx);

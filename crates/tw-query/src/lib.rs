@@ -27,6 +27,7 @@ mod files;
 mod functions;
 mod lake;
 mod live_files;
+mod per_value;
 mod predicate;
 mod statement;
 mod table;

@@ -22,7 +22,7 @@ mod json_path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
@@ -33,6 +33,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
+use crate::per_value::per_distinct_value;
 use ip::{Cidr, parse_ip};
 use json_path::{Extracted, JsonOutput, JsonPath};
 
@@ -152,10 +153,32 @@ impl ScalarUDFImpl for SecurityUdf {
         Ok(ExprSimplifyResult::Original(args))
     }
 
+    /// Per distinct value of the first argument when it is a column of repeating values and
+    /// the pattern a literal (see `per_value/`): the same address or document is parsed
+    /// once per batch, not once per row.
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let first = strings(&args.args[0], rows)?;
-        let second = match args.args.get(1) {
+        if let Some(ColumnarValue::Array(first)) = args.args.first()
+            && let Some(views) = first.as_string_view_opt()
+            && args.args[1..]
+                .iter()
+                .all(|arg| matches!(arg, ColumnarValue::Scalar(_)))
+            && let Some(answers) = per_distinct_value(views, |distinct| {
+                let mut per_value = args.args.clone();
+                let rows = distinct.len();
+                per_value[0] = ColumnarValue::Array(distinct);
+                self.row_by_row(&per_value, rows)?.into_array(rows)
+            })?
+        {
+            return Ok(ColumnarValue::Array(answers));
+        }
+        self.row_by_row(&args.args, args.number_rows)
+    }
+}
+
+impl SecurityUdf {
+    fn row_by_row(&self, args: &[ColumnarValue], rows: usize) -> Result<ColumnarValue> {
+        let first = strings(&args[0], rows)?;
+        let second = match args.get(1) {
             None => Second::Const(Some(Pattern::None)),
             Some(ColumnarValue::Scalar(value)) => match string_scalar(value) {
                 Some(text) => Second::Const(Some(self.check_pattern(text)?)),

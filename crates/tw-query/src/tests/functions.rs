@@ -252,3 +252,59 @@ async fn bad_literals_are_query_errors_and_explain_works() {
         "{text}"
     );
 }
+
+/// A file of 1,000 rows repeating five values: the functions run per distinct value of each
+/// batch (`per_value/`) and give every row its own answer.
+#[tokio::test]
+async fn functions_over_repeating_values() {
+    let sources = [
+        Some("10.1.2.3"),
+        Some("203.0.113.9"),
+        Some("2001:db8::7"),
+        Some("not-an-ip"),
+        None,
+    ];
+    let documents = [
+        Some(r#"{"user":{"name":"alice","id":7}}"#),
+        Some(r#"{"user":{"name":"bob"}}"#),
+        Some("not json"),
+        Some(r#"{"user":null}"#),
+        None,
+    ];
+    let total = 1000;
+    let src: Vec<Option<&str>> = (0..total).map(|i| sources[i % 5]).collect();
+    let overflow: Vec<Option<&str>> = (0..total).map(|i| documents[i % 5]).collect();
+    let t = ms(2024, 6, 1, 12);
+    let file = batch(
+        &vec![t; total],
+        0,
+        &(0..total as i64).collect::<Vec<_>>(),
+        vec![
+            utf8("src", &src),
+            utf8("net", &vec![None; total]),
+            utf8("_overflow", &overflow),
+        ],
+    );
+    let mut lake = FixtureLake::new();
+    lake.write_file(
+        "flows",
+        (2024, 6, 1, 12),
+        "p000-00000000000000000000-00000000000000000999.parquet",
+        &file,
+        total,
+    );
+    lake.stream("flows", Some(schema()), empty_hot(schema()));
+    let engine = lake.engine(QueryConfig::default());
+    assert_eq!(
+        rows(&engine, "SELECT count(*) FILTER (WHERE cidr_match(src, '10.0.0.0/8')) AS ten, sum(ip_version(src)) AS versions, count(ip_version(src)) AS ips FROM flows").await,
+        vec![json!({"ten": 200, "versions": 200 * (4 + 4 + 6), "ips": 600})]
+    );
+    assert_eq!(
+        rows(&engine, "SELECT json_get_str(_overflow, 'user.name') AS who, count(*) AS n FROM flows GROUP BY who ORDER BY who NULLS LAST").await,
+        vec![
+            json!({"who": "alice", "n": 200}),
+            json!({"who": "bob", "n": 200}),
+            json!({"who": null, "n": 600}),
+        ]
+    );
+}
