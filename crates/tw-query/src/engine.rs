@@ -25,7 +25,7 @@ use crate::catalog::LakeCatalog;
 use crate::config::QueryConfig;
 use crate::error::{ErrorOutcome, QueryError};
 use crate::live_files::{HotStarts, LiveFiles};
-use crate::per_value::PerValuePredicates;
+use crate::per_value::{CountPerValueRule, PerValuePredicates};
 use crate::statement::{parse_read_only, rewrite_dotted_identifiers};
 use crate::table::stream_table;
 
@@ -351,6 +351,7 @@ impl QueryJob {
             .with_runtime_env(Arc::new(runtime_env))
             .with_default_features()
             .with_optimizer_rule(Arc::new(PerValuePredicates))
+            .with_physical_optimizer_rule(Arc::new(CountPerValueRule))
             .build();
         let ctx = SessionContext::new_with_state(state);
         crate::functions::register(&ctx);

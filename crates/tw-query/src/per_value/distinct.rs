@@ -1,6 +1,6 @@
 //! Dense ids for the distinct values of a `Utf8View` batch, and a function evaluated once
 //! per distinct value then spread back to the rows (see the parent module for why views of
-//! one value repeat).
+//! one value repeat). The ids also serve the per-value count (`count.rs`).
 
 use datafusion::arrow::array::{Array, ArrayRef, StringViewArray, UInt32Array};
 use datafusion::arrow::compute::take;
@@ -12,59 +12,67 @@ const MIN_ROWS_PER_VALUE: usize = 64;
 /// After this many rows of a batch, half of them distinct means the column does not repeat.
 const SAMPLE_ROWS: usize = 256;
 
-/// `eval` of the distinct values of `values`, spread back to their rows (NULL rows give
-/// NULL); `None` when the batch is small or its values hardly repeat (more than a quarter of
-/// the batch distinct, or half of the first [`SAMPLE_ROWS`]), so that the caller evaluates it
-/// row by row.
+/// The distinct values of one batch: for each row the id of its value (0 for NULL rows, which
+/// have none), and for each id the first row holding it.
+pub(crate) struct DistinctViews {
+    pub(crate) ids: Vec<u32>,
+    pub(crate) first_rows: Vec<u32>,
+}
+
+/// The distinct views of `values`; `None` when the batch is small, all NULL, or its values
+/// hardly repeat (more than a quarter of the batch distinct, or half of the first
+/// [`SAMPLE_ROWS`]), so that the caller works row by row.
 ///
 /// Distinct means distinct views: equal views are equal strings (same bytes inline, or same
-/// length, buffer and offset). Equal strings behind different views are only evaluated twice.
+/// length, buffer and offset). Equal strings behind different views get two ids.
+pub(crate) fn distinct_views(values: &StringViewArray) -> Option<DistinctViews> {
+    let rows = values.len();
+    if rows < MIN_ROWS_PER_VALUE || u32::try_from(rows).is_err() {
+        return None;
+    }
+    let max_distinct = rows / 4;
+    let nulls = values.nulls();
+    let mut table = ViewIds::new();
+    let mut first_rows: Vec<u32> = Vec::new();
+    let mut ids: Vec<u32> = Vec::with_capacity(rows);
+    for (row, &view) in values.views().iter().enumerate() {
+        if nulls.is_some_and(|nulls| nulls.is_null(row)) {
+            ids.push(0);
+            continue;
+        }
+        let id = table.id(view);
+        if id as usize == first_rows.len() {
+            first_rows.push(row as u32);
+            // Give up as soon as values clearly do not repeat: more than a quarter of the
+            // batch, or half of the rows seen past the first few hundred.
+            let distinct = first_rows.len();
+            if distinct > max_distinct || (row >= SAMPLE_ROWS && distinct * 2 > row) {
+                return None;
+            }
+        }
+        ids.push(id);
+    }
+    if first_rows.is_empty() {
+        return None;
+    }
+    Some(DistinctViews { ids, first_rows })
+}
+
+/// `eval` of the distinct values of `values`, spread back to their rows (NULL rows give
+/// NULL); `None` when [`distinct_views`] finds the values do not repeat enough, so that the
+/// caller evaluates the batch row by row.
 pub(crate) fn per_distinct_value(
     values: &StringViewArray,
     eval: impl FnOnce(ArrayRef) -> Result<ArrayRef>,
 ) -> Result<Option<ArrayRef>> {
-    let rows = values.len();
-    if rows < MIN_ROWS_PER_VALUE || u32::try_from(rows).is_err() {
+    let Some(DistinctViews { ids, first_rows }) = distinct_views(values) else {
         return Ok(None);
-    }
-    let max_distinct = rows / 4;
-    let nulls = values.nulls();
-    let mut ids = ViewIds::new();
-    let mut first_rows: Vec<u32> = Vec::new();
-    let mut keys: Vec<u32> = Vec::with_capacity(rows);
-    // Rows of one value often come in runs (the lake sorts by time, sources burst).
-    let mut previous: Option<(u128, u32)> = None;
-    for (row, &view) in values.views().iter().enumerate() {
-        if nulls.is_some_and(|nulls| nulls.is_null(row)) {
-            keys.push(0); // masked by the NULL below
-            continue;
-        }
-        let key = match previous {
-            Some((seen, key)) if seen == view => key,
-            _ => {
-                let key = ids.id(view);
-                if key as usize == first_rows.len() {
-                    first_rows.push(row as u32);
-                    // Give up as soon as values clearly do not repeat: more than a quarter
-                    // of the batch, or half of the rows seen past the first few hundred.
-                    let distinct = first_rows.len();
-                    if distinct > max_distinct || (row >= SAMPLE_ROWS && distinct * 2 > row) {
-                        return Ok(None);
-                    }
-                }
-                previous = Some((view, key));
-                key
-            }
-        };
-        keys.push(key);
-    }
-    if first_rows.is_empty() {
-        return Ok(None); // all NULL: the kernel's own answer is as cheap
-    }
+    };
     let distinct = take(values, &UInt32Array::from(first_rows), None)?;
     let answers = eval(distinct)?;
-    let keys = UInt32Array::new(keys.into(), nulls.cloned());
-    Ok(Some(take(answers.as_ref(), &keys, None)?))
+    // The ids of NULL rows point anywhere: the NULL mask makes `take` answer NULL.
+    let ids = UInt32Array::new(ids.into(), values.nulls().cloned());
+    Ok(Some(take(answers.as_ref(), &ids, None)?))
 }
 
 /// Dense ids (0, 1, 2, … in order of first sight) for the views of one batch.

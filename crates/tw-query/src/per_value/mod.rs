@@ -1,4 +1,5 @@
-//! String predicates computed once per distinct value of a batch instead of once per row.
+//! Work done once per distinct value of a batch instead of once per row: string predicates
+//! here, `count(*) GROUP BY` one string column in `count.rs`.
 //!
 //! Event data repeats itself: a user agent, an event name or an error code takes a few hundred
 //! values over millions of rows, and the lake's Parquet writer stores such columns
@@ -16,8 +17,10 @@
 //! prefix (`LIKE 'Get%'`) is left as it is: DataFusion prunes row groups by its prefix, and a
 //! prefix test per row is cheap. A batch whose values hardly repeat (plain-encoded pages, hot
 //! rows) falls back to the kernel row by row, usually after hashing its first few hundred
-//! rows.
+//! rows. The same distinct views (`distinct.rs`) serve the security functions
+//! (`functions/`) and the per-value count ([`CountPerValueRule`]).
 
+mod count;
 mod distinct;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,6 +40,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{self as physical, Column};
 use datafusion::physical_expr_common::datum::apply_cmp;
 
+pub(crate) use count::CountPerValueRule;
 pub(crate) use distinct::per_distinct_value;
 
 /// The optimizer rule: string predicates with a literal pattern in filters →

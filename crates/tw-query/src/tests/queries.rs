@@ -556,3 +556,109 @@ async fn like_filters_answer_per_distinct_value() {
     let text = crate::to_pretty_table(&plan.batches).expect("plan as text");
     assert!(!text.contains("_per_value("), "{text}");
 }
+
+/// `count(*) GROUP BY` one string column counts per distinct value of each batch
+/// (`per_value/count.rs`): the same groups and counts over two dictionary-encoded files (NULL
+/// and empty string included) and hot rows, for repeating and for unique values; other
+/// aggregates keep DataFusion's plan.
+#[tokio::test]
+async fn counts_by_one_string_column_per_distinct_value() {
+    let names = [
+        Some("GetObject"),
+        Some("DescribeInstances"),
+        None,
+        Some(""),
+        Some("AssumeRole"),
+        Some("GetObject"),
+    ];
+    let rows_per_file = 700;
+    let mut lake = FixtureLake::new();
+    let mut all: Vec<Option<String>> = Vec::new();
+    for hour in [9u32, 10] {
+        let first = i64::from(hour) * 1000;
+        let column: Vec<Option<&str>> = (0..rows_per_file)
+            .map(|i| names[(i * (hour as usize)) % names.len()])
+            .collect();
+        let ids: Vec<String> = (0..rows_per_file)
+            .map(|i| format!("id-{hour}-{i}"))
+            .collect();
+        let ids: Vec<Option<&str>> = ids.iter().map(|id| Some(id.as_str())).collect();
+        all.extend(column.iter().map(|name| name.map(str::to_string)));
+        let t = ms(2024, 3, 1, hour);
+        let file = batch(
+            &(0..rows_per_file as i64).map(|i| t + i).collect::<Vec<_>>(),
+            0,
+            &(first..first + rows_per_file as i64).collect::<Vec<_>>(),
+            vec![utf8("eventName", &column), utf8("eventID", &ids)],
+        );
+        lake.write_file(
+            "trail",
+            (2024, 3, 1, hour),
+            &format!(
+                "p000-{first:020}-{:020}.parquet",
+                first + rows_per_file as i64 - 1
+            ),
+            &file,
+            rows_per_file,
+        );
+        if hour == 10 {
+            let hot_rows = batch(
+                &[t + 5000, t + 5001],
+                0,
+                &[20_000, 20_001],
+                vec![
+                    utf8("eventName", &[Some("GetObject"), None]),
+                    utf8("eventID", &[Some("hot-1"), Some("hot-2")]),
+                ],
+            );
+            all.extend([Some("GetObject".to_string()), None]);
+            lake.stream(
+                "trail",
+                Some(file.schema()),
+                hot(vec![hot_rows], &[(0, 20_000)]),
+            );
+        }
+    }
+    let engine = lake.engine(QueryConfig::default());
+    let mut expected: std::collections::BTreeMap<Option<String>, i64> = Default::default();
+    for name in &all {
+        *expected.entry(name.clone()).or_default() += 1;
+    }
+    // NULLS LAST orders like `Option` reversed for the None key: compare as sets of rows.
+    let mut got = rows(
+        &engine,
+        "SELECT eventName, count(*) AS n, count(1) AS m FROM trail GROUP BY eventName",
+    )
+    .await;
+    got.sort_by_key(|row| row.to_string());
+    let mut want: Vec<serde_json::Value> = expected
+        .iter()
+        .map(|(name, n)| json!({"eventName": name, "n": n, "m": n}))
+        .collect();
+    want.sort_by_key(|row| row.to_string());
+    assert_eq!(got, want);
+    // Unique values: every group counts 1.
+    assert_eq!(
+        rows(&engine, "SELECT count(*) AS groups, max(n) AS most FROM (SELECT eventID, count(*) AS n FROM trail GROUP BY eventID)").await,
+        vec![json!({"groups": all.len(), "most": 1})]
+    );
+    let explain = |sql: &'static str| {
+        let engine = &engine;
+        async move {
+            let plan = run(engine, &format!("EXPLAIN {sql}")).await;
+            crate::to_pretty_table(&plan.batches).expect("plan as text")
+        }
+    };
+    let text = explain("SELECT eventName, count(*) FROM trail GROUP BY eventName").await;
+    assert!(text.contains("CountPerValueExec"), "{text}");
+    for other in [
+        "SELECT eventName, count(eventID) FROM trail GROUP BY eventName",
+        "SELECT eventName, count(DISTINCT eventID) FROM trail GROUP BY eventName",
+        "SELECT eventName, count(*), min(eventID) FROM trail GROUP BY eventName",
+        "SELECT eventName, eventID, count(*) FROM trail GROUP BY eventName, eventID",
+        "SELECT _partition, count(*) FROM trail GROUP BY _partition",
+    ] {
+        let text = explain(other).await;
+        assert!(!text.contains("CountPerValueExec"), "{other}: {text}");
+    }
+}
