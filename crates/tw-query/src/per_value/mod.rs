@@ -223,10 +223,7 @@ impl PerValuePredicate {
         for (position, &index) in unknown.iter().enumerate() {
             let answer = tested.is_valid(position).then(|| tested.value(position));
             answers[index as usize] = answer;
-            if known.answers.len() < MAX_KNOWN_ANSWERS
-                && known.pattern.as_ref() == Some(pattern)
-                && !values.is_null(index as usize)
-            {
+            if known.answers.len() < MAX_KNOWN_ANSWERS && known.pattern.as_ref() == Some(pattern) {
                 known
                     .answers
                     .insert(values.value(index as usize).to_string(), answer);

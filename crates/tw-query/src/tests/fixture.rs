@@ -188,3 +188,9 @@ pub async fn rows(engine: &QueryEngine, sql: &str) -> Vec<serde_json::Value> {
         .map(serde_json::Value::Object)
         .collect()
 }
+
+/// The text of `EXPLAIN {sql}` (logical and physical plans as a table).
+pub async fn explain(engine: &QueryEngine, sql: &str) -> String {
+    let plan = run(engine, &format!("EXPLAIN {sql}")).await;
+    crate::to_pretty_table(&plan.batches).expect("plan as text")
+}

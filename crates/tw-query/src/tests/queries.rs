@@ -532,28 +532,25 @@ async fn like_filters_answer_per_distinct_value() {
         rows(&engine, "SELECT userAgent ILIKE '%kali%' AS kali, count(*) AS n FROM web WHERE userAgent IN ('hot', 'KALI hot') GROUP BY 1 ORDER BY 1").await,
         vec![json!({"kali": false, "n": 1}), json!({"kali": true, "n": 1})]
     );
-    let plan = run(
+    let text = explain(
         &engine,
-        "EXPLAIN SELECT count(*) FROM web WHERE userAgent ILIKE '%kali%'",
+        "SELECT count(*) FROM web WHERE userAgent ILIKE '%kali%'",
     )
     .await;
-    let text = crate::to_pretty_table(&plan.batches).expect("plan as text");
     assert!(text.contains("ilike_per_value("), "{text}");
     // (DataFusion turns a regex that is a plain word into LIKE: `!~* 'kali'` plans as NOT ILIKE.)
-    let plan = run(
+    let text = explain(
         &engine,
-        "EXPLAIN SELECT count(*) FROM web WHERE userAgent !~* 'k[a4]li'",
+        "SELECT count(*) FROM web WHERE userAgent !~* 'k[a4]li'",
     )
     .await;
-    let text = crate::to_pretty_table(&plan.batches).expect("plan as text");
     assert!(text.contains("regex_not_imatch_per_value("), "{text}");
     // A case-sensitive prefix prunes row groups by statistics: left to DataFusion.
-    let plan = run(
+    let text = explain(
         &engine,
-        "EXPLAIN SELECT count(*) FROM web WHERE userAgent LIKE 'curl%'",
+        "SELECT count(*) FROM web WHERE userAgent LIKE 'curl%'",
     )
     .await;
-    let text = crate::to_pretty_table(&plan.batches).expect("plan as text");
     assert!(!text.contains("_per_value("), "{text}");
 }
 
@@ -642,14 +639,11 @@ async fn counts_by_one_string_column_per_distinct_value() {
         rows(&engine, "SELECT count(*) AS groups, max(n) AS most FROM (SELECT eventID, count(*) AS n FROM trail GROUP BY eventID)").await,
         vec![json!({"groups": all.len(), "most": 1})]
     );
-    let explain = |sql: &'static str| {
-        let engine = &engine;
-        async move {
-            let plan = run(engine, &format!("EXPLAIN {sql}")).await;
-            crate::to_pretty_table(&plan.batches).expect("plan as text")
-        }
-    };
-    let text = explain("SELECT eventName, count(*) FROM trail GROUP BY eventName").await;
+    let text = explain(
+        &engine,
+        "SELECT eventName, count(*) FROM trail GROUP BY eventName",
+    )
+    .await;
     assert!(text.contains("CountPerValueExec"), "{text}");
     for other in [
         "SELECT eventName, count(eventID) FROM trail GROUP BY eventName",
@@ -658,7 +652,7 @@ async fn counts_by_one_string_column_per_distinct_value() {
         "SELECT eventName, eventID, count(*) FROM trail GROUP BY eventName, eventID",
         "SELECT _partition, count(*) FROM trail GROUP BY _partition",
     ] {
-        let text = explain(other).await;
+        let text = explain(&engine, other).await;
         assert!(!text.contains("CountPerValueExec"), "{other}: {text}");
     }
 }
