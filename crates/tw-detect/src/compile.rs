@@ -100,6 +100,11 @@ impl CompiledRule {
             .is_none_or(|matcher| matcher.eval(resolve))
     }
 
+    /// The compiled condition (`None` matches every event).
+    pub(crate) fn matcher(&self) -> Option<&Matcher> {
+        self.matcher.as_ref()
+    }
+
     /// A value some field must have for the condition to hold (see [`crate::prefilter`]).
     pub(crate) fn required(&self) -> Option<crate::prefilter::Required> {
         self.matcher.as_ref()?.required()

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tw_core::{Alert, EventLocation, FieldPath, Record, SharedEvent};
 
+use crate::batch::{CHUNK, Chunk, Mask, PathTree};
 use crate::compile::CompiledRule;
 use crate::prefilter::Prefilter;
 use crate::spec::Kind;
@@ -72,14 +73,11 @@ pub struct RuleStats {
     /// Alerts not raised because of the rule's `suppress`.
     #[serde(default)]
     pub suppressed: u64,
-    /// Time spent evaluating the rule, in nanoseconds (measured on one event in
-    /// [`TIMING_SAMPLE`] and scaled, so measuring costs little).
+    /// Time spent evaluating the rule's condition on each chunk of events and handling its
+    /// hits, in nanoseconds.
     #[serde(default)]
     pub eval_nanos: u64,
 }
-
-/// One event in this many is timed per rule for [`RuleStats::eval_nanos`].
-pub const TIMING_SAMPLE: usize = 16;
 
 /// One enabled rule as loaded into the engine.
 pub(crate) struct ActiveRule {
@@ -151,6 +149,8 @@ impl ActiveRule {
 #[derive(Default)]
 pub(crate) struct StreamRules {
     paths: Vec<FieldPath>,
+    /// `paths` as one tree, to read them all from an event in one walk.
+    tree: PathTree,
     pub(crate) rules: Vec<ActiveRule>,
     /// Which of `rules` an event can match at all (built by `set_rules`).
     prefilter: Prefilter,
@@ -249,6 +249,7 @@ impl Engine {
                 })
                 .collect();
             stream.prefilter = Prefilter::new(requirements);
+            stream.tree = PathTree::new(&stream.paths);
         }
         reset
     }
@@ -280,6 +281,10 @@ impl Engine {
     /// parsed (possibly only the fields the rules read); `records[i].event_time_ms` is its
     /// event time (extra elements of the longer slice are ignored). `now_ms` stamps
     /// `created_at_ms` of the alerts.
+    ///
+    /// Conditions are evaluated a chunk of events at a time ([`crate::batch`]); hits are then
+    /// taken in event order (rules in load order within an event), so alerts and state come
+    /// out exactly as if every event had been evaluated alone.
     pub fn evaluate(
         &mut self,
         stream: &str,
@@ -296,53 +301,68 @@ impl Engine {
         let lateness = self.config.allowed_lateness_ms.max(0);
         let mut max_time = self.max_event_time.get(stream).copied();
         let StreamRules {
-            paths,
+            tree,
             rules,
             prefilter,
+            ..
         } = rules;
-        // One cache slot per distinct path of the stream, reused for every event of the batch.
-        let mut cache: Vec<Option<Option<&Value>>> = vec![None; paths.len()];
+        let count = records.len().min(events.len());
+        let mut chunk = Chunk::new(tree);
         let (mut candidates, mut scratch) = (Vec::with_capacity(rules.len()), String::new());
-        for (index, (record, event)) in records.iter().zip(events).enumerate() {
-            cache.fill(None);
-            prefilter.mark(
-                &mut |global| *cache[global].get_or_insert_with(|| paths[global].get(event)),
-                &mut candidates,
-                &mut scratch,
-            );
-            // `event` may hold only the fields the rules read (see `tw_core::FieldSelection`);
-            // an event that goes into an alert is parsed whole from its record, once.
-            let mut whole: Option<SharedEvent> = None;
-            let event_time = record.event_time_ms;
-            let watermark = max_time.map(|max| max.saturating_sub(lateness));
-            let location = EventLocation {
-                partition,
-                offset: record.offset,
-            };
-            let timed = index % TIMING_SAMPLE == 0;
-            for (active, candidate) in rules.iter_mut().zip(&candidates) {
-                if active.state.is_late(&active.rule, event_time, watermark) {
-                    active.stats.late_events += 1;
-                    continue;
+        let mut watermarks = Vec::with_capacity(CHUNK);
+        let mut hits: Vec<(usize, usize)> = Vec::new();
+        for start in (0..count).step_by(CHUNK) {
+            let end = (start + CHUNK).min(count);
+            let (records, events) = (&records[start..end], &events[start..end]);
+            chunk.load(events);
+            // The watermark each event is judged by: the newest time before it, less lateness.
+            watermarks.clear();
+            for record in records {
+                watermarks.push(max_time.map(|max| max.saturating_sub(lateness)));
+                max_time = Some(
+                    max_time.map_or(record.event_time_ms, |max| max.max(record.event_time_ms)),
+                );
+            }
+            prefilter.mark_chunk(&mut chunk, &mut candidates, &mut scratch);
+            hits.clear();
+            for (index, (active, candidate)) in rules.iter_mut().zip(&candidates).enumerate() {
+                let started = std::time::Instant::now();
+                let mut live = Mask::first(records.len());
+                if !matches!(active.state, RuleState::Stateless) {
+                    for (at, record) in records.iter().enumerate() {
+                        if active
+                            .state
+                            .is_late(&active.rule, record.event_time_ms, watermarks[at])
+                        {
+                            live = live.without(Mask::single(at));
+                        }
+                    }
                 }
-                active.stats.evaluated += 1;
-                if !candidate {
-                    // Decided by the prefilter: the condition cannot hold.
-                    continue;
-                }
-                let started = timed.then(std::time::Instant::now);
-                let path_map = &active.path_map;
-                let mut matched = active.rule.matches_with(&mut |local| {
-                    let global = path_map[local];
-                    *cache[global].get_or_insert_with(|| paths[global].get(event))
-                });
+                let evaluated = live.count() as u64;
+                active.stats.late_events += records.len() as u64 - evaluated;
+                active.stats.evaluated += evaluated;
+                // Events the prefilter rules out cannot satisfy the condition.
+                let mask = live.and(*candidate);
+                let matched = match active.rule.matcher() {
+                    Some(matcher) => chunk.eval(matcher, mask, &active.path_map),
+                    None => mask,
+                };
+                hits.extend(matched.iter().map(|at| (at, index)));
+                active.stats.eval_nanos += started.elapsed().as_nanos() as u64;
+            }
+            // Stable: rules keep their order within an event.
+            hits.sort_by_key(|&(at, _)| at);
+            let mut current: Option<(usize, SharedEvent)> = None;
+            for &(at, index) in &hits {
+                let started = std::time::Instant::now();
+                let (record, event) = (&records[at], &events[at]);
+                let active = &mut rules[index];
                 let (mut steps, mut until) = (0u32, false);
-                if matched
-                    && let Some(Kind::Sequence {
-                        steps: conditions,
-                        until: cancel,
-                        ..
-                    }) = active.rule.kind()
+                if let Some(Kind::Sequence {
+                    steps: conditions,
+                    until: cancel,
+                    ..
+                }) = active.rule.kind()
                 {
                     for (i, step) in conditions.iter().enumerate() {
                         if step.matches(event) {
@@ -350,45 +370,53 @@ impl Engine {
                         }
                     }
                     until = cancel.as_ref().is_some_and(|c| c.matches(event));
-                    matched = steps != 0 || until;
+                    if steps == 0 && !until {
+                        continue;
+                    }
                 }
-                if matched {
-                    active.stats.matched += 1;
-                    let event = &*whole.get_or_insert_with(|| whole_event(record, event));
-                    let raised = match active.state {
-                        RuleState::Stateless => {
-                            vec![single_event_alert(
-                                &active.rule,
-                                stream,
-                                event,
-                                event_time,
-                                location,
-                            )]
-                        }
-                        _ => {
-                            let mut ctx = Ctx {
-                                rule: &active.rule,
-                                limits: &limits,
-                                stats: &mut active.stats,
-                            };
-                            let hit = Hit {
-                                event,
-                                time: event_time,
-                                location,
-                                steps,
-                                until,
-                            };
-                            active.state.observe(&mut ctx, &hit)
-                        }
-                    };
-                    active.raise(raised, stream, now_ms, &limits, &mut alerts);
+                active.stats.matched += 1;
+                // `event` may hold only the fields the rules read (see
+                // `tw_core::FieldSelection`); an event that goes into an alert is parsed whole
+                // from its record, once.
+                if current.as_ref().is_none_or(|(seen, _)| *seen != at) {
+                    current = Some((at, whole_event(record, event)));
                 }
-                if let Some(started) = started {
-                    let nanos = started.elapsed().as_nanos() as u64;
-                    active.stats.eval_nanos += nanos.saturating_mul(TIMING_SAMPLE as u64);
-                }
+                let Some((_, whole)) = &current else {
+                    continue;
+                };
+                let location = EventLocation {
+                    partition,
+                    offset: record.offset,
+                };
+                let raised = match active.state {
+                    RuleState::Stateless => {
+                        vec![single_event_alert(
+                            &active.rule,
+                            stream,
+                            whole,
+                            record.event_time_ms,
+                            location,
+                        )]
+                    }
+                    _ => {
+                        let mut ctx = Ctx {
+                            rule: &active.rule,
+                            limits: &limits,
+                            stats: &mut active.stats,
+                        };
+                        let hit = Hit {
+                            event: whole,
+                            time: record.event_time_ms,
+                            location,
+                            steps,
+                            until,
+                        };
+                        active.state.observe(&mut ctx, &hit)
+                    }
+                };
+                active.raise(raised, stream, now_ms, &limits, &mut alerts);
+                active.stats.eval_nanos += started.elapsed().as_nanos() as u64;
             }
-            max_time = Some(max_time.map_or(event_time, |max| max.max(event_time)));
         }
         if let Some(max) = max_time {
             self.max_event_time.insert(stream.to_string(), max);

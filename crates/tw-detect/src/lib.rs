@@ -21,6 +21,7 @@
 //! - window state survives [`Engine::set_rules`] exactly for rules whose definition
 //!   (id, stream, condition, threshold) is unchanged.
 
+mod batch;
 mod checkpoint;
 mod cidr;
 mod compile;
@@ -43,7 +44,7 @@ pub use cidr::Cidr;
 pub use compile::{ANY_FIELD, CompiledRule, REGEX_SIZE_LIMIT};
 pub use document::{Comparison, Condition, FieldCondition, FieldOp, Rule, Selections};
 pub use duration::{MAX_DURATION_MS, parse_duration_ms};
-pub use engine::{Engine, EngineConfig, RuleStats, TIMING_SAMPLE};
+pub use engine::{Engine, EngineConfig, RuleStats};
 pub use error::{RuleError, RuleProblem};
 pub use parse::{RuleFormat, parse_rule};
 pub use spec::{MAX_DISTINCT_BOUND, MAX_SEQUENCE_STEPS};

@@ -248,7 +248,8 @@ fn number_of(value: &Value) -> Option<f64> {
 }
 
 impl Test {
-    fn holds(&self, value: Option<&Value>) -> bool {
+    /// Whether the value at the leaf's path (`None` when absent) satisfies the test.
+    pub(crate) fn holds(&self, value: Option<&Value>) -> bool {
         match (self, value) {
             (Self::Exists(wanted), value) => value.is_some_and(|v| !v.is_null()) == *wanted,
             (_, None | Some(Value::Null)) => false,
@@ -314,7 +315,7 @@ impl Test {
     }
 
     /// Whether any scalar anywhere inside `value` satisfies the test (keyword search).
-    fn holds_anywhere(&self, value: &Value) -> bool {
+    pub(crate) fn holds_anywhere(&self, value: &Value) -> bool {
         match value {
             Value::Object(fields) => fields.values().any(|v| self.holds_anywhere(v)),
             Value::Array(items) => items.iter().any(|v| self.holds_anywhere(v)),
@@ -354,7 +355,7 @@ fn values_equal(a: &Value, b: &Value, ignore_case: bool) -> bool {
 
 impl Test {
     /// Rough relative cost of one evaluation (see [`Matcher::cost`]).
-    fn cost(&self) -> u32 {
+    pub(crate) fn cost(&self) -> u32 {
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).min(1000);
         match self {
             Self::Exists(_) | Self::Equals(_) | Self::Compare { .. } => 2,
@@ -422,12 +423,15 @@ impl Matcher {
                 path,
                 other,
                 ignore_case,
-            } => {
-                let (Some(a), Some(b)) = (resolve(*path), resolve(*other)) else {
-                    return false;
-                };
-                !a.is_null() && !b.is_null() && values_equal(a, b, *ignore_case)
-            }
+            } => field_ref_holds(resolve(*path), resolve(*other), *ignore_case),
         }
     }
+}
+
+/// Whether the values at the two paths of a field-to-field comparison are equal.
+pub(crate) fn field_ref_holds(a: Option<&Value>, b: Option<&Value>, ignore_case: bool) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return false;
+    };
+    !a.is_null() && !b.is_null() && values_equal(a, b, ignore_case)
 }

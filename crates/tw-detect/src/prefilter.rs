@@ -3,7 +3,8 @@
 //! Most detections name what they look for: `eventName: ConsoleLogin`, `errorCode:
 //! AccessDenied`. Such a rule can only match an event whose value at that path is one of a few
 //! texts, so the engine looks that value up once per event in a table of rules by required
-//! value and evaluates only the rules found there (and the rules without such a requirement).
+//! value and evaluates only the rules found there (and the rules without such a requirement);
+//! over a chunk of events, each distinct value is looked up once.
 //! With hundreds of rules over a few event names, most rules are never evaluated on most events.
 //!
 //! The requirement is a *necessary* condition derived from the compiled matcher, so skipping a
@@ -22,6 +23,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use crate::batch::{Chunk, Mask, NO_ID, ValueIds};
 use crate::matcher::{Literal, Matcher, Test, TextBuffer, scalar_text};
 
 /// A necessary condition of a matcher: it holds only if the scalar at `path` has one of
@@ -164,29 +166,43 @@ impl Prefilter {
         Self { always, groups }
     }
 
-    /// Sets `candidates[i]` to whether rule `i` may match the event whose value at the
-    /// stream's path `p` is `resolve(p)`. `scratch` is reused for lowercasing.
-    pub(crate) fn mark<'v>(
+    /// Sets `candidates[i]` to the events of `chunk` that rule `i` may match (the chunk's
+    /// paths are the stream's). Strings that repeat are looked up once per distinct string.
+    pub(crate) fn mark_chunk(
         &self,
-        resolve: &mut impl FnMut(usize) -> Option<&'v Value>,
-        candidates: &mut Vec<bool>,
+        chunk: &mut Chunk,
+        candidates: &mut Vec<Mask>,
         scratch: &mut String,
     ) {
+        let everything = Mask::first(chunk.len());
         candidates.clear();
-        candidates.extend_from_slice(&self.always);
+        candidates.extend(
+            self.always
+                .iter()
+                .map(|&always| if always { everything } else { Mask::EMPTY }),
+        );
+        let mut known: Vec<Option<Option<&[usize]>>> = Vec::new();
         for group in &self.groups {
-            let mut buffer = TextBuffer::new();
-            match probe(resolve(group.path), group.ignore_case, &mut buffer, scratch) {
-                Probe::Nothing => {}
-                Probe::Undecided => {
-                    for &rule in &group.members {
-                        candidates[rule] = true;
-                    }
+            let (column, ids) = chunk.column_with_ids(group.path);
+            known.clear();
+            known.resize(ids.map_or(0, ValueIds::distinct), None);
+            let lookup = |value: Option<&Value>, scratch: &mut String| {
+                let mut buffer = TextBuffer::new();
+                match probe(value, group.ignore_case, &mut buffer, scratch) {
+                    Probe::Nothing => None,
+                    Probe::Undecided => Some(&group.members[..]),
+                    Probe::Text(text) => group.by_value.get(text).map(Vec::as_slice),
                 }
-                Probe::Text(text) => {
-                    for &rule in group.by_value.get(text).into_iter().flatten() {
-                        candidates[rule] = true;
-                    }
+            };
+            for (at, value) in column.iter().enumerate() {
+                let id = ids.map_or(NO_ID, |ids| ids.id(at));
+                let rules = if id == NO_ID {
+                    lookup(*value, scratch)
+                } else {
+                    *known[id as usize].get_or_insert_with(|| lookup(*value, scratch))
+                };
+                for &rule in rules.into_iter().flatten() {
+                    candidates[rule].set(at);
                 }
             }
         }
@@ -222,6 +238,7 @@ fn probe<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::PathTree;
     use crate::{RuleFormat, parse_rule};
     use serde_json::json;
 
@@ -236,13 +253,13 @@ mod tests {
     /// Whether the prefilter of `rule` alone lets `event` through.
     fn candidate(rule: &crate::CompiledRule, event: &Value) -> bool {
         let prefilter = Prefilter::new(vec![rule.required()]);
+        let tree = PathTree::new(rule.field_paths());
+        let mut chunk = Chunk::new(&tree);
+        let events = [event.clone()];
+        chunk.load(&events);
         let mut candidates = Vec::new();
-        prefilter.mark(
-            &mut |path| rule.field_paths()[path].get(event),
-            &mut candidates,
-            &mut String::new(),
-        );
-        candidates[0]
+        prefilter.mark_chunk(&mut chunk, &mut candidates, &mut String::new());
+        candidates[0] == Mask::first(1)
     }
 
     #[test]

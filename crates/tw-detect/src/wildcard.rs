@@ -204,12 +204,10 @@ pub(crate) fn find(hay: &[u8], needle: &[u8], ignore_case: bool) -> Option<usize
     };
     let last_start = hay.len() - needle.len();
     let mut at = 0;
-    // Scan for the first byte (either case), then compare the rest: a tight loop the compiler
-    // can unroll, instead of folding case at every position.
+    // Scan for the first byte (either case, with SIMD), then compare the rest, instead of
+    // folding case at every position.
     while at <= last_start {
-        let offset = hay[at..=last_start]
-            .iter()
-            .position(|&c| c == lower || c == upper)?;
+        let offset = memchr::memchr2(lower, upper, &hay[at..=last_start])?;
         at += offset;
         if eq_bytes(&hay[at + 1..at + needle.len()], rest, ignore_case) {
             return Some(at);
