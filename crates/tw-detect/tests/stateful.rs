@@ -549,5 +549,19 @@ fn every_kind_stays_within_its_key_limit_and_counts_evictions() {
         let s = stats(&e);
         assert!(s.active_groups <= 3, "{rule}\n{s:?}");
         assert_eq!(s.evicted_groups, 7, "{rule}\n{s:?}");
+        // A larger limit evicts a sixteenth of it at once (one scan per batch, not per key):
+        // still bounded, and every key is either held or counted as evicted.
+        let mut e = Engine::new(EngineConfig {
+            max_groups_per_rule: 64,
+            ..EngineConfig::default()
+        });
+        e.set_rules(vec![compiled(rule)]);
+        let events: Vec<(i64, Value)> = (0..1_000)
+            .map(|i| (i * 10, json!({"g": format!("g{i}"), "v": "a"})))
+            .collect();
+        feed(&mut e, &mut o, &events);
+        let s = stats(&e);
+        assert!((60..=64).contains(&s.active_groups), "{rule}\n{s:?}");
+        assert_eq!(s.evicted_groups + s.active_groups, 1_000, "{rule}\n{s:?}");
     }
 }

@@ -55,7 +55,7 @@ impl TumblingDistinct {
             .is_none_or(|groups| !groups.contains_key(&key));
         if is_new {
             while self.entries >= ctx.limits.max_groups {
-                let dropped = super::evict_one(&mut self.windows, start);
+                let dropped = super::evict_window(&mut self.windows, start, ctx.limits.max_groups);
                 self.entries -= dropped.min(self.entries);
                 ctx.stats.evicted_groups += dropped as u64;
                 if dropped == 0 {
@@ -131,15 +131,12 @@ impl SlidingDistinct {
         let value = field.get_text(hit.event)?;
         let key = group_key(ctx.rule.kind()?.group_paths(), hit.event);
         if !self.groups.contains_key(&key) && self.groups.len() >= ctx.limits.max_groups {
-            let victim = self
-                .groups
-                .iter()
-                .min_by_key(|(_, g)| g.latest.values().map(|v| v.0).max().unwrap_or(i64::MIN))
-                .map(|(k, _)| k.clone());
-            if let Some(victim) = victim {
-                self.groups.remove(&victim);
-                ctx.stats.evicted_groups += 1;
-            }
+            let evicted = super::evict_oldest(
+                &mut self.groups,
+                super::eviction_batch(ctx.limits.max_groups),
+                |g| g.latest.values().map(|v| v.0).max().unwrap_or(i64::MIN),
+            );
+            ctx.stats.evicted_groups += evicted as u64;
         }
         let group = self.groups.entry(key.clone()).or_default();
         let slot = group

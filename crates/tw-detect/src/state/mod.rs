@@ -13,7 +13,8 @@ mod sequence;
 mod suppress;
 mod threshold;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -104,19 +105,64 @@ pub(crate) fn window_of(time: i64, window_ms: i64) -> (i64, i64) {
     (start, start.saturating_add(window_ms))
 }
 
-/// Frees room for one more (window, group) entry: drops the oldest window other than `keep`,
-/// or, when `keep` is the only window, one of its groups. Returns how many entries went.
-pub(crate) fn evict_one<G>(
-    windows: &mut BTreeMap<i64, std::collections::HashMap<String, G>>,
+/// How many keys a full state frees at once: a sixteenth of the limit. Finding the oldest keys
+/// scans the whole state, so evicting one key per new key would cost a scan of up to
+/// `max_groups` entries for every event once a high-cardinality rule is full; in batches the
+/// scan is paid once per that many new keys.
+pub(crate) fn eviction_batch(max_groups: usize) -> usize {
+    (max_groups / 16).max(1)
+}
+
+/// Removes the `count` entries of `map` with the smallest `age` (the oldest; ties in any
+/// order). Returns how many went.
+pub(crate) fn evict_oldest<K, V, A>(
+    map: &mut HashMap<K, V>,
+    count: usize,
+    age: impl Fn(&V) -> A,
+) -> usize
+where
+    K: Clone + Eq + Hash,
+    A: Ord,
+{
+    let count = count.min(map.len());
+    if count == 0 {
+        return 0;
+    }
+    let mut aged: Vec<(A, &K)> = map.iter().map(|(key, value)| (age(value), key)).collect();
+    if count < aged.len() {
+        aged.select_nth_unstable_by(count - 1, |a, b| a.0.cmp(&b.0));
+    }
+    let victims: Vec<K> = aged[..count]
+        .iter()
+        .map(|(_, key)| (*key).clone())
+        .collect();
+    for key in &victims {
+        map.remove(key);
+    }
+    count
+}
+
+/// Frees room in a full windowed state: drops the oldest window other than `keep`, or, when
+/// `keep` is the only window, [`eviction_batch`] of its groups. Returns how many entries went.
+pub(crate) fn evict_window<G>(
+    windows: &mut BTreeMap<i64, HashMap<String, G>>,
     keep: i64,
+    max_groups: usize,
 ) -> usize {
     let oldest_other = windows.keys().copied().find(|start| *start != keep);
     match oldest_other {
         Some(start) => windows.remove(&start).map_or(0, |groups| groups.len()),
         None => match windows.get_mut(&keep) {
             Some(groups) => {
-                let victim = groups.keys().next().cloned();
-                victim.and_then(|key| groups.remove(&key)).map_or(0, |_| 1)
+                let victims: Vec<String> = groups
+                    .keys()
+                    .take(eviction_batch(max_groups))
+                    .cloned()
+                    .collect();
+                for key in &victims {
+                    groups.remove(key);
+                }
+                victims.len()
             }
             None => 0,
         },
@@ -236,5 +282,31 @@ impl RuleState {
             Self::Sequence(state) => state.keys(),
             Self::NewValue(state) => state.keys(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evict_oldest_removes_exactly_the_oldest() {
+        let mut ages: HashMap<String, i64> = (0..100)
+            .map(|i| (format!("k{i}"), (i * 37) % 100))
+            .collect();
+        assert_eq!(evict_oldest(&mut ages, 10, |age| *age), 10);
+        assert_eq!(ages.len(), 90);
+        assert!(ages.values().all(|age| *age >= 10), "ages 0..10 went");
+        assert_eq!(evict_oldest(&mut ages, 1_000, |age| *age), 90);
+        assert!(ages.is_empty());
+        assert_eq!(evict_oldest(&mut ages, 1, |age| *age), 0);
+    }
+
+    #[test]
+    fn eviction_batches_are_a_sixteenth_of_the_limit() {
+        assert_eq!(eviction_batch(1), 1);
+        assert_eq!(eviction_batch(3), 1);
+        assert_eq!(eviction_batch(64), 4);
+        assert_eq!(eviction_batch(100_000), 6_250);
     }
 }

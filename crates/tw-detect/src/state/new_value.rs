@@ -76,27 +76,17 @@ impl History {
         Some(alert)
     }
 
-    /// Drops expired pairs; if the history is still full, pairs of the oldest day (just enough
-    /// to make room for one).
+    /// Drops expired pairs; if the history is still full, the pairs seen longest ago, leaving
+    /// room for [`super::eviction_batch`] new ones.
     fn make_room(&mut self, ctx: &mut Ctx, history_days: u32, today: u32) {
         self.seen
             .retain(|_, last| today.saturating_sub(*last) <= history_days);
-        while self.seen.len() >= ctx.limits.max_groups {
-            let Some(oldest) = self.seen.values().min().copied() else {
-                break;
-            };
-            let excess = self.seen.len() + 1 - ctx.limits.max_groups;
-            let victims: Vec<u64> = self
-                .seen
-                .iter()
-                .filter(|(_, day)| **day == oldest)
-                .map(|(hash, _)| *hash)
-                .take(excess)
-                .collect();
-            for hash in &victims {
-                self.seen.remove(hash);
-            }
-            ctx.stats.evicted_groups += victims.len() as u64;
+        let max = ctx.limits.max_groups;
+        if self.seen.len() >= max {
+            let keep = max.saturating_sub(super::eviction_batch(max));
+            let excess = self.seen.len() - keep;
+            let evicted = super::evict_oldest(&mut self.seen, excess, |day| *day);
+            ctx.stats.evicted_groups += evicted as u64;
         }
     }
 

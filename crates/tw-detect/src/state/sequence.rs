@@ -83,15 +83,12 @@ impl Sequences {
         };
         let key = group_key(kind.group_paths(), hit.event);
         if !self.keys.contains_key(&key) && self.keys.len() >= ctx.limits.max_groups {
-            let victim = self
-                .keys
-                .iter()
-                .min_by_key(|(_, b)| b.last().map_or(i64::MIN, |e| e.time))
-                .map(|(k, _)| k.clone());
-            if let Some(victim) = victim {
-                self.keys.remove(&victim);
-                ctx.stats.evicted_groups += 1;
-            }
+            let evicted = super::evict_oldest(
+                &mut self.keys,
+                super::eviction_batch(ctx.limits.max_groups),
+                |b| b.last().map_or(i64::MIN, |e| e.time),
+            );
+            ctx.stats.evicted_groups += evicted as u64;
         }
         self.arrivals += 1;
         let buffer = self.keys.entry(key.clone()).or_default();

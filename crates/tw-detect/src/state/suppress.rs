@@ -50,16 +50,10 @@ impl Suppressions {
             return false;
         }
         if !self.last.contains_key(&key) && self.last.len() >= max_keys {
-            // Forget the group that alerted longest ago.
-            if let Some(oldest) = self
-                .last
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(k, _)| k.clone())
-            {
-                self.last.remove(&oldest);
-                stats.evicted_groups += 1;
-            }
+            // Forget the groups that alerted longest ago.
+            let evicted =
+                super::evict_oldest(&mut self.last, super::eviction_batch(max_keys), |t| *t);
+            stats.evicted_groups += evicted as u64;
         }
         let slot = self.last.entry(key).or_insert(alert.event_time_ms);
         *slot = (*slot).max(alert.event_time_ms);

@@ -55,7 +55,7 @@ impl Tumbling {
             .is_none_or(|groups| !groups.contains_key(&key));
         if is_new {
             while self.entries >= ctx.limits.max_groups {
-                let dropped = self.evict_one(start);
+                let dropped = self.evict_window(start, ctx.limits.max_groups);
                 ctx.stats.evicted_groups += dropped as u64;
                 if dropped == 0 {
                     break;
@@ -90,8 +90,8 @@ impl Tumbling {
         Some(alert)
     }
 
-    fn evict_one(&mut self, keep: i64) -> usize {
-        let dropped = super::evict_one(&mut self.windows, keep);
+    fn evict_window(&mut self, keep: i64, max_groups: usize) -> usize {
+        let dropped = super::evict_window(&mut self.windows, keep, max_groups);
         self.entries -= dropped.min(self.entries);
         dropped
     }
@@ -190,16 +190,13 @@ impl Sliding {
         let (bound, window_ms) = spec(ctx)?;
         let key = group_key(ctx.rule.kind()?.group_paths(), hit.event);
         if !self.groups.contains_key(&key) && self.groups.len() >= ctx.limits.max_groups {
-            // Evict the group whose newest event is oldest.
-            let victim = self
-                .groups
-                .iter()
-                .min_by_key(|(_, g)| g.times.back().map_or(i64::MIN, |t| t.0))
-                .map(|(k, _)| k.clone());
-            if let Some(victim) = victim {
-                self.groups.remove(&victim);
-                ctx.stats.evicted_groups += 1;
-            }
+            // Evict the groups whose newest events are oldest.
+            let evicted = super::evict_oldest(
+                &mut self.groups,
+                super::eviction_batch(ctx.limits.max_groups),
+                |g| g.times.back().map_or(i64::MIN, |t| t.0),
+            );
+            ctx.stats.evicted_groups += evicted as u64;
         }
         let group = self
             .groups
