@@ -14,6 +14,12 @@ use serde_json::Value;
 use tw_core::Record;
 use tw_detect::{CompiledRule, Engine, EngineConfig, RuleFormat, parse_rule};
 
+/// The server's allocator: the workload allocates an alert per event, and glibc's arenas of
+/// non-main threads (test threads) grow through a system call per extension, which would
+/// dominate the measurement.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const GENERATOR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/bench/gen_events.py"

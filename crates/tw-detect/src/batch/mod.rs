@@ -14,6 +14,7 @@
 //! functions decide, and a leaf's answer depends only on the value it reads
 //! (`tests/batch_equivalence.rs` compares the two on generated rules and events).
 
+mod hits;
 mod ids;
 mod mask;
 mod paths;
@@ -23,6 +24,7 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 use crate::matcher::{Matcher, Test, field_ref_holds};
+pub(crate) use hits::Hits;
 pub(crate) use ids::NO_ID;
 pub(crate) use ids::ValueIds;
 pub(crate) use mask::Mask;

@@ -170,14 +170,13 @@ fn find(
             continue;
         }
         let mut chosen = vec![first];
+        let mut stopped = false;
         for (index, event) in buffer.iter().enumerate().skip(first + 1) {
-            if event.time - start.time > shape.maxspan_ms {
-                break;
-            }
-            if confirmed_until.is_some_and(|limit| event.time > limit) {
-                break;
-            }
-            if event.until {
+            if event.time - start.time > shape.maxspan_ms
+                || confirmed_until.is_some_and(|limit| event.time > limit)
+                || event.until
+            {
+                stopped = true;
                 break;
             }
             if event.steps & (1 << chosen.len()) != 0 {
@@ -186,6 +185,13 @@ fn find(
                     return Some(chosen);
                 }
             }
+        }
+        if !stopped {
+            // The buffer ran out before the sequence was complete. A later start takes each
+            // step at the same event or a later one (the earliest after its own previous
+            // step), so it would run out too: only a stop (span, watermark, `until`) leaves
+            // later starts a chance. This keeps the search linear in a busy key's buffer.
+            return None;
         }
     }
     None
@@ -255,4 +261,85 @@ fn fire(ctx: &mut Ctx, key: &str, buffer: &mut Vec<Buffered>, found: &[usize]) -
         buffer.remove(index);
     }
     alert
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ordered search without the early end: every start scanned.
+    fn find_every_start(
+        buffer: &[Buffered],
+        shape: &Shape,
+        confirmed_until: Option<i64>,
+        starts: Range<usize>,
+    ) -> Option<Vec<usize>> {
+        for first in starts {
+            let start = &buffer[first];
+            if start.steps & 1 == 0 {
+                continue;
+            }
+            let mut chosen = vec![first];
+            for (index, event) in buffer.iter().enumerate().skip(first + 1) {
+                if event.time - start.time > shape.maxspan_ms
+                    || confirmed_until.is_some_and(|limit| event.time > limit)
+                    || event.until
+                {
+                    break;
+                }
+                if event.steps & (1 << chosen.len()) != 0 {
+                    chosen.push(index);
+                    if chosen.len() == shape.steps {
+                        return Some(chosen);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn ending_the_search_early_finds_the_same_sequences() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        let mut found = 0;
+        for _ in 0..3_000 {
+            let steps = 1 + next(3) as usize;
+            let shape = Shape {
+                steps,
+                maxspan_ms: 1 + next(50) as i64,
+                has_until: false,
+                ordered: true,
+            };
+            let mut time = 0;
+            let buffer: Vec<Buffered> = (0..next(40))
+                .map(|arrival| {
+                    time += next(6) as i64;
+                    Buffered {
+                        time,
+                        arrival,
+                        location: EventLocation {
+                            partition: 0,
+                            offset: arrival,
+                        },
+                        steps: next(1 << steps) as u32,
+                        until: next(25) == 0,
+                        event: SharedEvent::new(serde_json::Value::Null),
+                    }
+                })
+                .collect();
+            let limit = (next(2) == 0).then(|| next(200) as i64);
+            let from = next(buffer.len() as u64 + 1) as usize;
+            let to = from + next((buffer.len() - from) as u64 + 1) as usize;
+            let expected = find_every_start(&buffer, &shape, limit, from..to);
+            found += usize::from(expected.is_some());
+            assert_eq!(find(&buffer, &shape, limit, from..to), expected);
+        }
+        assert!(found > 300, "the generated buffers hold sequences: {found}");
+    }
 }
