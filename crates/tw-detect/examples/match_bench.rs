@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 use tw_core::Record;
 use tw_detect::{Engine, EngineConfig, RuleFormat, parse_rule};
 
+/// The server's allocator, so the figures are those of the deployed binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Most CloudTrail traffic is routine reads.
 const COMMON_NAMES: &[&str] = &[
     "GetObject",
