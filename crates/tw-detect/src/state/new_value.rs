@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use tw_core::Alert;
 
-use super::{Ctx, Hit, group_key, value_hash};
+use serde_json::Value;
+
+use super::{Ctx, Hit, group_key, pair_hash};
 use crate::spec::Kind;
 
 const DAY_MS: i64 = 86_400_000;
@@ -44,12 +46,15 @@ impl History {
             return None;
         };
         // An event without the field(s) has no value to be new.
-        if fields.iter().any(|f| f.get_text(hit.event).is_none()) {
+        if fields
+            .iter()
+            .any(|f| f.get(hit.event).is_none_or(Value::is_null))
+        {
             return None;
         }
         let value = group_key(fields, hit.event);
         let group = group_key(group_by, hit.event);
-        let hash = value_hash(&format!("{group}\u{1e}{value}"));
+        let hash = pair_hash(&group, &value);
         let day = day_of(hit.time);
         let first = *self.first_time.get_or_insert(hit.time);
         let learning = hit.time < first.saturating_add(*learn_ms);
