@@ -15,7 +15,7 @@ use crate::stateful::{DistinctCount, NewValue, Sections, Sequence, Suppression, 
 ///
 /// The kind of a rule follows from which optional section it has (at most one): none makes it
 /// a single-event rule; `threshold`, `distinct`, `sequence` or `new_value` a stateful rule
-/// (see [`crate::stateful`]).
+/// (see the `stateful` module).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// Identifier, `[A-Za-z0-9_.:-]{1,128}`; stable across edits.

@@ -285,7 +285,7 @@ impl Engine {
     /// event time (extra elements of the longer slice are ignored). `now_ms` stamps
     /// `created_at_ms` of the alerts.
     ///
-    /// Conditions are evaluated a chunk of events at a time ([`crate::batch`]); hits are then
+    /// Conditions are evaluated a chunk of events at a time (see `src/batch`); hits are then
     /// taken in event order (rules in load order within an event), so alerts and state come
     /// out exactly as if every event had been evaluated alone.
     pub fn evaluate(
