@@ -1,5 +1,7 @@
 //! Dotted field paths into JSON events (`requestParameters.policyArn`).
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// A field path compiled once (split on `.`) and applied to many events.
@@ -65,10 +67,16 @@ impl FieldPath {
     /// The value at this path rendered as text: strings as they are, numbers and booleans in
     /// their JSON spelling, objects and arrays as compact JSON; `None` when absent or null.
     pub fn get_text(&self, event: &Value) -> Option<String> {
+        self.text(event).map(Cow::into_owned)
+    }
+
+    /// [`FieldPath::get_text`] borrowed from the event when the value is a string (most are),
+    /// for callers that read text on a hot path and keep none of it.
+    pub fn text<'v>(&self, event: &'v Value) -> Option<Cow<'v, str>> {
         match self.get(event)? {
             Value::Null => None,
-            Value::String(text) => Some(text.clone()),
-            other => Some(other.to_string()),
+            Value::String(text) => Some(Cow::Borrowed(text)),
+            other => Some(Cow::Owned(other.to_string())),
         }
     }
 }

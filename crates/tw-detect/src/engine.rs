@@ -342,7 +342,7 @@ impl Engine {
                             .state
                             .is_late(&active.rule, record.event_time_ms, watermarks[at])
                         {
-                            live = live.without(Mask::single(at));
+                            live.remove(at);
                         }
                     }
                 }

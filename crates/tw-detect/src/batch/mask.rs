@@ -24,15 +24,12 @@ impl Mask {
         Self(words)
     }
 
-    /// Event `index` alone.
-    pub(crate) fn single(index: usize) -> Self {
-        let mut mask = Self::EMPTY;
-        mask.set(index);
-        mask
-    }
-
     pub(crate) fn set(&mut self, index: usize) {
         self.0[index / 64] |= 1 << (index % 64);
+    }
+
+    pub(crate) fn remove(&mut self, index: usize) {
+        self.0[index / 64] &= !(1 << (index % 64));
     }
 
     pub(crate) fn and(mut self, other: Self) -> Self {
@@ -114,5 +111,8 @@ mod tests {
             vec![0, 64, CHUNK - 1]
         );
         assert!(Mask::EMPTY.is_empty() && !a.is_empty());
+        a.remove(64);
+        a.remove(65);
+        assert_eq!(a.count(), 4);
     }
 }

@@ -56,8 +56,9 @@ pub(crate) struct Chunk<'a, 't> {
     columns: Vec<Option<&'a Value>>,
     id_state: Vec<IdState>,
     ids: Vec<ValueIds>,
-    /// Per path: its strings parsed as IP addresses, once per chunk, when a CIDR test asks.
-    ips: Vec<Option<Vec<IpText>>>,
+    /// Per path: its strings parsed as IP addresses, once per chunk, when a CIDR test asks
+    /// (empty until then).
+    ips: Vec<Vec<IpText>>,
 }
 
 /// A column value as a CIDR test sees it.
@@ -79,7 +80,7 @@ impl<'a, 't> Chunk<'a, 't> {
             columns: vec![None; tree.len() * CHUNK],
             id_state: vec![IdState::NotBuilt; tree.len()],
             ids: (0..tree.len()).map(|_| ValueIds::default()).collect(),
-            ips: vec![None; tree.len()],
+            ips: vec![Vec::new(); tree.len()],
         }
     }
 
@@ -91,7 +92,7 @@ impl<'a, 't> Chunk<'a, 't> {
             self.tree.resolve_into(event, &mut self.columns, CHUNK, at);
         }
         self.id_state.fill(IdState::NotBuilt);
-        for ips in self.ips.iter_mut().flatten() {
+        for ips in &mut self.ips {
             ips.clear();
         }
     }
@@ -134,7 +135,7 @@ impl<'a, 't> Chunk<'a, 't> {
 
     /// Reads the column of `path` as IP addresses (once per chunk).
     fn parse_ips(&mut self, path: usize) {
-        let ips = self.ips[path].get_or_insert_with(Vec::new);
+        let ips = &mut self.ips[path];
         if ips.is_empty() {
             ips.extend(
                 self.columns[path * CHUNK..path * CHUNK + self.len]
@@ -230,10 +231,7 @@ impl<'a, 't> Chunk<'a, 't> {
         if let Test::Cidr(networks) = test {
             // Addresses rarely repeat, but several rules test the same one: parse it once.
             self.parse_ips(path);
-            let (ips, column) = (
-                self.ips[path].as_deref().unwrap_or_default(),
-                &self.columns[path * CHUNK..],
-            );
+            let (ips, column) = (&self.ips[path], &self.columns[path * CHUNK..]);
             let mut holding = Mask::EMPTY;
             for at in mask.iter() {
                 let holds = match ips[at] {

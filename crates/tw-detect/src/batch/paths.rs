@@ -36,7 +36,7 @@ pub(crate) struct PathTree {
     len: usize,
     root: Node,
     /// Multi-segment paths by their literal text, tried as one top-level key when the walk
-    /// finds nothing (`{"a.b": 1}` for `a.b`). Sorted by key.
+    /// finds nothing (`{"a.b": 1}` for `a.b`).
     flattened: Vec<(Box<str>, usize)>,
 }
 
@@ -77,7 +77,6 @@ impl PathTree {
             }
             node.ends.push(path);
         }
-        tree.flattened.sort_by(|a, b| compare(&a.0, &b.0));
         tree
     }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use tw_core::{Alert, EventLocation, FieldPath, SharedEvent};
 
-use super::{Ctx, Hit, group_key, text_at, value_hash};
+use super::{Ctx, Hit, group_key, value_hash};
 use crate::spec::Kind;
 
 fn spec<'a>(ctx: &'a Ctx) -> Option<(&'a FieldPath, u64, i64)> {
@@ -46,7 +46,7 @@ impl TumblingDistinct {
 
     pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Option<Alert> {
         let (field, firing, window_ms) = spec(ctx)?;
-        let value = text_at(field, hit.event)?;
+        let value = field.text(hit.event)?;
         let key = group_key(ctx.rule.kind()?.group_paths(), hit.event);
         let (start, end) = super::window_of(hit.time, window_ms);
         let is_new = self
@@ -128,7 +128,7 @@ impl SlidingDistinct {
     /// `(t - window, t]`.
     pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Option<Alert> {
         let (field, firing, window_ms) = spec(ctx)?;
-        let value = text_at(field, hit.event)?;
+        let value = field.text(hit.event)?;
         let key = group_key(ctx.rule.kind()?.group_paths(), hit.event);
         if !self.groups.contains_key(&key) && self.groups.len() >= ctx.limits.max_groups {
             let evicted = super::evict_oldest(

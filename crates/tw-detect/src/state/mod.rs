@@ -13,7 +13,6 @@ mod sequence;
 mod suppress;
 mod threshold;
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
@@ -70,23 +69,12 @@ pub(crate) fn group_key(paths: &[FieldPath], event: &Value) -> String {
         if index > 0 {
             key.push(KEY_SEPARATOR);
         }
-        match text_at(path, event) {
+        match path.text(event) {
             Some(text) => key.push_str(&text),
             None => key.push_str(NULL_GROUP),
         }
     }
     key
-}
-
-/// The value at `path` as text, as [`FieldPath::get_text`] renders it, borrowed when it is a
-/// string (most are): state reads a few per matching event, and copying each showed in the
-/// profile.
-pub(crate) fn text_at<'v>(path: &FieldPath, event: &'v Value) -> Option<Cow<'v, str>> {
-    match path.get(event)? {
-        Value::Null => None,
-        Value::String(text) => Some(Cow::Borrowed(text)),
-        other => Some(Cow::Owned(other.to_string())),
-    }
 }
 
 fn split_key(key: &str) -> Vec<String> {
