@@ -19,7 +19,7 @@ mod time;
 
 pub use alert::{Alert, EventLocation, Severity};
 pub use lake_config::{StreamLakeConfig, parse_duration_ms};
-pub use path::FieldPath;
+pub use path::{FieldPath, value_text};
 pub use record::{AppendRecord, Offset, PartitionId, Record, partition_for_key};
 pub use select::FieldSelection;
 pub use shared::SharedEvent;

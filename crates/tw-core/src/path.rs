@@ -73,11 +73,18 @@ impl FieldPath {
     /// [`FieldPath::get_text`] borrowed from the event when the value is a string (most are),
     /// for callers that read text on a hot path and keep none of it.
     pub fn text<'v>(&self, event: &'v Value) -> Option<Cow<'v, str>> {
-        match self.get(event)? {
-            Value::Null => None,
-            Value::String(text) => Some(Cow::Borrowed(text)),
-            other => Some(Cow::Owned(other.to_string())),
-        }
+        value_text(self.get(event)?)
+    }
+}
+
+/// A value rendered as text the way [`FieldPath::text`] renders the value at a path: strings
+/// as they are (borrowed), numbers and booleans in their JSON spelling, objects and arrays as
+/// compact JSON; `None` for null.
+pub fn value_text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(Cow::Borrowed(text)),
+        other => Some(Cow::Owned(other.to_string())),
     }
 }
 

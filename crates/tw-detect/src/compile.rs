@@ -62,13 +62,18 @@ impl CompiledRule {
     }
 
     /// Every field path an event must be parsed for so the rule can be evaluated on it: the
-    /// condition's and, for a sequence, its steps' (other stateful fields are read from the
-    /// whole event once it matched).
+    /// condition's, a sequence's steps', and the fields its state reads (group keys, the
+    /// counted or remembered values). The whole event is taken from the record's bytes only
+    /// when the rule keeps it or alerts on it; suppression `by` fields are read from the
+    /// alert's event.
     pub fn selected_paths(&self) -> Vec<FieldPath> {
         let mut all = self.paths.clone();
-        if let Some(Kind::Sequence { steps, until, .. }) = &self.kind {
-            for step in steps.iter().chain(until.as_deref()) {
-                all.extend(step.selected_paths());
+        if let Some(kind) = &self.kind {
+            all.extend(kind.state_paths().cloned());
+            if let Kind::Sequence { steps, until, .. } = kind {
+                for step in steps.iter().chain(until.as_deref()) {
+                    all.extend(step.selected_paths());
+                }
             }
         }
         all

@@ -14,7 +14,7 @@ use crate::batch::{CHUNK, Chunk, Hits, Mask, PathTree};
 use crate::compile::CompiledRule;
 use crate::prefilter::Prefilter;
 use crate::spec::Kind;
-use crate::state::{Ctx, Hit, RuleState, Suppressions};
+use crate::state::{Ctx, Hit, RuleState, Suppressions, WholeEvent, write_key};
 
 /// Engine settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,16 +84,28 @@ pub(crate) struct ActiveRule {
     pub(crate) rule: Arc<CompiledRule>,
     /// The rule's i-th field path is the stream's `path_map[i]`-th path.
     path_map: Vec<usize>,
+    /// The stream's paths of the rule's group paths and value paths ([`Kind::group_paths`],
+    /// [`Kind::value_paths`]).
+    group_map: Vec<usize>,
+    value_map: Vec<usize>,
+    /// Sequences: the stream's paths of each step's condition, then of `until`'s.
+    step_maps: Vec<Vec<usize>>,
+    /// Sequences: which events of the current chunk satisfy each step, then `until`.
+    step_masks: Vec<Mask>,
     pub(crate) stats: RuleStats,
     pub(crate) state: RuleState,
     pub(crate) suppressions: Suppressions,
 }
 
 impl ActiveRule {
-    fn fresh(rule: &Arc<CompiledRule>, path_map: Vec<usize>) -> Self {
+    fn fresh(rule: &Arc<CompiledRule>, maps: PathMaps) -> Self {
         Self {
             rule: Arc::clone(rule),
-            path_map,
+            path_map: maps.condition,
+            group_map: maps.group,
+            value_map: maps.value,
+            step_maps: maps.steps,
+            step_masks: Vec::new(),
             stats: RuleStats {
                 rule_id: rule.id().to_string(),
                 ..RuleStats::default()
@@ -213,31 +225,52 @@ impl Engine {
             }
             let stream_name = rule.rule().stream.clone();
             let stream = self.streams.entry(stream_name.clone()).or_default();
-            let path_map = rule
-                .field_paths()
-                .iter()
-                .map(|path| {
-                    *path_index
-                        .entry((stream_name.clone(), path.as_str().to_string()))
-                        .or_insert_with(|| {
-                            stream.paths.push(path.clone());
-                            stream.paths.len() - 1
-                        })
-                })
-                .collect();
+            let mut index_of = |path: &FieldPath| {
+                *path_index
+                    .entry((stream_name.clone(), path.as_str().to_string()))
+                    .or_insert_with(|| {
+                        stream.paths.push(path.clone());
+                        stream.paths.len() - 1
+                    })
+            };
+            let kind = rule.kind();
+            let maps = PathMaps {
+                condition: rule.field_paths().iter().map(&mut index_of).collect(),
+                group: kind
+                    .map_or(&[][..], Kind::group_paths)
+                    .iter()
+                    .map(&mut index_of)
+                    .collect(),
+                value: kind
+                    .map_or(&[][..], Kind::value_paths)
+                    .iter()
+                    .map(&mut index_of)
+                    .collect(),
+                steps: match kind {
+                    Some(Kind::Sequence { steps, until, .. }) => steps
+                        .iter()
+                        .chain(until.as_deref())
+                        .map(|step| step.field_paths().iter().map(&mut index_of).collect())
+                        .collect(),
+                    _ => Vec::new(),
+                },
+            };
             let active = match previous.remove(rule.id()) {
                 Some(old) if old.rule.same_definition(rule) => ActiveRule {
                     rule: Arc::clone(rule),
-                    path_map,
+                    path_map: maps.condition,
+                    group_map: maps.group,
+                    value_map: maps.value,
+                    step_maps: maps.steps,
                     ..old
                 },
                 Some(_) => {
                     if rule.is_aggregate() {
                         reset.push(rule.id().to_string());
                     }
-                    ActiveRule::fresh(rule, path_map)
+                    ActiveRule::fresh(rule, maps)
                 }
-                None => ActiveRule::fresh(rule, path_map),
+                None => ActiveRule::fresh(rule, maps),
             };
             stream.rules.push(active);
         }
@@ -281,9 +314,10 @@ impl Engine {
     }
 
     /// Evaluates one batch of one partition of `stream`. `events[i]` is `records[i].payload`
-    /// parsed (possibly only the fields the rules read); `records[i].event_time_ms` is its
-    /// event time (extra elements of the longer slice are ignored). `now_ms` stamps
-    /// `created_at_ms` of the alerts.
+    /// parsed (possibly only the rules' [`CompiledRule::selected_paths`]); `records[i]
+    /// .event_time_ms` is its event time (extra elements of the longer slice are ignored). An
+    /// event that a rule keeps or alerts on is taken from `records[i].payload` (or is
+    /// `events[i]` when the payload is empty). `now_ms` stamps `created_at_ms` of the alerts.
     ///
     /// Conditions are evaluated a chunk of events at a time (see `src/batch`); hits are then
     /// taken in event order (rules in load order within an event), so alerts and state come
@@ -296,13 +330,16 @@ impl Engine {
         events: &[Value],
         now_ms: i64,
     ) -> Vec<Alert> {
-        let mut alerts = Vec::new();
+        // As many as the last batch raised: an alert is large, and growing the vector by
+        // doubling copied each one about twice in alert-heavy workloads.
+        let mut alerts = Vec::with_capacity(self.scratch.alerts_hint);
         let limits = self.limits();
         let Scratch {
             candidates,
             lowercase,
             watermarks,
             hits,
+            alerts_hint,
         } = &mut self.scratch;
         let Some(rules) = self.streams.get_mut(stream) else {
             return alerts;
@@ -317,6 +354,9 @@ impl Engine {
         } = rules;
         let count = records.len().min(events.len());
         let mut chunk = Chunk::new(tree);
+        let mut state_values = Vec::new();
+        // The group key of the event being handled (see `group_of`).
+        let mut group = String::new();
         let mut handled = 0usize;
         for start in (0..count).step_by(CHUNK) {
             let end = (start + CHUNK).min(count);
@@ -351,14 +391,32 @@ impl Engine {
                 active.stats.evaluated += evaluated;
                 // Events the prefilter rules out cannot satisfy the condition.
                 let mask = live.and(*candidate);
-                let matched = match active.rule.matcher() {
+                let mut matched = match active.rule.matcher() {
                     Some(matcher) => chunk.eval(matcher, mask, &active.path_map),
                     None => mask,
                 };
+                if let Some(Kind::Sequence { steps, until, .. }) = active.rule.kind() {
+                    // A sequence takes the events that satisfy a step or `until`.
+                    active.step_masks.clear();
+                    let mut any = Mask::EMPTY;
+                    let conditions = steps.iter().chain(until.as_deref());
+                    for (step, path_map) in conditions.zip(&active.step_maps) {
+                        let holding = match step.matcher() {
+                            Some(condition) => chunk.eval(condition, matched, path_map),
+                            None => matched,
+                        };
+                        any = any.or(holding);
+                        active.step_masks.push(holding);
+                    }
+                    matched = any;
+                }
                 hits.add(index, matched);
                 active.stats.eval_nanos += started.elapsed().as_nanos() as u64;
             }
-            let mut current: Option<(usize, SharedEvent)> = None;
+            let mut current: Option<(usize, WholeEvent)> = None;
+            // For which event of the chunk and group paths `group` was built: the rules of an
+            // event are handled one after the other, and many group by the same field.
+            let mut group_of: (Option<usize>, Vec<usize>) = (None, Vec::new());
             for (at, index) in hits.by_event() {
                 handled += 1;
                 let started = handled
@@ -373,22 +431,24 @@ impl Engine {
                     ..
                 }) = active.rule.kind()
                 {
-                    for (i, step) in conditions.iter().enumerate() {
-                        if step.matches(event) {
+                    // Filled for this chunk by the evaluation above, one mask per step and `until`.
+                    let (of_steps, of_until) = active
+                        .step_masks
+                        .split_at_checked(conditions.len())
+                        .unwrap_or_default();
+                    for (i, holding) in of_steps.iter().enumerate() {
+                        if holding.has(at) {
                             steps |= 1 << i;
                         }
                     }
-                    until = cancel.as_ref().is_some_and(|c| c.matches(event));
-                    if steps == 0 && !until {
-                        continue;
-                    }
+                    until = cancel.is_some() && of_until.first().is_some_and(|m| m.has(at));
                 }
                 active.stats.matched += 1;
                 // `event` may hold only the fields the rules read (see
-                // `tw_core::FieldSelection`); an event that goes into an alert is parsed whole
-                // from its record, once.
+                // `tw_core::FieldSelection`); an event that a state keeps or an alert carries is
+                // taken whole from its record, once, when first needed.
                 if current.as_ref().is_none_or(|(seen, _)| *seen != at) {
-                    current = Some((at, whole_event(record, event)));
+                    current = Some((at, WholeEvent::new(record, event)));
                 }
                 let Some((_, whole)) = &current else {
                     continue;
@@ -402,7 +462,7 @@ impl Engine {
                         vec![single_event_alert(
                             &active.rule,
                             stream,
-                            whole,
+                            whole.get(),
                             record.event_time_ms,
                             location,
                         )]
@@ -413,8 +473,18 @@ impl Engine {
                             limits: &limits,
                             stats: &mut active.stats,
                         };
+                        if group_of.0 != Some(at) || group_of.1 != active.group_map {
+                            let values = active.group_map.iter().map(|&p| chunk.value(p, at));
+                            write_key(values, &mut group);
+                            group_of.0 = Some(at);
+                            group_of.1.clone_from(&active.group_map);
+                        }
+                        state_values.clear();
+                        state_values.extend(active.value_map.iter().map(|&p| chunk.value(p, at)));
                         let hit = Hit {
-                            event: whole,
+                            group: &group,
+                            values: &state_values,
+                            whole,
                             time: record.event_time_ms,
                             location,
                             steps,
@@ -437,6 +507,7 @@ impl Engine {
                 active.advance(watermark, &limits, stream, now_ms, &mut alerts);
             }
         }
+        *alerts_hint = alerts.len().min(MAX_ALERTS_HINT);
         alerts
     }
 
@@ -459,13 +530,12 @@ impl Engine {
         alerts
     }
 }
-/// The complete event of `record`: its payload parsed, or `parsed` itself when the record
-/// carries no payload (dry runs over inline events) or the payload does not parse.
-fn whole_event(record: &Record, parsed: &Value) -> SharedEvent {
-    if record.payload.is_empty() {
-        return SharedEvent::new(parsed.clone());
-    }
-    SharedEvent::new(serde_json::from_slice(&record.payload).unwrap_or_else(|_| parsed.clone()))
+/// Where a rule's paths are among its stream's paths.
+struct PathMaps {
+    condition: Vec<usize>,
+    group: Vec<usize>,
+    value: Vec<usize>,
+    steps: Vec<Vec<usize>>,
 }
 
 /// Buffers of `evaluate` that hold no borrowed data, kept between calls.
@@ -475,7 +545,12 @@ struct Scratch {
     lowercase: String,
     watermarks: Vec<Option<i64>>,
     hits: Hits,
+    /// Alerts the last `evaluate` call raised.
+    alerts_hint: usize,
 }
+
+/// Most alerts `evaluate` reserves room for up front (see [`Scratch::alerts_hint`]).
+const MAX_ALERTS_HINT: usize = 16_384;
 
 /// One hit in this many is timed per rule for [`RuleStats::eval_nanos`] (and counted this many
 /// times): two clock reads per hit cost more than handling a hit that raises nothing.

@@ -65,6 +65,21 @@ impl Kind {
             Self::Sequence { by, .. } => by,
         }
     }
+
+    /// Field paths whose values the state counts or remembers (a [`crate::state::Hit`]'s
+    /// `values`).
+    pub(crate) fn value_paths(&self) -> &[FieldPath] {
+        match self {
+            Self::Distinct { field, .. } => std::slice::from_ref(field),
+            Self::NewValue { fields, .. } => fields,
+            Self::Threshold { .. } | Self::Sequence { .. } => &[],
+        }
+    }
+
+    /// The group paths, then the value paths: every field the state reads.
+    pub(crate) fn state_paths(&self) -> impl Iterator<Item = &FieldPath> {
+        self.group_paths().iter().chain(self.value_paths())
+    }
 }
 
 /// Compiled `suppress`.

@@ -157,20 +157,23 @@ fn events(count: usize) -> (Vec<Record>, Vec<Value>) {
         .status()
         .expect("python3 is required to run the mixed workload");
     assert!(status.success(), "{GENERATOR} failed: {status}");
-    let events: Vec<Value> = std::fs::read_to_string(&out)
-        .unwrap()
+    let text = std::fs::read_to_string(&out).unwrap();
+    let events: Vec<Value> = text
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
+    // As the server's detection consumer has them: each record carries its stored bytes, and
+    // the engine takes an event whole from them when a rule keeps it or alerts on it.
     let records = events
         .iter()
+        .zip(text.lines())
         .enumerate()
-        .map(|(offset, event)| Record {
+        .map(|(offset, (event, line))| Record {
             offset: offset as u64,
             ingest_time_ms: 0,
             event_time_ms: tw_core::parse_time_ms(&event["eventTime"]).unwrap_or(0),
             key: Bytes::new(),
-            payload: Bytes::new(),
+            payload: Bytes::copy_from_slice(line.as_bytes()),
         })
         .collect();
     (records, events)

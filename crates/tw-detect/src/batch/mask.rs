@@ -28,6 +28,11 @@ impl Mask {
         self.0[index / 64] |= 1 << (index % 64);
     }
 
+    /// Whether event `index` is in the mask.
+    pub(crate) fn has(&self, index: usize) -> bool {
+        self.0[index / 64] & (1 << (index % 64)) != 0
+    }
+
     pub(crate) fn remove(&mut self, index: usize) {
         self.0[index / 64] &= !(1 << (index % 64));
     }

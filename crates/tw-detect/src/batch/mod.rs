@@ -107,7 +107,7 @@ impl<'a, 't> Chunk<'a, 't> {
     }
 
     /// The value at `path` of event `at`.
-    fn value(&self, path: usize, at: usize) -> Option<&'a Value> {
+    pub(crate) fn value(&self, path: usize, at: usize) -> Option<&'a Value> {
         self.columns[path * CHUNK + at]
     }
 

@@ -3,22 +3,20 @@
 //! hashes and only up to the bound (at most `MAX_DISTINCT_BOUND`), so the count is exact and
 //! memory per group is bounded.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tw_core::{Alert, EventLocation, FieldPath, SharedEvent};
+use tw_core::{Alert, EventLocation, SharedEvent, value_text};
 
-use super::{Ctx, Hit, group_key, value_hash};
+use super::{Ctx, Hit, Map, Set, value_hash};
 use crate::spec::Kind;
 
-fn spec<'a>(ctx: &'a Ctx) -> Option<(&'a FieldPath, u64, i64)> {
+/// The firing count and window of the rule.
+fn spec(ctx: &Ctx) -> Option<(u64, i64)> {
     match ctx.rule.kind()? {
         Kind::Distinct {
-            field,
-            bound,
-            window_ms,
-            ..
-        } => Some((field, bound.firing_count(), *window_ms)),
+            bound, window_ms, ..
+        } => Some((bound.firing_count(), *window_ms)),
         _ => None,
     }
 }
@@ -26,7 +24,7 @@ fn spec<'a>(ctx: &'a Ctx) -> Option<(&'a FieldPath, u64, i64)> {
 /// The distinct values of one group in one tumbling window.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Group {
-    values: HashSet<u64>,
+    values: Set<u64>,
     fired: bool,
     events: Vec<SharedEvent>,
     refs: Vec<EventLocation>,
@@ -35,7 +33,7 @@ pub(crate) struct Group {
 /// Tumbling distinct-count state of one rule.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct TumblingDistinct {
-    windows: BTreeMap<i64, HashMap<String, Group>>,
+    windows: BTreeMap<i64, Map<String, Group>>,
     entries: usize,
 }
 
@@ -45,14 +43,14 @@ impl TumblingDistinct {
     }
 
     pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Option<Alert> {
-        let (field, firing, window_ms) = spec(ctx)?;
-        let value = field.text(hit.event)?;
-        let key = group_key(ctx.rule.kind()?.group_paths(), hit.event);
+        let (firing, window_ms) = spec(ctx)?;
+        let value = hit.values.first().copied().flatten().and_then(value_text)?;
+        let key = hit.group;
         let (start, end) = super::window_of(hit.time, window_ms);
         let is_new = self
             .windows
             .get(&start)
-            .is_none_or(|groups| !groups.contains_key(&key));
+            .is_none_or(|groups| !groups.contains_key(key));
         if is_new {
             while self.entries >= ctx.limits.max_groups {
                 let dropped = super::evict_window(&mut self.windows, start, ctx.limits.max_groups);
@@ -64,17 +62,17 @@ impl TumblingDistinct {
             }
             self.entries += 1;
         }
-        let group = self
-            .windows
-            .entry(start)
-            .or_default()
-            .entry(key.clone())
-            .or_default();
+        let groups = self.windows.entry(start).or_default();
+        let group = if is_new {
+            groups.entry(key.to_string()).or_default()
+        } else {
+            groups.get_mut(key)?
+        };
         if group.fired || !group.values.insert(value_hash(&value)) {
             return None;
         }
         if group.events.len() < ctx.limits.max_events {
-            group.events.push(hit.event.clone());
+            group.events.push(hit.event());
             group.refs.push(hit.location);
         }
         if (group.values.len() as u64) < firing {
@@ -83,8 +81,8 @@ impl TumblingDistinct {
         group.fired = true;
         // The values are no longer needed once the window has fired.
         let count = group.values.len();
-        group.values = HashSet::new();
-        let mut alert = ctx.alert(&key, &start.to_string(), hit.time);
+        group.values = Set::default();
+        let mut alert = ctx.alert(key, &start.to_string(), hit.time);
         alert.window = Some((start, end));
         alert.value = Some(count as f64);
         alert.events = std::mem::take(&mut group.events);
@@ -93,7 +91,7 @@ impl TumblingDistinct {
     }
 
     pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) {
-        let Some((_, _, window_ms)) = spec(ctx) else {
+        let Some((_, window_ms)) = spec(ctx) else {
             return;
         };
         let first_open = watermark.saturating_sub(window_ms).saturating_add(1);
@@ -101,7 +99,7 @@ impl TumblingDistinct {
         let closed = std::mem::replace(&mut self.windows, open);
         self.entries -= closed
             .values()
-            .map(HashMap::len)
+            .map(Map::len)
             .sum::<usize>()
             .min(self.entries);
     }
@@ -110,13 +108,16 @@ impl TumblingDistinct {
 /// One group of a sliding distinct count: each value's newest event time.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct SlidingGroup {
-    latest: HashMap<u64, (i64, EventLocation)>,
+    latest: Map<u64, (i64, EventLocation)>,
 }
 
 /// Sliding distinct-count state of one rule.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct SlidingDistinct {
-    groups: HashMap<String, SlidingGroup>,
+    groups: Map<String, SlidingGroup>,
+    /// Horizon of the last pass that dropped expired values (none yet since load).
+    #[serde(skip)]
+    pruned_horizon: Option<i64>,
 }
 
 impl SlidingDistinct {
@@ -127,18 +128,16 @@ impl SlidingDistinct {
     /// Counts, at the event's time `t`, the values whose newest occurrence is in
     /// `(t - window, t]`.
     pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Option<Alert> {
-        let (field, firing, window_ms) = spec(ctx)?;
-        let value = field.text(hit.event)?;
-        let key = group_key(ctx.rule.kind()?.group_paths(), hit.event);
-        if !self.groups.contains_key(&key) && self.groups.len() >= ctx.limits.max_groups {
-            let evicted = super::evict_oldest(
-                &mut self.groups,
-                super::eviction_batch(ctx.limits.max_groups),
-                |g| g.latest.values().map(|v| v.0).max().unwrap_or(i64::MIN),
-            );
-            ctx.stats.evicted_groups += evicted as u64;
-        }
-        let group = self.groups.entry(key.clone()).or_default();
+        let (firing, window_ms) = spec(ctx)?;
+        let value = hit.values.first().copied().flatten().and_then(value_text)?;
+        let key = hit.group;
+        let group = super::group_slot(
+            &mut self.groups,
+            key,
+            ctx,
+            |g| g.latest.values().map(|v| v.0).max().unwrap_or(i64::MIN),
+            SlidingGroup::default,
+        );
         let slot = group
             .latest
             .entry(value_hash(&value))
@@ -153,27 +152,40 @@ impl SlidingDistinct {
         if (inside as u64) < firing {
             return None;
         }
-        let mut alert = ctx.alert(&key, &hit.time.to_string(), hit.time);
+        let mut alert = ctx.alert(key, &hit.time.to_string(), hit.time);
         alert.window = Some((begin.saturating_add(1), hit.time.saturating_add(1)));
         alert.value = Some(inside as f64);
-        alert.events = vec![hit.event.clone()];
-        alert.event_refs = group
-            .latest
-            .values()
-            .filter(is_inside)
-            .map(|(_, location)| *location)
+        alert.events = vec![hit.event()];
+        // In event-time order (the map's order is random), so a replay raises the same alert.
+        let mut inside: Vec<(i64, EventLocation)> =
+            group.latest.values().filter(is_inside).copied().collect();
+        inside
+            .sort_unstable_by_key(|(time, location)| (*time, location.partition, location.offset));
+        alert.event_refs = inside
+            .into_iter()
             .take(ctx.limits.max_events.max(1))
+            .map(|(_, location)| location)
             .collect();
         // Counting starts afresh after the alert.
-        self.groups.remove(&key);
+        self.groups.remove(key);
         Some(alert)
     }
 
     pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) {
-        let Some((_, _, window_ms)) = spec(ctx) else {
+        let Some((_, window_ms)) = spec(ctx) else {
             return;
         };
         let horizon = watermark.saturating_sub(window_ms);
+        // Expired values are not counted (`observe` counts inside the window only); they are
+        // dropped in passes, once the horizon has moved on by an eighth of the window, rather
+        // than by a walk over every group at every batch.
+        if self
+            .pruned_horizon
+            .is_some_and(|last| horizon < last.saturating_add(window_ms / 8))
+        {
+            return;
+        }
+        self.pruned_horizon = Some(horizon);
         self.groups.retain(|_, group| {
             group.latest.retain(|_, (t, _)| *t > horizon);
             !group.latest.is_empty()

@@ -3,14 +3,12 @@
 //! than the rule's history. An event whose pair is unknown or older than the history raises
 //! an alert (after the optional learning period).
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use tw_core::Alert;
 
 use serde_json::Value;
 
-use super::{Ctx, Hit, group_key, pair_hash};
+use super::{Ctx, Hit, Map, key_of, pair_hash};
 use crate::spec::Kind;
 
 const DAY_MS: i64 = 86_400_000;
@@ -19,11 +17,14 @@ const DAY_MS: i64 = 86_400_000;
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct History {
     /// hash(group, value) → day number (Unix days) it was last seen.
-    seen: HashMap<u64, u32>,
+    seen: Map<u64, u32>,
     /// Event time of the rule's first matching event (start of the learning period).
     first_time: Option<i64>,
     /// Day of the last pruning pass.
     pruned_day: u32,
+    /// Buffer for the text of each event's pair (only its hash is kept).
+    #[serde(skip)]
+    pair: String,
 }
 
 fn day_of(time: i64) -> u32 {
@@ -36,25 +37,23 @@ impl History {
     }
 
     pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Option<Alert> {
-        let Some(Kind::NewValue {
+        let kind = ctx.rule.kind()?;
+        let Kind::NewValue {
             fields,
-            group_by,
             history_days,
             learn_ms,
-        }) = ctx.rule.kind()
+            ..
+        } = kind
         else {
             return None;
         };
+        let values = hit.values;
         // An event without the field(s) has no value to be new.
-        if fields
-            .iter()
-            .any(|f| f.get(hit.event).is_none_or(Value::is_null))
-        {
+        if values.iter().any(|v| v.is_none_or(Value::is_null)) {
             return None;
         }
-        let value = group_key(fields, hit.event);
-        let group = group_key(group_by, hit.event);
-        let hash = pair_hash(&group, &value);
+        let group = hit.group;
+        let hash = pair_hash(group, values.iter().copied(), &mut self.pair);
         let day = day_of(hit.time);
         let first = *self.first_time.get_or_insert(hit.time);
         let learning = hit.time < first.saturating_add(*learn_ms);
@@ -70,13 +69,14 @@ impl History {
         if known || learning {
             return None;
         }
-        let mut alert = ctx.alert(&group, &format!("{value}|{day}"), hit.time);
+        let value = key_of(values.iter().copied());
+        let mut alert = ctx.alert(group, &format!("{value}|{day}"), hit.time);
         if let Some(map) = &mut alert.group {
             for (path, text) in fields.iter().zip(value.split('\u{1f}')) {
                 map.insert(path.as_str().to_string(), text.to_string());
             }
         }
-        alert.events = vec![hit.event.clone()];
+        alert.events = vec![hit.event()];
         alert.event_refs = vec![hit.location];
         Some(alert)
     }

@@ -10,13 +10,13 @@
 //! arrivals cannot undo it); with `until`, it fires once the watermark passes its last step, when
 //! no cancelling event can still arrive.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use tw_core::{Alert, EventLocation, SharedEvent};
 
-use super::{Ctx, Hit, group_key};
+use super::{Ctx, Hit, Map};
 use crate::spec::Kind;
 
 /// Most buffered events per key; beyond it the oldest is dropped (counted as evicted).
@@ -37,8 +37,13 @@ struct Buffered {
 /// Sequence state of one rule.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Sequences {
-    keys: HashMap<String, Vec<Buffered>>,
+    /// Per key, its events in order (a ring: the oldest leaves at the front as new ones come
+    /// in at the back, without shifting the rest).
+    keys: Map<String, VecDeque<Buffered>>,
     arrivals: u64,
+    /// Horizon of the last pass that dropped expired events (none yet since load).
+    #[serde(skip)]
+    pruned_horizon: Option<i64>,
 }
 
 struct Shape {
@@ -78,33 +83,28 @@ impl Sequences {
         if hit.steps == 0 && !hit.until {
             return Vec::new();
         }
-        let Some(kind) = ctx.rule.kind() else {
-            return Vec::new();
-        };
-        let key = group_key(kind.group_paths(), hit.event);
-        if !self.keys.contains_key(&key) && self.keys.len() >= ctx.limits.max_groups {
-            let evicted = super::evict_oldest(
-                &mut self.keys,
-                super::eviction_batch(ctx.limits.max_groups),
-                |b| b.last().map_or(i64::MIN, |e| e.time),
-            );
-            ctx.stats.evicted_groups += evicted as u64;
-        }
+        let key = hit.group;
+        let buffer = super::group_slot(
+            &mut self.keys,
+            key,
+            ctx,
+            |b| b.back().map_or(i64::MIN, |e| e.time),
+            VecDeque::new,
+        );
         self.arrivals += 1;
-        let buffer = self.keys.entry(key.clone()).or_default();
         let item = Buffered {
             time: hit.time,
             arrival: self.arrivals,
             location: hit.location,
             steps: hit.steps,
             until: hit.until,
-            event: hit.event.clone(),
+            event: hit.event(),
         };
         let item_time = item.time;
         let mut at = buffer.partition_point(|e| (e.time, e.arrival) <= (item.time, item.arrival));
         buffer.insert(at, item);
         if buffer.len() > MAX_BUFFERED_PER_KEY {
-            buffer.remove(0);
+            buffer.pop_front();
             ctx.stats.evicted_groups += 1;
             match at.checked_sub(1) {
                 Some(shifted) => at = shifted,
@@ -123,7 +123,7 @@ impl Sequences {
         let earliest = item_time.saturating_sub(shape.maxspan_ms);
         let first_start = buffer.partition_point(|e| e.time < earliest);
         match find(buffer, &shape, None, first_start..at + 1) {
-            Some(found) => vec![fire(ctx, &key, buffer, &found)],
+            Some(found) => vec![fire(ctx, key, buffer, &found)],
             None => Vec::new(),
         }
     }
@@ -135,15 +135,30 @@ impl Sequences {
         let mut alerts = Vec::new();
         // A first step older than this cannot be completed by an event that is not late.
         let horizon = watermark.saturating_sub(shape.maxspan_ms);
+        // Expired events are dropped in passes, once the horizon has moved on by an eighth of
+        // `maxspan`, not at every batch: until then they only cost memory, since a sequence
+        // they could start was either found already or needs an event earlier than any that
+        // can still arrive.
+        let prune = self
+            .pruned_horizon
+            .is_none_or(|last| horizon >= last.saturating_add(shape.maxspan_ms / 8));
+        if !shape.has_until && !prune {
+            return alerts;
+        }
         self.keys.retain(|key, buffer| {
             if shape.has_until {
                 while let Some(found) = find(buffer, &shape, Some(watermark), 0..buffer.len()) {
                     alerts.push(fire(ctx, key, buffer, &found));
                 }
             }
-            buffer.retain(|e| e.time >= horizon);
+            if prune {
+                buffer.retain(|e| e.time >= horizon);
+            }
             !buffer.is_empty()
         });
+        if prune {
+            self.pruned_horizon = Some(horizon);
+        }
         alerts
     }
 }
@@ -152,7 +167,7 @@ impl Sequences {
 /// if any. With `confirmed_until`, only a sequence whose last step is at or before it counts
 /// (`until` rules).
 fn find(
-    buffer: &[Buffered],
+    buffer: &VecDeque<Buffered>,
     shape: &Shape,
     confirmed_until: Option<i64>,
     starts: Range<usize>,
@@ -160,23 +175,20 @@ fn find(
     if !shape.ordered {
         return find_unordered(buffer, shape, confirmed_until, starts);
     }
-    for (first, start) in buffer
-        .iter()
-        .enumerate()
-        .take(starts.end)
-        .skip(starts.start)
-    {
+    for (first, start) in indexed(buffer, starts) {
         if start.steps & 1 == 0 {
             continue;
         }
         let mut chosen = vec![first];
-        let mut stopped = false;
-        for (index, event) in buffer.iter().enumerate().skip(first + 1) {
-            if event.time - start.time > shape.maxspan_ms
-                || confirmed_until.is_some_and(|limit| event.time > limit)
-                || event.until
-            {
-                stopped = true;
+        // Whether the chain ran out of events it may use: the end of the buffer, or the first
+        // event after the watermark (the same place for every start).
+        let mut ran_out = true;
+        for (index, event) in indexed(buffer, first + 1..buffer.len()) {
+            if confirmed_until.is_some_and(|limit| event.time > limit) {
+                break;
+            }
+            if event.time - start.time > shape.maxspan_ms || event.until {
+                ran_out = false;
                 break;
             }
             if event.steps & (1 << chosen.len()) != 0 {
@@ -186,11 +198,11 @@ fn find(
                 }
             }
         }
-        if !stopped {
-            // The buffer ran out before the sequence was complete. A later start takes each
-            // step at the same event or a later one (the earliest after its own previous
-            // step), so it would run out too: only a stop (span, watermark, `until`) leaves
-            // later starts a chance. This keeps the search linear in a busy key's buffer.
+        if ran_out {
+            // A later start takes each step at the same event or a later one (the earliest
+            // after its own previous step), so it would run out too: only a stop that depends
+            // on the start (span, `until`) leaves later starts a chance. This keeps the search
+            // linear in a busy key's buffer.
             return None;
         }
     }
@@ -200,7 +212,7 @@ fn find(
 /// [`find`] for unordered steps: from each event that satisfies a step, the later events (within
 /// `maxspan`, before any `until`) that each satisfy a step not yet covered.
 fn find_unordered(
-    buffer: &[Buffered],
+    buffer: &VecDeque<Buffered>,
     shape: &Shape,
     confirmed_until: Option<i64>,
     starts: Range<usize>,
@@ -210,12 +222,7 @@ fn find_unordered(
     } else {
         (1u32 << shape.steps) - 1
     };
-    for (first, start) in buffer
-        .iter()
-        .enumerate()
-        .take(starts.end)
-        .skip(starts.start)
-    {
+    for (first, start) in indexed(buffer, starts) {
         if start.steps == 0 || confirmed_until.is_some_and(|limit| start.time > limit) {
             continue;
         }
@@ -224,7 +231,7 @@ fn find_unordered(
         if covered == all {
             return Some(chosen);
         }
-        for (index, event) in buffer.iter().enumerate().skip(first + 1) {
+        for (index, event) in indexed(buffer, first + 1..buffer.len()) {
             if event.time - start.time > shape.maxspan_ms
                 || confirmed_until.is_some_and(|limit| event.time > limit)
                 || event.until
@@ -243,8 +250,21 @@ fn find_unordered(
     None
 }
 
+/// The events of `buffer` at `indexes` (cut to the buffer), with their indexes.
+fn indexed(
+    buffer: &VecDeque<Buffered>,
+    indexes: Range<usize>,
+) -> impl Iterator<Item = (usize, &Buffered)> {
+    let end = indexes.end.min(buffer.len());
+    let start = indexes.start.min(end);
+    buffer
+        .range(start..end)
+        .enumerate()
+        .map(move |(i, event)| (start + i, event))
+}
+
 /// Builds the alert of a found sequence and removes its events from the buffer.
-fn fire(ctx: &mut Ctx, key: &str, buffer: &mut Vec<Buffered>, found: &[usize]) -> Alert {
+fn fire(ctx: &mut Ctx, key: &str, buffer: &mut VecDeque<Buffered>, found: &[usize]) -> Alert {
     let first = &buffer[found[0]];
     let last = &buffer[found[found.len() - 1]];
     let suffix = format!("{}:{}", first.location.partition, first.location.offset);
@@ -269,7 +289,7 @@ mod tests {
 
     /// The ordered search without the early end: every start scanned.
     fn find_every_start(
-        buffer: &[Buffered],
+        buffer: &VecDeque<Buffered>,
         shape: &Shape,
         confirmed_until: Option<i64>,
         starts: Range<usize>,
@@ -317,7 +337,7 @@ mod tests {
                 ordered: true,
             };
             let mut time = 0;
-            let buffer: Vec<Buffered> = (0..next(40))
+            let buffer: VecDeque<Buffered> = (0..next(40))
                 .map(|arrival| {
                     time += next(6) as i64;
                     Buffered {

@@ -1,19 +1,17 @@
 //! Suppression: at most one alert per rule and group per duration (event time). Suppressed
 //! alerts are counted in the rule's statistics, not raised.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use tw_core::Alert;
 
-use super::group_key;
+use super::{Map, group_key};
 use crate::compile::CompiledRule;
 use crate::engine::RuleStats;
 
 /// Event time of the last alert raised per suppression group.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Suppressions {
-    last: HashMap<String, i64>,
+    last: Map<String, i64>,
 }
 
 impl Suppressions {

@@ -2,12 +2,12 @@
 //! Unix epoch) or a sliding window, firing above a bound as soon as it is crossed and below a
 //! bound when the watermark decides the window.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use tw_core::{Alert, EventLocation, SharedEvent};
 
-use super::{Ctx, Hit, group_key};
+use super::{Ctx, Hit, Map};
 use crate::spec::Kind;
 use crate::stateful::CountBound;
 
@@ -34,7 +34,7 @@ pub(crate) struct Group {
 /// Open tumbling windows of one rule, by window start, each with its groups.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Tumbling {
-    windows: BTreeMap<i64, HashMap<String, Group>>,
+    windows: BTreeMap<i64, Map<String, Group>>,
     /// "Below" rules: the groups watched in a window (those seen in the window before it).
     watched: BTreeMap<i64, Vec<String>>,
     entries: usize,
@@ -47,12 +47,12 @@ impl Tumbling {
 
     pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Option<Alert> {
         let (bound, window_ms) = spec(ctx)?;
-        let key = group_key(ctx.rule.kind()?.group_paths(), hit.event);
+        let key = hit.group;
         let (start, end) = super::window_of(hit.time, window_ms);
         let is_new = self
             .windows
             .get(&start)
-            .is_none_or(|groups| !groups.contains_key(&key));
+            .is_none_or(|groups| !groups.contains_key(key));
         if is_new {
             while self.entries >= ctx.limits.max_groups {
                 let dropped = self.evict_window(start, ctx.limits.max_groups);
@@ -63,18 +63,18 @@ impl Tumbling {
             }
             self.entries += 1;
         }
-        let group = self
-            .windows
-            .entry(start)
-            .or_default()
-            .entry(key.clone())
-            .or_default();
+        let groups = self.windows.entry(start).or_default();
+        let group = if is_new {
+            groups.entry(key.to_string()).or_default()
+        } else {
+            groups.get_mut(key)?
+        };
         group.count += 1;
         if group.fired {
             return None;
         }
         if group.events.len() < ctx.limits.max_events {
-            group.events.push(hit.event.clone());
+            group.events.push(hit.event());
             group.refs.push(hit.location);
         }
         // "Below" bounds are decided when the window closes, not per event.
@@ -82,7 +82,7 @@ impl Tumbling {
             return None;
         }
         group.fired = true;
-        let mut alert = ctx.alert(&key, &start.to_string(), hit.time);
+        let mut alert = ctx.alert(key, &start.to_string(), hit.time);
         alert.window = Some((start, end));
         alert.value = Some(group.count as f64);
         alert.events = std::mem::take(&mut group.events);
@@ -108,7 +108,7 @@ impl Tumbling {
         let closed = std::mem::replace(&mut self.windows, open);
         self.entries -= closed
             .values()
-            .map(HashMap::len)
+            .map(Map::len)
             .sum::<usize>()
             .min(self.entries);
         if !bound.is_below() {
@@ -175,7 +175,7 @@ pub(crate) struct SlidingGroup {
 /// Sliding threshold state of one rule.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Sliding {
-    groups: HashMap<String, SlidingGroup>,
+    groups: Map<String, SlidingGroup>,
 }
 
 /// Most event times one sliding group keeps (a busier group is far above any "below" bound).
@@ -188,24 +188,19 @@ impl Sliding {
 
     pub(crate) fn observe(&mut self, ctx: &mut Ctx, hit: &Hit) -> Option<Alert> {
         let (bound, window_ms) = spec(ctx)?;
-        let key = group_key(ctx.rule.kind()?.group_paths(), hit.event);
-        if !self.groups.contains_key(&key) && self.groups.len() >= ctx.limits.max_groups {
-            // Evict the groups whose newest events are oldest.
-            let evicted = super::evict_oldest(
-                &mut self.groups,
-                super::eviction_batch(ctx.limits.max_groups),
-                |g| g.times.back().map_or(i64::MIN, |t| t.0),
-            );
-            ctx.stats.evicted_groups += evicted as u64;
-        }
-        let group = self
-            .groups
-            .entry(key.clone())
-            .or_insert_with(|| SlidingGroup {
+        let key = hit.group;
+        // When full, the groups whose newest events are oldest go first.
+        let group = super::group_slot(
+            &mut self.groups,
+            key,
+            ctx,
+            |g| g.times.back().map_or(i64::MIN, |t| t.0),
+            || SlidingGroup {
                 first_seen: hit.time,
                 armed: true,
                 ..SlidingGroup::default()
-            });
+            },
+        );
         group.first_seen = group.first_seen.min(hit.time);
         // Sorted insert: events may arrive out of order within the allowed lateness.
         let at = group.times.partition_point(|(t, _)| *t <= hit.time);
@@ -228,10 +223,10 @@ impl Sliding {
         let start = (first..=last_start)
             .find(|&i| group.times[i + n - 1].0 - group.times[i].0 < window_ms)?;
         let begin = group.times[start].0;
-        let mut alert = ctx.alert(&key, &begin.to_string(), hit.time);
+        let mut alert = ctx.alert(key, &begin.to_string(), hit.time);
         alert.window = Some((begin, begin.saturating_add(window_ms)));
         alert.value = Some(n as f64);
-        alert.events = vec![hit.event.clone()];
+        alert.events = vec![hit.event()];
         alert.event_refs = group
             .times
             .range(start..start + n)
