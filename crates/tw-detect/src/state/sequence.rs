@@ -101,7 +101,12 @@ impl Sequences {
             event: hit.event(),
         };
         let item_time = item.time;
-        let mut at = buffer.partition_point(|e| (e.time, e.arrival) <= (item.time, item.arrival));
+        // Arrival numbers grow, so an event no older than the newest goes last (most do).
+        let mut at = if buffer.back().is_none_or(|e| e.time <= item.time) {
+            buffer.len()
+        } else {
+            buffer.partition_point(|e| (e.time, e.arrival) <= (item.time, item.arrival))
+        };
         buffer.insert(at, item);
         if buffer.len() > MAX_BUFFERED_PER_KEY {
             buffer.pop_front();
