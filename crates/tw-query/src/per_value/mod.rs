@@ -13,7 +13,10 @@
 //! (`WHERE`, and the copies pushed into table scans and from there into the Parquet reader) it
 //! replaces `LIKE`, `ILIKE`, the regex operators `~ ~* !~ !~*` and their negations that have
 //! a literal pattern by [`PerValuePredicate`], which answers with the very kernel DataFusion
-//! would use, only on the distinct values. A case-sensitive `LIKE` pattern with a literal
+//! would use, only on the distinct values. The value may be `lower(column)` or
+//! `upper(column)` (how many users spell a case-insensitive match): the case is then folded
+//! per distinct value too, instead of building a folded copy of every row before the test.
+//! A case-sensitive `LIKE` pattern with a literal
 //! prefix (`LIKE 'Get%'`) is left as it is: DataFusion prunes row groups by its prefix, and a
 //! prefix test per row is cheap. A batch whose values hardly repeat (plain-encoded pages, hot
 //! rows) falls back to the kernel row by row, usually after hashing its first few hundred
@@ -25,7 +28,10 @@ mod distinct;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, LargeStringArray, RecordBatch, StringArray,
+    StringViewArray, UInt32Array,
+};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -87,10 +93,30 @@ fn predicate_per_value(expr: Expr) -> Result<Transformed<Expr>> {
         }
         other => return Ok(Transformed::no(other)),
     };
-    let function = ScalarUDF::from(PerValuePredicate::new(operator));
+    let (fold, value) = match case_folded(&value) {
+        Some((fold, inner)) => (Some(fold), inner.clone()),
+        None => (None, *value),
+    };
+    let function = ScalarUDF::from(PerValuePredicate::new(operator, fold));
     Ok(Transformed::yes(Expr::ScalarFunction(
-        ScalarFunction::new_udf(Arc::new(function), vec![*value, *pattern]),
+        ScalarFunction::new_udf(Arc::new(function), vec![value, *pattern]),
     )))
+}
+
+/// `lower(x)` or `upper(x)` as the fold and `x`.
+fn case_folded(expr: &Expr) -> Option<(Fold, &Expr)> {
+    let Expr::ScalarFunction(call) = expr else {
+        return None;
+    };
+    let fold = match call.func.name() {
+        "lower" => Fold::Lower,
+        "upper" => Fold::Upper,
+        _ => return None,
+    };
+    match call.args.as_slice() {
+        [inner] => Some((fold, inner)),
+        _ => None,
+    }
 }
 
 /// The comparison operator of `like`, when it is worth and safe to answer per value.
@@ -100,7 +126,12 @@ fn like_operator(like: &Like) -> Option<Operator> {
         return None;
     }
     let pattern = literal_text(&like.pattern)?;
-    if !like.case_insensitive && !pattern.starts_with(['%', '_']) {
+    // A literal prefix on a plain column prunes row groups by statistics (left to DataFusion);
+    // on a folded column nothing prunes.
+    if !like.case_insensitive
+        && !pattern.starts_with(['%', '_'])
+        && case_folded(&like.expr).is_none()
+    {
         return None;
     }
     Some(match (like.negated, like.case_insensitive) {
@@ -144,8 +175,57 @@ fn literal_text(expr: &Expr) -> Option<&str> {
 #[derive(Debug)]
 pub(crate) struct PerValuePredicate {
     operator: Operator,
+    /// The case folding applied to the value before the test (`lower(x) LIKE ...`).
+    fold: Option<Fold>,
+    name: String,
     signature: Signature,
     known: Mutex<KnownAnswers>,
+}
+
+/// A case folding, as DataFusion's `lower` and `upper` do it (Unicode, `str::to_lowercase` and
+/// `str::to_uppercase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Fold {
+    Lower,
+    Upper,
+}
+
+impl Fold {
+    fn apply(self, text: &str) -> String {
+        match self {
+            Self::Lower => text.to_lowercase(),
+            Self::Upper => text.to_uppercase(),
+        }
+    }
+
+    /// `values` folded, of the same string type.
+    fn apply_to(self, values: &ArrayRef) -> Result<ArrayRef> {
+        let fold = |value: Option<&str>| value.map(|text| self.apply(text));
+        Ok(match values.data_type() {
+            DataType::Utf8View => Arc::new(
+                values
+                    .as_string_view()
+                    .iter()
+                    .map(fold)
+                    .collect::<StringViewArray>(),
+            ),
+            DataType::Utf8 => Arc::new(
+                values
+                    .as_string::<i32>()
+                    .iter()
+                    .map(fold)
+                    .collect::<StringArray>(),
+            ),
+            DataType::LargeUtf8 => Arc::new(
+                values
+                    .as_string::<i64>()
+                    .iter()
+                    .map(fold)
+                    .collect::<LargeStringArray>(),
+            ),
+            other => return internal_err!("cannot fold the case of {other}"),
+        })
+    }
 }
 
 /// Answers by value text, for one pattern.
@@ -158,11 +238,11 @@ struct KnownAnswers {
 /// Values remembered per predicate and query; past this, new values are tested per batch.
 const MAX_KNOWN_ANSWERS: usize = 65_536;
 
-// Equality and hash of the function as DataFusion compares plans: the operator (the pattern
-// is the second argument), not what it has remembered.
+// Equality and hash of the function as DataFusion compares plans: the operator and folding
+// (the pattern is the second argument), not what it has remembered.
 impl PartialEq for PerValuePredicate {
     fn eq(&self, other: &Self) -> bool {
-        self.operator == other.operator
+        (self.operator, self.fold) == (other.operator, other.fold)
     }
 }
 
@@ -171,13 +251,32 @@ impl Eq for PerValuePredicate {}
 impl std::hash::Hash for PerValuePredicate {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.operator.hash(state);
+        self.fold.hash(state);
     }
 }
 
 impl PerValuePredicate {
-    fn new(operator: Operator) -> Self {
+    fn new(operator: Operator, fold: Option<Fold>) -> Self {
+        let test = match operator {
+            Operator::LikeMatch => "like",
+            Operator::ILikeMatch => "ilike",
+            Operator::NotLikeMatch => "not_like",
+            Operator::NotILikeMatch => "not_ilike",
+            Operator::RegexMatch => "regex_match",
+            Operator::RegexIMatch => "regex_imatch",
+            Operator::RegexNotMatch => "regex_not_match",
+            _ => "regex_not_imatch",
+        };
+        // The plan shows the folding: `lower_like_per_value(userAgent, '%kali%')`.
+        let name = match fold {
+            None => format!("{test}_per_value"),
+            Some(Fold::Lower) => format!("lower_{test}_per_value"),
+            Some(Fold::Upper) => format!("upper_{test}_per_value"),
+        };
         Self {
             operator,
+            fold,
+            name,
             // Arguments arrive already coerced: the rule runs after type coercion.
             signature: Signature::any(2, Volatility::Immutable),
             known: Mutex::default(),
@@ -234,6 +333,21 @@ impl PerValuePredicate {
 
     /// What DataFusion computes for `value <operator> pattern`, row by row.
     fn row_by_row(&self, value: &ColumnarValue, pattern: &ColumnarValue) -> Result<ColumnarValue> {
+        if let Some(fold) = self.fold {
+            let folded = match value {
+                ColumnarValue::Array(values) => ColumnarValue::Array(fold.apply_to(values)?),
+                ColumnarValue::Scalar(scalar) => {
+                    let values = fold.apply_to(&scalar.to_array()?)?;
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&values, 0)?)
+                }
+            };
+            return self.test(&folded, pattern);
+        }
+        self.test(value, pattern)
+    }
+
+    /// `value <operator> pattern` with DataFusion's kernels.
+    fn test(&self, value: &ColumnarValue, pattern: &ColumnarValue) -> Result<ColumnarValue> {
         if !is_regex(self.operator) {
             return apply_cmp(self.operator, value, pattern);
         }
@@ -263,16 +377,7 @@ impl PerValuePredicate {
 
 impl ScalarUDFImpl for PerValuePredicate {
     fn name(&self) -> &str {
-        match self.operator {
-            Operator::LikeMatch => "like_per_value",
-            Operator::ILikeMatch => "ilike_per_value",
-            Operator::NotLikeMatch => "not_like_per_value",
-            Operator::NotILikeMatch => "not_ilike_per_value",
-            Operator::RegexMatch => "regex_match_per_value",
-            Operator::RegexIMatch => "regex_imatch_per_value",
-            Operator::RegexNotMatch => "regex_not_match_per_value",
-            _ => "regex_not_imatch_per_value",
-        }
+        &self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -309,7 +414,7 @@ mod tests {
     fn row_by_row(operator: Operator, values: &StringViewArray, pattern: &str) -> BooleanArray {
         let pattern = ColumnarValue::Scalar(ScalarValue::Utf8View(Some(pattern.to_string())));
         let values = ColumnarValue::Array(Arc::new(values.clone()));
-        PerValuePredicate::new(operator)
+        PerValuePredicate::new(operator, None)
             .row_by_row(&values, &pattern)
             .and_then(|answer| answer.into_array(1))
             .expect("kernel")
@@ -318,7 +423,7 @@ mod tests {
     }
 
     fn per_value(operator: Operator, values: &StringViewArray, pattern: &str) -> BooleanArray {
-        invoke(&PerValuePredicate::new(operator), values, pattern)
+        invoke(&PerValuePredicate::new(operator, None), values, pattern)
     }
 
     fn invoke(udf: &PerValuePredicate, values: &StringViewArray, pattern: &str) -> BooleanArray {
@@ -398,7 +503,7 @@ mod tests {
 
     #[test]
     fn remembered_answers_follow_the_pattern() {
-        let udf = PerValuePredicate::new(Operator::ILikeMatch);
+        let udf = PerValuePredicate::new(Operator::ILikeMatch, None);
         let first = dictionary_like_views(&[Some("kali one"), Some("other"), None], 100);
         let second =
             dictionary_like_views(&[Some("other"), Some("KALI two"), Some("kali one")], 99);

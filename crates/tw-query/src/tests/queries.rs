@@ -521,6 +521,23 @@ async fn like_filters_answer_per_distinct_value() {
             "SELECT count(*) AS n FROM web WHERE userAgent !~ 'x86_64[)]$'",
             count(&|agent| !agent.ends_with("x86_64)")),
         ),
+        // The case folded per distinct value: the same rows as folding every row.
+        (
+            "SELECT count(*) AS n FROM web WHERE lower(userAgent) LIKE '%kali%'",
+            count(&kali),
+        ),
+        (
+            "SELECT count(*) AS n FROM web WHERE lower(userAgent) LIKE '%Kali%'",
+            0,
+        ),
+        (
+            "SELECT count(*) AS n FROM web WHERE upper(userAgent) NOT LIKE 'CURL%'",
+            count(&|agent| !agent.to_uppercase().starts_with("CURL")),
+        ),
+        (
+            "SELECT count(*) AS n FROM web WHERE lower(userAgent) ~ '^mozilla/[0-9]' OR lower(userAgent) LIKE 'aws-%'",
+            count(&|agent| agent.starts_with("Mozilla/5") || agent.starts_with("aws-")),
+        ),
     ] {
         assert_eq!(
             rows(&engine, sql).await,
@@ -545,6 +562,12 @@ async fn like_filters_answer_per_distinct_value() {
     )
     .await;
     assert!(text.contains("regex_not_imatch_per_value("), "{text}");
+    let text = explain(
+        &engine,
+        "SELECT count(*) FROM web WHERE lower(userAgent) LIKE '%kali%'",
+    )
+    .await;
+    assert!(text.contains("lower_like_per_value("), "{text}");
     // A case-sensitive prefix prunes row groups by statistics: left to DataFusion.
     let text = explain(
         &engine,
