@@ -200,29 +200,22 @@ impl Fold {
 
     /// `values` folded, of the same string type.
     fn apply_to(self, values: &ArrayRef) -> Result<ArrayRef> {
-        let fold = |value: Option<&str>| value.map(|text| self.apply(text));
+        fn folded<'a, A>(texts: impl Iterator<Item = Option<&'a str>>, fold: Fold) -> ArrayRef
+        where
+            A: FromIterator<Option<String>> + Array + 'static,
+        {
+            Arc::new(
+                texts
+                    .map(|text| text.map(|text| fold.apply(text)))
+                    .collect::<A>(),
+            )
+        }
         Ok(match values.data_type() {
-            DataType::Utf8View => Arc::new(
-                values
-                    .as_string_view()
-                    .iter()
-                    .map(fold)
-                    .collect::<StringViewArray>(),
-            ),
-            DataType::Utf8 => Arc::new(
-                values
-                    .as_string::<i32>()
-                    .iter()
-                    .map(fold)
-                    .collect::<StringArray>(),
-            ),
-            DataType::LargeUtf8 => Arc::new(
-                values
-                    .as_string::<i64>()
-                    .iter()
-                    .map(fold)
-                    .collect::<LargeStringArray>(),
-            ),
+            DataType::Utf8View => folded::<StringViewArray>(values.as_string_view().iter(), self),
+            DataType::Utf8 => folded::<StringArray>(values.as_string::<i32>().iter(), self),
+            DataType::LargeUtf8 => {
+                folded::<LargeStringArray>(values.as_string::<i64>().iter(), self)
+            }
             other => return internal_err!("cannot fold the case of {other}"),
         })
     }
