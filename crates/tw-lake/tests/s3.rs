@@ -70,16 +70,24 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(100));
         }
         let moto = Moto { child, endpoint };
-        let created = Command::new(&python)
-            .args([
-                "-c",
-                "import sys, boto3; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
-                 aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket=sys.argv[2])",
-                &moto.endpoint,
-                bucket,
-            ])
-            .output()
-            .expect("run boto3");
+        // The port may accept before moto serves (seen refused on a loaded machine): retry
+        // until the deadline.
+        let created = loop {
+            let created = Command::new(&python)
+                .args([
+                    "-c",
+                    "import sys, boto3; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+                     aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket=sys.argv[2])",
+                    &moto.endpoint,
+                    bucket,
+                ])
+                .output()
+                .expect("run boto3");
+            if created.status.success() || Instant::now() >= deadline {
+                break created;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert!(
             created.status.success(),
             "creating the bucket failed: {}",
