@@ -16,12 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::watch;
 use tw_alerts::{AlertStore, Dispatcher};
 use tw_core::{FieldSelection, Offset, StreamName, now_ms};
 use tw_detect::{Engine, EngineConfig, RuleStats};
-use tw_pipeline::{Consumer, ConsumerError, EventBatch, StreamPartition};
+use tw_pipeline::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition};
 use tw_server::RuleSet;
 
 /// Name under which detection stores its offsets.
@@ -257,8 +258,14 @@ impl Consumer for DetectionConsumer {
         DETECT_CONSUMER
     }
 
-    fn parse(&self, payload: &[u8]) -> serde_json::Result<Value> {
-        self.selection.parse(payload)
+    /// Only the fields the rules read, with the parser's word that the payload is one JSON
+    /// value: an event a rule keeps or alerts on is then taken as its text unread.
+    fn parse(&self, payload: &Bytes) -> serde_json::Result<Parsed> {
+        let (event, checked) = self.selection.parse_checked(payload)?;
+        Ok(Parsed {
+            event,
+            checked: Some(checked),
+        })
     }
 
     fn start(
@@ -297,11 +304,13 @@ impl Consumer for DetectionConsumer {
         let key = (batch.stream.clone(), batch.partition);
         let from = self.positions.get(&key).copied().unwrap_or(0);
         let skip = batch.records.partition_point(|r| r.offset < from);
-        let raised = self.engine.evaluate(
+        // (The parser's word is about the bytes, so it holds for a batch parsed again too.)
+        let raised = self.engine.evaluate_checked(
             batch.stream.as_str(),
             batch.partition,
             &batch.records[skip..],
             events.get(skip..).unwrap_or_default(),
+            batch.checked.get(skip..).unwrap_or_default(),
             now_ms(),
         );
         // The state already holds these records: whatever happens to the alerts, the records

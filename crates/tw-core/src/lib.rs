@@ -22,7 +22,7 @@ pub use lake_config::{StreamLakeConfig, parse_duration_ms};
 pub use path::{FieldPath, value_text};
 pub use record::{AppendRecord, Offset, PartitionId, Record, partition_for_key};
 pub use select::FieldSelection;
-pub use shared::SharedEvent;
+pub use shared::{CheckedPayload, SharedEvent};
 pub use stream::{
     FieldSpec, FieldType, MAX_PARTITIONS, Retention, StreamConfig, StreamConfigError, StreamName,
     StreamNameError, StreamSchema,

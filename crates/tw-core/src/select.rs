@@ -8,11 +8,13 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use bytes::Bytes;
 use serde::Deserializer;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::FieldPath;
+use crate::shared::CheckedPayload;
 
 /// The set of field paths to keep when parsing an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,6 +63,17 @@ impl FieldSelection {
         let value = NodeSeed(&self.root).deserialize(&mut deserializer)?;
         deserializer.end()?;
         Ok(value)
+    }
+
+    /// [`parse`](Self::parse), also vouching that `payload` is one JSON value, so that a
+    /// stage can keep the event as its text
+    /// ([`SharedEvent::from_checked`](crate::SharedEvent::from_checked)) without reading it a
+    /// second time.
+    pub fn parse_checked(&self, payload: &Bytes) -> serde_json::Result<(Value, CheckedPayload)> {
+        let value = self.parse(payload)?;
+        // The parser read every byte: the selected values into the tree, the rest through
+        // `IgnoredAny`, which checks syntax exactly as `RawValue` does (see `CheckedPayload`).
+        Ok((value, CheckedPayload::parsed(payload.clone())))
     }
 }
 

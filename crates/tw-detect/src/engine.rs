@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tw_core::{Alert, EventLocation, FieldPath, Record, SharedEvent};
+use tw_core::{Alert, CheckedPayload, EventLocation, FieldPath, Record, SharedEvent};
 
 use crate::batch::{CHUNK, Chunk, Hits, Mask, PathTree};
 use crate::compile::CompiledRule;
@@ -330,6 +330,23 @@ impl Engine {
         events: &[Value],
         now_ms: i64,
     ) -> Vec<Alert> {
+        self.evaluate_checked(stream, partition, records, events, &[], now_ms)
+    }
+
+    /// [`evaluate`](Self::evaluate) for records whose payloads the parser vouched for:
+    /// `checked[i]`, where present, is the word for `records[i].payload`
+    /// ([`tw_core::FieldSelection::parse_checked`]), and an event taken whole from such a
+    /// record is not read a second time ([`SharedEvent::from_checked`]). The path of the
+    /// detection consumer and of replays, which parse every record anyway.
+    pub fn evaluate_checked(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        records: &[Record],
+        events: &[Value],
+        checked: &[Option<CheckedPayload>],
+        now_ms: i64,
+    ) -> Vec<Alert> {
         // As many as the last batch raised: an alert is large, and growing the vector by
         // doubling copied each one about twice in alert-heavy workloads.
         let mut alerts = Vec::with_capacity(self.scratch.alerts_hint);
@@ -361,6 +378,7 @@ impl Engine {
         for start in (0..count).step_by(CHUNK) {
             let end = (start + CHUNK).min(count);
             let (records, events) = (&records[start..end], &events[start..end]);
+            let checked = checked.get(start..end).unwrap_or_default();
             chunk.load(events);
             // The watermark each event is judged by: the newest time before it, less lateness.
             watermarks.clear();
@@ -448,7 +466,8 @@ impl Engine {
                 // `tw_core::FieldSelection`); an event that a state keeps or an alert carries is
                 // taken whole from its record, once, when first needed.
                 if current.as_ref().is_none_or(|(seen, _)| *seen != at) {
-                    current = Some((at, WholeEvent::new(record, event)));
+                    let proof = checked.get(at).and_then(Option::as_ref);
+                    current = Some((at, WholeEvent::new(record, event, proof)));
                 }
                 let Some((_, whole)) = &current else {
                     continue;

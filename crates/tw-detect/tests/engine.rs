@@ -503,6 +503,22 @@ fn stateful_rules_read_selected_fields_and_alert_with_the_stored_bytes() {
     assert_eq!(first, lines[0], "the event is written as stored");
     assert_eq!(written["events"][0]["extra"], "x");
     assert_eq!(alerts[2].events[0]["extra"], "y");
+
+    // As the detection consumer evaluates: with the parser's word for each payload, kept
+    // events are taken unread; the alerts are the same, byte for byte. A word for other bytes
+    // (slices the caller did not align) is not used.
+    let checked: Vec<Option<tw_core::CheckedPayload>> = records
+        .iter()
+        .map(|r| Some(selection.parse_checked(&r.payload).unwrap().1))
+        .collect();
+    let misaligned: Vec<_> = checked.iter().rev().cloned().collect();
+    let expected = serde_json::to_string(&alerts).unwrap();
+    for words in [checked, misaligned] {
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.set_rules(rules.to_vec());
+        let alerts = engine.evaluate_checked("ct", 0, &records, &events, &words, 0);
+        assert_eq!(serde_json::to_string(&alerts).unwrap(), expected);
+    }
 }
 
 /// Stateful rules see the same events whatever the batching: one batch of several chunks

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
-use tw_core::Record;
+use tw_core::{Alert, CheckedPayload, FieldSelection, Record};
 use tw_detect::{CompiledRule, Engine, EngineConfig, RuleFormat, parse_rule};
 
 /// The server's allocator: the workload allocates an alert per event, and glibc's arenas of
@@ -141,7 +141,15 @@ fn workload() -> Vec<Arc<CompiledRule>> {
     rules
 }
 
-fn events(count: usize) -> (Vec<Record>, Vec<Value>) {
+/// The workload's events: records, their parsed events, and the parser's word for each
+/// payload (as the server's detection consumer has them).
+struct Events {
+    records: Vec<Record>,
+    events: Vec<Value>,
+    checked: Vec<Option<CheckedPayload>>,
+}
+
+fn events(count: usize) -> Events {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events.ndjson");
     let status = Command::new("python3")
@@ -164,7 +172,7 @@ fn events(count: usize) -> (Vec<Record>, Vec<Value>) {
         .collect();
     // As the server's detection consumer has them: each record carries its stored bytes, and
     // the engine takes an event whole from them when a rule keeps it or alerts on it.
-    let records = events
+    let records: Vec<Record> = events
         .iter()
         .zip(text.lines())
         .enumerate()
@@ -176,32 +184,65 @@ fn events(count: usize) -> (Vec<Record>, Vec<Value>) {
             payload: Bytes::copy_from_slice(line.as_bytes()),
         })
         .collect();
-    (records, events)
+    // The consumer parses each payload for the rules' fields and keeps the parser's word;
+    // here the events stay whole trees (as before), the word comes from a parse that keeps none.
+    let checked = records
+        .iter()
+        .map(|r| {
+            FieldSelection::default()
+                .parse_checked(&r.payload)
+                .ok()
+                .map(|(_, c)| c)
+        })
+        .collect();
+    Events {
+        records,
+        events,
+        checked,
+    }
 }
 
-fn run(engine: &mut Engine, records: &[Record], events: &[Value]) -> usize {
-    let mut alerts = 0;
-    for (records, events) in records.chunks(1_000).zip(events.chunks(1_000)) {
-        alerts += engine.evaluate("cloudtrail", 0, records, events, 0).len();
+/// Evaluates the workload in batches of 1,000; with `checked`, as the detection consumer does
+/// (events kept whole are taken unread), else without the parser's word (their text is
+/// checked when taken).
+fn run(engine: &mut Engine, workload: &Events, checked: bool) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    let batches = workload
+        .records
+        .chunks(1_000)
+        .zip(workload.events.chunks(1_000))
+        .zip(workload.checked.chunks(1_000));
+    for ((records, events), words) in batches {
+        let words = if checked { words } else { &[] };
+        alerts.extend(engine.evaluate_checked("cloudtrail", 0, records, events, words, 0));
     }
     alerts
 }
 
 #[test]
 fn the_mixed_workload_exercises_every_kind() {
-    let (records, events) = events(20_000);
-    let mut engine = Engine::new(EngineConfig::default());
-    engine.set_rules(workload());
-    run(&mut engine, &records, &events);
-    let stats = engine.stats();
-    for prefix in ["R", "thr-", "dist-", "seq-", "new-"] {
-        let alerts: u64 = stats
-            .iter()
-            .filter(|s| s.rule_id.starts_with(prefix))
-            .map(|s| s.alerts)
-            .sum();
-        assert!(alerts > 0, "no {prefix}* rule fired: {stats:?}");
+    let workload_events = events(20_000);
+    let mut outcomes = Vec::new();
+    for checked in [true, false] {
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.set_rules(workload());
+        let raised = run(&mut engine, &workload_events, checked);
+        let stats = engine.stats();
+        for prefix in ["R", "thr-", "dist-", "seq-", "new-"] {
+            let alerts: u64 = stats
+                .iter()
+                .filter(|s| s.rule_id.starts_with(prefix))
+                .map(|s| s.alerts)
+                .sum();
+            assert!(alerts > 0, "no {prefix}* rule fired: {stats:?}");
+        }
+        outcomes.push(serde_json::to_string(&raised).unwrap());
     }
+    // Taking kept events unread changes nothing but the cost: the same alerts, byte for byte.
+    assert!(
+        outcomes[0] == outcomes[1],
+        "alerts differ with checked payloads"
+    );
 }
 
 #[test]
@@ -211,11 +252,13 @@ fn measure_mixed_workload() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let (records, events) = events(count);
+    // `MIXED_PAYLOADS=unchecked`: kept events' text is checked when taken (the A of an A/B).
+    let checked = std::env::var("MIXED_PAYLOADS").map_or(true, |v| v != "unchecked");
+    let workload_events = events(count);
     let mut engine = Engine::new(EngineConfig::default());
     engine.set_rules(workload());
     let started = std::time::Instant::now();
-    let alerts = run(&mut engine, &records, &events);
+    let alerts = run(&mut engine, &workload_events, checked).len();
     let elapsed = started.elapsed().as_secs_f64();
     let stats = engine.stats();
     let keys: u64 = stats.iter().map(|s| s.active_groups).sum();
@@ -227,9 +270,10 @@ fn measure_mixed_workload() {
             nanos as f64 / 1e6
         );
     }
+    let count = workload_events.events.len();
     println!(
-        "100 mixed rules: {:.0} events/s on one core ({} events, {alerts} alerts, {keys} state keys at the end)",
-        events.len() as f64 / elapsed,
-        events.len()
+        "100 mixed rules, {} payloads: {:.0} events/s on one core ({count} events, {alerts} alerts, {keys} state keys at the end)",
+        if checked { "checked" } else { "unchecked" },
+        count as f64 / elapsed,
     );
 }

@@ -80,13 +80,14 @@ fn main() {
         let started = Instant::now();
         let events = records
             .iter()
-            .map(|record| writer.parse(&record.payload).expect("valid JSON"))
+            .map(|record| writer.parse(&record.payload).expect("valid JSON").event)
             .collect();
         let batch = EventBatch {
             stream: stream.clone(),
             partition: (b % 4) as u32,
             records,
             events,
+            checked: Vec::new(),
         };
         writer.handle(&batch).expect("handle");
         busy += started.elapsed();

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use arrow::array::RecordBatch;
+use bytes::Bytes;
 use tw_core::{Offset, PartitionId, Record, StreamName, now_ms};
-use tw_pipeline::{Consumer, ConsumerError, EventBatch, StreamPartition};
+use tw_pipeline::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition};
 
 use crate::catalog::Catalog;
 use crate::convert::align;
@@ -297,12 +298,12 @@ impl Consumer for LakeWriter {
 
     /// Only checks that the payload is a JSON object: the writer flattens it straight from
     /// the bytes (see `flatten`), so the tree the default would build is never needed.
-    fn parse(&self, payload: &[u8]) -> serde_json::Result<serde_json::Value> {
+    fn parse(&self, payload: &Bytes) -> serde_json::Result<Parsed> {
         if is_json_object(payload) {
-            Ok(serde_json::Value::Object(serde_json::Map::new()))
+            Ok(serde_json::Value::Object(serde_json::Map::new()).into())
         } else {
             // Reproduce the parser's own message for the dead letter.
-            serde_json::from_slice(payload)
+            serde_json::from_slice::<serde_json::Value>(payload).map(Parsed::from)
         }
     }
 

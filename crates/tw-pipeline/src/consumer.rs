@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde_json::Value;
-use tw_core::{Offset, PartitionId, Record, StreamName};
+use tw_core::{CheckedPayload, Offset, PartitionId, Record, StreamName};
 
 /// A (stream, partition) pair, the unit of offsets.
 pub type StreamPartition = (StreamName, PartitionId);
@@ -19,6 +20,29 @@ pub struct EventBatch {
     pub records: Vec<Record>,
     /// `events[i]` is `records[i].payload` parsed as JSON.
     pub events: Vec<Value>,
+    /// `checked[i]`, where present, is tw-core's word that `records[i].payload` is one JSON
+    /// value ([`Parsed::checked`]); empty when the consumer's parse gives none.
+    pub checked: Vec<Option<CheckedPayload>>,
+}
+
+/// One record as a consumer parsed it ([`Consumer::parse`]).
+#[derive(Debug)]
+pub struct Parsed {
+    /// The event, maybe with only the fields the consumer reads.
+    pub event: Value,
+    /// tw-core's word that the payload is one JSON value, when the consumer parsed with
+    /// tw-core's parser (`FieldSelection::parse_checked`): a consumer that keeps events whole
+    /// then keeps their text without reading it again (`SharedEvent::from_checked`).
+    pub checked: Option<CheckedPayload>,
+}
+
+impl From<Value> for Parsed {
+    fn from(event: Value) -> Self {
+        Self {
+            event,
+            checked: None,
+        }
+    }
 }
 
 /// An error of a consumer stage; the runner logs it, backs off and retries the same batch.
@@ -39,8 +63,8 @@ pub trait Consumer: Send + 'static {
 
     /// Parses one stored record. The default builds the whole JSON tree; a stage that reads
     /// only some fields (detection) parses just those (`tw_core::FieldSelection`).
-    fn parse(&self, payload: &[u8]) -> serde_json::Result<Value> {
-        serde_json::from_slice(payload)
+    fn parse(&self, payload: &Bytes) -> serde_json::Result<Parsed> {
+        serde_json::from_slice::<Value>(payload).map(Parsed::from)
     }
 
     /// Called once before the first batch with the committed offsets (the next offset to read

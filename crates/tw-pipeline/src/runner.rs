@@ -11,7 +11,7 @@ use tw_core::{Offset, StreamName, now_ms};
 use tw_log::{Log, LogError, OffsetStore};
 
 use crate::dlq::{DeadLetter, DeadLetterQueue};
-use crate::{Consumer, EventBatch, StreamPartition};
+use crate::{Consumer, EventBatch, Parsed, StreamPartition};
 
 /// Tuning of a consumer runner.
 #[derive(Debug, Clone)]
@@ -504,12 +504,17 @@ impl Runner {
         records: Vec<tw_core::Record>,
     ) -> EventBatch {
         let mut events = Vec::with_capacity(records.len());
+        let mut checked = Vec::with_capacity(records.len());
         let mut kept = Vec::with_capacity(records.len());
         let mut letters = Vec::new();
         for record in records {
             match self.consumer.parse(&record.payload) {
-                Ok(value @ Value::Object(_)) => {
-                    events.push(value);
+                Ok(Parsed {
+                    event: event @ Value::Object(_),
+                    checked: proof,
+                }) => {
+                    events.push(event);
+                    checked.push(proof);
                     kept.push(record);
                 }
                 other => {
@@ -536,6 +541,7 @@ impl Runner {
             partition,
             records: kept,
             events,
+            checked,
         }
     }
 

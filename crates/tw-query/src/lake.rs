@@ -100,6 +100,7 @@ mod tests {
             partition,
             records,
             events,
+            checked: Vec::new(),
         }
     }
 

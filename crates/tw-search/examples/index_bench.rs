@@ -171,6 +171,7 @@ fn main() {
                 partition: 0,
                 records,
                 events,
+                checked: Vec::new(),
             }
         })
         .collect();

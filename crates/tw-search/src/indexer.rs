@@ -10,12 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::Value;
 use tantivy::indexer::{IndexWriterOptions, LogMergePolicy};
 use tantivy::schema::OwnedValue;
 use tantivy::{IndexWriter, TantivyDocument};
 use tw_core::{Offset, PartitionId, Record, StreamName, now_ms};
-use tw_pipeline::{Consumer, ConsumerError, EventBatch, StreamPartition};
+use tw_pipeline::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition};
 
 use crate::{Fields, HourIndex, SearchError, SearchIndexes, hour_of};
 
@@ -454,11 +455,12 @@ impl Consumer for SearchIndexer {
     /// A record that is not a JSON object (raw text written by another tool) is still
     /// searchable: it becomes an empty event, which `document` indexes by its raw text,
     /// instead of a dead letter.
-    fn parse(&self, payload: &[u8]) -> serde_json::Result<Value> {
-        match serde_json::from_slice(payload) {
-            Ok(value @ Value::Object(_)) => Ok(value),
-            _ => Ok(Value::Object(Default::default())),
-        }
+    fn parse(&self, payload: &Bytes) -> serde_json::Result<Parsed> {
+        let event = match serde_json::from_slice(payload) {
+            Ok(value @ Value::Object(_)) => value,
+            _ => Value::Object(Default::default()),
+        };
+        Ok(event.into())
     }
 
     fn start(

@@ -33,6 +33,7 @@ pub(crate) fn batch(
         partition,
         records,
         events: events.iter().map(|(_, e)| e.clone()).collect(),
+        checked: Vec::new(),
     }
 }
 

@@ -298,12 +298,16 @@ fn raw_text_records_are_searchable_by_their_text() {
             payload: Bytes::copy_from_slice(p),
         })
         .collect();
-    let events = payloads.iter().map(|p| indexer.parse(p).unwrap()).collect();
+    let events = records
+        .iter()
+        .map(|r| indexer.parse(&r.payload).unwrap().event)
+        .collect();
     let batch = EventBatch {
         stream: stream.clone(),
         partition: 0,
         records,
         events,
+        checked: Vec::new(),
     };
     indexer.write(&batch).unwrap();
     indexer.commit_all().unwrap();

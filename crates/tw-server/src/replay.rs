@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
-use tw_core::{Alert, Record, StreamName, now_ms};
+use tw_core::{Alert, FieldPath, FieldSelection, Record, StreamName, now_ms};
 use tw_detect::{CompiledRule, Engine, EngineConfig};
 use tw_log::Log;
 
@@ -107,6 +107,7 @@ pub fn replay_stored(
     }
     let total: u64 = cursors.iter().map(|c| c.end.saturating_sub(c.next)).sum();
     let mut engine = engine_for(rule, config);
+    let whole = FieldSelection::new([&FieldPath::new("")]);
     let mut outcome = ReplayOutcome::default();
     let mut last_report = 0;
     progress(0, total);
@@ -155,16 +156,22 @@ pub fn replay_stored(
         {
             records.extend(cursor.buffered.pop_front());
         }
-        let events: Vec<Value> = records
+        // Whole trees (a dry-run rule reads what it likes), with the parser's word for each
+        // payload, so an event the rule keeps or alerts on is taken as its text unread.
+        let (events, checked): (Vec<Value>, Vec<_>) = records
             .iter()
-            .map(|r| serde_json::from_slice(&r.payload).unwrap_or(Value::Null))
-            .collect();
+            .map(|r| match whole.parse_checked(&r.payload) {
+                Ok((event, checked)) => (event, Some(checked)),
+                Err(_) => (Value::Null, None),
+            })
+            .unzip();
         outcome.evaluated += records.len() as u64;
-        outcome.alerts.extend(engine.evaluate(
+        outcome.alerts.extend(engine.evaluate_checked(
             stream.as_str(),
             cursor.partition,
             &records,
             &events,
+            &checked,
             now_ms(),
         ));
         if outcome.evaluated >= last_report + 100_000 {

@@ -19,7 +19,7 @@ use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tw_core::{Alert, EventLocation, FieldPath, Record, SharedEvent};
+use tw_core::{Alert, CheckedPayload, EventLocation, FieldPath, Record, SharedEvent};
 
 use crate::compile::CompiledRule;
 use crate::engine::{Limits, RuleStats, alert_base};
@@ -139,29 +139,43 @@ impl Hit<'_> {
 pub(crate) struct WholeEvent<'a> {
     record: &'a Record,
     parsed: &'a Value,
+    /// The parser's word for the record's payload, when the caller has it.
+    checked: Option<&'a CheckedPayload>,
     taken: OnceCell<SharedEvent>,
 }
 
 impl<'a> WholeEvent<'a> {
-    /// The whole event of `record`, which parsed (maybe only in part) as `parsed`.
-    pub(crate) fn new(record: &'a Record, parsed: &'a Value) -> Self {
+    /// The whole event of `record`, which parsed (maybe only in part) as `parsed`; `checked`
+    /// is the parser's word for its payload, if any.
+    pub(crate) fn new(
+        record: &'a Record,
+        parsed: &'a Value,
+        checked: Option<&'a CheckedPayload>,
+    ) -> Self {
         Self {
             record,
             parsed,
+            checked,
             taken: OnceCell::new(),
         }
     }
 
-    /// The event: its record's payload as checked JSON text (parsed only if something reads
-    /// it; alerts write it as it is), or the parsed event itself when the record carries no
-    /// payload (dry runs over inline events) or the payload is not JSON.
+    /// The event: its record's payload as JSON text (checked here unless the parser vouched
+    /// for it; parsed only if something reads it; alerts write it as it is), or the parsed
+    /// event itself when the record carries no payload (dry runs over inline events) or the
+    /// payload is not JSON.
     pub(crate) fn get(&self) -> &SharedEvent {
         self.taken.get_or_init(|| {
             let parsed = || SharedEvent::new(self.parsed.clone());
-            if self.record.payload.is_empty() {
-                return parsed();
-            }
-            SharedEvent::from_json(&self.record.payload).unwrap_or_else(|_| parsed())
+            let text = match self.checked {
+                // (A word for other bytes, from a caller's misaligned slices, is not used.)
+                Some(checked) if checked.is_for(&self.record.payload) => {
+                    SharedEvent::from_checked(checked)
+                }
+                _ if self.record.payload.is_empty() => return parsed(),
+                _ => SharedEvent::from_json(&self.record.payload),
+            };
+            text.unwrap_or_else(|_| parsed())
         })
     }
 }

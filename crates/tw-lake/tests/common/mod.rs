@@ -67,6 +67,7 @@ pub fn batch(stream_name: &str, partition: u32, first: u64, events: &[(i64, Valu
         partition,
         records,
         events: events.iter().map(|(_, e)| e.clone()).collect(),
+        checked: Vec::new(),
     }
 }
 
