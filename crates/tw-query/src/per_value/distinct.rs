@@ -19,41 +19,49 @@ pub(crate) struct DistinctViews {
     pub(crate) first_rows: Vec<u32>,
 }
 
-/// The distinct views of `values`; `None` when the batch is small, all NULL, or its values
-/// hardly repeat (more than a quarter of the batch distinct, or half of the first
-/// [`SAMPLE_ROWS`]), so that the caller works row by row.
+/// The distinct views of `values`; `None` when the batch has few non-NULL rows, or its values
+/// hardly repeat (more than a quarter of the non-NULL rows distinct, or half of the first
+/// [`SAMPLE_ROWS`] of them), so that the caller works row by row.
+///
+/// Repetition is judged among the non-NULL rows only: a sparse column (an error message
+/// present on one event in thirty, nearly every one different) would otherwise pass for a
+/// repeating one, and a few hundred distinct long strings per batch cost more through the
+/// distinct values (hashing, remembered answers) than the kernel costs row by row.
 ///
 /// Distinct means distinct views: equal views are equal strings (same bytes inline, or same
 /// length, buffer and offset). Equal strings behind different views get two ids.
 pub(crate) fn distinct_views(values: &StringViewArray) -> Option<DistinctViews> {
     let rows = values.len();
-    if rows < MIN_ROWS_PER_VALUE || u32::try_from(rows).is_err() {
+    let valid = rows - values.null_count();
+    if valid < MIN_ROWS_PER_VALUE || u32::try_from(rows).is_err() {
         return None;
     }
-    let max_distinct = rows / 4;
-    let nulls = values.nulls();
+    let max_distinct = valid / 4;
+    let views = values.views();
     let mut table = ViewIds::new();
     let mut first_rows: Vec<u32> = Vec::new();
-    let mut ids: Vec<u32> = Vec::with_capacity(rows);
-    for (row, &view) in values.views().iter().enumerate() {
-        if nulls.is_some_and(|nulls| nulls.is_null(row)) {
-            ids.push(0);
-            continue;
-        }
-        let id = table.id(view);
+    // NULL rows keep id 0.
+    let mut ids: Vec<u32> = vec![0; rows];
+    let mut seen = 0usize;
+    let mut record = |row: usize| -> Option<()> {
+        let id = table.id(views[row]);
+        seen += 1;
         if id as usize == first_rows.len() {
             first_rows.push(row as u32);
             // Give up as soon as values clearly do not repeat: more than a quarter of the
-            // batch, or half of the rows seen past the first few hundred.
+            // non-NULL rows, or half of those seen past the first few hundred.
             let distinct = first_rows.len();
-            if distinct > max_distinct || (row >= SAMPLE_ROWS && distinct * 2 > row) {
+            if distinct > max_distinct || (seen >= SAMPLE_ROWS && distinct * 2 > seen) {
                 return None;
             }
         }
-        ids.push(id);
-    }
-    if first_rows.is_empty() {
-        return None;
+        ids[row] = id;
+        Some(())
+    };
+    match values.nulls().filter(|nulls| nulls.null_count() > 0) {
+        // Only the non-NULL rows, found a word of the validity bitmap at a time.
+        Some(nulls) => nulls.valid_indices().try_for_each(&mut record)?,
+        None => (0..rows).try_for_each(&mut record)?,
     }
     Some(DistinctViews { ids, first_rows })
 }
@@ -201,5 +209,39 @@ pub(super) mod tests {
         assert!(called.expect("no error").is_none());
         let small = dictionary_like_views(&[Some("x")], MIN_ROWS_PER_VALUE - 1);
         assert!(per_distinct_value(&small, Ok).expect("no error").is_none());
+    }
+
+    #[test]
+    fn repetition_is_judged_among_non_null_rows() {
+        // One row in eight has a value, each one different (an error message with ids in
+        // it): a quarter of the batch is far more than the distinct values, yet they do not
+        // repeat at all.
+        let sparse: StringViewArray = (0..4096)
+            .map(|i| (i % 8 == 0).then(|| format!("AccessDenied for request {i:06} of many")))
+            .collect();
+        assert!(distinct_views(&sparse).is_none());
+        // The same sparseness with two values that repeat: answered per value, NULLs kept.
+        let mut values = vec![None; 14];
+        values.insert(3, Some("a value longer than twelve bytes"));
+        values.insert(9, Some("b"));
+        let repeating = dictionary_like_views(&values, 4096);
+        let mut evaluated = 0;
+        let answers = per_distinct_value(&repeating, |distinct| {
+            evaluated = distinct.len();
+            Ok(distinct)
+        })
+        .expect("evaluates")
+        .expect("values repeat among the non-NULL rows");
+        assert_eq!(evaluated, 2);
+        let answers = answers.as_string_view();
+        for row in [0, 3, 9, 16 + 3, 4095] {
+            assert_eq!(answers.is_null(row), repeating.is_null(row), "row {row}");
+            if repeating.is_valid(row) {
+                assert_eq!(answers.value(row), repeating.value(row));
+            }
+        }
+        // Too few non-NULL rows for the distinct values to pay.
+        let rare: StringViewArray = (0..4096).map(|i| (i % 100 == 0).then_some("x")).collect();
+        assert!(distinct_views(&rare).is_none());
     }
 }
