@@ -19,8 +19,8 @@
 //! A case-sensitive `LIKE` pattern with a literal
 //! prefix (`LIKE 'Get%'`) is left as it is: DataFusion prunes row groups by its prefix, and a
 //! prefix test per row is cheap. A batch whose values hardly repeat (plain-encoded pages, hot
-//! rows) falls back to the kernel row by row, usually after hashing its first few hundred
-//! rows. The same distinct views (`distinct.rs`) serve the security functions
+//! rows, a sparse column whose present values are all different) falls back to the kernel
+//! row by row, usually after hashing its first few hundred non-NULL rows. The same distinct views (`distinct.rs`) serve the security functions
 //! (`functions/`) and the per-value count ([`CountPerValueRule`]).
 
 mod count;
