@@ -40,30 +40,49 @@ pub(crate) fn distinct_views(values: &StringViewArray) -> Option<DistinctViews> 
     let views = values.views();
     let mut table = ViewIds::new();
     let mut first_rows: Vec<u32> = Vec::new();
-    // NULL rows keep id 0.
-    let mut ids: Vec<u32> = vec![0; rows];
-    let mut seen = 0usize;
-    let mut record = |row: usize| -> Option<()> {
-        let id = table.id(views[row]);
-        seen += 1;
-        if id as usize == first_rows.len() {
-            first_rows.push(row as u32);
-            // Give up as soon as values clearly do not repeat: more than a quarter of the
-            // non-NULL rows, or half of those seen past the first few hundred.
-            let distinct = first_rows.len();
-            if distinct > max_distinct || (seen >= SAMPLE_ROWS && distinct * 2 > seen) {
-                return None;
+    // Two loops rather than one over a closure: the dense one is the hot path of every
+    // repeating column, and through a closure it ran at 4.0 ns a row instead of 2.2.
+    let ids = match values.nulls().filter(|nulls| nulls.null_count() > 0) {
+        None => {
+            let mut ids: Vec<u32> = Vec::with_capacity(rows);
+            for (row, &view) in views.iter().enumerate() {
+                let id = table.id(view);
+                if id as usize == first_rows.len()
+                    && gives_up(&mut first_rows, row, row, max_distinct)
+                {
+                    return None;
+                }
+                ids.push(id);
             }
+            ids
         }
-        ids[row] = id;
-        Some(())
+        // Only the non-NULL rows, found a word of the validity bitmap at a time; NULL rows
+        // keep id 0.
+        Some(nulls) => {
+            let mut ids: Vec<u32> = vec![0; rows];
+            for (seen, row) in nulls.valid_indices().enumerate() {
+                let id = table.id(views[row]);
+                if id as usize == first_rows.len()
+                    && gives_up(&mut first_rows, row, seen, max_distinct)
+                {
+                    return None;
+                }
+                ids[row] = id;
+            }
+            ids
+        }
     };
-    match values.nulls().filter(|nulls| nulls.null_count() > 0) {
-        // Only the non-NULL rows, found a word of the validity bitmap at a time.
-        Some(nulls) => nulls.valid_indices().try_for_each(&mut record)?,
-        None => (0..rows).try_for_each(&mut record)?,
-    }
     Some(DistinctViews { ids, first_rows })
+}
+
+/// Records that `row` holds a new value, the `seen`-th non-NULL row; whether to give up
+/// because values clearly do not repeat: more than a quarter of the non-NULL rows distinct,
+/// or half of those seen past the first few hundred.
+#[inline]
+fn gives_up(first_rows: &mut Vec<u32>, row: usize, seen: usize, max_distinct: usize) -> bool {
+    first_rows.push(row as u32);
+    let distinct = first_rows.len();
+    distinct > max_distinct || (seen >= SAMPLE_ROWS && distinct * 2 > seen)
 }
 
 /// `eval` of the distinct values of `values`, spread back to their rows (NULL rows give
@@ -243,5 +262,46 @@ pub(super) mod tests {
         // Too few non-NULL rows for the distinct values to pay.
         let rare: StringViewArray = (0..4096).map(|i| (i % 100 == 0).then_some("x")).collect();
         assert!(distinct_views(&rare).is_none());
+    }
+}
+
+/// Not a timed assertion: run by hand in release mode,
+/// `cargo test --release -p tw-query --lib measure_distinct_views -- --ignored --nocapture`.
+#[cfg(test)]
+mod measure {
+    use datafusion::arrow::array::AsArray;
+
+    use super::tests::dictionary_like_views;
+    use super::*;
+
+    /// Nanoseconds per row of [`distinct_views`] over 8,192 rows of `values` in scattered order.
+    fn nanos_per_row(values: &[Option<&str>]) -> f64 {
+        let column = dictionary_like_views(values, 8192);
+        let scattered: UInt32Array = (0..8192u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) % 8192)
+            .collect();
+        let column = take(&column, &scattered, None).expect("take");
+        let column = column.as_string_view();
+        let started = std::time::Instant::now();
+        for _ in 0..20_000 {
+            std::hint::black_box(distinct_views(std::hint::black_box(column)));
+        }
+        started.elapsed().as_nanos() as f64 / (20_000.0 * 8192.0)
+    }
+
+    #[test]
+    #[ignore = "measurement, run by hand in release mode"]
+    fn measure_distinct_views() {
+        // 24 event names, half short enough to be stored inline in the view.
+        let names: Vec<String> = (0..24)
+            .map(|i| match i % 2 {
+                0 => format!("Op{i}"),
+                _ => format!("DescribeSomething{i}"),
+            })
+            .collect();
+        let mut values: Vec<Option<&str>> = names.iter().map(|name| Some(name.as_str())).collect();
+        println!("dense, 24 values: {:.2} ns/row", nanos_per_row(&values));
+        values.extend(std::iter::repeat_n(None, 24 * 7));
+        println!("one row in eight set: {:.2} ns/row", nanos_per_row(&values));
     }
 }
