@@ -190,19 +190,26 @@ pub(super) mod tests {
             .clone()
     }
 
+    /// `column` through [`per_distinct_value`] with the identity as the function: how many
+    /// values it was called with, and the answers (the column again, if all went well).
+    fn evaluated_per_value(column: &StringViewArray) -> (usize, ArrayRef) {
+        let mut evaluated = 0;
+        let answers = per_distinct_value(column, |distinct| {
+            evaluated = distinct.len();
+            Ok(distinct)
+        })
+        .expect("evaluates")
+        .expect("values repeat");
+        (evaluated, answers)
+    }
+
     #[test]
     fn distinct_values_are_evaluated_once_each() {
         let column = dictionary_like_views(
             &[Some("a long value of more than 12 bytes"), Some("b")],
             512,
         );
-        let mut evaluated = 0;
-        let answers = per_distinct_value(&column, |distinct| {
-            evaluated = distinct.len();
-            Ok(distinct)
-        })
-        .expect("evaluates")
-        .expect("values repeat");
+        let (evaluated, answers) = evaluated_per_value(&column);
         assert_eq!(evaluated, 2);
         assert_eq!(answers.as_string_view().value(511), "b");
     }
@@ -244,13 +251,7 @@ pub(super) mod tests {
         values.insert(3, Some("a value longer than twelve bytes"));
         values.insert(9, Some("b"));
         let repeating = dictionary_like_views(&values, 4096);
-        let mut evaluated = 0;
-        let answers = per_distinct_value(&repeating, |distinct| {
-            evaluated = distinct.len();
-            Ok(distinct)
-        })
-        .expect("evaluates")
-        .expect("values repeat among the non-NULL rows");
+        let (evaluated, answers) = evaluated_per_value(&repeating);
         assert_eq!(evaluated, 2);
         let answers = answers.as_string_view();
         for row in [0, 3, 9, 16 + 3, 4095] {
