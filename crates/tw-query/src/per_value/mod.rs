@@ -16,12 +16,12 @@
 //! would use, only on the distinct values. The value may be `lower(column)` or
 //! `upper(column)` (how many users spell a case-insensitive match): the case is then folded
 //! per distinct value too, instead of building a folded copy of every row before the test.
-//! A case-sensitive `LIKE` pattern with a literal
-//! prefix (`LIKE 'Get%'`) is left as it is: DataFusion prunes row groups by its prefix, and a
-//! prefix test per row is cheap. A batch whose values hardly repeat (plain-encoded pages, hot
-//! rows, a sparse column whose present values are all different) falls back to the kernel
-//! row by row, usually after hashing its first few hundred non-NULL rows. The same distinct views (`distinct.rs`) serve the security functions
-//! (`functions/`) and the per-value count ([`CountPerValueRule`]).
+//! A case-sensitive `LIKE` pattern with a literal prefix (`LIKE 'Get%'`) is left as it is:
+//! DataFusion prunes row groups by its prefix, and a prefix test per row is cheap. A batch
+//! whose values hardly repeat (plain-encoded pages, hot rows, a sparse column whose present
+//! values are all different) falls back to the kernel row by row, usually after hashing its
+//! first few hundred non-NULL rows. The same distinct views (`distinct.rs`) serve the security
+//! functions (`functions/`) and the per-value count ([`CountPerValueRule`]).
 
 mod count;
 mod distinct;
