@@ -47,47 +47,35 @@ impl TumblingDistinct {
         let value = hit.values.first().copied().flatten().and_then(value_text)?;
         let key = hit.group;
         let (start, end) = super::window_of(hit.time, window_ms);
-        let is_new = self
-            .windows
-            .get(&start)
-            .is_none_or(|groups| !groups.contains_key(key));
-        if is_new {
-            while self.entries >= ctx.limits.max_groups {
-                let dropped = super::evict_window(&mut self.windows, start, ctx.limits.max_groups);
-                self.entries -= dropped.min(self.entries);
-                ctx.stats.evicted_groups += dropped as u64;
-                if dropped == 0 {
-                    break;
+        super::with_window_group(
+            &mut self.windows,
+            &mut self.entries,
+            start,
+            key,
+            ctx,
+            |group: &mut Group, ctx| {
+                if group.fired || !group.values.insert(value_hash(&value)) {
+                    return None;
                 }
-            }
-            self.entries += 1;
-        }
-        let groups = self.windows.entry(start).or_default();
-        let group = if is_new {
-            groups.entry(key.to_string()).or_default()
-        } else {
-            groups.get_mut(key)?
-        };
-        if group.fired || !group.values.insert(value_hash(&value)) {
-            return None;
-        }
-        if group.events.len() < ctx.limits.max_events {
-            group.events.push(hit.event());
-            group.refs.push(hit.location);
-        }
-        if (group.values.len() as u64) < firing {
-            return None;
-        }
-        group.fired = true;
-        // The values are no longer needed once the window has fired.
-        let count = group.values.len();
-        group.values = Set::default();
-        let mut alert = ctx.alert(key, &start.to_string(), hit.time);
-        alert.window = Some((start, end));
-        alert.value = Some(count as f64);
-        alert.events = std::mem::take(&mut group.events);
-        alert.event_refs = std::mem::take(&mut group.refs);
-        Some(alert)
+                if group.events.len() < ctx.limits.max_events {
+                    group.events.push(hit.event());
+                    group.refs.push(hit.location);
+                }
+                if (group.values.len() as u64) < firing {
+                    return None;
+                }
+                group.fired = true;
+                // The values are no longer needed once the window has fired.
+                let count = group.values.len();
+                group.values = Set::default();
+                let mut alert = ctx.alert(key, &start.to_string(), hit.time);
+                alert.window = Some((start, end));
+                alert.value = Some(count as f64);
+                alert.events = std::mem::take(&mut group.events);
+                alert.event_refs = std::mem::take(&mut group.refs);
+                Some(alert)
+            },
+        )
     }
 
     pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) {
@@ -131,41 +119,46 @@ impl SlidingDistinct {
         let (firing, window_ms) = spec(ctx)?;
         let value = hit.values.first().copied().flatten().and_then(value_text)?;
         let key = hit.group;
-        let group = super::group_slot(
+        let alert = super::with_group(
             &mut self.groups,
             key,
             ctx,
             |g| g.latest.values().map(|v| v.0).max().unwrap_or(i64::MIN),
             SlidingGroup::default,
-        );
-        let slot = group
-            .latest
-            .entry(value_hash(&value))
-            .or_insert((hit.time, hit.location));
-        if hit.time >= slot.0 {
-            *slot = (hit.time, hit.location);
-        }
-        let begin = hit.time.saturating_sub(window_ms);
-        let is_inside = |(t, _): &&(i64, EventLocation)| *t > begin && *t <= hit.time;
-        // Counted first, collected only when it fires: most events do not fire.
-        let inside = group.latest.values().filter(is_inside).count();
-        if (inside as u64) < firing {
-            return None;
-        }
-        let mut alert = ctx.alert(key, &hit.time.to_string(), hit.time);
-        alert.window = Some((begin.saturating_add(1), hit.time.saturating_add(1)));
-        alert.value = Some(inside as f64);
-        alert.events = vec![hit.event()];
-        // In event-time order (the map's order is random), so a replay raises the same alert.
-        let mut inside: Vec<(i64, EventLocation)> =
-            group.latest.values().filter(is_inside).copied().collect();
-        inside
-            .sort_unstable_by_key(|(time, location)| (*time, location.partition, location.offset));
-        alert.event_refs = inside
-            .into_iter()
-            .take(ctx.limits.max_events.max(1))
-            .map(|(_, location)| location)
-            .collect();
+            |group, ctx| {
+                let slot = group
+                    .latest
+                    .entry(value_hash(&value))
+                    .or_insert((hit.time, hit.location));
+                if hit.time >= slot.0 {
+                    *slot = (hit.time, hit.location);
+                }
+                let begin = hit.time.saturating_sub(window_ms);
+                let is_inside = |(t, _): &&(i64, EventLocation)| *t > begin && *t <= hit.time;
+                // Counted first, collected only when it fires: most events do not fire.
+                let inside = group.latest.values().filter(is_inside).count();
+                if (inside as u64) < firing {
+                    return None;
+                }
+                let mut alert = ctx.alert(key, &hit.time.to_string(), hit.time);
+                alert.window = Some((begin.saturating_add(1), hit.time.saturating_add(1)));
+                alert.value = Some(inside as f64);
+                alert.events = vec![hit.event()];
+                // In event-time order (the map's order is random), so a replay raises the same
+                // alert.
+                let mut inside: Vec<(i64, EventLocation)> =
+                    group.latest.values().filter(is_inside).copied().collect();
+                inside.sort_unstable_by_key(|(time, location)| {
+                    (*time, location.partition, location.offset)
+                });
+                alert.event_refs = inside
+                    .into_iter()
+                    .take(ctx.limits.max_events.max(1))
+                    .map(|(_, location)| location)
+                    .collect();
+                Some(alert)
+            },
+        )?;
         // Counting starts afresh after the alert.
         self.groups.remove(key);
         Some(alert)

@@ -211,26 +211,58 @@ pub(crate) fn window_of(time: i64, window_ms: i64) -> (i64, i64) {
     (start, start.saturating_add(window_ms))
 }
 
-/// The value of `key` in `map`, made by `make` when absent. When the map already holds the
-/// rule's most keys, the oldest by `age` go first ([`evict_oldest`], counted). The key is
-/// copied only when inserted: a hit on a known group, the common case, allocates nothing.
-pub(crate) fn group_slot<'m, V, A: Ord>(
-    map: &'m mut Map<String, V>,
+/// Runs `work` on the value of `key` in `map`, made by `make` when absent. When the map
+/// already holds the rule's most keys, the oldest by `age` go first ([`evict_oldest`],
+/// counted). A hit on a known group, the common case, costs one lookup and allocates nothing;
+/// the key is copied only when inserted. (A closure rather than a returned `&mut V`: the borrow
+/// checker does not let a function return the borrow of one lookup or else insert.)
+pub(crate) fn with_group<'c, V, A: Ord, R>(
+    map: &mut Map<String, V>,
     key: &str,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'c>,
     age: impl Fn(&V) -> A,
     make: impl FnOnce() -> V,
-) -> &'m mut V {
-    if !map.contains_key(key) {
-        let max = ctx.limits.max_groups;
-        if map.len() >= max {
-            let evicted = evict_oldest(map, eviction_batch(max), age);
-            ctx.stats.evicted_groups += evicted as u64;
-        }
-        map.insert(key.to_string(), make());
+    work: impl FnOnce(&mut V, &mut Ctx<'c>) -> R,
+) -> R {
+    if let Some(value) = map.get_mut(key) {
+        return work(value, ctx);
     }
-    map.get_mut(key)
-        .expect("the key was found or inserted just above")
+    let max = ctx.limits.max_groups;
+    if map.len() >= max {
+        let evicted = evict_oldest(map, eviction_batch(max), age);
+        ctx.stats.evicted_groups += evicted as u64;
+    }
+    work(map.entry(key.to_string()).or_insert_with(make), ctx)
+}
+
+/// [`with_group`] for the groups of tumbling windows: runs `work` on group `key` of the window
+/// starting at `start`, made when absent. `entries` counts the groups of all windows; when it
+/// has reached the rule's most keys, [`evict_window`] frees room first (counted).
+pub(crate) fn with_window_group<'c, G: Default, R>(
+    windows: &mut BTreeMap<i64, Map<String, G>>,
+    entries: &mut usize,
+    start: i64,
+    key: &str,
+    ctx: &mut Ctx<'c>,
+    work: impl FnOnce(&mut G, &mut Ctx<'c>) -> R,
+) -> R {
+    if let Some(group) = windows
+        .get_mut(&start)
+        .and_then(|groups| groups.get_mut(key))
+    {
+        return work(group, ctx);
+    }
+    while *entries >= ctx.limits.max_groups {
+        let dropped = evict_window(windows, start, ctx.limits.max_groups);
+        *entries -= dropped.min(*entries);
+        ctx.stats.evicted_groups += dropped as u64;
+        if dropped == 0 {
+            break;
+        }
+    }
+    *entries += 1;
+    let groups = windows.entry(start).or_default();
+    work(groups.entry(key.to_string()).or_default(), ctx)
 }
 
 /// How many keys a full state frees at once: a sixteenth of the limit. Finding the oldest keys

@@ -57,20 +57,31 @@ impl History {
         let day = day_of(hit.time);
         let first = *self.first_time.get_or_insert(hit.time);
         let learning = hit.time < first.saturating_add(*learn_ms);
-        let known = self
-            .seen
-            .get(&hash)
-            .is_some_and(|last| day.saturating_sub(*last) <= *history_days);
-        if !self.seen.contains_key(&hash) && self.seen.len() >= ctx.limits.max_groups {
-            self.make_room(ctx, *history_days, day);
-        }
-        let last = self.seen.entry(hash).or_insert(day);
-        *last = (*last).max(day);
+        // One lookup for a known pair, the common case.
+        let known = match self.seen.get_mut(&hash) {
+            Some(last) => {
+                let recent = day.saturating_sub(*last) <= *history_days;
+                *last = (*last).max(day);
+                recent
+            }
+            None => {
+                if self.seen.len() >= ctx.limits.max_groups {
+                    self.make_room(ctx, *history_days, day);
+                }
+                self.seen.insert(hash, day);
+                false
+            }
+        };
         if known || learning {
             return None;
         }
-        let value = key_of(values.iter().copied());
-        let mut alert = ctx.alert(group, &format!("{value}|{day}"), hit.time);
+        // The dedup suffix `"{value}|{day}"`, built in the value's own buffer.
+        let mut value = key_of(values.iter().copied());
+        let value_len = value.len();
+        value.push('|');
+        value.push_str(itoa::Buffer::new().format(day));
+        let mut alert = ctx.alert(group, &value, hit.time);
+        value.truncate(value_len);
         if let Some(map) = &mut alert.group {
             for (path, text) in fields.iter().zip(value.split('\u{1f}')) {
                 map.insert(path.as_str().to_string(), text.to_string());

@@ -84,53 +84,57 @@ impl Sequences {
             return Vec::new();
         }
         let key = hit.group;
-        let buffer = super::group_slot(
-            &mut self.keys,
+        let Self { keys, arrivals, .. } = self;
+        super::with_group(
+            keys,
             key,
             ctx,
             |b| b.back().map_or(i64::MIN, |e| e.time),
             VecDeque::new,
-        );
-        self.arrivals += 1;
-        let item = Buffered {
-            time: hit.time,
-            arrival: self.arrivals,
-            location: hit.location,
-            steps: hit.steps,
-            until: hit.until,
-            event: hit.event(),
-        };
-        let item_time = item.time;
-        // Arrival numbers grow, so an event no older than the newest goes last (most do).
-        let mut at = if buffer.back().is_none_or(|e| e.time <= item.time) {
-            buffer.len()
-        } else {
-            buffer.partition_point(|e| (e.time, e.arrival) <= (item.time, item.arrival))
-        };
-        buffer.insert(at, item);
-        if buffer.len() > MAX_BUFFERED_PER_KEY {
-            buffer.pop_front();
-            ctx.stats.evicted_groups += 1;
-            match at.checked_sub(1) {
-                Some(shifted) => at = shifted,
-                // The new event was the oldest and went: nothing new can be complete.
-                None => return Vec::new(),
-            }
-        }
-        if shape.has_until {
-            return Vec::new();
-        }
-        // Without `until`, every complete sequence fires when it completes, so the buffer held
-        // none before this event: a new one contains it, so it starts at or before it and at
-        // most `maxspan` earlier. Other starts would be scanned for nothing, and it is the
-        // scan per start that grows with a busy key's buffer. The event is consumed when it
-        // fires, so one sequence at most completes.
-        let earliest = item_time.saturating_sub(shape.maxspan_ms);
-        let first_start = buffer.partition_point(|e| e.time < earliest);
-        match find(buffer, &shape, None, first_start..at + 1) {
-            Some(found) => vec![fire(ctx, key, buffer, &found)],
-            None => Vec::new(),
-        }
+            |buffer, ctx| {
+                *arrivals += 1;
+                let item = Buffered {
+                    time: hit.time,
+                    arrival: *arrivals,
+                    location: hit.location,
+                    steps: hit.steps,
+                    until: hit.until,
+                    event: hit.event(),
+                };
+                let item_time = item.time;
+                // Arrival numbers grow, so an event no older than the newest goes last (most
+                // do).
+                let mut at = if buffer.back().is_none_or(|e| e.time <= item.time) {
+                    buffer.len()
+                } else {
+                    buffer.partition_point(|e| (e.time, e.arrival) <= (item.time, item.arrival))
+                };
+                buffer.insert(at, item);
+                if buffer.len() > MAX_BUFFERED_PER_KEY {
+                    buffer.pop_front();
+                    ctx.stats.evicted_groups += 1;
+                    match at.checked_sub(1) {
+                        Some(shifted) => at = shifted,
+                        // The new event was the oldest and went: nothing new can be complete.
+                        None => return Vec::new(),
+                    }
+                }
+                if shape.has_until {
+                    return Vec::new();
+                }
+                // Without `until`, every complete sequence fires when it completes, so the
+                // buffer held none before this event: a new one contains it, so it starts at or
+                // before it and at most `maxspan` earlier. Other starts would be scanned for
+                // nothing, and it is the scan per start that grows with a busy key's buffer.
+                // The event is consumed when it fires, so one sequence at most completes.
+                let earliest = item_time.saturating_sub(shape.maxspan_ms);
+                let first_start = buffer.partition_point(|e| e.time < earliest);
+                match find(buffer, &shape, None, first_start..at + 1) {
+                    Some(found) => vec![fire(ctx, key, buffer, &found)],
+                    None => Vec::new(),
+                }
+            },
+        )
     }
 
     pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) -> Vec<Alert> {

@@ -49,51 +49,34 @@ impl Tumbling {
         let (bound, window_ms) = spec(ctx)?;
         let key = hit.group;
         let (start, end) = super::window_of(hit.time, window_ms);
-        let is_new = self
-            .windows
-            .get(&start)
-            .is_none_or(|groups| !groups.contains_key(key));
-        if is_new {
-            while self.entries >= ctx.limits.max_groups {
-                let dropped = self.evict_window(start, ctx.limits.max_groups);
-                ctx.stats.evicted_groups += dropped as u64;
-                if dropped == 0 {
-                    break;
+        super::with_window_group(
+            &mut self.windows,
+            &mut self.entries,
+            start,
+            key,
+            ctx,
+            |group: &mut Group, ctx| {
+                group.count += 1;
+                if group.fired {
+                    return None;
                 }
-            }
-            self.entries += 1;
-        }
-        let groups = self.windows.entry(start).or_default();
-        let group = if is_new {
-            groups.entry(key.to_string()).or_default()
-        } else {
-            groups.get_mut(key)?
-        };
-        group.count += 1;
-        if group.fired {
-            return None;
-        }
-        if group.events.len() < ctx.limits.max_events {
-            group.events.push(hit.event());
-            group.refs.push(hit.location);
-        }
-        // "Below" bounds are decided when the window closes, not per event.
-        if bound.is_below() || !bound.holds(group.count) {
-            return None;
-        }
-        group.fired = true;
-        let mut alert = ctx.alert(key, &start.to_string(), hit.time);
-        alert.window = Some((start, end));
-        alert.value = Some(group.count as f64);
-        alert.events = std::mem::take(&mut group.events);
-        alert.event_refs = std::mem::take(&mut group.refs);
-        Some(alert)
-    }
-
-    fn evict_window(&mut self, keep: i64, max_groups: usize) -> usize {
-        let dropped = super::evict_window(&mut self.windows, keep, max_groups);
-        self.entries -= dropped.min(self.entries);
-        dropped
+                if group.events.len() < ctx.limits.max_events {
+                    group.events.push(hit.event());
+                    group.refs.push(hit.location);
+                }
+                // "Below" bounds are decided when the window closes, not per event.
+                if bound.is_below() || !bound.holds(group.count) {
+                    return None;
+                }
+                group.fired = true;
+                let mut alert = ctx.alert(key, &start.to_string(), hit.time);
+                alert.window = Some((start, end));
+                alert.value = Some(group.count as f64);
+                alert.events = std::mem::take(&mut group.events);
+                alert.event_refs = std::mem::take(&mut group.refs);
+                Some(alert)
+            },
+        )
     }
 
     /// Closes every window whose end is at or before `watermark`; for "below" bounds, fires
@@ -190,7 +173,7 @@ impl Sliding {
         let (bound, window_ms) = spec(ctx)?;
         let key = hit.group;
         // When full, the groups whose newest events are oldest go first.
-        let group = super::group_slot(
+        super::with_group(
             &mut self.groups,
             key,
             ctx,
@@ -200,42 +183,44 @@ impl Sliding {
                 armed: true,
                 ..SlidingGroup::default()
             },
-        );
-        group.first_seen = group.first_seen.min(hit.time);
-        // Sorted insert: events may arrive out of order within the allowed lateness.
-        let at = group.times.partition_point(|(t, _)| *t <= hit.time);
-        group.times.insert(at, (hit.time, hit.location));
-        if group.times.len() > MAX_SLIDING_TIMES {
-            group.times.pop_front();
-            ctx.stats.evicted_groups += 1;
-        }
-        if bound.is_below() {
-            return None;
-        }
-        // Above: is there a run of `n` events spanning less than the window around `at`?
-        let n = bound.firing_count() as usize;
-        let len = group.times.len();
-        if len < n {
-            return None;
-        }
-        let first = at.saturating_sub(n - 1);
-        let last_start = at.min(len - n);
-        let start = (first..=last_start)
-            .find(|&i| group.times[i + n - 1].0 - group.times[i].0 < window_ms)?;
-        let begin = group.times[start].0;
-        let mut alert = ctx.alert(key, &begin.to_string(), hit.time);
-        alert.window = Some((begin, begin.saturating_add(window_ms)));
-        alert.value = Some(n as f64);
-        alert.events = vec![hit.event()];
-        alert.event_refs = group
-            .times
-            .range(start..start + n)
-            .take(ctx.limits.max_events.max(1))
-            .map(|(_, location)| *location)
-            .collect();
-        // Counting starts afresh after the alert: the events that fired are consumed.
-        group.times.drain(..start + n);
-        Some(alert)
+            |group, ctx| {
+                group.first_seen = group.first_seen.min(hit.time);
+                // Sorted insert: events may arrive out of order within the allowed lateness.
+                let at = group.times.partition_point(|(t, _)| *t <= hit.time);
+                group.times.insert(at, (hit.time, hit.location));
+                if group.times.len() > MAX_SLIDING_TIMES {
+                    group.times.pop_front();
+                    ctx.stats.evicted_groups += 1;
+                }
+                if bound.is_below() {
+                    return None;
+                }
+                // Above: is there a run of `n` events spanning less than the window around `at`?
+                let n = bound.firing_count() as usize;
+                let len = group.times.len();
+                if len < n {
+                    return None;
+                }
+                let first = at.saturating_sub(n - 1);
+                let last_start = at.min(len - n);
+                let start = (first..=last_start)
+                    .find(|&i| group.times[i + n - 1].0 - group.times[i].0 < window_ms)?;
+                let begin = group.times[start].0;
+                let mut alert = ctx.alert(key, &begin.to_string(), hit.time);
+                alert.window = Some((begin, begin.saturating_add(window_ms)));
+                alert.value = Some(n as f64);
+                alert.events = vec![hit.event()];
+                alert.event_refs = group
+                    .times
+                    .range(start..start + n)
+                    .take(ctx.limits.max_events.max(1))
+                    .map(|(_, location)| *location)
+                    .collect();
+                // Counting starts afresh after the alert: the events that fired are consumed.
+                group.times.drain(..start + n);
+                Some(alert)
+            },
+        )
     }
 
     pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) -> Vec<Alert> {
