@@ -1,5 +1,6 @@
 //! The server's background lake maintenance: a compaction pass, then lake retention, every
-//! interval, each on a blocking thread (they read and write whole files).
+//! interval, on a thread of their own (they read and write whole files) at the lake's lower
+//! priority, so that a pass never takes CPU from ingest and detection.
 
 use std::time::Duration;
 
@@ -7,8 +8,9 @@ use tw_core::now_ms;
 use tw_lake::Lake;
 
 /// Runs until aborted; an interval of zero disables it. A failed pass is logged and retried
-/// at the next interval (every step is atomic, so a half-done pass is safe).
-pub async fn run(lake: Lake, interval: Duration) {
+/// at the next interval (every step is atomic, so a half-done pass is safe). Each pass runs
+/// at `nice` (a thread per pass: a pooled thread would keep the lower priority for others).
+pub async fn run(lake: Lake, interval: Duration, nice: i32) {
     if interval.is_zero() {
         return;
     }
@@ -18,14 +20,26 @@ pub async fn run(lake: Lake, interval: Duration) {
     loop {
         ticks.tick().await;
         let lake = lake.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let now = now_ms();
-            let compacted = lake.compact(now, lake.config().compaction.min_age_ms);
-            let expired = lake.apply_retention(now);
-            (compacted, expired)
-        })
-        .await;
-        match outcome {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("lake-maintenance".into())
+            .spawn(move || {
+                if nice != 0
+                    && let Err(error) = tw_os::set_current_thread_nice(nice)
+                {
+                    tracing::debug!(nice, %error, "lake maintenance keeps the normal priority");
+                }
+                let now = now_ms();
+                let compacted = lake.compact(now, lake.config().compaction.min_age_ms);
+                let expired = lake.apply_retention(now);
+                // The receiver is gone only when the server stops.
+                let _ = done.send((compacted, expired));
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "could not start a lake maintenance pass");
+            continue;
+        }
+        match finished.await {
             Ok((compacted, expired)) => {
                 match compacted {
                     Ok(report) if report.files_compacted > 0 || report.superseded_deleted > 0 => {
@@ -42,7 +56,7 @@ pub async fn run(lake: Lake, interval: Duration) {
                     Err(error) => tracing::warn!(%error, "lake retention failed"),
                 }
             }
-            Err(error) => tracing::warn!(%error, "lake maintenance task failed"),
+            Err(_) => tracing::warn!("lake maintenance pass ended without a report (panicked)"),
         }
     }
 }

@@ -27,8 +27,11 @@ use tw_server::{AppState, RuleRegistry};
 use crate::config::Config;
 use crate::detection::DetectionConsumer;
 
-/// `nice` of the lake and search consumer threads (ingest and detection keep 0).
-const BACKGROUND_NICE: i32 = 10;
+/// `nice` of the lake consumer and of lake maintenance (ingest and detection keep 0).
+const LAKE_NICE: i32 = 10;
+/// `nice` of the search consumer: below the lake, since indexing an event costs ~10x writing
+/// it to the lake (BENCHMARKS.md), and SQL sees only what the lake consumer has read.
+const SEARCH_NICE: i32 = 15;
 
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
@@ -120,9 +123,9 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let stop_consumers = Arc::new(AtomicBool::new(false));
     // The lake and search consumers (and the Parquet encoding and index merges they start)
     // run at a lower priority than ingest and detection: when the CPUs are busy, alerts and
-    // acknowledgements come first and the lake and search catch up when there is slack.
-    let background = RunnerConfig {
-        nice: BACKGROUND_NICE,
+    // acknowledgements come first, then the lake, and search catches up when there is slack.
+    let background = |nice| RunnerConfig {
+        nice,
         ..RunnerConfig::default()
     };
     let lake_consumer = spawn_consumer(
@@ -130,7 +133,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         log.clone(),
         offsets.clone(),
         dlq.clone(),
-        background.clone(),
+        background(LAKE_NICE),
         stop_consumers.clone(),
     )?;
     // Its own consumer (offsets under `search`): it commits every second, the lake every 10 s.
@@ -161,7 +164,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         log.clone(),
         offsets.clone(),
         dlq.clone(),
-        background,
+        background(SEARCH_NICE),
         stop_consumers.clone(),
     )?;
     let detect_dir = data.join("detect");
@@ -222,6 +225,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let lake_maintenance = tokio::spawn(crate::lake_maintenance::run(
         lake.clone(),
         Duration::from_secs(config.lake.compaction.interval_secs),
+        LAKE_NICE,
     ));
     let source_context = tw_sources::SourceContext {
         ingestor: ingestor.clone(),

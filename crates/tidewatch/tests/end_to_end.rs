@@ -95,10 +95,10 @@ async fn ingest_detect_lake_and_sql_agree_exactly_across_a_restart() {
         &["--rules-dir", rules.to_str().unwrap()],
     );
 
-    // Ingest and detection keep the normal priority; the lake and search consumers yield.
+    // Ingest and detection keep the normal priority; the lake yields, search yields more.
     assert_eq!(thread_nice(server.pid(), "consumer-detect"), Some(0));
     assert_eq!(thread_nice(server.pid(), "consumer-lake"), Some(10));
-    assert_eq!(thread_nice(server.pid(), "consumer-search"), Some(10));
+    assert_eq!(thread_nice(server.pid(), "consumer-search"), Some(15));
 
     let text = generate("cloudtrail", 30_000, 7, 2000);
     let lines: Vec<&str> = text.lines().collect();

@@ -12,15 +12,18 @@
 //! Only files below the writer's `hot_start` are merged, read before listing: files of a flush
 //! that failed half-way (which the writer deletes later) are never merged. A pass holds the
 //! lake's maintenance lock, which the writer's crash clean-up also takes.
+//!
+//! Memory: inputs that are each sorted already (every file this version writes, with the
+//! default sort column) are merged a small batch per input at a time (`merge.rs`); otherwise
+//! the inputs of one output are held decoded once.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, RecordBatch};
-use arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
+use arrow::array::RecordBatch;
+use arrow::compute::interleave_record_batch;
 use arrow::datatypes::{DataType, SchemaRef};
 use chrono::{NaiveDate, TimeZone, Utc};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -28,10 +31,11 @@ use parquet::schema::types::ColumnPath;
 use serde::Serialize;
 use tw_core::{Offset, PartitionId, StreamLakeConfig, StreamName};
 
-use crate::catalog::{OFFSET_COLUMN, TIME_COLUMN};
+use crate::catalog::TIME_COLUMN;
 use crate::convert::align;
 use crate::files::{self, DataFile, file_name};
 use crate::import::flushed;
+use crate::merge::{self, GroupKeys, SortedMerge};
 use crate::storage::LakeStorage;
 use crate::supersede::{by_dir, range_of_path, superseded_ranges};
 use crate::{Lake, LakeError};
@@ -198,56 +202,56 @@ impl Lake {
         }
         let name = stream.as_str();
         let sort_column = sort_column_of(schema, settings, name);
-        // First pass: only the sort keys stay in memory, one input file decoded at a time.
-        let (mut keys, mut offsets, mut rows) = (Vec::new(), Vec::new(), 0usize);
-        for (file, _) in group {
-            for batch in read_file(self.storage(), &file.path, name)? {
-                let batch = align(&batch, schema, name)?;
-                rows += batch.num_rows();
-                keys.push(column(&batch, sort_column, name)?);
-                offsets.push(column(&batch, OFFSET_COLUMN, name)?);
-            }
-        }
-        let order = sort_order(&keys, &offsets, name)?;
-        drop((keys, offsets));
+        let paths: Vec<&str> = group.iter().map(|(file, _)| file.path.as_str()).collect();
+        let storage = self.storage();
+        let input_bytes: u64 = group.iter().map(|(_, size)| size).sum();
+        // A guess at the merged file's size, a little over the inputs' (same rows, fewer
+        // footers); capped, since sizes come from a listing.
+        let expected_bytes = usize::try_from(input_bytes.saturating_add(input_bytes / 16))
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        // First pass: only the sort keys, one input at a time.
+        let keys = GroupKeys::read(storage, &paths, schema, sort_column, name)?;
+        let rows = keys.rows;
         let properties = writer_properties_for(
             schema,
             rows,
             &settings.bloom_filter_columns,
             self.config().compaction.row_group_rows,
         );
-        let storage = self.storage();
-        let aligned = |file: &DataFile| -> Result<Vec<RecordBatch>, LakeError> {
-            read_file(storage, &file.path, name)?
-                .iter()
-                .map(|batch| align(batch, schema, name))
-                .collect()
-        };
-        let bytes = match order {
-            // Already in order (events that arrive in time order): the inputs stream through
-            // the writer one file at a time.
-            None => {
-                let batches = group.iter().flat_map(|(file, _)| match aligned(file) {
-                    Ok(batches) => batches.into_iter().map(Ok).collect::<Vec<_>>(),
-                    Err(error) => vec![Err(error)],
-                });
-                files::write_batches(storage, &path, schema, batches, properties)?
-            }
-            // Reordered: the inputs are held decoded once and the sorted rows go to the writer
-            // a chunk at a time (concatenating, then sorting the whole hour made three copies
-            // of it, the server's peak memory).
-            Some(order) => {
-                let mut batches = Vec::new();
-                for (file, _) in group {
-                    batches.extend(aligned(file)?);
+        let bytes = if keys.inputs_sorted {
+            // The usual case: a small batch of each open input decoded at a time.
+            let merged = SortedMerge::new(
+                storage,
+                &paths,
+                keys,
+                schema,
+                sort_column,
+                SORTED_CHUNK_ROWS,
+                name,
+            )?;
+            files::write_batches(storage, &path, schema, merged, properties, expected_bytes)?
+        } else {
+            // An input out of order: the inputs are held decoded once and the sorted rows go
+            // to the writer a chunk at a time.
+            let order = keys.order(name)?;
+            drop(keys);
+            let mut batches = Vec::new();
+            for path in &paths {
+                for batch in merge::open_reader(storage, path, None, SORTED_CHUNK_ROWS)? {
+                    batches.push(align(
+                        &batch.map_err(LakeError::arrow(name))?,
+                        schema,
+                        name,
+                    )?);
                 }
-                let pairs = batch_and_row(&order, &batches);
-                let refs: Vec<&RecordBatch> = batches.iter().collect();
-                let chunks = pairs.chunks(SORTED_CHUNK_ROWS).map(|chunk| {
-                    interleave_record_batch(&refs, chunk).map_err(LakeError::arrow(name))
-                });
-                files::write_batches(storage, &path, schema, chunks, properties)?
             }
+            let pairs = batch_and_row(&order, &batches);
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            let chunks = pairs
+                .chunks(SORTED_CHUNK_ROWS)
+                .map(|chunk| interleave_record_batch(&refs, chunk).map_err(LakeError::arrow(name)));
+            files::write_batches(storage, &path, schema, chunks, properties, expected_bytes)?
         };
         tracing::info!(%stream, %path, inputs = group.len(), rows, "lake files compacted");
         Ok(Some((bytes, rows as u64)))
@@ -305,8 +309,11 @@ fn pack<'f, 'd>(live: &'f [(&'d DataFile, u64)], target: u64) -> Vec<&'f [(&'d D
     groups
 }
 
-/// Rows per batch handed to the Parquet writer when compaction reorders rows.
+/// Rows per batch handed to the Parquet writer by compaction.
 const SORTED_CHUNK_ROWS: usize = 8192;
+
+/// Rows per batch of [`read_file`] (the Parquet reader's default).
+const READ_BATCH_ROWS: usize = 1024;
 
 /// The column compaction sorts by: the stream's sort column (`_time` unless configured), or
 /// `_time` while the configured column does not exist yet in the stream's data.
@@ -317,52 +324,6 @@ fn sort_column_of<'s>(schema: &SchemaRef, settings: &'s StreamLakeConfig, stream
     }
     tracing::debug!(%stream, column = wanted, "sort column absent; sorting by _time");
     TIME_COLUMN
-}
-
-fn column(batch: &RecordBatch, name: &str, stream: &str) -> Result<ArrayRef, LakeError> {
-    batch
-        .column_by_name(name)
-        .cloned()
-        .ok_or_else(|| missing_column(stream, name))
-}
-
-/// The order of all rows by `keys` then `offsets` (each given per input batch), as global
-/// row numbers; `None` when they are in that order already.
-fn sort_order(
-    keys: &[ArrayRef],
-    offsets: &[ArrayRef],
-    stream: &str,
-) -> Result<Option<Vec<usize>>, LakeError> {
-    if keys.is_empty() {
-        // No rows: nothing to order.
-        return Ok(None);
-    }
-    let joined = |parts: &[ArrayRef]| -> Result<ArrayRef, LakeError> {
-        let parts: Vec<&dyn Array> = parts.iter().map(|part| part.as_ref()).collect();
-        concat(&parts).map_err(LakeError::arrow(stream))
-    };
-    let columns = [
-        SortColumn {
-            values: joined(keys)?,
-            options: None,
-        },
-        SortColumn {
-            values: joined(offsets)?,
-            options: None,
-        },
-    ];
-    let order = lexsort_to_indices(&columns, None).map_err(LakeError::arrow(stream))?;
-    if order
-        .values()
-        .iter()
-        .enumerate()
-        .all(|(i, &row)| row as usize == i)
-    {
-        return Ok(None);
-    }
-    Ok(Some(
-        order.values().iter().map(|&row| row as usize).collect(),
-    ))
 }
 
 /// Global row numbers → (batch, row within it) over `batches`.
@@ -384,13 +345,6 @@ fn batch_and_row(order: &[usize], batches: &[RecordBatch]) -> Vec<(usize, usize)
         .collect()
 }
 
-fn missing_column(stream: &str, column: &str) -> LakeError {
-    LakeError::Arrow {
-        stream: stream.to_string(),
-        source: arrow::error::ArrowError::SchemaError(format!("no {column} column")),
-    }
-}
-
 /// Every row of the Parquet file at `path` (fetched whole: lake files are at most a merge
 /// target in size).
 pub(crate) fn read_file(
@@ -398,20 +352,7 @@ pub(crate) fn read_file(
     path: &str,
     stream: &str,
 ) -> Result<Vec<RecordBatch>, LakeError> {
-    let parquet_error = |source| LakeError::Parquet {
-        path: storage.describe(path),
-        source,
-    };
-    let Some(bytes) = storage.get(path)? else {
-        return Err(LakeError::Vanished {
-            path: storage.describe(path),
-        });
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(parquet_error)?
-        .build()
-        .map_err(parquet_error)?;
-    reader
+    merge::open_reader(storage, path, None, READ_BATCH_ROWS)?
         .map(|batch| batch.map_err(LakeError::arrow(stream)))
         .collect()
 }

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, Int64Array, RecordBatch, RecordBatchReader, TimestampMillisecondArray};
-use arrow::compute::{
-    concat_batches, filter_record_batch, kernels::cmp::lt, sort_to_indices, take_record_batch,
+use arrow::array::{
+    Array, Int64Array, RecordBatch, RecordBatchReader, TimestampMillisecondArray, UInt32Array,
 };
+use arrow::compute::{concat_batches, filter_record_batch, kernels::cmp::lt, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -80,8 +80,9 @@ pub(crate) struct Written {
 
 /// Writes the rows of one flush of `partition` (offsets `first..=last`, all batches already
 /// aligned to `schema`) as one file per event-time hour under the stream's directory, rows
-/// sorted by `_time`. Each stored file is pushed to `files` at once, so that after an error
-/// the caller knows which files of the failed flush exist.
+/// sorted by `_time`, then `_offset` (the order compaction merges files in without decoding
+/// them whole, see `merge.rs`). Each stored file is pushed to `files` at once, so that after
+/// an error the caller knows which files of the failed flush exist.
 // Each argument is one independent fact of the flush; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_flush(
@@ -95,8 +96,10 @@ pub(crate) fn write_flush(
     files: &mut Vec<String>,
 ) -> Result<Written, LakeError> {
     let all = concat_batches(schema, batches).map_err(LakeError::arrow(stream))?;
-    let order = sort_to_indices(all.column(0), None, None).map_err(LakeError::arrow(stream))?;
-    let sorted = take_record_batch(&all, &order).map_err(LakeError::arrow(stream))?;
+    let sorted = match flush_order(&all, stream)? {
+        Some(order) => take_record_batch(&all, &order).map_err(LakeError::arrow(stream))?,
+        None => all,
+    };
     let times = time_column(&sorted, stream)?;
     let name = file_name(partition, first, last);
     let mut written = Written::default();
@@ -116,6 +119,34 @@ pub(crate) fn write_flush(
         start = end;
     }
     Ok(written)
+}
+
+/// The order of a flush's rows by `_time`, then `_offset`; `None` when they are in it already
+/// (events that arrive in time order), which saves copying every column.
+fn flush_order(batch: &RecordBatch, stream: &str) -> Result<Option<UInt32Array>, LakeError> {
+    let times = time_column(batch, stream)?.values();
+    let offsets = batch
+        .column_by_name(OFFSET_COLUMN)
+        .and_then(|column| column.as_any().downcast_ref::<Int64Array>())
+        .ok_or_else(|| LakeError::Arrow {
+            stream: stream.to_string(),
+            source: arrow::error::ArrowError::SchemaError(format!(
+                "{OFFSET_COLUMN} is not a 64-bit integer"
+            )),
+        })?
+        .values();
+    let key = |row: u32| (times[row as usize], offsets[row as usize]);
+    let rows = u32::try_from(batch.num_rows()).map_err(|_| LakeError::Arrow {
+        stream: stream.to_string(),
+        source: arrow::error::ArrowError::ComputeError("a flush of over 4 Gi rows".into()),
+    })?;
+    if (1..rows).all(|row| key(row - 1) <= key(row)) {
+        return Ok(None);
+    }
+    let mut order: Vec<u32> = (0..rows).collect();
+    // Stable and quick on the long ordered runs a log partition holds.
+    order.sort_by_key(|&row| key(row));
+    Ok(Some(UInt32Array::from(order)))
 }
 
 fn time_column<'b>(
@@ -142,24 +173,28 @@ pub(crate) fn write_file(
     properties: Result<WriterProperties, parquet::errors::ParquetError>,
 ) -> Result<u64, LakeError> {
     let batches = std::iter::once(Ok(batch.clone()));
-    write_batches(storage, path, &batch.schema(), batches, properties)
+    write_batches(storage, path, &batch.schema(), batches, properties, 0)
 }
 
 /// Writes `batches` (each of `schema`) as one Parquet file at `path`; returns its size. The
-/// encoded file is built in memory (one put, so it appears whole), the rows a batch at a time.
+/// encoded file is built in memory (one put, so it appears whole), the rows a batch at a time,
+/// in a buffer of `expected_bytes` to start with (growing it doubles and copies: for a merged
+/// file, the inputs' total size is a close guess).
 pub(crate) fn write_batches(
     storage: &LakeStorage,
     path: &str,
     schema: &SchemaRef,
     batches: impl Iterator<Item = Result<RecordBatch, LakeError>>,
     properties: Result<WriterProperties, parquet::errors::ParquetError>,
+    expected_bytes: usize,
 ) -> Result<u64, LakeError> {
     let parquet_error = |source| LakeError::Parquet {
         path: storage.describe(path),
         source,
     };
     let properties = properties.map_err(parquet_error)?;
-    let mut writer = ArrowWriter::try_new(Vec::new(), Arc::clone(schema), Some(properties))
+    let buffer = Vec::with_capacity(expected_bytes);
+    let mut writer = ArrowWriter::try_new(buffer, Arc::clone(schema), Some(properties))
         .map_err(parquet_error)?;
     for batch in batches {
         writer.write(&batch?).map_err(parquet_error)?;

@@ -52,6 +52,7 @@ mod files;
 mod flatten;
 mod forget;
 mod import;
+mod merge;
 mod retention;
 mod schema_view;
 mod storage;

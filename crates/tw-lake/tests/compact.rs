@@ -245,6 +245,141 @@ fn compaction_of_rows_already_in_order_writes_them_through() {
     assert_eq!(offsets, (0..100).collect::<Vec<i64>>());
 }
 
+/// (`_time`, `_offset`) of every row of `file`, in file order.
+fn time_and_offset(file: &Path) -> Vec<(i64, i64)> {
+    let mut rows = Vec::new();
+    for batch in read_parquet(file) {
+        let times = batch.column_by_name("_time").unwrap();
+        let offsets = batch.column_by_name("_offset").unwrap();
+        let times = times.as_primitive::<TimestampMillisecondType>().values();
+        let offsets = offsets
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values();
+        rows.extend(times.iter().copied().zip(offsets.iter().copied()));
+    }
+    rows
+}
+
+/// Writes `flushes` flushes of `rows` events into partition 0 of stream `ct`, event `o` at
+/// `time(o)`, compacts the hour and returns the (`_time`, `_offset`) of the merged file, having
+/// checked that each flush file was in that order and that every column followed its row.
+fn merged_time_and_offset(flushes: u64, rows: u64, time: impl Fn(u64) -> i64) -> Vec<(i64, i64)> {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_settings(dir.path(), 3_600_000);
+    let mut writer = lake.writer();
+    writer.start(&BTreeMap::new()).unwrap();
+    for flush in 0..flushes {
+        let events: Vec<(i64, Value)> = (flush * rows..(flush + 1) * rows)
+            .map(|o| (time(o), json!({"user": format!("user-{o}"), "n": o})))
+            .collect();
+        writer
+            .handle(&batch("ct", 0, flush * rows, &events))
+            .unwrap();
+        writer.flush().unwrap();
+    }
+    let stream_dir = stream_dir(&lake, "ct");
+    for file in &live_files(&stream_dir) {
+        let rows = time_and_offset(file);
+        assert!(rows.windows(2).all(|w| w[0] < w[1]), "{file:?} in order");
+    }
+    let report = lake.compact(LATER, 0).unwrap();
+    let total = flushes * rows;
+    assert_eq!(
+        (report.files_compacted, report.rows),
+        (flushes as usize, total),
+        "{report:?}"
+    );
+    let live = live_files(&stream_dir);
+    assert_eq!(live.len(), 1, "{live:?}");
+    let merged = time_and_offset(&live[0]);
+    let users = column_text(&read_parquet(&live[0]), "user");
+    let wanted: Vec<String> = merged.iter().map(|(_, o)| format!("user-{o}")).collect();
+    assert_eq!(users, wanted);
+    merged
+}
+
+/// Every event `o` of `0..count` at `time(o)`, in (`_time`, `_offset`) order.
+fn sorted_rows(count: u64, time: impl Fn(u64) -> i64) -> Vec<(i64, i64)> {
+    let mut rows: Vec<(i64, i64)> = (0..count).map(|o| (time(o), o as i64)).collect();
+    rows.sort();
+    rows
+}
+
+/// Flushes whose times overlap and repeat (three flushes of 3,000 events over the same 1,000
+/// seconds, more rows per input than the merge decodes at a time): compaction merges them
+/// into one file in (`_time`, `_offset`) order with every row once.
+#[test]
+fn compaction_merges_overlapping_sorted_flushes_in_time_then_offset_order() {
+    let time = |o: u64| T0 + ((o * 7) % 1000) as i64 * 1000;
+    assert_eq!(
+        merged_time_and_offset(3, 3000, time),
+        sorted_rows(9000, time)
+    );
+}
+
+/// Flushes that each overlap the next by half, as under concurrent requests: the merge opens
+/// an input only when it reaches the input's first row, and still interleaves exactly.
+#[test]
+fn compaction_merges_staggered_flushes_opening_each_when_reached() {
+    // Flush f holds times 500f .. 500f + 1000 seconds (five events a second, shuffled).
+    let time = |o: u64| {
+        let (flush, within) = (o / 5000, o % 5000);
+        T0 + (flush * 500_000 + (within * 3331) % 5000 * 200) as i64
+    };
+    assert_eq!(
+        merged_time_and_offset(4, 5000, time),
+        sorted_rows(20_000, time)
+    );
+}
+
+/// A stream sorted by another column than `_time`: flush files are not in its order, so
+/// compaction sorts the inputs in memory, and the output is in (column, `_offset`) order.
+#[test]
+fn compaction_sorts_by_a_configured_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = open(dir.path());
+    lake.use_stream_settings(Arc::new(|_| StreamLakeConfig {
+        sort_column: Some("user".into()),
+        ..StreamLakeConfig::default()
+    }));
+    let mut writer = lake.writer();
+    writer.start(&BTreeMap::new()).unwrap();
+    for flush in 0..3u64 {
+        let events: Vec<(i64, Value)> = (flush * 100..flush * 100 + 100)
+            .map(|o| {
+                (
+                    T0 + o as i64 * 1000,
+                    json!({"user": format!("u{}", (o * 37) % 50)}),
+                )
+            })
+            .collect();
+        writer
+            .handle(&batch("ct", 0, flush * 100, &events))
+            .unwrap();
+        writer.flush().unwrap();
+    }
+    let report = lake.compact(LATER, 0).unwrap();
+    assert_eq!(
+        (report.files_compacted, report.rows),
+        (3, 300),
+        "{report:?}"
+    );
+    let live = live_files(&stream_dir(&lake, "ct"));
+    assert_eq!(live.len(), 1, "{live:?}");
+    let batches = read_parquet(&live[0]);
+    let users = column_text(&batches, "user");
+    let offsets: Vec<i64> = time_and_offset(&live[0])
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
+    let rows: Vec<(String, i64)> = users.into_iter().zip(offsets).collect();
+    let mut expected: Vec<(String, i64)> = (0..300i64)
+        .map(|o| (format!("u{}", (o * 37) % 50), o))
+        .collect();
+    expected.sort();
+    assert_eq!(rows, expected);
+}
+
 #[test]
 fn flush_files_carry_bloom_filters_of_configured_columns() {
     let dir = tempfile::tempdir().unwrap();
