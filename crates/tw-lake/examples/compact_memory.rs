@@ -16,7 +16,8 @@ fn main() {
         std::process::exit(2);
     };
     let lake = Lake::open(LakeConfig::new(&dir)).expect("the lake opens");
-    // Every file counts as flushed (committed offsets beyond any file: nothing is cut).
+    // Every file counts as flushed (committed offsets beyond any file: nothing is cut), for
+    // streams of up to 64 partitions.
     let mut committed = BTreeMap::new();
     for stream in lake.streams() {
         for partition in 0..64 {

@@ -238,12 +238,8 @@ impl Lake {
             drop(keys);
             let mut batches = Vec::new();
             for path in &paths {
-                for batch in merge::open_reader(storage, path, None, SORTED_CHUNK_ROWS)? {
-                    batches.push(align(
-                        &batch.map_err(LakeError::arrow(name))?,
-                        schema,
-                        name,
-                    )?);
+                for batch in read_file(storage, path, name)? {
+                    batches.push(align(&batch, schema, name)?);
                 }
             }
             let pairs = batch_and_row(&order, &batches);
