@@ -204,9 +204,8 @@ fn events(count: usize) -> Events {
 
 /// Evaluates the workload in batches of 1,000; with `checked`, as the detection consumer does
 /// (events kept whole are taken unread), else without the parser's word (their text is
-/// checked when taken).
-fn run(engine: &mut Engine, workload: &Events, checked: bool) -> Vec<Alert> {
-    let mut alerts = Vec::new();
+/// checked when taken). Each batch's alerts go to `take`.
+fn run(engine: &mut Engine, workload: &Events, checked: bool, mut take: impl FnMut(Vec<Alert>)) {
     let batches = workload
         .records
         .chunks(1_000)
@@ -214,9 +213,8 @@ fn run(engine: &mut Engine, workload: &Events, checked: bool) -> Vec<Alert> {
         .zip(workload.checked.chunks(1_000));
     for ((records, events), words) in batches {
         let words = if checked { words } else { &[] };
-        alerts.extend(engine.evaluate_checked("cloudtrail", 0, records, events, words, 0));
+        take(engine.evaluate_checked("cloudtrail", 0, records, events, words, 0));
     }
-    alerts
 }
 
 #[test]
@@ -226,7 +224,10 @@ fn the_mixed_workload_exercises_every_kind() {
     for checked in [true, false] {
         let mut engine = Engine::new(EngineConfig::default());
         engine.set_rules(workload());
-        let raised = run(&mut engine, &workload_events, checked);
+        let mut raised = Vec::new();
+        run(&mut engine, &workload_events, checked, |alerts| {
+            raised.extend(alerts)
+        });
         let stats = engine.stats();
         for prefix in ["R", "thr-", "dist-", "seq-", "new-"] {
             let alerts: u64 = stats
@@ -258,7 +259,13 @@ fn measure_mixed_workload() {
     let mut engine = Engine::new(EngineConfig::default());
     engine.set_rules(workload());
     let started = std::time::Instant::now();
-    let alerts = run(&mut engine, &workload_events, checked).len();
+    // Alerts are counted and dropped batch by batch, as the detection consumer hands them to
+    // the alert store and drops them. (Keeping all of them, as this measure did before
+    // 2026-12-05, had the kernel zero fresh huge pages for ~17 % of the measured time.)
+    let mut alerts = 0;
+    run(&mut engine, &workload_events, checked, |raised| {
+        alerts += raised.len()
+    });
     let elapsed = started.elapsed().as_secs_f64();
     let stats = engine.stats();
     let keys: u64 = stats.iter().map(|s| s.active_groups).sum();

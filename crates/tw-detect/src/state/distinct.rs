@@ -119,7 +119,7 @@ impl SlidingDistinct {
         let (firing, window_ms) = spec(ctx)?;
         let value = hit.values.first().copied().flatten().and_then(value_text)?;
         let key = hit.group;
-        let alert = super::with_group(
+        super::with_group(
             &mut self.groups,
             key,
             ctx,
@@ -156,12 +156,13 @@ impl SlidingDistinct {
                     .take(ctx.limits.max_events.max(1))
                     .map(|(_, location)| location)
                     .collect();
+                // Counting starts afresh after the alert. The emptied group stays (until the
+                // next pass drops empty groups) with its table, which the group's next event
+                // would otherwise allocate again.
+                group.latest.clear();
                 Some(alert)
             },
-        )?;
-        // Counting starts afresh after the alert.
-        self.groups.remove(key);
-        Some(alert)
+        )
     }
 
     pub(crate) fn advance(&mut self, ctx: &mut Ctx, watermark: i64) {

@@ -44,6 +44,13 @@ pub(crate) struct Sequences {
     /// Horizon of the last pass that dropped expired events (none yet since load).
     #[serde(skip)]
     pruned_horizon: Option<i64>,
+    /// `until` rules: the watermark up to which every key's sequences were confirmed and fired
+    /// (none yet since load), so the next pass looks only at what can have changed since.
+    #[serde(skip)]
+    confirmed_to: Option<i64>,
+    /// `until` rules: the oldest time of the events buffered since that pass.
+    #[serde(skip)]
+    oldest_since_confirmed: Option<i64>,
 }
 
 struct Shape {
@@ -84,7 +91,12 @@ impl Sequences {
             return Vec::new();
         }
         let key = hit.group;
-        let Self { keys, arrivals, .. } = self;
+        let Self {
+            keys,
+            arrivals,
+            oldest_since_confirmed,
+            ..
+        } = self;
         super::with_group(
             keys,
             key,
@@ -120,6 +132,8 @@ impl Sequences {
                     }
                 }
                 if shape.has_until {
+                    let oldest = oldest_since_confirmed.get_or_insert(item_time);
+                    *oldest = (*oldest).min(item_time);
                     return Vec::new();
                 }
                 // Without `until`, every complete sequence fires when it completes, so the
@@ -154,11 +168,15 @@ impl Sequences {
         if !shape.has_until && !prune {
             return alerts;
         }
+        // (Events that came since are normally not older than the last pass's watermark, but
+        // one that is, after a replay's `finish` for instance, moves the bound back.)
+        let since = self.confirmed_to.map(|to| {
+            self.oldest_since_confirmed
+                .map_or(to, |oldest| to.min(oldest))
+        });
         self.keys.retain(|key, buffer| {
             if shape.has_until {
-                while let Some(found) = find(buffer, &shape, Some(watermark), 0..buffer.len()) {
-                    alerts.push(fire(ctx, key, buffer, &found));
-                }
+                confirm(ctx, key, buffer, &shape, since, watermark, &mut alerts);
             }
             if prune {
                 buffer.retain(|e| e.time >= horizon);
@@ -168,7 +186,51 @@ impl Sequences {
         if prune {
             self.pruned_horizon = Some(horizon);
         }
+        if shape.has_until {
+            self.confirmed_to = Some(watermark);
+            self.oldest_since_confirmed = None;
+        }
         alerts
+    }
+}
+
+/// Fires the sequences of one key's `buffer` that `watermark` confirms (`until` rules).
+///
+/// A pass at `since` fired every sequence confirmed then, and events that came after it are
+/// not older than `since` (the caller moves `since` back to the oldest of them). So a sequence
+/// confirmed now and not then ends at or after `since`: a key without events in
+/// `[since, watermark]` has none, and a sequence that has one starts at most `maxspan` before
+/// `since`. Each pass used to search every key's buffer from its first event. Firing removes
+/// events, and removing one that is both a first step and `until` can unblock an older
+/// sequence, so the search after a fire looks at every start again.
+fn confirm(
+    ctx: &mut Ctx,
+    key: &str,
+    buffer: &mut VecDeque<Buffered>,
+    shape: &Shape,
+    since: Option<i64>,
+    watermark: i64,
+    alerts: &mut Vec<Alert>,
+) {
+    let mut earliest_start = None;
+    if let Some(since) = since {
+        // The newest event first: an idle key's is older than `since`.
+        if buffer.back().is_none_or(|e| e.time < since) {
+            return;
+        }
+        let confirmed = buffer.partition_point(|e| e.time <= watermark);
+        if confirmed == 0 || buffer[confirmed - 1].time < since {
+            return;
+        }
+        earliest_start = Some(since.saturating_sub(shape.maxspan_ms));
+    }
+    loop {
+        let from = earliest_start.map_or(0, |time| buffer.partition_point(|e| e.time < time));
+        let Some(found) = find(buffer, shape, Some(watermark), from..buffer.len()) else {
+            return;
+        };
+        alerts.push(fire(ctx, key, buffer, &found));
+        earliest_start = None;
     }
 }
 
@@ -325,6 +387,114 @@ mod tests {
             }
         }
         None
+    }
+
+    /// Random buffered events of a few keys, in batches, through an `until` rule's state: once
+    /// as the engine drives it, and once with every pass scanning every key from its start.
+    #[test]
+    fn until_passes_confirm_what_a_full_scan_confirms() {
+        use crate::engine::{Limits, RuleStats};
+        use crate::state::{Ctx, Hit, WholeEvent};
+        use tw_core::Record;
+
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        let limits = Limits {
+            max_groups: 1_000,
+            max_events: 4,
+        };
+        let mut fired = 0;
+        for round in 0..200 {
+            let steps = 2 + next(2);
+            let ordered = round % 4 != 3;
+            let text = format!(
+                "id: q\ntitle: T\nstream: s\nsequence:\n  by: k\n  maxspan: {}s\n  ordered: {ordered}\n  steps: [{}]\n  until: {{field: u, exists: true}}\n",
+                1 + next(20),
+                (0..steps)
+                    .map(|i| format!("{{field: s{i}, exists: true}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let rule = crate::parse_rule(&text, crate::RuleFormat::Yaml)
+                .unwrap()
+                .compile()
+                .unwrap();
+            let (mut incremental, mut full) = (Sequences::default(), Sequences::default());
+            let mut stats = RuleStats::default();
+            let lateness = next(3_000) as i64;
+            let (mut max_time, mut offset) = (0i64, 0u64);
+            for _ in 0..30 {
+                let watermark_before = max_time - lateness;
+                for _ in 0..next(12) {
+                    // Mostly forward in time, sometimes back, never before the watermark.
+                    let time = (max_time + next(2_500) as i64 - 800).max(watermark_before);
+                    max_time = max_time.max(time);
+                    offset += 1;
+                    let (record, parsed) = (
+                        Record {
+                            offset,
+                            ingest_time_ms: 0,
+                            event_time_ms: time,
+                            key: bytes::Bytes::new(),
+                            payload: bytes::Bytes::new(),
+                        },
+                        serde_json::Value::Null,
+                    );
+                    let whole = WholeEvent::new(&record, &parsed, None);
+                    let group = ["a", "b", "c"][next(3) as usize];
+                    let hit = Hit {
+                        group,
+                        values: &[],
+                        whole: &whole,
+                        time,
+                        location: EventLocation {
+                            partition: 0,
+                            offset,
+                        },
+                        steps: next(1 << steps) as u32,
+                        until: next(12) == 0,
+                    };
+                    for sequences in [&mut incremental, &mut full] {
+                        let mut ctx = Ctx {
+                            rule: &rule,
+                            limits: &limits,
+                            stats: &mut stats,
+                        };
+                        assert!(sequences.observe(&mut ctx, &hit).is_empty());
+                    }
+                }
+                // Now and then a pass at the newest time, as a replay's `finish` makes: the
+                // events after it may be older than that watermark.
+                let watermark = if next(5) == 0 {
+                    max_time
+                } else {
+                    max_time - lateness
+                };
+                let mut ctx = Ctx {
+                    rule: &rule,
+                    limits: &limits,
+                    stats: &mut stats,
+                };
+                let keys_of = |alerts: Vec<Alert>| -> Vec<String> {
+                    let mut keys: Vec<String> = alerts.into_iter().map(|a| a.dedup_key).collect();
+                    keys.sort();
+                    keys
+                };
+                let expected = {
+                    full.confirmed_to = None;
+                    keys_of(full.advance(&mut ctx, watermark))
+                };
+                let got = keys_of(incremental.advance(&mut ctx, watermark));
+                assert_eq!(got, expected, "round {round}, watermark {watermark}");
+                fired += got.len();
+            }
+        }
+        assert!(fired > 200, "the rounds confirm sequences: {fired}");
     }
 
     #[test]
