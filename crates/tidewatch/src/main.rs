@@ -305,6 +305,8 @@ enum BenchCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    // First, so that what the allocator maps from here on is backed by ordinary pages.
+    let huge_pages = tw_os::disable_transparent_huge_pages();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TIDEWATCH_LOG")
@@ -312,6 +314,9 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(error) = huge_pages {
+        tracing::warn!(%error, "transparent huge pages could not be turned off");
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {

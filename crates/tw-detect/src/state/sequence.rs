@@ -389,6 +389,16 @@ mod tests {
         None
     }
 
+    /// Numbers below the argument, from a xorshift generator started at `state`.
+    fn xorshift(mut state: u64) -> impl FnMut(u64) -> u64 {
+        move |below| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        }
+    }
+
     /// Random buffered events of a few keys, in batches, through an `until` rule's state: once
     /// as the engine drives it, and once with every pass scanning every key from its start.
     #[test]
@@ -397,13 +407,7 @@ mod tests {
         use crate::state::{Ctx, Hit, WholeEvent};
         use tw_core::Record;
 
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |below: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % below
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let limits = Limits {
             max_groups: 1_000,
             max_events: 4,
@@ -499,13 +503,7 @@ mod tests {
 
     #[test]
     fn ending_the_search_early_finds_the_same_sequences() {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |below: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % below
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let mut found = 0;
         for _ in 0..3_000 {
             let steps = 1 + next(3) as usize;
