@@ -272,3 +272,36 @@ fn writers_beyond_the_limit_are_committed_and_closed() {
     indexer.commit_all().unwrap();
     assert_eq!(indexes.search(&stream, &request("")).unwrap().total, 6);
 }
+
+#[test]
+fn new_hours_store_events_with_zstd_and_lz4_hours_stay_readable() {
+    use tantivy::store::Compressor;
+
+    let dir = tempfile::tempdir().unwrap();
+    let indexes = SearchIndexes::open(SearchConfig::new(dir.path().join("search"))).unwrap();
+    let stream = StreamName::new("cloudtrail").unwrap();
+    // The first hour as an earlier version made it: tantivy's default store (lz4).
+    let old_hour = indexes.stream_dir(&stream).join(crate::hour_dir_name(T0));
+    std::fs::create_dir_all(&old_hour).unwrap();
+    tantivy::Index::create_in_dir(&old_hour, crate::schema().0).unwrap();
+    let mut indexer = indexes.indexer();
+    indexer.start_at(&BTreeMap::new()).unwrap();
+    indexer.write(&batch(&stream, 0, 0, &events())).unwrap();
+    indexer.commit_all().unwrap();
+    let store_of = |hour_ms: i64| {
+        let path = indexes
+            .stream_dir(&stream)
+            .join(crate::hour_dir_name(hour_ms));
+        tantivy::Index::open_in_dir(path)
+            .unwrap()
+            .settings()
+            .docstore_compression
+    };
+    assert_eq!(store_of(T0), Compressor::Lz4);
+    assert!(matches!(store_of(T0 + HOUR_MS), Compressor::Zstd(_)));
+    // Events come back whole from both kinds of store.
+    let (total, mut names) = users(&indexes, &stream, "");
+    names.sort();
+    assert_eq!(total, 5);
+    assert_eq!(names, ["alice", "alice", "bob", "carol", "dave"]);
+}
