@@ -35,9 +35,8 @@ pub fn set_current_thread_nice(_nice: i32) -> io::Result<()> {
 /// Stops the kernel from backing this process's memory with transparent huge pages, unless
 /// `MIMALLOC_ALLOW_THP` is set (then the allocator's own setting decides).
 ///
-/// mimalloc asks for huge pages for its arenas. Then every first touch of a 2 MiB region
-/// zeroes all of it, and memory that the allocator hands back in smaller pieces stays resident
-/// as long as any part of its huge page is in use. In three pairs of 2,000,000-event benchmark
+/// mimalloc asks for huge pages for its arenas. Then the first touch of any byte of a 2 MiB
+/// region zeroes and maps all of it. In three pairs of 2,000,000-event benchmark
 /// runs the server's peak resident memory was 25–86 MB lower without them, and every consumer
 /// drained at least as fast (BENCHMARKS.md, session 18). Call it first thing in `main`: it
 /// applies to memory mapped afterwards.
