@@ -36,10 +36,10 @@ pub fn set_current_thread_nice(_nice: i32) -> io::Result<()> {
 /// `MIMALLOC_ALLOW_THP` is set (then the allocator's own setting decides).
 ///
 /// mimalloc asks for huge pages for its arenas. Then the first touch of any byte of a 2 MiB
-/// region zeroes and maps all of it. In three pairs of 2,000,000-event benchmark
-/// runs the server's peak resident memory was 25–86 MB lower without them, and every consumer
-/// drained at least as fast (BENCHMARKS.md, session 18). Call it first thing in `main`: it
-/// applies to memory mapped afterwards.
+/// region zeroes and maps all of it. In three pairs of 2,000,000-event benchmark runs the
+/// server's peak resident memory was 25–86 MB lower without them, and every consumer drained
+/// at least as fast (BENCHMARKS.md, session 18). Call it first thing in `main`: it applies to
+/// memory mapped afterwards.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 pub fn disable_transparent_huge_pages() -> io::Result<()> {
