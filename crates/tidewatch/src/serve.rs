@@ -159,8 +159,20 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             .get(stream)
             .and_then(|state| state.config.search_fields.clone())
     });
+    // Search keeps the hours the lake keeps (`lake.retention` of each stream).
+    let streams = registry.clone();
+    let retention_of: tw_search::RetentionOf = Arc::new(move |stream| {
+        streams
+            .get(stream)
+            .and_then(|state| state.config.lake.retention_ms())
+    });
     let search_consumer = spawn_consumer(
-        Box::new(search.indexer().with_fields(fields_of)),
+        Box::new(
+            search
+                .indexer()
+                .with_fields(fields_of)
+                .with_retention(retention_of),
+        ),
         log.clone(),
         offsets.clone(),
         dlq.clone(),

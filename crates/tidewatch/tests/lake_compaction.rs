@@ -379,5 +379,24 @@ async fn the_background_pass_applies_lake_retention() {
         )
         .await;
     assert!(!data.join("lake/retained/year=2024").exists());
+    // The search indexes of those hours go too (the indexer's pass runs every 10 s).
+    server
+        .eventually(
+            "the old hours' search indexes are deleted",
+            Duration::from_secs(30),
+            || async {
+                let (status, body) = server.get("/api/v1/streams/retained/search?q=").await;
+                status == 200 && body["total"] == 1 && body["hits"][0]["event"]["n"] == 3
+            },
+        )
+        .await;
+    let hours: Vec<String> = std::fs::read_dir(data.join("search/retained"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        hours.iter().all(|hour| !hour.starts_with("2024")),
+        "{hours:?}"
+    );
     assert!(server.terminate());
 }

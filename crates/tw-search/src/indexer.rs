@@ -14,10 +14,11 @@ use bytes::Bytes;
 use serde_json::Value;
 use tantivy::indexer::{IndexWriterOptions, LogMergePolicy};
 use tantivy::schema::OwnedValue;
-use tantivy::{IndexWriter, TantivyDocument};
+use tantivy::{Index, IndexWriter, TantivyDocument};
 use tw_core::{Offset, PartitionId, Record, StreamName, now_ms};
 use tw_pipeline::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition};
 
+use crate::on_demand::OnDemandDirectory;
 use crate::{Fields, HourIndex, SearchError, SearchIndexes, hour_of};
 
 /// Name under which the indexer's offsets are stored.
@@ -27,6 +28,13 @@ pub(crate) const CONSUMER_NAME: &str = "search";
 /// it); `None` indexes every field. Asked once per batch, so a configuration change applies
 /// to the events indexed after it.
 pub type FieldsOf = Arc<dyn Fn(&StreamName) -> Option<Vec<String>> + Send + Sync>;
+
+/// How long each stream keeps its hour indexes, in milliseconds after the hour ends (`None`:
+/// forever). Asked at every retention pass, so a changed setting applies at the next one.
+pub type RetentionOf = Arc<dyn Fn(&StreamName) -> Option<u64> + Send + Sync>;
+
+/// Time between two retention passes of the indexer.
+const RETENTION_PASS_MS: i64 = 10_000;
 
 /// An hour index being written.
 struct OpenWriter {
@@ -51,6 +59,8 @@ pub struct SearchIndexer {
     last_commit_ms: i64,
     uses: u64,
     fields_of: Option<FieldsOf>,
+    retention_of: Option<RetentionOf>,
+    last_retention_ms: i64,
 }
 
 impl std::fmt::Debug for SearchIndexer {
@@ -73,6 +83,8 @@ impl SearchIndexer {
             last_commit_ms: now_ms(),
             uses: 0,
             fields_of: None,
+            retention_of: None,
+            last_retention_ms: i64::MIN,
         }
     }
 
@@ -80,6 +92,51 @@ impl SearchIndexer {
     pub fn with_fields(mut self, fields_of: FieldsOf) -> Self {
         self.fields_of = Some(fields_of);
         self
+    }
+
+    /// Deletes each stream's hour indexes once they are older than `retention_of` says
+    /// (checked every 10 s; none by default).
+    pub fn with_retention(mut self, retention_of: RetentionOf) -> Self {
+        self.retention_of = Some(retention_of);
+        self
+    }
+
+    /// Deletes the hour indexes of every stream whose hour ended at least the stream's
+    /// retention before `now_ms` (the server passes the lake's retention, so search keeps
+    /// the hours SQL keeps). The writer of such an hour is closed first, with what it had not
+    /// committed: those events are past the retention too. Returns how many hour indexes
+    /// were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, SearchError> {
+        let Some(retention_of) = self.retention_of.clone() else {
+            return Ok(0);
+        };
+        let mut deleted = 0;
+        for stream in self.indexes.streams()? {
+            let Some(retention_ms) = retention_of(&stream) else {
+                continue;
+            };
+            let cutoff = now_ms.saturating_sub_unsigned(retention_ms);
+            let expired = |hour: i64| hour.saturating_add(crate::HOUR_MS) <= cutoff;
+            let closing: Vec<_> = (self.writers.keys())
+                .filter(|(s, hour)| *s == stream && expired(*hour))
+                .cloned()
+                .collect();
+            for key in closing {
+                if let Some(open) = self.writers.remove(&key) {
+                    // Its merges write into the directory about to be removed: let them end.
+                    open.writer
+                        .wait_merging_threads()
+                        .map_err(SearchError::index(&open.hour.path))?;
+                }
+            }
+            deleted += self.indexes.remove_hours(&stream, expired)?;
+        }
+        if deleted > 0 {
+            metrics::counter!("tidewatch_search_retention_hours_deleted_total")
+                .increment(deleted as u64);
+            tracing::info!(deleted, "search retention: hour indexes deleted");
+        }
+        Ok(deleted)
     }
 
     /// Resumes at the committed offsets and removes half-created indexes.
@@ -140,12 +197,43 @@ impl SearchIndexer {
         Ok(())
     }
 
-    /// Commits when the commit interval has passed since the last commit round.
+    /// Commits when the commit interval has passed since the last commit round; with
+    /// nothing to commit, shows searches the merges finished since (see
+    /// [`SearchIndexer::reload_after_merges`]).
     pub fn commit_if_due(&mut self, now_ms: i64) -> Result<(), SearchError> {
         let interval = i64::try_from(self.indexes.config().commit_interval_ms).unwrap_or(i64::MAX);
-        let moved = self.handled != self.durable;
-        if moved && now_ms.saturating_sub(self.last_commit_ms) >= interval {
-            self.commit_all()?;
+        if now_ms.saturating_sub(self.last_commit_ms) < interval {
+            return Ok(());
+        }
+        if self.handled != self.durable {
+            self.commit_all()
+        } else {
+            self.last_commit_ms = now_ms;
+            self.reload_after_merges()
+        }
+    }
+
+    /// Reloads the reader of every open hour index whose segments changed since its last
+    /// reload. A merge that ends after an hour's last commit replaces segments that the
+    /// hour's reader would otherwise hold open, files and all, until the hour is written to
+    /// again, which for a past hour may be never.
+    pub fn reload_after_merges(&mut self) -> Result<(), SearchError> {
+        for open in self.writers.values() {
+            let hour = &open.hour;
+            let mut live = hour
+                .index
+                .searchable_segment_ids()
+                .map_err(SearchError::index(&hour.path))?;
+            let mut read: Vec<_> = (hour.reader.searcher().segment_readers().iter())
+                .map(|segment| segment.segment_id())
+                .collect();
+            live.sort_unstable();
+            read.sort_unstable();
+            if live != read {
+                hour.reader
+                    .reload()
+                    .map_err(SearchError::index(&hour.path))?;
+            }
         }
         Ok(())
     }
@@ -217,9 +305,11 @@ impl SearchIndexer {
                 .num_worker_threads(1)
                 .num_merge_threads(1)
                 .build();
-            let writer = hour_index
-                .index
-                .writer_with_options(options)
+            // Its own `Index` on the same directory: merges read through `OnDemandDirectory`,
+            // searches through the reader's memory maps (see `on_demand`).
+            let directory = OnDemandDirectory::open(&path).map_err(SearchError::index(&path))?;
+            let writer = Index::open(directory)
+                .and_then(|index| index.writer_with_options(options))
                 .map_err(SearchError::index(&path))?;
             writer.set_merge_policy(Box::new(merge_policy()));
             self.writers.insert(
@@ -474,7 +564,15 @@ impl Consumer for SearchIndexer {
         self.write(batch).map_err(consumer_error)
     }
 
+    /// Commits when due, and applies the retention every 10 s. A failed retention pass is
+    /// logged and tried again at the next one: it must not stop indexing.
     fn tick(&mut self, now_ms: i64) -> Result<(), ConsumerError> {
+        if now_ms.saturating_sub(self.last_retention_ms) >= RETENTION_PASS_MS {
+            self.last_retention_ms = now_ms;
+            if let Err(error) = self.apply_retention(now_ms) {
+                tracing::warn!(%error, "search retention failed");
+            }
+        }
         self.commit_if_due(now_ms).map_err(consumer_error)
     }
 

@@ -30,6 +30,7 @@ mod any_field;
 mod error;
 mod indexer;
 mod lang;
+mod on_demand;
 mod query;
 
 use std::collections::HashMap;
@@ -45,7 +46,7 @@ use tantivy::{Index, IndexReader, IndexSettings, ReloadPolicy};
 use tw_core::StreamName;
 
 pub use crate::error::SearchError;
-pub use crate::indexer::{FieldsOf, SearchIndexer};
+pub use crate::indexer::{FieldsOf, RetentionOf, SearchIndexer};
 pub use crate::query::{MAX_LIMIT, SearchHit, SearchRequest, SearchResult, parse_time_bound};
 
 /// One hour in Unix milliseconds.
@@ -72,10 +73,16 @@ pub struct SearchConfig {
     pub max_open_writers: usize,
     /// Indexing buffer of each writer.
     pub writer_memory_bytes: usize,
+    /// Most hour indexes kept open for searches; the least recently used beyond it are
+    /// closed (those a writer holds stay open). Each holds a memory map per segment file, and
+    /// a process may have at most `vm.max_map_count` maps (65,530 by default): a search over
+    /// a year of hours must not keep all of them.
+    pub max_open_hours: usize,
 }
 
 impl SearchConfig {
-    /// The defaults (commit every second or 50,000 documents, 4 writers of 64 MiB).
+    /// The defaults (commit every second or 50,000 documents, 4 writers of 64 MiB, 256 hours
+    /// open).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         SearchConfig {
             root: root.into(),
@@ -86,6 +93,7 @@ impl SearchConfig {
             // them cost more than indexing: 64 MiB took 28 % less CPU per event
             // (`examples/index_bench.rs`); more brought little.
             writer_memory_bytes: 64 << 20,
+            max_open_hours: 256,
         }
     }
 }
@@ -163,8 +171,44 @@ pub(crate) struct HourIndex {
     pub reader: IndexReader,
 }
 
-/// Opened hour indexes by stream and hour.
-type OpenHours = HashMap<(StreamName, i64), Arc<HourIndex>>;
+/// Opened hour indexes by stream and hour, with when each was last asked for.
+#[derive(Default)]
+struct OpenHours {
+    hours: HashMap<(StreamName, i64), (Arc<HourIndex>, u64)>,
+    uses: u64,
+}
+
+impl OpenHours {
+    fn get(&mut self, key: &(StreamName, i64)) -> Option<Arc<HourIndex>> {
+        self.uses += 1;
+        let (index, last_used) = self.hours.get_mut(key)?;
+        *last_used = self.uses;
+        Some(index.clone())
+    }
+
+    /// Keeps `opened` unless another thread opened the same hour first; returns the kept one.
+    /// Beyond `max_open`, forgets the least recently used indexes that nothing else holds (a
+    /// writer's index must stay: its commits reload that reader).
+    fn insert(
+        &mut self,
+        key: (StreamName, i64),
+        opened: Arc<HourIndex>,
+        max_open: usize,
+    ) -> Arc<HourIndex> {
+        self.uses += 1;
+        let uses = self.uses;
+        let kept = self.hours.entry(key).or_insert((opened, uses)).0.clone();
+        while self.hours.len() > max_open {
+            let idle = (self.hours.iter())
+                .filter(|(_, (index, _))| Arc::strong_count(index) == 1)
+                .min_by_key(|(_, (_, last_used))| *last_used)
+                .map(|(key, _)| key.clone());
+            let Some(idle) = idle else { break };
+            self.hours.remove(&idle);
+        }
+        kept
+    }
+}
 
 /// The search indexes of every stream: opens hour indexes on demand and keeps them (with
 /// their readers) for later searches. Cheap to clone.
@@ -208,7 +252,7 @@ impl SearchIndexes {
             config: Arc::new(config),
             fields,
             schema,
-            open: Arc::new(Mutex::new(HashMap::new())),
+            open: Arc::new(Mutex::new(OpenHours::default())),
             stale_layout,
         })
     }
@@ -231,7 +275,7 @@ impl SearchIndexes {
         for dir in stream_dirs(&self.config.root)? {
             std::fs::remove_dir_all(&dir).map_err(SearchError::io(&dir))?;
         }
-        self.lock().clear();
+        self.lock().hours.clear();
         write_layout(&self.config.root)?;
         self.stale_layout = false;
         Ok(())
@@ -283,7 +327,7 @@ impl SearchIndexes {
     ) -> Result<Option<Arc<HourIndex>>, SearchError> {
         let key = (stream.clone(), hour_ms);
         if let Some(found) = self.lock().get(&key) {
-            return Ok(Some(found.clone()));
+            return Ok(Some(found));
         }
         let dir = self.stream_dir(stream);
         let path = dir.join(hour_dir_name(hour_ms));
@@ -309,13 +353,45 @@ impl SearchIndexes {
             reader,
         });
         // Two threads may open the same hour at once; keep the first so both share a reader.
-        Ok(Some(self.lock().entry(key).or_insert(opened).clone()))
+        let max_open = self.config.max_open_hours;
+        Ok(Some(self.lock().insert(key, opened, max_open)))
+    }
+
+    /// The streams that have a directory of indexes.
+    pub(crate) fn streams(&self) -> Result<Vec<StreamName>, SearchError> {
+        Ok(stream_dirs(&self.config.root)?
+            .iter()
+            .filter_map(|dir| StreamName::new(dir.file_name()?.to_str()?).ok())
+            .collect())
+    }
+
+    /// Removes the hour indexes of `stream` whose hour start `expired` says; searches already
+    /// running over one keep its open files until they finish. Returns how many were removed.
+    pub(crate) fn remove_hours(
+        &self,
+        stream: &StreamName,
+        expired: impl Fn(i64) -> bool,
+    ) -> Result<usize, SearchError> {
+        let mut removed = 0;
+        for hour in self.hours(stream)? {
+            if !expired(hour) {
+                continue;
+            }
+            self.lock().hours.remove(&(stream.clone(), hour));
+            let path = self.stream_dir(stream).join(hour_dir_name(hour));
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => removed += 1,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(SearchError::io(&path)(error)),
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes every index of a deleted stream (searches already running keep their open
     /// files until they finish). Nothing of it is searchable afterwards.
     pub fn remove_stream(&self, stream: &StreamName) -> Result<(), SearchError> {
-        self.lock().retain(|(s, _), _| s != stream);
+        self.lock().hours.retain(|(s, _), _| s != stream);
         let dir = self.stream_dir(stream);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

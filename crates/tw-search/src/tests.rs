@@ -305,3 +305,127 @@ fn new_hours_store_events_with_zstd_and_lz4_hours_stay_readable() {
     assert_eq!(total, 5);
     assert_eq!(names, ["alice", "alice", "bob", "carol", "dave"]);
 }
+
+#[test]
+fn merged_segments_are_searched_and_the_replaced_ones_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexes = SearchIndexes::open(SearchConfig::new(dir.path().join("search"))).unwrap();
+    let stream = StreamName::new("cloudtrail").unwrap();
+    let mut indexer = indexes.indexer();
+    indexer.start_at(&BTreeMap::new()).unwrap();
+    // A segment per commit; the 16th makes the merge policy merge all 16 (through
+    // `on_demand`) in the background, after the commit.
+    let commits = 16u64;
+    for i in 0..commits {
+        let events: Vec<(i64, Value)> = (0..3)
+            .map(|j| {
+                let user = format!("user{i}x{j}");
+                (
+                    T0 + 1000,
+                    json!({"userIdentity": {"userName": user}, "n": i}),
+                )
+            })
+            .collect();
+        indexer.write(&batch(&stream, 0, i * 3, &events)).unwrap();
+        indexer.commit_all().unwrap();
+    }
+    let hour = indexes.hour(&stream, T0, false).unwrap().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while hour.index.searchable_segment_ids().unwrap().len() > 1 {
+        assert!(std::time::Instant::now() < deadline, "no merge within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Nothing more is committed: the reload after merges shows searches the merged index
+    // (and lets go of the 16 merged-away segments).
+    indexer.reload_after_merges().unwrap();
+    assert_eq!(hour.reader.searcher().segment_readers().len(), 1);
+    let (total, names) = users(&indexes, &stream, "");
+    assert_eq!(total, commits * 3);
+    let mut names: Vec<String> = names;
+    names.sort();
+    let mut expected: Vec<String> = (0..commits)
+        .flat_map(|i| (0..3).map(move |j| format!("user{i}x{j}")))
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(users(&indexes, &stream, "user7x2").0, 1);
+}
+
+#[test]
+fn retention_deletes_the_hours_past_it_and_their_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexes = SearchIndexes::open(SearchConfig::new(dir.path().join("search"))).unwrap();
+    let stream = StreamName::new("cloudtrail").unwrap();
+    let kept = StreamName::new("kept").unwrap();
+    let retention: crate::RetentionOf = std::sync::Arc::new(|stream: &StreamName| {
+        (stream.as_str() == "cloudtrail").then_some(90 * 60_000)
+    });
+    let mut indexer = indexes.indexer().with_retention(retention);
+    indexer.start_at(&BTreeMap::new()).unwrap();
+    // Hours T0, T0+1h and T0+2h of both streams; the writers stay open (uncommitted events
+    // in the first hour).
+    indexer.write(&batch(&stream, 0, 0, &events())).unwrap();
+    indexer.write(&batch(&kept, 0, 0, &events())).unwrap();
+    indexer.commit_all().unwrap();
+    let late = [(T0 + 10, json!({"userIdentity": {"userName": "late"}}))];
+    indexer.write(&batch(&stream, 0, 5, &late)).unwrap();
+
+    // 90 minutes after T0+2h30: the hours ending at or before T0+2h (T0 and T0+1h) are past it.
+    let deleted = indexer
+        .apply_retention(T0 + 2 * HOUR_MS + 30 * 60_000 + 90 * 60_000)
+        .unwrap();
+    assert_eq!(deleted, 2);
+    assert_eq!(indexes.hours(&stream).unwrap(), [T0 + 2 * HOUR_MS]);
+    indexer.commit_all().unwrap();
+    assert_eq!(users(&indexes, &stream, "").1, ["dave"]);
+    // A stream without retention keeps everything.
+    assert_eq!(indexes.search(&kept, &request("")).unwrap().total, 5);
+    // Nothing more to delete; a late event of a deleted hour makes a new index.
+    assert_eq!(indexer.apply_retention(T0 + 4 * HOUR_MS).unwrap(), 0);
+    indexer.write(&batch(&stream, 0, 6, &late)).unwrap();
+    indexer.commit_all().unwrap();
+    assert_eq!(users(&indexes, &stream, "late").1, ["late"]);
+}
+
+#[test]
+fn searches_keep_at_most_max_open_hours_open_but_never_a_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SearchConfig {
+        max_open_hours: 2,
+        ..SearchConfig::new(dir.path().join("search"))
+    };
+    let indexes = SearchIndexes::open(config).unwrap();
+    let stream = StreamName::new("cloudtrail").unwrap();
+    let user = |name: &str| json!({"userIdentity": {"userName": name}});
+    let mut indexer = indexes.indexer();
+    indexer.start_at(&BTreeMap::new()).unwrap();
+    let hourly: Vec<(i64, Value)> = (0..5)
+        .map(|i| (T0 + i * HOUR_MS, user(&format!("u{i}"))))
+        .collect();
+    indexer.write(&batch(&stream, 0, 0, &hourly)).unwrap();
+    indexer.commit_all().unwrap();
+    drop(indexer);
+    let open = || indexes.lock().hours.len();
+    // A search over every hour opens them one after the other and keeps the last two.
+    assert_eq!(indexes.search(&stream, &request("")).unwrap().total, 5);
+    assert_eq!(open(), 2);
+    assert_eq!(indexes.search(&stream, &request("u4")).unwrap().total, 1);
+    assert_eq!(open(), 2);
+
+    // The index a writer holds is never forgotten, even when searches open more hours than
+    // the limit: the writer's commits reload that reader, and only that one.
+    let mut indexer = indexes.indexer();
+    indexer.start_at(&BTreeMap::new()).unwrap();
+    let newest = T0 + 4 * HOUR_MS + 1;
+    indexer
+        .write(&batch(&stream, 0, 5, &[(newest, user("late"))]))
+        .unwrap();
+    indexer.commit_all().unwrap();
+    assert_eq!(indexes.search(&stream, &request("")).unwrap().total, 6);
+    indexer
+        .write(&batch(&stream, 0, 6, &[(newest, user("later"))]))
+        .unwrap();
+    indexer.commit_all().unwrap();
+    assert_eq!(users(&indexes, &stream, "later").1, ["later"]);
+    assert_eq!(indexes.search(&stream, &request("")).unwrap().total, 7);
+}
