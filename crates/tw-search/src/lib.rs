@@ -326,8 +326,14 @@ impl SearchIndexes {
         create: bool,
     ) -> Result<Option<Arc<HourIndex>>, SearchError> {
         let key = (stream.clone(), hour_ms);
-        if let Some(found) = self.lock().get(&key) {
-            return Ok(Some(found));
+        let cached = self.lock().get(&key);
+        if let Some(found) = cached {
+            // A search that opened the hour while retention removed it may have cached it
+            // after the removal: never hand out an index whose directory is gone.
+            if found.path.join("meta.json").exists() {
+                return Ok(Some(found));
+            }
+            self.lock().hours.remove(&key);
         }
         let dir = self.stream_dir(stream);
         let path = dir.join(hour_dir_name(hour_ms));

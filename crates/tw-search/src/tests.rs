@@ -429,3 +429,21 @@ fn searches_keep_at_most_max_open_hours_open_but_never_a_writers() {
     assert_eq!(users(&indexes, &stream, "later").1, ["later"]);
     assert_eq!(indexes.search(&stream, &request("")).unwrap().total, 7);
 }
+
+#[test]
+fn an_hour_cached_after_its_removal_is_not_handed_out() {
+    let (_dir, indexes, stream) = indexed();
+    let stale = indexes.hour(&stream, T0, false).unwrap().unwrap();
+    // Retention removes the hour, then a search that was opening it puts it back.
+    indexes.remove_hours(&stream, |hour| hour == T0).unwrap();
+    let max_open = indexes.config().max_open_hours;
+    indexes.lock().insert((stream.clone(), T0), stale, max_open);
+    assert!(indexes.hour(&stream, T0, false).unwrap().is_none());
+    // A late event of that hour gets a new index.
+    let mut indexer = indexes.indexer();
+    indexer.start_at(&BTreeMap::new()).unwrap();
+    let late = [(T0 + 5, json!({"userIdentity": {"userName": "late"}}))];
+    indexer.write(&batch(&stream, 0, 100, &late)).unwrap();
+    indexer.commit_all().unwrap();
+    assert_eq!(users(&indexes, &stream, "").1, ["dave", "alice", "late"]);
+}
