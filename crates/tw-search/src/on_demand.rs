@@ -8,8 +8,8 @@
 //! segments a reader still holds is its next reload. So a merge of an hour's large segments
 //! kept about the whole index resident: ~700 of the bench's 1,145 MB peak RSS were these
 //! file-backed pages (BENCHMARKS.md, session 19). Through this directory a merge holds only
-//! what it is reading at the moment: a window of each input's postings, one input's dictionary
-//! or document store, one column.
+//! what it is reading at the moment: a window of each input's postings and positions, the
+//! inputs' dictionaries of the field being merged, one input's document store, one column.
 //!
 //! Searches keep `MmapDirectory` (a second `Index` on the same directory): they read little,
 //! and keep what they read (dictionaries' indexes, columns) for as long as the reader lives,
@@ -185,7 +185,7 @@ mod tests {
 
     use super::*;
 
-    /// Bytes that differ at every offset, so a read from the wrong place cannot pass.
+    /// Pseudo-random bytes, so a read from the wrong place does not pass by accident.
     fn content(len: usize) -> Vec<u8> {
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         (0..len)

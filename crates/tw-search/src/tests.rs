@@ -339,9 +339,8 @@ fn merged_segments_are_searched_and_the_replaced_ones_released() {
     // (and lets go of the 16 merged-away segments).
     indexer.reload_after_merges().unwrap();
     assert_eq!(hour.reader.searcher().segment_readers().len(), 1);
-    let (total, names) = users(&indexes, &stream, "");
+    let (total, mut names) = users(&indexes, &stream, "");
     assert_eq!(total, commits * 3);
-    let mut names: Vec<String> = names;
     names.sort();
     let mut expected: Vec<String> = (0..commits)
         .flat_map(|i| (0..3).map(move |j| format!("user{i}x{j}")))
