@@ -114,9 +114,19 @@ pub(crate) struct Catalog {
     /// `_partition` = [`crate::IMPORT_PARTITION_BASE`] + `n`. Absent in catalogs without one.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub(crate) imports: u32,
-    /// Position of each field by name (rebuilt on load).
+    /// Position of each field by name (rebuilt on load). Looked up for every value the lake
+    /// writes, so hashed with foldhash (seeded at random) rather than SipHash.
     #[serde(skip)]
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, foldhash::fast::RandomState>,
+}
+
+/// What [`Catalog::observe`] may change, as it was at one moment: [`Catalog::rollback`]
+/// returns to it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CatalogMark {
+    fields: usize,
+    history: usize,
+    revision: u64,
 }
 
 /// What [`Catalog::observe`] decided for one value.
@@ -138,8 +148,32 @@ impl Catalog {
             fields: Vec::new(),
             history: Vec::new(),
             imports: 0,
-            index: HashMap::new(),
+            index: HashMap::default(),
         }
+    }
+
+    /// The point [`Catalog::rollback`] returns to.
+    pub(crate) fn mark(&self) -> CatalogMark {
+        CatalogMark {
+            fields: self.fields.len(),
+            history: self.history.len(),
+            revision: self.revision,
+        }
+    }
+
+    /// Undoes every [`Catalog::observe`] since `mark`: the columns added since are removed
+    /// and the types widened since restored (used when an event turns out unreadable halfway
+    /// through, so that it leaves no trace in the schema).
+    pub(crate) fn rollback(&mut self, mark: CatalogMark) {
+        for widening in self.history.drain(mark.history..).rev() {
+            if let Some(&position) = self.index.get(&widening.column) {
+                self.fields[position].column_type = widening.from;
+            }
+        }
+        for field in self.fields.drain(mark.fields..) {
+            self.index.remove(&field.name);
+        }
+        self.revision = mark.revision;
     }
 
     /// Position of the column named `name`.

@@ -26,6 +26,9 @@ pub(crate) struct Converted {
     pub(crate) conflicts: BTreeMap<String, u64>,
     /// Fields sent to `_overflow` (column limit reached, or a duplicate name in one event).
     pub(crate) overflowed: u64,
+    /// Records that are not valid JSON, as (index in the records given, the parser's
+    /// message): they have no row and left no trace in the catalog.
+    pub(crate) unreadable: Vec<(usize, String)>,
 }
 
 impl Lake {
@@ -134,8 +137,10 @@ enum Slot<'v> {
     Overflow(usize, String, Leaf<'v>),
 }
 
-/// Converts `records` of one partition (each payload a JSON object: the runner checked). Updates
-/// `catalog` first (new columns, widenings), so that every value fits the resulting schema.
+/// Converts `records` of one partition. Updates `catalog` first (new columns, widenings), so
+/// that every value fits the resulting schema. A record that is not valid JSON is left out and
+/// reported in [`Converted::unreadable`]: the runner checked only that each payload starts
+/// as an object, and the JSON is read here, once.
 pub(crate) fn convert<'a>(
     catalog: &mut Catalog,
     max_columns: usize,
@@ -146,10 +151,16 @@ pub(crate) fn convert<'a>(
     let stream = catalog.stream.to_string();
     let mut conflicts: BTreeMap<String, u64> = BTreeMap::new();
     let mut overflowed = 0u64;
+    let mut unreadable = Vec::new();
     let mut slots: Vec<Slot<'a>> = Vec::with_capacity(records.len() * 8);
     let mut seen = vec![usize::MAX; catalog.fields.len()];
     let mut path = String::new();
-    for (row, &record) in records.iter().enumerate() {
+    // Columns that conflicted in the current record: counted once the record proves readable.
+    let mut record_conflicts: Vec<String> = Vec::new();
+    let mut row = 0;
+    for (index, &record) in records.iter().enumerate() {
+        let mark = catalog.mark();
+        let (first_slot, overflowed_before) = (slots.len(), overflowed);
         let mut place = |name: &str, leaf: Leaf<'a>| {
             let Some(kind) = leaf.column_type() else {
                 // A null carries no type: it neither creates nor widens a column.
@@ -158,7 +169,7 @@ pub(crate) fn convert<'a>(
             match catalog.observe(name, kind, max_columns, now_ms) {
                 (Placement::Column(position), conflict) => {
                     if conflict {
-                        *conflicts.entry(name.to_string()).or_default() += 1;
+                        record_conflicts.push(name.to_string());
                     }
                     if seen.len() <= position {
                         seen.resize(position + 1, usize::MAX);
@@ -180,15 +191,39 @@ pub(crate) fn convert<'a>(
                 }
             }
         };
-        for_each_leaf(&record.payload, &mut path, &mut place).map_err(|error| {
-            LakeError::StoredRecord {
-                stream: stream.clone(),
-                partition,
-                offset: record.offset,
-                message: error.to_string(),
+        match for_each_leaf(&record.payload, &mut path, &mut place) {
+            Ok(()) => {
+                for column in record_conflicts.drain(..) {
+                    *conflicts.entry(column).or_default() += 1;
+                }
+                row += 1;
             }
-        })?;
+            Err(error) => {
+                // Undo what the readable part did, so the next record reuses this row.
+                for slot in slots.drain(first_slot..) {
+                    if let Slot::Column(_, position, _) = slot {
+                        seen[position] = usize::MAX;
+                    }
+                }
+                overflowed = overflowed_before;
+                record_conflicts.clear();
+                catalog.rollback(mark);
+                seen.truncate(catalog.fields.len());
+                unreadable.push((index, error.to_string()));
+            }
+        }
     }
+    let records: Vec<&Record> = if unreadable.is_empty() {
+        records.to_vec()
+    } else {
+        let mut left_out = unreadable.iter().map(|(index, _)| *index).peekable();
+        records
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| left_out.next_if_eq(index).is_none())
+            .map(|(_, record)| *record)
+            .collect()
+    };
     let overflow_position = (overflowed > 0).then(|| catalog.overflow_position(now_ms));
 
     let mut builders: Vec<ColumnBuilder> = catalog
@@ -262,6 +297,7 @@ pub(crate) fn convert<'a>(
         batch,
         conflicts,
         overflowed,
+        unreadable,
     })
 }
 

@@ -70,20 +70,6 @@ pub enum LakeError {
         /// The underlying error.
         source: ParquetError,
     },
-    /// A stored record that passed the runner's object check failed to parse.
-    #[error(
-        "stored record at offset {offset} of stream {stream} partition {partition} is not valid JSON: {message}"
-    )]
-    StoredRecord {
-        /// The stream.
-        stream: String,
-        /// The partition.
-        partition: u32,
-        /// The record's offset.
-        offset: u64,
-        /// What the JSON parser said.
-        message: String,
-    },
     /// A record's offset does not fit the signed `_offset` column.
     #[error(
         "offset {offset} of stream {stream} partition {partition} does not fit in a signed 64-bit column"

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use tw_core::{Offset, PartitionId, Record, StreamName, now_ms};
-use tw_pipeline::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition};
+use tw_pipeline::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition, UnusableRecord};
 
 use crate::catalog::Catalog;
 use crate::convert::align;
-use crate::flatten::is_json_object;
+use crate::flatten::starts_as_object;
 use crate::import::is_import_partition;
 use crate::supersede::remove_superseded;
 use crate::{Lake, LakeError, PartitionBuffer, StreamState, files};
@@ -26,6 +26,8 @@ pub struct LakeWriter {
     pub(crate) committed: BTreeMap<StreamPartition, Offset>,
     /// Files of failed flushes not yet deleted (paths relative to the lake root).
     orphans: Vec<String>,
+    /// Records found not to be JSON while converting, until the runner takes them.
+    unusable: Vec<UnusableRecord>,
 }
 
 impl LakeWriter {
@@ -34,6 +36,7 @@ impl LakeWriter {
             lake,
             committed: BTreeMap::new(),
             orphans: Vec::new(),
+            unusable: Vec::new(),
         }
     }
 
@@ -127,6 +130,19 @@ impl LakeWriter {
         let converted = self
             .lake
             .convert_records(stream, partition, &records, now)?;
+        // Taken before anything can fail: these records are past `next_offset` once the
+        // batch is buffered below, so a retry would not find them again.
+        self.unusable
+            .extend(converted.unreadable.iter().map(|(index, message)| {
+                let record = records[*index];
+                UnusableRecord {
+                    stream: stream.clone(),
+                    partition,
+                    offset: record.offset,
+                    payload: record.payload.clone(),
+                    reason: format!("stored record is not valid JSON: {message}"),
+                }
+            }));
 
         let mut state = self.lake.lock();
         let stream_state = state
@@ -296,15 +312,20 @@ impl Consumer for LakeWriter {
         CONSUMER_NAME
     }
 
-    /// Only checks that the payload is a JSON object: the writer flattens it straight from
-    /// the bytes (see `flatten`), so the tree the default would build is never needed.
+    /// Only checks that the payload starts as a JSON object: the writer reads the JSON once,
+    /// flattening it straight from the bytes (see `flatten`), and reports a payload that
+    /// turns out invalid there ([`Consumer::take_unusable`]).
     fn parse(&self, payload: &Bytes) -> serde_json::Result<Parsed> {
-        if is_json_object(payload) {
+        if starts_as_object(payload) {
             Ok(serde_json::Value::Object(serde_json::Map::new()).into())
         } else {
             // Reproduce the parser's own message for the dead letter.
             serde_json::from_slice::<serde_json::Value>(payload).map(Parsed::from)
         }
+    }
+
+    fn take_unusable(&mut self) -> Vec<UnusableRecord> {
+        std::mem::take(&mut self.unusable)
     }
 
     fn start(

@@ -282,3 +282,86 @@ fn colliding_flattened_names_keep_both_values() {
         "{values:?}"
     );
 }
+
+/// Records the runner passed as objects but that are not valid JSON (damaged in the log, or
+/// written by another tool) are found while converting: they get no row, leave no column and
+/// no widening behind, and are handed to the runner for the dead-letter queue, once.
+#[test]
+fn unreadable_records_are_left_out_reported_and_leave_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = open(dir.path());
+    let mut writer = lake.writer();
+    let counters = Counters::default();
+    let payloads: [&[u8]; 5] = [
+        br#"{"a": 1, "s": "x"}"#,
+        // Would widen `a` (a conflict) and add two columns before the JSON breaks off.
+        br#"{"a": "text", "fresh": 1, "nested": {"k": "#,
+        // Complete, then trailing bytes: every leaf was seen before the error.
+        br#"{"a": 3, "fresh2": true} {"#,
+        br#"{"a": 4, "s": "y"}"#,
+        br#"{"a": 5, "s": "z", "late": 1.5}"#,
+    ];
+    let records: Vec<tw_core::Record> = payloads
+        .iter()
+        .enumerate()
+        .map(|(offset, payload)| tw_core::Record {
+            offset: 10 + offset as u64,
+            ingest_time_ms: T0,
+            event_time_ms: T0,
+            key: bytes::Bytes::new(),
+            payload: bytes::Bytes::copy_from_slice(payload),
+        })
+        .collect();
+    for record in &records {
+        assert!(
+            writer.parse(&record.payload).is_ok(),
+            "each starts as an object"
+        );
+    }
+    let batch = tw_pipeline::EventBatch {
+        stream: stream("ct"),
+        partition: 2,
+        events: vec![json!({}); records.len()],
+        records,
+        checked: Vec::new(),
+    };
+    metrics::with_local_recorder(&counters, || {
+        writer.start(&Default::default()).unwrap();
+        writer.handle(&batch).unwrap();
+    });
+
+    let unusable = writer.take_unusable();
+    let found: Vec<(u32, u64)> = unusable.iter().map(|r| (r.partition, r.offset)).collect();
+    assert_eq!(found, [(2, 11), (2, 12)]);
+    for record in &unusable {
+        assert_eq!(record.stream.as_str(), "ct");
+        assert!(
+            record
+                .reason
+                .starts_with("stored record is not valid JSON: "),
+            "{}",
+            record.reason
+        );
+        assert_eq!(record.payload, payloads[(record.offset - 10) as usize]);
+    }
+    assert!(writer.take_unusable().is_empty(), "reported once");
+
+    let schema = lake.table_schema(&stream("ct")).unwrap();
+    assert_eq!(
+        column_types(&schema)[4..],
+        [
+            ("a".to_string(), DataType::Int64),
+            ("s".to_string(), DataType::Utf8),
+            ("late".to_string(), DataType::Float64),
+        ]
+    );
+    assert_eq!(
+        counters.get("tidewatch_lake_type_conflicts_total{stream=ct,column=a}"),
+        0
+    );
+    let snapshot = lake.hot_snapshot(&stream("ct"));
+    assert_eq!(visible(&lake, "ct", &snapshot), [(2, 10), (2, 13), (2, 14)]);
+    // The readable records reuse the rows the unreadable ones started: nothing in `_overflow`.
+    assert_eq!(column_text(&snapshot.batches, "a"), ["1", "4", "5"]);
+    assert_eq!(column_text(&snapshot.batches, "s"), ["x", "y", "z"]);
+}

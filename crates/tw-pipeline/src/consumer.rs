@@ -45,6 +45,22 @@ impl From<Value> for Parsed {
     }
 }
 
+/// A record a consumer found unusable while handling it ([`Consumer::take_unusable`]): the
+/// runner sends it to the dead-letter queue with the reason.
+#[derive(Debug, Clone)]
+pub struct UnusableRecord {
+    /// Stream of the record.
+    pub stream: StreamName,
+    /// Partition of the record.
+    pub partition: PartitionId,
+    /// Offset of the record.
+    pub offset: Offset,
+    /// The record's payload as stored.
+    pub payload: Bytes,
+    /// Why the consumer could not use it.
+    pub reason: String,
+}
+
 /// An error of a consumer stage; the runner logs it, backs off and retries the same batch.
 #[derive(Debug, thiserror::Error)]
 #[error("{consumer}: {message}")]
@@ -75,6 +91,15 @@ pub trait Consumer: Send + 'static {
 
     /// Handles one batch. Returning an error makes the runner retry the same batch later.
     fn handle(&mut self, batch: &EventBatch) -> Result<(), ConsumerError>;
+
+    /// Takes the records found unusable by the `handle` calls since the last take. For a
+    /// consumer that reads the JSON inside `handle` rather than in `parse` (the lake: one pass
+    /// over each payload instead of two); the runner sends them to the dead-letter queue after
+    /// each handled batch. Kept by the consumer until taken, so that a `handle` that failed
+    /// after finding some loses none. The default finds none.
+    fn take_unusable(&mut self) -> Vec<UnusableRecord> {
+        Vec::new()
+    }
 
     /// Called regularly (about every 200 ms, and when idle): time-based work such as flushing
     /// by age.

@@ -22,7 +22,7 @@ mod registry;
 mod runner;
 mod validate;
 
-pub use consumer::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition};
+pub use consumer::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition, UnusableRecord};
 pub use decode::{
     ContentEncoding, IngestLimits, ParsedEvent, Rejection, decode_body, split_events,
     split_events_selecting,

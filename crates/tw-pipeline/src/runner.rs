@@ -471,6 +471,24 @@ impl Runner {
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
         self.restart_backoff = RESTART_BACKOFF_MIN;
+        let unusable = self.consumer.take_unusable();
+        if !unusable.is_empty() {
+            let stage = format!("consumer:{}", self.consumer.name());
+            let letters = unusable
+                .into_iter()
+                .map(|record| DeadLetter {
+                    source_partition: Some(record.partition),
+                    source_offset: Some(record.offset),
+                    ..DeadLetter::new(
+                        record.stream.as_str(),
+                        &stage,
+                        record.reason,
+                        &record.payload,
+                    )
+                })
+                .collect();
+            self.dead_letters(letters);
+        }
         self.positions.insert(key.clone(), next);
         self.progress.set(key, next);
         let lag = self
@@ -531,10 +549,8 @@ impl Runner {
                 }
             }
         }
-        if !letters.is_empty()
-            && let Err(error) = futures::executor::block_on(self.dlq.push(letters))
-        {
-            tracing::error!(%error, "could not write dead letters");
+        if !letters.is_empty() {
+            self.dead_letters(letters);
         }
         EventBatch {
             stream: stream.clone(),
@@ -542,6 +558,12 @@ impl Runner {
             records: kept,
             events,
             checked,
+        }
+    }
+
+    fn dead_letters(&self, letters: Vec<DeadLetter>) {
+        if let Err(error) = futures::executor::block_on(self.dlq.push(letters)) {
+            tracing::error!(%error, "could not write dead letters");
         }
     }
 
