@@ -2,6 +2,7 @@
 //! time, straight from the payload bytes), and reshaping buffered batches to a later, wider
 //! schema.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -213,8 +214,8 @@ pub(crate) fn convert<'a>(
             }
         }
     }
-    let records: Vec<&Record> = if unreadable.is_empty() {
-        records.to_vec()
+    let records: Cow<'_, [&Record]> = if unreadable.is_empty() {
+        Cow::Borrowed(records)
     } else {
         let mut left_out = unreadable.iter().map(|(index, _)| *index).peekable();
         records

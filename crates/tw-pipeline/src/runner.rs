@@ -11,7 +11,7 @@ use tw_core::{Offset, StreamName, now_ms};
 use tw_log::{Log, LogError, OffsetStore};
 
 use crate::dlq::{DeadLetter, DeadLetterQueue};
-use crate::{Consumer, EventBatch, Parsed, StreamPartition};
+use crate::{Consumer, EventBatch, Parsed, StreamPartition, UnusableRecord};
 
 /// Tuning of a consumer runner.
 #[derive(Debug, Clone)]
@@ -472,23 +472,7 @@ impl Runner {
         }
         self.restart_backoff = RESTART_BACKOFF_MIN;
         let unusable = self.consumer.take_unusable();
-        if !unusable.is_empty() {
-            let stage = format!("consumer:{}", self.consumer.name());
-            let letters = unusable
-                .into_iter()
-                .map(|record| DeadLetter {
-                    source_partition: Some(record.partition),
-                    source_offset: Some(record.offset),
-                    ..DeadLetter::new(
-                        record.stream.as_str(),
-                        &stage,
-                        record.reason,
-                        &record.payload,
-                    )
-                })
-                .collect();
-            self.dead_letters(letters);
-        }
+        self.dead_letters(unusable);
         self.positions.insert(key.clone(), next);
         self.progress.set(key, next);
         let lag = self
@@ -524,7 +508,7 @@ impl Runner {
         let mut events = Vec::with_capacity(records.len());
         let mut checked = Vec::with_capacity(records.len());
         let mut kept = Vec::with_capacity(records.len());
-        let mut letters = Vec::new();
+        let mut unusable = Vec::new();
         for record in records {
             match self.consumer.parse(&record.payload) {
                 Ok(Parsed {
@@ -540,18 +524,17 @@ impl Runner {
                         Err(error) => format!("stored record is not valid JSON: {error}"),
                         Ok(_) => "stored record is not a JSON object".to_string(),
                     };
-                    let stage = format!("consumer:{}", self.consumer.name());
-                    letters.push(DeadLetter {
-                        source_partition: Some(partition),
-                        source_offset: Some(record.offset),
-                        ..DeadLetter::new(stream.as_str(), &stage, reason, &record.payload)
+                    unusable.push(UnusableRecord {
+                        stream: stream.clone(),
+                        partition,
+                        offset: record.offset,
+                        payload: record.payload,
+                        reason,
                     });
                 }
             }
         }
-        if !letters.is_empty() {
-            self.dead_letters(letters);
-        }
+        self.dead_letters(unusable);
         EventBatch {
             stream: stream.clone(),
             partition,
@@ -561,7 +544,26 @@ impl Runner {
         }
     }
 
-    fn dead_letters(&self, letters: Vec<DeadLetter>) {
+    /// Sends records this consumer cannot use to the dead-letter queue, with its name as the
+    /// stage.
+    fn dead_letters(&self, unusable: Vec<UnusableRecord>) {
+        if unusable.is_empty() {
+            return;
+        }
+        let stage = format!("consumer:{}", self.consumer.name());
+        let letters = unusable
+            .into_iter()
+            .map(|record| DeadLetter {
+                source_partition: Some(record.partition),
+                source_offset: Some(record.offset),
+                ..DeadLetter::new(
+                    record.stream.as_str(),
+                    &stage,
+                    record.reason,
+                    &record.payload,
+                )
+            })
+            .collect();
         if let Err(error) = futures::executor::block_on(self.dlq.push(letters)) {
             tracing::error!(%error, "could not write dead letters");
         }
