@@ -11,7 +11,8 @@
 //! Why a streaming visitor rather than `serde_json::Value`: building the tree allocates a map
 //! per object and a string per value, only to throw them away after one walk; that was the
 //! largest cost of the lake writer. Here strings without escapes are borrowed from the payload
-//! and nothing but the leaves is materialised. Keys are visited in document order; a key that
+//! and nothing but the leaves is materialised; arrays are rewritten as compact text while they
+//! are read. Keys are visited in document order; a key that
 //! repeats within one object yields both values (the converter keeps the second in
 //! `_overflow`, so nothing is dropped).
 
@@ -22,6 +23,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::catalog::ColumnType;
+use crate::compact_json::{CompactJson, Key};
 
 /// Names that event columns must not take.
 const RESERVED: [&str; 9] = [
@@ -53,7 +55,8 @@ pub(crate) enum Leaf<'a> {
     Float(f64),
     /// A string, borrowed from the payload when it has no escapes.
     Str(Cow<'a, str>),
-    /// An array or empty object, as compact JSON text.
+    /// An array, an empty object or an object past the walk's depth, as compact JSON text
+    /// (see [`crate::compact_json`]).
     Json(String),
 }
 
@@ -89,7 +92,7 @@ impl Leaf<'_> {
                 serde_json::Number::from_f64(*number).map_or(Value::Null, Value::Number)
             }
             Leaf::Str(text) => Value::String(text.to_string()),
-            // Written by `serde_json` from a parsed value just before: it parses back.
+            // Written from parsed JSON just before (`CompactJson`): it parses back.
             Leaf::Json(text) => serde_json::from_str(text).unwrap_or(Value::String(text.clone())),
         }
     }
@@ -203,17 +206,19 @@ impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        let array = Value::deserialize_seq_from(seq)?;
-        self.emit(Leaf::Json(array.to_string()));
+        let mut text = String::new();
+        CompactJson(&mut text).visit_seq(seq)?;
+        self.emit(Leaf::Json(text));
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let Walk { path, visit, depth } = self;
         if depth >= MAX_DEPTH {
-            let object = Value::deserialize_map_from(map)?;
+            let mut text = String::new();
+            CompactJson(&mut text).visit_map(map)?;
             let name = if path.is_empty() { "_value" } else { path };
-            visit(name, Leaf::Json(object.to_string()));
+            visit(name, Leaf::Json(text));
             return Ok(());
         }
         let base = path.len();
@@ -240,48 +245,6 @@ impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
             visit(name, Leaf::Json("{}".to_string()));
         }
         Ok(())
-    }
-}
-
-/// `Value`'s own visitor, reachable from inside another visitor: arrays and deep objects
-/// become values without a second pass over the text.
-trait FromAccess: Sized {
-    fn deserialize_seq_from<'de, A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error>;
-    fn deserialize_map_from<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
-}
-
-impl FromAccess for Value {
-    fn deserialize_seq_from<'de, A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
-        serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
-    }
-
-    fn deserialize_map_from<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
-        serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-    }
-}
-
-/// An object key, borrowed from the payload when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str("an object key")
-            }
-            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(text)))
-            }
-            fn visit_str<E>(self, text: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(text.to_string())))
-            }
-            fn visit_string<E>(self, text: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(text)))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
     }
 }
 

@@ -45,6 +45,7 @@
 
 mod catalog;
 mod compact;
+mod compact_json;
 mod convert;
 mod delete;
 mod error;
