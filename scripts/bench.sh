@@ -45,6 +45,8 @@ phase "alert latency at 50,000 events/s for 30 s"
 "$bin" bench latency --rate 50000 --seconds 30 | tee -a "$work/results.json"
 phase "drop-in protocols vs native NDJSON (500 x 600-byte records per request)"
 "$bin" bench compat --events 500000 --concurrency 4 --server-pid $server | tee -a "$work/results.json"
+phase "sustained 200,000 events/s for 15 s (stream sustained)"
+"$bin" bench sustained --stream sustained --rate 200000 --seconds 15 | tee -a "$work/results.json"
 phase "SQL"
 # Timed on an idle server: every event read by every consumer, and no background work (flushes
 # by age, index merges, compaction) for 3 s; otherwise Tidewatch's queries would share the CPUs

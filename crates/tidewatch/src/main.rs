@@ -6,6 +6,7 @@
 mod bench;
 mod bench_compat;
 mod bench_search;
+mod bench_sustained;
 mod client;
 mod config;
 mod datagen;
@@ -283,6 +284,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Holds a fixed ingest rate and reports whether detection, the lake and search keep up
+    /// (their lag stays under a second of events).
+    Sustained {
+        #[arg(long, default_value = "bench")]
+        stream: String,
+        /// Events per second.
+        #[arg(long, default_value_t = 200_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Kinesis PutRecords and Elasticsearch _bulk against native NDJSON on the same records.
     Compat {
         /// Events per protocol.
@@ -389,6 +403,20 @@ fn main() -> anyhow::Result<()> {
                         seconds,
                         seed,
                     } => bench::latency(&server, rate, seconds, seed).await,
+                    BenchCommand::Sustained {
+                        stream,
+                        rate,
+                        seconds,
+                        seed,
+                    } => {
+                        let plan = bench_sustained::SustainedPlan {
+                            stream,
+                            rate,
+                            seconds,
+                            seed,
+                        };
+                        bench_sustained::sustained(&server, plan).await
+                    }
                     BenchCommand::Compat {
                         events,
                         concurrency,

@@ -3,53 +3,18 @@
 //!
 //! The text is exactly what `serde_json::Value`'s `to_string` writes for the same value (the
 //! form these columns always had, so files written before and after read the same): no white
-//! space, scalars formatted by serde_json's own serializer, object keys in byte order, and of
-//! a key repeated within one object only the last value. Building a `Value` first cost a map
+//! space, strings escaped and numbers formatted as serde_json does, object keys in byte order,
+//! and of a key repeated within one object only the last value. Building a `Value` first cost a map
 //! per object and a string per value, only to be written out and dropped.
 
 use std::borrow::Cow;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::ops::Range;
 
-use serde::Serialize;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Reads one JSON value and appends its compact text to the string it holds.
 pub(crate) struct CompactJson<'o>(pub(crate) &'o mut String);
-
-impl CompactJson<'_> {
-    /// Appends `value` as serde_json writes it.
-    fn scalar<T: Serialize + ?Sized, E: serde::de::Error>(self, value: &T) -> Result<(), E> {
-        write_scalar(self.0, value)
-    }
-}
-
-fn write_scalar<T: Serialize + ?Sized, E: serde::de::Error>(
-    out: &mut String,
-    value: &T,
-) -> Result<(), E> {
-    value
-        .serialize(&mut serde_json::Serializer::new(TextWriter(out)))
-        .map_err(E::custom)
-}
-
-/// Lets serde_json's serializer write into a `String`. It writes whole UTF-8 pieces (text
-/// split only at ASCII characters it escapes, ASCII digits and punctuation), so checking each
-/// piece costs one pass over what is written.
-struct TextWriter<'o>(&'o mut String);
-
-impl std::io::Write for TextWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))?;
-        self.0.push_str(text);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 impl<'de> DeserializeSeed<'de> for CompactJson<'_> {
     type Value = ();
@@ -77,19 +42,24 @@ impl<'de> Visitor<'de> for CompactJson<'_> {
     }
 
     fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<(), E> {
-        self.scalar(&number)
+        // Integers print the same through `Display` as through serde_json.
+        write!(self.0, "{number}").map_err(E::custom)
     }
 
     fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<(), E> {
-        self.scalar(&number)
+        write!(self.0, "{number}").map_err(E::custom)
     }
 
     fn visit_f64<E: serde::de::Error>(self, number: f64) -> Result<(), E> {
-        self.scalar(&number)
+        // Floats are not (`1e308`, `1.0`): serde_json formats them as it does for a `Value`.
+        let text = serde_json::to_string(&number).map_err(E::custom)?;
+        self.0.push_str(&text);
+        Ok(())
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
-        self.scalar(text)
+        push_quoted(self.0, text);
+        Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -113,35 +83,74 @@ impl<'de> Visitor<'de> for CompactJson<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let out = self.0;
-        // Each member's value is written after what is there, then the members are put in
-        // key order: the keys are only known one by one.
+        // Members are written in document order, each as `"key":value`; when the keys did not
+        // arrive in strictly increasing order (rare in practice), they are put in order after.
         let start = out.len();
-        let mut members: Vec<(Cow<'de, str>, Range<usize>)> = Vec::new();
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            let value_start = out.len();
-            map.next_value_seed(CompactJson(&mut *out))?;
-            members.push((key.0, value_start..out.len()));
-        }
-        // Stable: of equal keys, the last one stays last, and is the one kept below.
-        members.sort_by(|a, b| a.0.cmp(&b.0));
-        let values = out.split_off(start);
         out.push('{');
-        let mut first = true;
-        for (index, (key, range)) in members.iter().enumerate() {
-            if members.get(index + 1).is_some_and(|next| next.0 == *key) {
-                continue;
-            }
-            if !first {
+        let mut members: Vec<(Cow<'de, str>, Range<usize>)> = Vec::new();
+        let mut in_order = true;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if let Some((previous, _)) = members.last() {
+                in_order &= *previous < key;
                 out.push(',');
             }
-            first = false;
-            write_scalar::<str, A::Error>(out, &**key)?;
+            let member_start = out.len();
+            push_quoted(out, &key);
             out.push(':');
-            out.push_str(&values[range.start - start..range.end - start]);
+            map.next_value_seed(CompactJson(&mut *out))?;
+            members.push((key, member_start..out.len()));
+        }
+        if !in_order {
+            // Stable: of equal keys the last stays last, and only the last is kept, as a
+            // map that is inserted into keeps the last value.
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            let written = out.split_off(start + 1);
+            let shift = start + 1;
+            let mut first = true;
+            for (index, (key, range)) in members.iter().enumerate() {
+                if members.get(index + 1).is_some_and(|next| next.0 == *key) {
+                    continue;
+                }
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(&written[range.start - shift..range.end - shift]);
+            }
         }
         out.push('}');
         Ok(())
     }
+}
+
+/// Appends `text` as a JSON string, escaped as serde_json escapes it: `"`, `\` and the
+/// control characters, with the short forms where JSON has them; nothing else.
+fn push_quoted(out: &mut String, text: &str) {
+    out.push('"');
+    let mut run_start = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let short = match byte {
+            b'"' => '"',
+            b'\\' => '\\',
+            0x08 => 'b',
+            b'\t' => 't',
+            b'\n' => 'n',
+            0x0c => 'f',
+            b'\r' => 'r',
+            0x00..=0x1f => 'u',
+            _ => continue,
+        };
+        // Escaped bytes are ASCII, so the runs between them are whole characters.
+        out.push_str(&text[run_start..at]);
+        out.push('\\');
+        out.push(short);
+        if short == 'u' {
+            let _ = write!(out, "{byte:04x}");
+        }
+        run_start = at + 1;
+    }
+    out.push_str(&text[run_start..]);
+    out.push('"');
 }
 
 /// An object key, borrowed from the payload when it has no escapes.

@@ -206,7 +206,7 @@ impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        let mut text = String::new();
+        let mut text = String::with_capacity(128);
         CompactJson(&mut text).visit_seq(seq)?;
         self.emit(Leaf::Json(text));
         Ok(())
