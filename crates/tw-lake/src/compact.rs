@@ -218,6 +218,7 @@ impl Lake {
             rows,
             &settings.bloom_filter_columns,
             self.config().compaction.row_group_rows,
+            LASTING_ZSTD_LEVEL,
         );
         let bytes = if keys.inputs_sorted {
             // The usual case: a small batch of each open input decoded at a time.
@@ -353,20 +354,29 @@ pub(crate) fn read_file(
         .collect()
 }
 
-/// How the lake writes every Parquet file: zstd, Parquet 1.0 pages with dictionaries,
-/// statistics per row group and per page (so a column index and an offset index: the page
-/// index), and a bloom filter on each string column of `bloom_columns` present in `batch`.
-/// What DuckDB, Spark, Trino and Athena all read, and what lets DataFusion prune.
+/// zstd level of flush files. They live until their hour is compacted, and the flush is on
+/// the lake consumer's path: level 1 let the `lake_throughput` example write ~14 % more events
+/// per second than level 3 (and its files came out no larger; BENCHMARKS.md, session 21).
+pub(crate) const FLUSH_ZSTD_LEVEL: i32 = 1;
+/// zstd level of the files that stay: compacted hours and rewrites (row deletion).
+pub(crate) const LASTING_ZSTD_LEVEL: i32 = 3;
+
+/// How the lake writes every Parquet file: zstd at `zstd_level`, Parquet 1.0 pages with
+/// dictionaries, statistics per row group and per page (so a column index and an offset index:
+/// the page index), and a bloom filter on each string column of `bloom_columns` present in
+/// `batch`. What DuckDB, Spark, Trino and Athena all read, and what lets DataFusion prune.
 pub(crate) fn writer_properties(
     batch: &RecordBatch,
     bloom_columns: &[String],
     max_row_group_rows: usize,
+    zstd_level: i32,
 ) -> Result<WriterProperties, ParquetError> {
     writer_properties_for(
         &batch.schema(),
         batch.num_rows(),
         bloom_columns,
         max_row_group_rows,
+        zstd_level,
     )
 }
 
@@ -376,10 +386,11 @@ pub(crate) fn writer_properties_for(
     rows: usize,
     bloom_columns: &[String],
     max_row_group_rows: usize,
+    zstd_level: i32,
 ) -> Result<WriterProperties, ParquetError> {
     let group_rows = rows.clamp(1, max_row_group_rows.max(1));
     let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(group_rows));
     for name in bloom_columns {

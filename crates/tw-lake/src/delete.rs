@@ -28,7 +28,7 @@ use tw_core::{Offset, PartitionId, StreamName};
 use bytes::Bytes;
 
 use crate::catalog::OFFSET_COLUMN;
-use crate::compact::{read_file, writer_properties};
+use crate::compact::{LASTING_ZSTD_LEVEL, read_file, writer_properties};
 use crate::files::{self, DataFile};
 use crate::import::flushed;
 use crate::storage::LakeStorage;
@@ -201,7 +201,7 @@ fn rewrite_without(
         return Ok(0);
     }
     let kept = concat_batches(&Arc::clone(&schema), &kept).map_err(LakeError::arrow(stream))?;
-    let properties = writer_properties(&kept, bloom, row_group_rows);
+    let properties = writer_properties(&kept, bloom, row_group_rows, LASTING_ZSTD_LEVEL);
     files::write_file(storage, path, &kept, properties)?;
     tracing::info!(%stream, old = %file.path, new = %path, removed, "lake rows deleted");
     Ok(removed)

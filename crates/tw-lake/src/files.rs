@@ -18,7 +18,7 @@ use tw_core::{Offset, PartitionId, StreamName};
 
 use crate::LakeError;
 use crate::catalog::{OFFSET_COLUMN, TIME_COLUMN};
-use crate::compact::writer_properties;
+use crate::compact::{FLUSH_ZSTD_LEVEL, writer_properties};
 use crate::storage::{LakeStorage, StoredObject};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -112,7 +112,7 @@ pub(crate) fn write_flush(
         }
         let path = format!("{stream}/{}/{name}", hour_dir(hour * HOUR_MS));
         let rows = sorted.slice(start, end - start);
-        let properties = writer_properties(&rows, bloom_columns, usize::MAX);
+        let properties = writer_properties(&rows, bloom_columns, usize::MAX, FLUSH_ZSTD_LEVEL);
         written.bytes += write_file(storage, &path, &rows, properties)?;
         written.rows += end - start;
         files.push(path);
@@ -312,7 +312,7 @@ pub(crate) fn truncate(
     if kept.num_rows() > 0 && keep_below > file.first {
         let dir = parent(&file.path);
         let name = file_name(file.partition, file.first, keep_below - 1);
-        let properties = writer_properties(&kept, bloom_columns, usize::MAX);
+        let properties = writer_properties(&kept, bloom_columns, usize::MAX, FLUSH_ZSTD_LEVEL);
         write_file(storage, &format!("{dir}/{name}"), &kept, properties)?;
     }
     storage.delete(&file.path)
