@@ -19,12 +19,11 @@
 //! and non-ASCII text under `ignore_case`, whose Unicode folding the matcher does itself)
 //! make every rule of the path a candidate.
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 
 use crate::batch::{Chunk, Mask, NO_ID, ValueIds};
 use crate::matcher::{Literal, Matcher, Test, TextBuffer, scalar_text};
+use crate::state::Map;
 
 /// A necessary condition of a matcher: it holds only if the scalar at `path` has one of
 /// `values` as its text (lowercased first when `ignore_case`).
@@ -109,7 +108,8 @@ struct Group {
     /// The stream's path index.
     path: usize,
     ignore_case: bool,
-    by_value: HashMap<Box<str>, Vec<usize>>,
+    /// foldhash: looked up for every distinct string of a chunk; the keys are the rules'.
+    by_value: Map<Box<str>, Vec<usize>>,
     /// Every rule of the group (candidates when the value cannot be looked up).
     members: Vec<usize>,
 }
@@ -149,7 +149,7 @@ impl Prefilter {
                     groups.push(Group {
                         path: required.path,
                         ignore_case: required.ignore_case,
-                        by_value: HashMap::new(),
+                        by_value: Map::default(),
                         members: Vec::new(),
                     });
                     groups.len() - 1
