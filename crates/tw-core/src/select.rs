@@ -66,9 +66,14 @@ impl FieldSelection {
         // string it reads from bytes; a payload that fails it is read as bytes, where
         // serde_json finds and names the problem.
         match std::str::from_utf8(json) {
-            Ok(text) => self.parse_from(serde_json::Deserializer::from_str(text)),
+            Ok(text) => self.parse_text(text),
             Err(_) => self.parse_from(serde_json::Deserializer::from_slice(json)),
         }
+    }
+
+    /// [`parse`](Self::parse) of text the caller has already checked as UTF-8.
+    pub fn parse_text(&self, json: &str) -> serde_json::Result<Value> {
+        self.parse_from(serde_json::Deserializer::from_str(json))
     }
 
     fn parse_from<'de, R: serde_json::de::Read<'de>>(
