@@ -366,6 +366,10 @@ impl ColumnBuilder {
 
     fn pad_to(&mut self, rows: usize) {
         let missing = rows.saturating_sub(self.len());
+        if missing == 0 {
+            // The usual case (a field every event has): no null to append.
+            return;
+        }
         match self {
             ColumnBuilder::Boolean(b) => b.append_nulls(missing),
             ColumnBuilder::Int64(b) => b.append_nulls(missing),
