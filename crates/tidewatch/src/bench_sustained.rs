@@ -115,10 +115,14 @@ pub async fn sustained(server: &str, plan: SustainedPlan) -> anyhow::Result<Valu
     sampling.store(false, Ordering::Relaxed);
     let mut lags = sampler.await??;
 
+    // Every lag at the end is read before waiting for any consumer to catch up.
+    let mut at_end = Vec::with_capacity(CONSUMERS.len());
+    for consumer in CONSUMERS {
+        at_end.push(consumer_lag(&client, server, consumer).await?);
+    }
     let mut consumers = serde_json::Map::new();
     let deadline = Instant::now() + Duration::from_secs(3600);
-    for consumer in CONSUMERS {
-        let at_end = consumer_lag(&client, server, consumer).await?;
+    for (consumer, at_end) in CONSUMERS.into_iter().zip(at_end) {
         let samples = lags.remove(consumer).unwrap_or_default();
         let max = samples.iter().copied().fold(at_end, f64::max);
         let mut report = json!({
