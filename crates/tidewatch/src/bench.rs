@@ -27,6 +27,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The consumers a bench watches, in the order the pipeline promises them: detection, then
+/// the lake, then search (which runs at the lowest priority and may catch up later).
+pub(crate) const CONSUMERS: [&str; 3] = ["detect", "lake", "search"];
+
 pub(crate) fn summary(mut samples: Vec<f64>) -> Value {
     samples.sort_by(f64::total_cmp);
     json!({
@@ -127,7 +131,7 @@ pub async fn ingest(server: &str, plan: IngestPlan) -> anyhow::Result<Value> {
     // Drain: wait until each consumer's lag is zero.
     let mut drained = serde_json::Map::new();
     let deadline = Instant::now() + Duration::from_secs(3600);
-    for consumer in ["detect", "lake", "search"] {
+    for consumer in CONSUMERS {
         while consumer_lag(&client, server, consumer).await? > 0.0 {
             anyhow::ensure!(
                 Instant::now() < deadline,

@@ -14,12 +14,9 @@ use anyhow::bail;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::bench::{consumer_lag, summary};
+use crate::bench::{CONSUMERS, consumer_lag, summary};
 use crate::datagen::{Generator, Kind};
 
-/// Consumers watched, in the order the pipeline promises them: detection, then the lake, then
-/// search (which runs at the lowest priority and may catch up later).
-const CONSUMERS: [&str; 3] = ["detect", "lake", "search"];
 /// Requests sent per second; each carries `rate / TICKS_PER_SECOND` events.
 const TICKS_PER_SECOND: u64 = 10;
 /// Requests in flight at most: beyond that the client waits, and the achieved rate shows it.
@@ -69,15 +66,16 @@ pub async fn sustained(server: &str, plan: SustainedPlan) -> anyhow::Result<Valu
     let sampler = tokio::spawn({
         let (client, server, sampling) = (client.clone(), server.to_string(), sampling.clone());
         async move {
-            let mut lags: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+            let mut largest: BTreeMap<&str, f64> = BTreeMap::new();
             while sampling.load(Ordering::Relaxed) {
                 for consumer in CONSUMERS {
                     let lag = consumer_lag(&client, &server, consumer).await?;
-                    lags.entry(consumer).or_default().push(lag);
+                    let seen = largest.entry(consumer).or_default();
+                    *seen = seen.max(lag);
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            anyhow::Ok(lags)
+            anyhow::Ok(largest)
         }
     });
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -113,7 +111,7 @@ pub async fn sustained(server: &str, plan: SustainedPlan) -> anyhow::Result<Valu
     }
     let sending_secs = started.elapsed().as_secs_f64();
     sampling.store(false, Ordering::Relaxed);
-    let mut lags = sampler.await??;
+    let largest = sampler.await??;
 
     // Every lag at the end is read before waiting for any consumer to catch up.
     let mut at_end = Vec::with_capacity(CONSUMERS.len());
@@ -123,8 +121,7 @@ pub async fn sustained(server: &str, plan: SustainedPlan) -> anyhow::Result<Valu
     let mut consumers = serde_json::Map::new();
     let deadline = Instant::now() + Duration::from_secs(3600);
     for (consumer, at_end) in CONSUMERS.into_iter().zip(at_end) {
-        let samples = lags.remove(consumer).unwrap_or_default();
-        let max = samples.iter().copied().fold(at_end, f64::max);
+        let max = largest.get(consumer).copied().unwrap_or(0.0).max(at_end);
         let mut report = json!({
             "lag_at_end_events": at_end,
             "max_lag_events": max,

@@ -27,7 +27,7 @@ struct Node {
     /// Keep this value whole (a selected path ends here).
     whole: bool,
     /// Every key of every parsed object is looked up here, so the hash is foldhash, not
-    /// SipHash (which was ~4 % of detection's and ingest's CPU). The keys are the rules'
+    /// SipHash (which was ~7 % of the server's CPU samples at 200,000 events/s). The keys are the rules'
     /// paths, never the events', so there is nothing for an event to flood.
     children: HashMap<String, Node, foldhash::fast::RandomState>,
 }

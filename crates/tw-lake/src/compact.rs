@@ -355,7 +355,7 @@ pub(crate) fn read_file(
 }
 
 /// zstd level of flush files. They live until their hour is compacted, and the flush is on
-/// the lake consumer's path: level 1 let the `lake_throughput` example write ~14 % more events
+/// the lake consumer's path: level 1 let the `lake_throughput` example write ~17 % more events
 /// per second than level 3 (and its files came out no larger; BENCHMARKS.md, session 21).
 pub(crate) const FLUSH_ZSTD_LEVEL: i32 = 1;
 /// zstd level of the files that stay: compacted hours and rewrites (row deletion).

@@ -4,8 +4,8 @@
 //! The text is exactly what `serde_json::Value`'s `to_string` writes for the same value (the
 //! form these columns always had, so files written before and after read the same): no white
 //! space, strings escaped and numbers formatted as serde_json does, object keys in byte order,
-//! and of a key repeated within one object only the last value. Building a `Value` first cost a map
-//! per object and a string per value, only to be written out and dropped.
+//! and of a key repeated within one object only the last value. Building a `Value` first cost
+//! a map per object and a string per value, only to be written out and dropped.
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
@@ -85,8 +85,8 @@ impl<'de> Visitor<'de> for CompactJson<'_> {
         let out = self.0;
         // Members are written in document order, each as `"key":value`; when the keys did not
         // arrive in strictly increasing order (rare in practice), they are put in order after.
-        let start = out.len();
         out.push('{');
+        let first_member = out.len();
         let mut members: Vec<(Cow<'de, str>, Range<usize>)> = Vec::new();
         let mut in_order = true;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
@@ -104,8 +104,7 @@ impl<'de> Visitor<'de> for CompactJson<'_> {
             // Stable: of equal keys the last stays last, and only the last is kept, as a
             // map that is inserted into keeps the last value.
             members.sort_by(|a, b| a.0.cmp(&b.0));
-            let written = out.split_off(start + 1);
-            let shift = start + 1;
+            let written = out.split_off(first_member);
             let mut first = true;
             for (index, (key, range)) in members.iter().enumerate() {
                 if members.get(index + 1).is_some_and(|next| next.0 == *key) {
@@ -115,7 +114,7 @@ impl<'de> Visitor<'de> for CompactJson<'_> {
                     out.push(',');
                 }
                 first = false;
-                out.push_str(&written[range.start - shift..range.end - shift]);
+                out.push_str(&written[range.start - first_member..range.end - first_member]);
             }
         }
         out.push('}');

@@ -12,8 +12,8 @@
 //! per object and a string per value, only to throw them away after one walk; that was the
 //! largest cost of the lake writer. Here strings without escapes are borrowed from the payload
 //! and nothing but the leaves is materialised; arrays are rewritten as compact text while they
-//! are read. Keys are visited in document order; a key that
-//! repeats within one object yields both values (the converter keeps the second in
+//! are read. Keys are visited in document order; a key that repeats within one object yields
+//! both values (the converter keeps the second in
 //! `_overflow`, so nothing is dropped).
 
 use std::borrow::Cow;
