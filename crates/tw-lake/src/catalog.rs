@@ -188,15 +188,22 @@ impl Catalog {
 
     /// Records that column `name` received a value of type `value_type` and returns where the
     /// value goes, plus whether it was a type conflict. Adds or widens columns as needed;
-    /// never refuses a value.
+    /// never refuses a value. `guess` is where the column probably is: events of a stream
+    /// mostly share their shape, and comparing one name costs less than hashing it.
     pub(crate) fn observe(
         &mut self,
         name: &str,
+        guess: Option<usize>,
         value_type: ColumnType,
         max_columns: usize,
         now_ms: i64,
     ) -> (Placement, bool) {
-        if let Some(position) = self.position(name) {
+        let guessed = guess.filter(|&position| {
+            self.fields
+                .get(position)
+                .is_some_and(|field| field.name == name)
+        });
+        if let Some(position) = guessed.or_else(|| self.position(name)) {
             let field = &mut self.fields[position];
             let (widened, conflict) = field.column_type.widen(value_type);
             if widened != field.column_type {
@@ -346,19 +353,19 @@ mod tests {
         let stream = StreamName::new("ct").unwrap();
         let mut catalog = Catalog::new(stream.clone());
         assert_eq!(
-            catalog.observe("a", ColumnType::Int64, 10, 1),
+            catalog.observe("a", None, ColumnType::Int64, 10, 1),
             (Placement::Column(0), false)
         );
         assert_eq!(
-            catalog.observe("b.c", ColumnType::Boolean, 10, 2),
+            catalog.observe("b.c", None, ColumnType::Boolean, 10, 2),
             (Placement::Column(1), false)
         );
         assert_eq!(
-            catalog.observe("a", ColumnType::Float64, 10, 3),
+            catalog.observe("a", None, ColumnType::Float64, 10, 3),
             (Placement::Column(0), false)
         );
         assert_eq!(
-            catalog.observe("b.c", ColumnType::Utf8, 10, 4),
+            catalog.observe("b.c", None, ColumnType::Utf8, 10, 4),
             (Placement::Column(1), true)
         );
         let storage = LakeStorage::open(&LakeLocation::Local(dir.path().to_path_buf())).unwrap();
@@ -384,7 +391,7 @@ mod tests {
         );
         assert_eq!(loaded.revision, 4);
         assert_eq!(
-            loaded.observe("d", ColumnType::Utf8, 10, 5),
+            loaded.observe("d", None, ColumnType::Utf8, 10, 5),
             (Placement::Column(2), false)
         );
     }
@@ -393,21 +400,21 @@ mod tests {
     fn column_limit_sends_new_fields_to_overflow() {
         let mut catalog = Catalog::new(StreamName::new("s").unwrap());
         assert_eq!(
-            catalog.observe("a", ColumnType::Int64, 2, 0).0,
+            catalog.observe("a", None, ColumnType::Int64, 2, 0).0,
             Placement::Column(0)
         );
         assert_eq!(catalog.overflow_position(0), 1);
         assert_eq!(
-            catalog.observe("b", ColumnType::Int64, 2, 0).0,
+            catalog.observe("b", None, ColumnType::Int64, 2, 0).0,
             Placement::Column(2),
             "_overflow is not counted"
         );
         assert_eq!(
-            catalog.observe("c", ColumnType::Int64, 2, 0).0,
+            catalog.observe("c", None, ColumnType::Int64, 2, 0).0,
             Placement::Overflow
         );
         assert_eq!(
-            catalog.observe("a", ColumnType::Utf8, 2, 0),
+            catalog.observe("a", None, ColumnType::Utf8, 2, 0),
             (Placement::Column(0), true),
             "known columns still widen"
         );

@@ -26,7 +26,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use chrono::{NaiveDate, TimeZone, Utc};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 use serde::Serialize;
 use tw_core::{Offset, PartitionId, StreamLakeConfig, StreamName};
@@ -231,7 +231,7 @@ impl Lake {
                 SORTED_CHUNK_ROWS,
                 name,
             )?;
-            files::write_batches(storage, &path, schema, merged, properties, expected_bytes)?
+            files::write_batches(storage, &path, schema, merged, properties, expected_bytes)?.size
         } else {
             // An input out of order: the inputs are held decoded once and the sorted rows go
             // to the writer a chunk at a time.
@@ -248,7 +248,7 @@ impl Lake {
             let chunks = pairs
                 .chunks(SORTED_CHUNK_ROWS)
                 .map(|chunk| interleave_record_batch(&refs, chunk).map_err(LakeError::arrow(name)));
-            files::write_batches(storage, &path, schema, chunks, properties, expected_bytes)?
+            files::write_batches(storage, &path, schema, chunks, properties, expected_bytes)?.size
         };
         tracing::info!(%stream, %path, inputs = group.len(), rows, "lake files compacted");
         Ok(Some((bytes, rows as u64)))
@@ -388,6 +388,18 @@ pub(crate) fn writer_properties_for(
     max_row_group_rows: usize,
     zstd_level: i32,
 ) -> Result<WriterProperties, ParquetError> {
+    Ok(properties_builder(schema, rows, bloom_columns, max_row_group_rows, zstd_level)?.build())
+}
+
+/// The builder of [`writer_properties_for`], for a caller that changes more (the flush turns
+/// some dictionaries off, see [`crate::dictionary`]).
+pub(crate) fn properties_builder(
+    schema: &SchemaRef,
+    rows: usize,
+    bloom_columns: &[String],
+    max_row_group_rows: usize,
+    zstd_level: i32,
+) -> Result<WriterPropertiesBuilder, ParquetError> {
     let group_rows = rows.clamp(1, max_row_group_rows.max(1));
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
@@ -410,7 +422,7 @@ pub(crate) fn writer_properties_for(
                 .set_column_bloom_filter_max_ndv(column, group_rows as u64);
         }
     }
-    Ok(builder.build())
+    Ok(builder)
 }
 
 /// The start (epoch ms) of the hour of `dir` = `{stream}/year=/month=/day=/hour=` (relative

@@ -126,8 +126,15 @@ impl<'de> Visitor<'de> for CompactJson<'_> {
 /// control characters, with the short forms where JSON has them; nothing else.
 fn push_quoted(out: &mut String, text: &str) {
     out.push('"');
+    // Most strings need no escape: skip them 8 bytes at a time, then go byte by byte from the
+    // first word that holds a byte to escape.
+    let clean_words = text
+        .as_bytes()
+        .chunks_exact(8)
+        .take_while(|chunk| <[u8; 8]>::try_from(*chunk).is_ok_and(|word| !needs_escape(word)))
+        .count();
     let mut run_start = 0;
-    for (at, byte) in text.bytes().enumerate() {
+    for (at, byte) in text.bytes().enumerate().skip(clean_words * 8) {
         let short = match byte {
             b'"' => '"',
             b'\\' => '\\',
@@ -150,6 +157,20 @@ fn push_quoted(out: &mut String, text: &str) {
     }
     out.push_str(&text[run_start..]);
     out.push('"');
+}
+
+/// Whether one of the 8 bytes of `word` must be escaped: a control character, `"` or `\`.
+/// The bit tricks of "Bit Twiddling Hacks" (`hasless`, `haszero`): `(x - n) & !x` sets the high
+/// bit of some byte exactly when some byte of `x` is below `n` (for `n` up to 128).
+fn needs_escape(word: [u8; 8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let word = u64::from_le_bytes(word);
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word;
+    let control = below(word, 0x20);
+    let quote = below(word ^ (ONES * u64::from(b'"')), 1);
+    let backslash = below(word ^ (ONES * u64::from(b'\\')), 1);
+    (control | quote | backslash) & HIGH_BITS != 0
 }
 
 /// An object key, borrowed from the payload when it has no escapes.
@@ -210,6 +231,21 @@ mod tests {
         ];
         for case in cases {
             assert_eq!(compact(case).unwrap(), through_value(case), "{case}");
+        }
+    }
+
+    #[test]
+    fn the_word_check_finds_exactly_the_bytes_to_escape() {
+        // Every byte at every position, among fillers next to the limits of the tricks.
+        for filler in [b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xc3, 0xff] {
+            for byte in 0..=u8::MAX {
+                for position in 0..8 {
+                    let mut word = [filler; 8];
+                    word[position] = byte;
+                    let expected = byte < 0x20 || byte == b'"' || byte == b'\\';
+                    assert_eq!(needs_escape(word), expected, "{word:?}");
+                }
+            }
         }
     }
 

@@ -158,6 +158,9 @@ pub(crate) fn convert<'a>(
     let mut path = String::new();
     // Columns that conflicted in the current record: counted once the record proves readable.
     let mut record_conflicts: Vec<String> = Vec::new();
+    // The column of each typed leaf of the previous readable record, in document order (and
+    // of the current one, being filled): the guesses for the next record's leaves.
+    let (mut previous_shape, mut shape): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
     let mut row = 0;
     for (index, &record) in records.iter().enumerate() {
         let mark = catalog.mark();
@@ -167,7 +170,13 @@ pub(crate) fn convert<'a>(
                 // A null carries no type: it neither creates nor widens a column.
                 return;
             };
-            match catalog.observe(name, kind, max_columns, now_ms) {
+            let guess = previous_shape.get(shape.len()).copied();
+            let placement = catalog.observe(name, guess, kind, max_columns, now_ms);
+            shape.push(match placement.0 {
+                Placement::Column(position) => position,
+                Placement::Overflow => usize::MAX,
+            });
+            match placement {
                 (Placement::Column(position), conflict) => {
                     if conflict {
                         record_conflicts.push(name.to_string());
@@ -198,6 +207,7 @@ pub(crate) fn convert<'a>(
                     *conflicts.entry(column).or_default() += 1;
                 }
                 row += 1;
+                std::mem::swap(&mut previous_shape, &mut shape);
             }
             Err(error) => {
                 // Undo what the readable part did, so the next record reuses this row.
@@ -213,6 +223,7 @@ pub(crate) fn convert<'a>(
                 unreadable.push((index, error.to_string()));
             }
         }
+        shape.clear();
     }
     let records: Cow<'_, [&Record]> = if unreadable.is_empty() {
         Cow::Borrowed(records)
@@ -381,7 +392,11 @@ impl ColumnBuilder {
     /// Appends `leaf` as row `row`. The catalog was widened for every value beforehand, so
     /// each arm receives a value of its type; Utf8 takes anything as JSON text.
     fn push(&mut self, row: usize, leaf: &Leaf<'_>) {
-        self.pad_to(row);
+        // Checked here, not only in `pad_to`, which is not inlined: most columns are filled
+        // by every event and need no padding.
+        if self.len() < row {
+            self.pad_to(row);
+        }
         match (self, leaf) {
             (ColumnBuilder::Boolean(b), Leaf::Bool(flag)) => b.append_value(*flag),
             (ColumnBuilder::Int64(b), Leaf::Int(number)) => b.append_value(*number),

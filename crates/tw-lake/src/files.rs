@@ -13,12 +13,14 @@ use bytes::Bytes;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::RowGroupMetaData;
 use parquet::file::properties::WriterProperties;
 use tw_core::{Offset, PartitionId, StreamName};
 
 use crate::LakeError;
 use crate::catalog::{OFFSET_COLUMN, TIME_COLUMN};
-use crate::compact::{FLUSH_ZSTD_LEVEL, writer_properties};
+use crate::compact::{FLUSH_ZSTD_LEVEL, properties_builder, writer_properties};
+use crate::dictionary::DictionaryChoice;
 use crate::storage::{LakeStorage, StoredObject};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -82,7 +84,8 @@ pub(crate) struct Written {
 /// aligned to `schema`) as one file per event-time hour under the stream's directory, rows
 /// sorted by `_time`, then `_offset` (the order compaction merges files in without decoding
 /// them whole, see `merge.rs`). Each stored file is pushed to `files` at once, so that after
-/// an error the caller knows which files of the failed flush exist.
+/// an error the caller knows which files of the failed flush exist. `dictionary` says which
+/// columns get a Parquet dictionary, and learns from every file written.
 // Each argument is one independent fact of the flush; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_flush(
@@ -93,6 +96,7 @@ pub(crate) fn write_flush(
     schema: &SchemaRef,
     batches: &[RecordBatch],
     bloom_columns: &[String],
+    dictionary: &mut DictionaryChoice,
     files: &mut Vec<String>,
 ) -> Result<Written, LakeError> {
     let all = concat_batches(schema, batches).map_err(LakeError::arrow(stream))?;
@@ -112,10 +116,19 @@ pub(crate) fn write_flush(
         }
         let path = format!("{stream}/{}/{name}", hour_dir(hour * HOUR_MS));
         let rows = sorted.slice(start, end - start);
-        let properties = writer_properties(&rows, bloom_columns, usize::MAX, FLUSH_ZSTD_LEVEL);
-        written.bytes += write_file(storage, &path, &rows, properties)?;
-        written.rows += end - start;
+        let properties = properties_builder(
+            &rows.schema(),
+            rows.num_rows(),
+            bloom_columns,
+            usize::MAX,
+            FLUSH_ZSTD_LEVEL,
+        )
+        .map(|builder| dictionary.apply(builder).build());
+        let file = write_file(storage, &path, &rows, properties)?;
         files.push(path);
+        dictionary.learn(&file.row_groups);
+        written.bytes += file.size;
+        written.rows += end - start;
         start = end;
     }
     Ok(written)
@@ -164,19 +177,26 @@ fn time_column<'b>(
         })
 }
 
+/// One Parquet file stored by [`write_batches`].
+pub(crate) struct WrittenFile {
+    pub(crate) size: u64,
+    /// Its row groups' metadata, as in its footer.
+    pub(crate) row_groups: Vec<RowGroupMetaData>,
+}
+
 /// Encodes `batch` as one Parquet file in memory (with `properties`, see
-/// [`writer_properties`]), puts it whole at `path` and returns its size.
+/// [`writer_properties`]) and puts it whole at `path`.
 pub(crate) fn write_file(
     storage: &LakeStorage,
     path: &str,
     batch: &RecordBatch,
     properties: Result<WriterProperties, parquet::errors::ParquetError>,
-) -> Result<u64, LakeError> {
+) -> Result<WrittenFile, LakeError> {
     let batches = std::iter::once(Ok(batch.clone()));
     write_batches(storage, path, &batch.schema(), batches, properties, 0)
 }
 
-/// Writes `batches` (each of `schema`) as one Parquet file at `path`; returns its size. The
+/// Writes `batches` (each of `schema`) as one Parquet file at `path`. The
 /// encoded file is built in memory (one put, so it appears whole), the rows a batch at a time,
 /// in a buffer of `expected_bytes` to start with (growing it doubles and copies: for a merged
 /// file, the inputs' total size is a close guess).
@@ -187,7 +207,7 @@ pub(crate) fn write_batches(
     batches: impl Iterator<Item = Result<RecordBatch, LakeError>>,
     properties: Result<WriterProperties, parquet::errors::ParquetError>,
     expected_bytes: usize,
-) -> Result<u64, LakeError> {
+) -> Result<WrittenFile, LakeError> {
     let parquet_error = |source| LakeError::Parquet {
         path: storage.describe(path),
         source,
@@ -199,11 +219,13 @@ pub(crate) fn write_batches(
     for batch in batches {
         writer.write(&batch?).map_err(parquet_error)?;
     }
+    writer.flush().map_err(parquet_error)?;
+    let row_groups = writer.flushed_row_groups().to_vec();
     // `into_inner` writes the footer (calling `finish` first would write it twice).
     let bytes = writer.into_inner().map_err(parquet_error)?;
     let size = bytes.len() as u64;
     storage.put(path, Bytes::from(bytes))?;
-    Ok(size)
+    Ok(WrittenFile { size, row_groups })
 }
 
 /// Every data file of the lake by stream (the first path segment; `_catalog` and other

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tw_core::{Offset, PartitionId, Record, StreamName, now_ms};
 use tw_pipeline::{IngestLimits, ParsedEvent, RejectedRecord, Rejection, StreamState};
 
+use crate::dictionary::DictionaryChoice;
 use crate::files;
 use crate::{Lake, LakeError};
 
@@ -288,6 +289,8 @@ impl Lake {
         dead_letter: DeadLetterSink<'_>,
     ) -> Result<Written, LakeError> {
         let bloom = self.stream_settings(stream).bloom_filter_columns;
+        // Learned over this import's files, as the writer learns over a stream's flushes.
+        let mut dictionary = DictionaryChoice::default();
         let mut written = Written::default();
         while let Some((events, rejected)) = rows.next_chunk(rules, source)? {
             written.rejected.extend(rejected);
@@ -326,6 +329,7 @@ impl Lake {
                 &schema,
                 &[converted.batch],
                 &bloom,
+                &mut dictionary,
                 &mut paths,
             )?;
             written.rows += records.len() as u64;

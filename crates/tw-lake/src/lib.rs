@@ -48,6 +48,7 @@ mod compact;
 mod compact_json;
 mod convert;
 mod delete;
+mod dictionary;
 mod error;
 mod files;
 mod flatten;

@@ -1,7 +1,7 @@
 //! [`LakeWriter`]: the `tw_pipeline::Consumer` that buffers events as Arrow batches and flushes
 //! them to Parquet by size and age.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
@@ -10,6 +10,7 @@ use tw_pipeline::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition, 
 
 use crate::catalog::Catalog;
 use crate::convert::align;
+use crate::dictionary::DictionaryChoice;
 use crate::flatten::starts_as_object;
 use crate::import::is_import_partition;
 use crate::supersede::remove_superseded;
@@ -28,6 +29,9 @@ pub struct LakeWriter {
     orphans: Vec<String>,
     /// Records found not to be JSON while converting, until the runner takes them.
     unusable: Vec<UnusableRecord>,
+    /// Per stream, which columns its flush files write with a dictionary (learned from its
+    /// earlier flushes; starts over after a restart).
+    dictionaries: HashMap<StreamName, DictionaryChoice>,
 }
 
 impl LakeWriter {
@@ -37,6 +41,7 @@ impl LakeWriter {
             committed: BTreeMap::new(),
             orphans: Vec::new(),
             unusable: Vec::new(),
+            dictionaries: HashMap::new(),
         }
     }
 
@@ -253,6 +258,7 @@ impl LakeWriter {
             &schema,
             &aligned,
             &bloom,
+            self.dictionaries.entry(stream.clone()).or_default(),
             &mut paths,
         );
         let written = match written {

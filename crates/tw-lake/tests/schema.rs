@@ -283,6 +283,36 @@ fn colliding_flattened_names_keep_both_values() {
     );
 }
 
+/// The converter guesses each field's column from the previous event's shape: events whose
+/// fields come in another order, with one more or one less, or with a null in between, still
+/// put every value in its own column.
+#[test]
+fn events_of_changing_shapes_fill_the_right_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = open(dir.path());
+    let mut writer = lake.writer();
+    writer.start(&Default::default()).unwrap();
+    let events = [
+        json!({"a": 1, "b": "x", "c": {"d": true}}),
+        json!({"a": 2, "b": "y", "c": {"d": false}}),
+        json!({"b": "z", "a": 3}),
+        json!({"a": null, "b": "w", "c": {"d": true}, "e": 5}),
+        json!({"e": 6, "c": {"d": false}, "a": 4, "b": "v"}),
+        json!({"a": 5, "b": "u", "c": {"d": true}, "e": 7}),
+    ];
+    let events: Vec<(i64, serde_json::Value)> = events.into_iter().map(|e| (T0, e)).collect();
+    writer.handle(&batch("ct", 0, 0, &events)).unwrap();
+    let snapshot = lake.hot_snapshot(&stream("ct"));
+    let column = |name| column_text(&snapshot.batches, name);
+    assert_eq!(column("a"), ["1", "2", "3", "null", "4", "5"]);
+    assert_eq!(column("b"), ["x", "y", "z", "w", "v", "u"]);
+    assert_eq!(
+        column("c.d"),
+        ["true", "false", "null", "true", "false", "true"]
+    );
+    assert_eq!(column("e"), ["null", "null", "null", "5", "6", "7"]);
+}
+
 /// Records the runner passed as objects but that are not valid JSON (damaged in the log, or
 /// written by another tool) are found while converting: they get no row, leave no column and
 /// no widening behind, and are handed to the runner for the dead-letter queue, once.
