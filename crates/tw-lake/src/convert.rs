@@ -130,13 +130,16 @@ impl Lake {
     }
 }
 
-/// Where one flattened value of row `.0` goes.
-enum Slot<'v> {
-    /// Into the event column at this position.
-    Column(usize, usize, Leaf<'v>),
-    /// Into `_overflow`, under this name.
-    Overflow(usize, String, Leaf<'v>),
+/// A flattened value and the event column it goes into. The values of a batch are held in
+/// row order, the row boundaries aside, until the catalog has seen every record.
+struct Placed<'v> {
+    position: usize,
+    leaf: Leaf<'v>,
 }
+
+/// A value kept in `_overflow` (column limit reached, or a second field of one event under
+/// the same name): its row, its name, the value.
+type Overflowed<'v> = (usize, String, Leaf<'v>);
 
 /// Converts `records` of one partition. Updates `catalog` first (new columns, widenings), so
 /// that every value fits the resulting schema. A record that is not valid JSON is left out and
@@ -151,9 +154,13 @@ pub(crate) fn convert<'a>(
 ) -> Result<Converted, LakeError> {
     let stream = catalog.stream.to_string();
     let mut conflicts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut overflowed = 0u64;
     let mut unreadable = Vec::new();
-    let mut slots: Vec<Slot<'a>> = Vec::with_capacity(records.len() * 8);
+    // Sized after the first record (a batch's events mostly have the same fields): grown by
+    // doubling, this vector of a few MB was copied and page-faulted in anew at every step.
+    let mut slots: Vec<Placed<'a>> = Vec::new();
+    // Where each readable record's values end in `slots`.
+    let mut row_ends: Vec<usize> = Vec::with_capacity(records.len());
+    let mut overflow: Vec<Overflowed<'a>> = Vec::new();
     let mut seen = vec![usize::MAX; catalog.fields.len()];
     let mut path = String::new();
     // Columns that conflicted in the current record: counted once the record proves readable.
@@ -161,10 +168,10 @@ pub(crate) fn convert<'a>(
     // The column of each typed leaf of the previous readable record, in document order (and
     // of the current one, being filled): the guesses for the next record's leaves.
     let (mut previous_shape, mut shape): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
-    let mut row = 0;
     for (index, &record) in records.iter().enumerate() {
+        let row = row_ends.len();
         let mark = catalog.mark();
-        let (first_slot, overflowed_before) = (slots.len(), overflowed);
+        let (first_slot, first_overflow) = (slots.len(), overflow.len());
         let mut place = |name: &str, leaf: Leaf<'a>| {
             let Some(kind) = leaf.column_type() else {
                 // A null carries no type: it neither creates nor widens a column.
@@ -188,17 +195,13 @@ pub(crate) fn convert<'a>(
                         // Two fields of one event flatten to the same name (`{"a.b":1,"a":{"b":2}}`
                         // or a repeated key): the first wins the column, the other is kept in
                         // `_overflow`.
-                        overflowed += 1;
-                        slots.push(Slot::Overflow(row, name.to_string(), leaf));
+                        overflow.push((row, name.to_string(), leaf));
                     } else {
                         seen[position] = row;
-                        slots.push(Slot::Column(row, position, leaf));
+                        slots.push(Placed { position, leaf });
                     }
                 }
-                (Placement::Overflow, _) => {
-                    overflowed += 1;
-                    slots.push(Slot::Overflow(row, name.to_string(), leaf));
-                }
+                (Placement::Overflow, _) => overflow.push((row, name.to_string(), leaf)),
             }
         };
         match for_each_leaf(&record.payload, &mut path, &mut place) {
@@ -206,17 +209,25 @@ pub(crate) fn convert<'a>(
                 for column in record_conflicts.drain(..) {
                     *conflicts.entry(column).or_default() += 1;
                 }
-                row += 1;
+                row_ends.push(slots.len());
+                if row == 0 {
+                    // A value takes at least 4 bytes of JSON (`"a":1,`): never more than the
+                    // bytes left allow, should the first event be much wider than the others.
+                    let bytes_left: usize = records[index + 1..]
+                        .iter()
+                        .map(|record| record.payload.len())
+                        .sum();
+                    let expected = slots.len() * (records.len() - index - 1);
+                    slots.reserve(expected.min(bytes_left / 4));
+                }
                 std::mem::swap(&mut previous_shape, &mut shape);
             }
             Err(error) => {
                 // Undo what the readable part did, so the next record reuses this row.
-                for slot in slots.drain(first_slot..) {
-                    if let Slot::Column(_, position, _) = slot {
-                        seen[position] = usize::MAX;
-                    }
+                for placed in slots.drain(first_slot..) {
+                    seen[placed.position] = usize::MAX;
                 }
-                overflowed = overflowed_before;
+                overflow.truncate(first_overflow);
                 record_conflicts.clear();
                 catalog.rollback(mark);
                 seen.truncate(catalog.fields.len());
@@ -236,38 +247,49 @@ pub(crate) fn convert<'a>(
             .map(|(_, record)| *record)
             .collect()
     };
-    let overflow_position = (overflowed > 0).then(|| catalog.overflow_position(now_ms));
+    let overflow_position = (!overflow.is_empty()).then(|| catalog.overflow_position(now_ms));
 
+    // Each builder sized for its column up front, instead of grown by doubling: the text
+    // bytes of its string values (other values written as text grow it past that).
+    let mut text_bytes = vec![0usize; catalog.fields.len()];
+    for placed in &slots {
+        if let Leaf::Str(text) = &placed.leaf {
+            text_bytes[placed.position] += text.len();
+        }
+    }
     let mut builders: Vec<ColumnBuilder> = catalog
         .fields
         .iter()
-        .map(|field| ColumnBuilder::new(field.column_type))
+        .zip(text_bytes)
+        .map(|(field, bytes)| {
+            ColumnBuilder::with_capacity(field.column_type, row_ends.len(), bytes)
+        })
         .collect();
-    // The overflow object of the row being filled; slots come in row order.
-    let mut pending: Option<(usize, Map<String, Value>)> = None;
-    for slot in &slots {
-        match slot {
-            Slot::Column(row, position, leaf) => builders[*position].push(*row, leaf),
-            Slot::Overflow(row, name, leaf) => {
-                if pending
-                    .as_ref()
-                    .is_some_and(|(pending_row, _)| pending_row != row)
-                {
-                    finish_overflow(&mut builders, overflow_position, pending.take());
-                }
-                let (_, overflow) = pending.get_or_insert_with(|| (*row, Map::new()));
+    let mut row_start = 0;
+    for (row, &row_end) in row_ends.iter().enumerate() {
+        for placed in &slots[row_start..row_end] {
+            builders[placed.position].push(row, &placed.leaf);
+        }
+        row_start = row_end;
+    }
+    if let Some(position) = overflow_position {
+        for rows in overflow.chunk_by(|a, b| a.0 == b.0) {
+            let mut object = Map::new();
+            for (_, name, leaf) in rows {
                 // Names may repeat here too (renamed or dotted keys): suffix, never overwrite.
                 let mut key = name.clone();
                 let mut copy = 1;
-                while overflow.contains_key(&key) {
+                while object.contains_key(&key) {
                     copy += 1;
                     key = format!("{name}#{copy}");
                 }
-                overflow.insert(key, leaf.to_value());
+                object.insert(key, leaf.to_value());
             }
+            let text = Value::Object(object).to_string();
+            builders[position].push(rows[0].0, &Leaf::Str(text.into()));
         }
     }
-    finish_overflow(&mut builders, overflow_position, pending);
+    let overflowed = overflow.len() as u64;
 
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(4 + builders.len());
     let times: Vec<i64> = records.iter().map(|record| record.event_time_ms).collect();
@@ -313,17 +335,6 @@ pub(crate) fn convert<'a>(
     })
 }
 
-fn finish_overflow(
-    builders: &mut [ColumnBuilder],
-    position: Option<usize>,
-    pending: Option<(usize, Map<String, Value>)>,
-) {
-    if let (Some(position), Some((row, overflow))) = (position, pending) {
-        let text = serde_json::Value::Object(overflow).to_string();
-        builders[position].push(row, &Leaf::Str(text.into()));
-    }
-}
-
 /// Reshapes `batch` to `schema`: columns are matched by name, cast where a column was widened
 /// since the batch was built, and filled with nulls where the column is newer than the batch.
 pub(crate) fn align(
@@ -357,12 +368,13 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(column_type: ColumnType) -> Self {
+    /// A builder for `rows` rows, with room for `text_bytes` bytes of strings.
+    fn with_capacity(column_type: ColumnType, rows: usize, text_bytes: usize) -> Self {
         match column_type {
-            ColumnType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::new()),
-            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
-            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
-            ColumnType::Utf8 => ColumnBuilder::Utf8(StringBuilder::new()),
+            ColumnType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::with_capacity(rows)),
+            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(rows)),
+            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(rows)),
+            ColumnType::Utf8 => ColumnBuilder::Utf8(StringBuilder::with_capacity(rows, text_bytes)),
         }
     }
 

@@ -395,3 +395,45 @@ fn unreadable_records_are_left_out_reported_and_leave_no_trace() {
     assert_eq!(column_text(&snapshot.batches, "a"), ["1", "4", "5"]);
     assert_eq!(column_text(&snapshot.batches, "s"), ["x", "y", "z"]);
 }
+
+/// Values kept in `_overflow` stay with their own rows when an unreadable record between them
+/// is left out (its own overflowed values go with it).
+#[test]
+fn overflow_rows_stay_aligned_around_an_unreadable_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = open(dir.path());
+    let mut writer = lake.writer();
+    let payloads: [&[u8]; 4] = [
+        br#"{"k": 1, "k": 2}"#,
+        br#"{"k": 3, "k": 4, "broken": "#,
+        br#"{"k": 5}"#,
+        br#"{"k": 6, "k": 7}"#,
+    ];
+    let records: Vec<tw_core::Record> = payloads
+        .iter()
+        .enumerate()
+        .map(|(offset, payload)| tw_core::Record {
+            offset: offset as u64,
+            ingest_time_ms: T0,
+            event_time_ms: T0,
+            key: bytes::Bytes::new(),
+            payload: bytes::Bytes::copy_from_slice(payload),
+        })
+        .collect();
+    let batch = tw_pipeline::EventBatch {
+        stream: stream("ct"),
+        partition: 0,
+        events: vec![json!({}); records.len()],
+        records,
+        checked: Vec::new(),
+    };
+    writer.start(&Default::default()).unwrap();
+    writer.handle(&batch).unwrap();
+    assert_eq!(writer.take_unusable().len(), 1);
+    let snapshot = lake.hot_snapshot(&stream("ct"));
+    assert_eq!(column_text(&snapshot.batches, "k"), ["1", "5", "6"]);
+    assert_eq!(
+        column_text(&snapshot.batches, "_overflow"),
+        [r#"{"k":2}"#, "null", r#"{"k":7}"#]
+    );
+}
