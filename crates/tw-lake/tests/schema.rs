@@ -331,30 +331,13 @@ fn unreadable_records_are_left_out_reported_and_leave_no_trace() {
         br#"{"a": 4, "s": "y"}"#,
         br#"{"a": 5, "s": "z", "late": 1.5}"#,
     ];
-    let records: Vec<tw_core::Record> = payloads
-        .iter()
-        .enumerate()
-        .map(|(offset, payload)| tw_core::Record {
-            offset: 10 + offset as u64,
-            ingest_time_ms: T0,
-            event_time_ms: T0,
-            key: bytes::Bytes::new(),
-            payload: bytes::Bytes::copy_from_slice(payload),
-        })
-        .collect();
-    for record in &records {
+    let batch = raw_batch("ct", 2, 10, &payloads);
+    for record in &batch.records {
         assert!(
             writer.parse(&record.payload).is_ok(),
             "each starts as an object"
         );
     }
-    let batch = tw_pipeline::EventBatch {
-        stream: stream("ct"),
-        partition: 2,
-        events: vec![json!({}); records.len()],
-        records,
-        checked: Vec::new(),
-    };
     metrics::with_local_recorder(&counters, || {
         writer.start(&Default::default()).unwrap();
         writer.handle(&batch).unwrap();
@@ -409,24 +392,7 @@ fn overflow_rows_stay_aligned_around_an_unreadable_record() {
         br#"{"k": 5}"#,
         br#"{"k": 6, "k": 7}"#,
     ];
-    let records: Vec<tw_core::Record> = payloads
-        .iter()
-        .enumerate()
-        .map(|(offset, payload)| tw_core::Record {
-            offset: offset as u64,
-            ingest_time_ms: T0,
-            event_time_ms: T0,
-            key: bytes::Bytes::new(),
-            payload: bytes::Bytes::copy_from_slice(payload),
-        })
-        .collect();
-    let batch = tw_pipeline::EventBatch {
-        stream: stream("ct"),
-        partition: 0,
-        events: vec![json!({}); records.len()],
-        records,
-        checked: Vec::new(),
-    };
+    let batch = raw_batch("ct", 0, 0, &payloads);
     writer.start(&Default::default()).unwrap();
     writer.handle(&batch).unwrap();
     assert_eq!(writer.take_unusable().len(), 1);

@@ -71,6 +71,29 @@ pub fn batch(stream_name: &str, partition: u32, first: u64, events: &[(i64, Valu
     }
 }
 
+/// A batch of raw `payloads` (at T0, not necessarily valid JSON) of one partition starting at
+/// offset `first`, as the runner hands them over once each passed its first-byte check.
+pub fn raw_batch(stream_name: &str, partition: u32, first: u64, payloads: &[&[u8]]) -> EventBatch {
+    let records: Vec<Record> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, payload)| Record {
+            offset: first + i as u64,
+            ingest_time_ms: T0,
+            event_time_ms: T0,
+            key: Bytes::new(),
+            payload: Bytes::copy_from_slice(payload),
+        })
+        .collect();
+    EventBatch {
+        stream: stream(stream_name),
+        partition,
+        events: vec![Value::Object(Default::default()); records.len()],
+        records,
+        checked: Vec::new(),
+    }
+}
+
 /// `count` simple events `{"i": offset}` at T0 + offset seconds.
 pub fn numbered(stream_name: &str, partition: u32, first: u64, count: u64) -> EventBatch {
     let events: Vec<(i64, Value)> = (first..first + count)
