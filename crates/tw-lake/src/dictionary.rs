@@ -102,22 +102,17 @@ fn dictionary_pays(chunk: &ColumnChunkMetaData) -> Option<bool> {
 }
 
 /// Whether some data page of `chunk` is not dictionary-encoded: the writer's dictionary
-/// filled up and it fell back to plain pages.
+/// filled up and it fell back to plain pages. (The writer's own metadata lists every page's
+/// encoding; only metadata read back from a file is reduced to a mask.)
 fn fell_back(chunk: &ColumnChunkMetaData) -> bool {
-    let is_dictionary = |encoding| {
-        matches!(
-            encoding,
-            Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY
-        )
-    };
-    if let Some(stats) = chunk.page_encoding_stats() {
-        return stats.iter().any(|stat| {
+    chunk.page_encoding_stats().is_some_and(|stats| {
+        stats.iter().any(|stat| {
             matches!(stat.page_type, PageType::DATA_PAGE | PageType::DATA_PAGE_V2)
-                && !is_dictionary(stat.encoding)
-        });
-    }
-    chunk.page_encoding_stats_mask().is_some_and(|mask| {
-        !(mask.is_only(Encoding::PLAIN_DICTIONARY) || mask.is_only(Encoding::RLE_DICTIONARY))
+                && !matches!(
+                    stat.encoding,
+                    Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY
+                )
+        })
     })
 }
 
