@@ -20,7 +20,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::watch;
 use tw_alerts::{AlertStore, Dispatcher};
-use tw_core::{FieldSelection, Offset, StreamName, now_ms};
+use tw_core::{FieldSelection, Offset, SelectedFields, StreamName, now_ms};
 use tw_detect::{Engine, EngineConfig, RuleStats};
 use tw_pipeline::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition};
 use tw_server::RuleSet;
@@ -37,7 +37,8 @@ type StoredPositions = Vec<(String, u32, Offset)>;
 pub struct DetectionConsumer {
     engine: Engine,
     rules: watch::Receiver<RuleSet>,
-    /// The fields the current rules read: the only ones parsed out of each record.
+    /// The fields the current rules read (the engine's selection, as of the last rule
+    /// change): the only ones parsed out of each record, each into the slot the engine reads.
     selection: FieldSelection,
     sinks_by_rule: HashMap<String, Vec<String>>,
     /// Rules in shadow mode: their alerts are stored, never sent.
@@ -102,13 +103,11 @@ impl DetectionConsumer {
         for id in self.engine.set_rules(rules.to_vec()) {
             tracing::info!(rule = %id, "rule definition changed: its state starts afresh");
         }
-        let paths: Vec<tw_core::FieldPath> = rules
-            .iter()
-            .flat_map(|rule| rule.selected_paths())
-            .collect();
-        let selection = FieldSelection::new(&paths);
-        let changed = selection != self.selection;
-        self.selection = selection;
+        // The engine's selection: its slots are where it reads each rule's fields.
+        let changed = *self.engine.selection() != self.selection;
+        if changed {
+            self.selection = self.engine.selection().clone();
+        }
         tracing::info!(rules = rules.len(), "detection rule set loaded");
         changed
     }
@@ -258,13 +257,15 @@ impl Consumer for DetectionConsumer {
         DETECT_CONSUMER
     }
 
-    /// Only the fields the rules read, with the parser's word that the payload is one JSON
-    /// value: an event a rule keeps or alerts on is then taken as its text unread.
+    /// Only the fields the rules read, each into its slot (no tree is built), with the
+    /// parser's word that the payload is one JSON value: an event a rule keeps or alerts on is
+    /// then taken as its text unread.
     fn parse(&self, payload: &Bytes) -> serde_json::Result<Parsed> {
-        let (event, checked) = self.selection.parse_checked(payload)?;
+        let (fields, checked) = self.selection.parse_fields_checked(payload)?;
         Ok(Parsed {
-            event,
+            event: Value::Null,
             checked: Some(checked),
+            fields: Some(fields),
         })
     }
 
@@ -291,25 +292,27 @@ impl Consumer for DetectionConsumer {
         self.deliver_pending()?;
         // The batch was parsed for the rule set of its read; a new rule that reads other fields
         // needs them, so parse this batch again (only the first batch after such a change).
-        let reparsed: Option<Vec<Value>> = self.refresh_rules(false).then(|| {
+        // (A record that parsed before parses again, unless a newly read field nests past
+        // the parser's depth limit: then none of its fields are read.)
+        let reparsed: Option<Vec<SelectedFields>> = self.refresh_rules(false).then(|| {
             batch
                 .records
                 .iter()
-                .map(|r| self.selection.parse(&r.payload).unwrap_or(Value::Null))
+                .map(|r| self.selection.parse_fields(&r.payload).unwrap_or_default())
                 .collect()
         });
-        let events = reparsed.as_deref().unwrap_or(&batch.events);
+        let fields = reparsed.as_deref().unwrap_or(&batch.fields);
         // Records before the position are already in the (restored) state: counting them
         // again would double windows.
         let key = (batch.stream.clone(), batch.partition);
         let from = self.positions.get(&key).copied().unwrap_or(0);
         let skip = batch.records.partition_point(|r| r.offset < from);
         // (The parser's word is about the bytes, so it holds for a batch parsed again too.)
-        let raised = self.engine.evaluate_checked(
+        let raised = self.engine.evaluate_fields(
             batch.stream.as_str(),
             batch.partition,
             &batch.records[skip..],
-            events.get(skip..).unwrap_or_default(),
+            fields.get(skip..).unwrap_or_default(),
             batch.checked.get(skip..).unwrap_or_default(),
             now_ms(),
         );

@@ -9,6 +9,7 @@
 //!   partition count, stable across versions and machines.
 
 mod alert;
+mod fields;
 mod lake_config;
 mod path;
 mod record;
@@ -18,6 +19,7 @@ mod stream;
 mod time;
 
 pub use alert::{Alert, EventLocation, Severity};
+pub use fields::SelectedFields;
 pub use lake_config::{StreamLakeConfig, parse_duration_ms};
 pub use path::{FieldPath, value_text};
 pub use record::{AppendRecord, Offset, PartitionId, Record, partition_for_key};

@@ -53,15 +53,12 @@ impl FieldPath {
     }
 
     fn walk<'v>(&self, event: &'v Value) -> Option<&'v Value> {
-        let mut current = event;
-        for segment in &self.segments {
-            current = match current {
-                Value::Object(object) => object.get(segment)?,
-                Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-                _ => return None,
-            };
-        }
-        Some(current)
+        walk(event, &self.segments)
+    }
+
+    /// The path's segments (none for the root).
+    pub(crate) fn segments(&self) -> &[String] {
+        &self.segments
     }
 
     /// The value at this path rendered as text: strings as they are, numbers and booleans in
@@ -75,6 +72,19 @@ impl FieldPath {
     pub fn text<'v>(&self, event: &'v Value) -> Option<Cow<'v, str>> {
         value_text(self.get(event)?)
     }
+}
+
+/// The value `segments` lead to from `value`, without the flattened-key fallback.
+pub(crate) fn walk<'v>(value: &'v Value, segments: &[String]) -> Option<&'v Value> {
+    let mut current = value;
+    for segment in segments {
+        current = match current {
+            Value::Object(object) => object.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(current)
 }
 
 /// A value rendered as text the way [`FieldPath::text`] renders the value at a path: strings

@@ -14,12 +14,17 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::FieldPath;
+use crate::fields::{SelectedFields, SlotTree};
 use crate::shared::CheckedPayload;
 
 /// The set of field paths to keep when parsing an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelection {
     root: Node,
+    /// The distinct selected paths, in first-given order: `paths[i]` has slot `i` in the rows
+    /// of [`parse_fields`](Self::parse_fields).
+    paths: Vec<FieldPath>,
+    slots: SlotTree,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,7 +43,11 @@ impl FieldSelection {
     /// path keeps the whole event.
     pub fn new<'a>(paths: impl IntoIterator<Item = &'a FieldPath>) -> Self {
         let mut root = Node::default();
+        let mut distinct: Vec<FieldPath> = Vec::new();
         for path in paths {
+            if !distinct.contains(path) {
+                distinct.push(path.clone());
+            }
             if path.is_root() {
                 // A rule that searches every field needs the whole event.
                 root.whole = true;
@@ -56,7 +65,42 @@ impl FieldSelection {
                     .whole = true;
             }
         }
-        Self { root }
+        let slots = SlotTree::new(&distinct);
+        Self {
+            root,
+            paths: distinct,
+            slots,
+        }
+    }
+
+    /// The slot of `path` in the rows of [`parse_fields`](Self::parse_fields), if selected.
+    pub fn slot(&self, path: &FieldPath) -> Option<usize> {
+        self.paths.iter().position(|selected| selected == path)
+    }
+
+    /// Parses `json` into the values at the selected paths, by slot, building no tree on the
+    /// way (see `fields.rs`). Each slot holds what [`FieldPath::get`] returns on the whole
+    /// event. Syntax errors and invalid UTF-8 anywhere in the document are still errors.
+    pub fn parse_fields(&self, json: &[u8]) -> serde_json::Result<SelectedFields> {
+        match std::str::from_utf8(json) {
+            Ok(text) => self.slots.parse(serde_json::Deserializer::from_str(text)),
+            // (serde_json does not check the strings it skips when reading bytes.)
+            Err(error) => Err(serde::de::Error::custom(format_args!(
+                "invalid UTF-8 at byte {}",
+                error.valid_up_to()
+            ))),
+        }
+    }
+
+    /// [`parse_fields`](Self::parse_fields), also vouching that `payload` is one JSON value
+    /// (see [`parse_checked`](Self::parse_checked)).
+    pub fn parse_fields_checked(
+        &self,
+        payload: &Bytes,
+    ) -> serde_json::Result<(SelectedFields, CheckedPayload)> {
+        let fields = self.parse_fields(payload)?;
+        // Every byte was read: the selected values into the row, the rest through `IgnoredAny`.
+        Ok((fields, CheckedPayload::parsed(payload.clone())))
     }
 
     /// Parses `json`, keeping only the selected paths. Syntax errors anywhere in the document

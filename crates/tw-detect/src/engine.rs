@@ -8,9 +8,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tw_core::{Alert, CheckedPayload, EventLocation, FieldPath, Record, SharedEvent};
+use tw_core::{
+    Alert, CheckedPayload, EventLocation, FieldPath, FieldSelection, Record, SelectedFields,
+    SharedEvent,
+};
 
-use crate::batch::{CHUNK, Chunk, Hits, Mask, PathTree};
+use crate::batch::{CHUNK, Chunk, Events, Hits, Mask, PathTree};
 use crate::compile::CompiledRule;
 use crate::prefilter::Prefilter;
 use crate::spec::Kind;
@@ -161,6 +164,8 @@ impl ActiveRule {
 #[derive(Default)]
 pub(crate) struct StreamRules {
     paths: Vec<FieldPath>,
+    /// `paths[p]` is in slot `slots[p]` of the engine's selection.
+    slots: Vec<usize>,
     /// `paths` as one tree, to read them all from an event in one walk.
     tree: PathTree,
     pub(crate) rules: Vec<ActiveRule>,
@@ -168,10 +173,19 @@ pub(crate) struct StreamRules {
     prefilter: Prefilter,
 }
 
+/// How the caller parsed a batch's events.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Trees(&'a [Value]),
+    Rows(&'a [SelectedFields]),
+}
+
 /// Evaluates batches of events against the loaded rules. Not thread-safe by itself: one engine
 /// per consumer, driven by one thread at a time.
 pub struct Engine {
     config: EngineConfig,
+    /// Every stream's paths, each in one slot (built by `set_rules`).
+    selection: FieldSelection,
     /// Buffers reused by every `evaluate` call.
     scratch: Scratch,
     pub(crate) streams: HashMap<String, StreamRules>,
@@ -184,6 +198,7 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Self {
         Self {
             config,
+            selection: FieldSelection::default(),
             scratch: Scratch::default(),
             streams: HashMap::new(),
             max_event_time: HashMap::new(),
@@ -287,6 +302,22 @@ impl Engine {
             stream.prefilter = Prefilter::new(requirements);
             stream.tree = PathTree::new(&stream.paths);
         }
+        // One selection for all streams (a consumer reads every stream): streams in name
+        // order, so that the same rules give the same slots.
+        let mut names: Vec<&String> = self.streams.keys().collect();
+        names.sort();
+        let paths: Vec<&FieldPath> = names
+            .iter()
+            .flat_map(|name| &self.streams[*name].paths)
+            .collect();
+        self.selection = FieldSelection::new(paths);
+        for stream in self.streams.values_mut() {
+            stream.slots = stream
+                .paths
+                .iter()
+                .map(|path| self.selection.slot(path).unwrap_or(usize::MAX))
+                .collect();
+        }
         reset
     }
 
@@ -347,6 +378,55 @@ impl Engine {
         checked: &[Option<CheckedPayload>],
         now_ms: i64,
     ) -> Vec<Alert> {
+        self.evaluate_input(
+            stream,
+            partition,
+            records,
+            Input::Trees(events),
+            checked,
+            now_ms,
+        )
+    }
+
+    /// The fields every loaded rule reads, of every stream: parse each record's payload with
+    /// its [`parse_fields`](FieldSelection::parse_fields) for
+    /// [`evaluate_fields`](Self::evaluate_fields). Changes with the rule set.
+    pub fn selection(&self) -> &FieldSelection {
+        &self.selection
+    }
+
+    /// [`evaluate_checked`](Self::evaluate_checked) for records parsed into rows by
+    /// [`selection`](Self::selection) (`fields[i]` from `records[i].payload`): the detection
+    /// consumer's path, which reads each rule's fields from its slot instead of walking a tree.
+    /// The rows must come from the selection of the rule set loaded now.
+    pub fn evaluate_fields(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        records: &[Record],
+        fields: &[SelectedFields],
+        checked: &[Option<CheckedPayload>],
+        now_ms: i64,
+    ) -> Vec<Alert> {
+        self.evaluate_input(
+            stream,
+            partition,
+            records,
+            Input::Rows(fields),
+            checked,
+            now_ms,
+        )
+    }
+
+    fn evaluate_input(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        records: &[Record],
+        input: Input<'_>,
+        checked: &[Option<CheckedPayload>],
+        now_ms: i64,
+    ) -> Vec<Alert> {
         // As many as the last batch raised: an alert is large, and growing the vector by
         // doubling copied each one about twice in alert-heavy workloads.
         let mut alerts = Vec::with_capacity(self.scratch.alerts_hint);
@@ -367,8 +447,13 @@ impl Engine {
             tree,
             rules,
             prefilter,
+            slots,
             ..
         } = rules;
+        let events = match input {
+            Input::Trees(events) => Events::Trees(events),
+            Input::Rows(rows) => Events::Rows { rows, slots },
+        };
         let count = records.len().min(events.len());
         let mut chunk = Chunk::new(tree);
         let mut state_values = Vec::new();
@@ -377,7 +462,7 @@ impl Engine {
         let mut handled = 0usize;
         for start in (0..count).step_by(CHUNK) {
             let end = (start + CHUNK).min(count);
-            let (records, events) = (&records[start..end], &events[start..end]);
+            let (records, events) = (&records[start..end], events.slice(start..end));
             let checked = checked.get(start..end).unwrap_or_default();
             chunk.load(events);
             // The watermark each event is judged by: the newest time before it, less lateness.
@@ -440,7 +525,7 @@ impl Engine {
                 let started = handled
                     .is_multiple_of(TIMING_SAMPLE)
                     .then(std::time::Instant::now);
-                let (record, event) = (&records[at], &events[at]);
+                let (record, event) = (&records[at], events.tree(at));
                 let active = &mut rules[index];
                 let (mut steps, mut until) = (0u32, false);
                 if let Some(Kind::Sequence {

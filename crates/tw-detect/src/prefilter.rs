@@ -256,7 +256,7 @@ mod tests {
         let tree = PathTree::new(rule.field_paths());
         let mut chunk = Chunk::new(&tree);
         let events = [event.clone()];
-        chunk.load(&events);
+        chunk.load(crate::batch::Events::Trees(&events));
         let mut candidates = Vec::new();
         prefilter.mark_chunk(&mut chunk, &mut candidates, &mut String::new());
         candidates[0] == Mask::first(1)

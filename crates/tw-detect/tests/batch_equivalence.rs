@@ -228,6 +228,31 @@ fn chunked_evaluation_equals_per_event_evaluation() {
                 events[*offset as usize]
             );
         }
+        // The detection consumer's way: the rules' fields parsed from the stored bytes into
+        // rows (flattened keys, arrays and nesting included) decide exactly as the trees did.
+        let stored: Vec<Record> = records
+            .iter()
+            .zip(&events)
+            .map(|(record, event)| Record {
+                payload: Bytes::from(serde_json::to_vec(event).unwrap()),
+                ..record.clone()
+            })
+            .collect();
+        let mut by_rows = Engine::new(EngineConfig::default());
+        by_rows.set_rules(rules.clone());
+        let rows: Vec<_> = stored
+            .iter()
+            .map(|record| by_rows.selection().parse_fields(&record.payload).unwrap())
+            .collect();
+        let from_rows: Vec<(u64, String)> = by_rows
+            .evaluate_fields("s", 0, &stored, &rows, &[], 0)
+            .into_iter()
+            .map(|alert| (alert.event_refs[0].offset, alert.rule_id))
+            .collect();
+        assert!(
+            from_rows == expected,
+            "round {round}: rows decide differently"
+        );
         matched_somewhere += expected.len();
         for stats in engine.stats() {
             assert_eq!(stats.evaluated, count as u64, "{}", stats.rule_id);

@@ -202,18 +202,38 @@ fn events(count: usize) -> Events {
     }
 }
 
-/// Evaluates the workload in batches of 1,000; with `checked`, as the detection consumer does
-/// (events kept whole are taken unread), else without the parser's word (their text is
-/// checked when taken). Each batch's alerts go to `take`.
-fn run(engine: &mut Engine, workload: &Events, checked: bool, mut take: impl FnMut(Vec<Alert>)) {
+/// How the workload's events reach the engine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Parse {
+    /// Whole trees, with the parser's word for the payloads (events kept whole are taken
+    /// unread) or without it (their text is checked when taken).
+    Trees { checked: bool },
+    /// Rows of the rules' fields, parsed from the payloads as the detection consumer does.
+    Rows,
+}
+
+/// Evaluates the workload in batches of 1,000, parsed as `parse` says. Each batch's alerts go
+/// to `take`.
+fn run(engine: &mut Engine, workload: &Events, parse: Parse, mut take: impl FnMut(Vec<Alert>)) {
     let batches = workload
         .records
         .chunks(1_000)
         .zip(workload.events.chunks(1_000))
         .zip(workload.checked.chunks(1_000));
     for ((records, events), words) in batches {
-        let words = if checked { words } else { &[] };
-        take(engine.evaluate_checked("cloudtrail", 0, records, events, words, 0));
+        take(match parse {
+            Parse::Trees { checked } => {
+                let words = if checked { words } else { &[] };
+                engine.evaluate_checked("cloudtrail", 0, records, events, words, 0)
+            }
+            Parse::Rows => {
+                let rows: Vec<_> = records
+                    .iter()
+                    .map(|r| engine.selection().parse_fields(&r.payload).unwrap())
+                    .collect();
+                engine.evaluate_fields("cloudtrail", 0, records, &rows, words, 0)
+            }
+        });
     }
 }
 
@@ -221,11 +241,16 @@ fn run(engine: &mut Engine, workload: &Events, checked: bool, mut take: impl FnM
 fn the_mixed_workload_exercises_every_kind() {
     let workload_events = events(20_000);
     let mut outcomes = Vec::new();
-    for checked in [true, false] {
+    let parses = [
+        Parse::Trees { checked: true },
+        Parse::Trees { checked: false },
+        Parse::Rows,
+    ];
+    for parse in parses {
         let mut engine = Engine::new(EngineConfig::default());
         engine.set_rules(workload());
         let mut raised = Vec::new();
-        run(&mut engine, &workload_events, checked, |alerts| {
+        run(&mut engine, &workload_events, parse, |alerts| {
             raised.extend(alerts)
         });
         let stats = engine.stats();
@@ -239,11 +264,11 @@ fn the_mixed_workload_exercises_every_kind() {
         }
         outcomes.push(serde_json::to_string(&raised).unwrap());
     }
-    // Taking kept events unread changes nothing but the cost: the same alerts, byte for byte.
-    assert!(
-        outcomes[0] == outcomes[1],
-        "alerts differ with checked payloads"
-    );
+    // Taking kept events unread, or reading fields from rows instead of trees, changes
+    // nothing but the cost: the same alerts, byte for byte.
+    for (parse, outcome) in parses.iter().zip(&outcomes).skip(1) {
+        assert!(outcome == &outcomes[0], "alerts differ with {parse:?}");
+    }
 }
 
 #[test]
@@ -253,8 +278,13 @@ fn measure_mixed_workload() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    // `MIXED_PAYLOADS=unchecked`: kept events' text is checked when taken (the A of an A/B).
-    let checked = std::env::var("MIXED_PAYLOADS").map_or(true, |v| v != "unchecked");
+    // `MIXED_PAYLOADS=unchecked`: kept events' text is checked when taken; `rows`: the rules'
+    // fields are parsed into rows, as the detection consumer does (the parse is timed too).
+    let parse = match std::env::var("MIXED_PAYLOADS").as_deref() {
+        Ok("unchecked") => Parse::Trees { checked: false },
+        Ok("rows") => Parse::Rows,
+        _ => Parse::Trees { checked: true },
+    };
     let workload_events = events(count);
     let mut engine = Engine::new(EngineConfig::default());
     engine.set_rules(workload());
@@ -263,7 +293,7 @@ fn measure_mixed_workload() {
     // the alert store and drops them. (Keeping all of them, as this measure did before
     // 2026-12-05, had the kernel zero fresh huge pages for ~17 % of the measured time.)
     let mut alerts = 0;
-    run(&mut engine, &workload_events, checked, |raised| {
+    run(&mut engine, &workload_events, parse, |raised| {
         alerts += raised.len()
     });
     let elapsed = started.elapsed().as_secs_f64();
@@ -279,8 +309,7 @@ fn measure_mixed_workload() {
     }
     let count = workload_events.events.len();
     println!(
-        "100 mixed rules, {} payloads: {:.0} events/s on one core ({count} events, {alerts} alerts, {keys} state keys at the end)",
-        if checked { "checked" } else { "unchecked" },
+        "100 mixed rules, {parse:?}: {:.0} events/s on one core ({count} events, {alerts} alerts, {keys} state keys at the end)",
         count as f64 / elapsed,
     );
 }

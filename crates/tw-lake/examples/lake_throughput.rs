@@ -88,6 +88,7 @@ fn main() {
             records,
             events,
             checked: Vec::new(),
+            fields: Vec::new(),
         };
         writer.handle(&batch).expect("handle");
         busy += started.elapsed();

@@ -12,7 +12,6 @@
 //! sealed segments whose summary is missing or stale).
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -389,21 +388,9 @@ impl FrameCursor<'_> {
     fn refill(&mut self, need: usize) -> std::io::Result<bool> {
         let remaining = self.limit - self.pos;
         let want = remaining.min(need.max(CHUNK_BYTES) as u64) as usize;
-        let mut buf = vec![0u8; want];
-        let mut filled = 0;
-        while filled < want {
-            match self
-                .segment
-                .file
-                .read_at(&mut buf[filled..], self.pos + filled as u64)
-            {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        buf.truncate(filled);
+        // A fresh buffer each time: the records of the last chunk point into it.
+        let mut buf = Vec::new();
+        let filled = tw_os::read_at_into(&self.segment.file, &mut buf, want, self.pos)?;
         self.chunk = Bytes::from(buf);
         self.at = 0;
         Ok(filled == want)

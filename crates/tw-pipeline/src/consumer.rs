@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde_json::Value;
-use tw_core::{CheckedPayload, Offset, PartitionId, Record, StreamName};
+use tw_core::{CheckedPayload, Offset, PartitionId, Record, SelectedFields, StreamName};
 
 /// A (stream, partition) pair, the unit of offsets.
 pub type StreamPartition = (StreamName, PartitionId);
@@ -18,22 +18,40 @@ pub struct EventBatch {
     pub partition: PartitionId,
     /// The records as stored in the log.
     pub records: Vec<Record>,
-    /// `events[i]` is `records[i].payload` parsed as JSON.
+    /// `events[i]` is `records[i].payload` parsed as JSON; empty when the consumer's parse
+    /// gives `fields` instead.
     pub events: Vec<Value>,
     /// `checked[i]`, where present, is tw-core's word that `records[i].payload` is one JSON
     /// value ([`Parsed::checked`]); empty when the consumer's parse gives none.
     pub checked: Vec<Option<CheckedPayload>>,
+    /// `fields[i]` is `records[i]`'s values at the consumer's field paths, when its parse gives
+    /// them ([`Parsed::fields`]); empty otherwise.
+    pub fields: Vec<SelectedFields>,
 }
 
 /// One record as a consumer parsed it ([`Consumer::parse`]).
 #[derive(Debug)]
 pub struct Parsed {
-    /// The event, maybe with only the fields the consumer reads.
+    /// The event, maybe with only the fields the consumer reads (`Null` when it took `fields`
+    /// instead).
     pub event: Value,
     /// tw-core's word that the payload is one JSON value, when the consumer parsed with
     /// tw-core's parser (`FieldSelection::parse_checked`): a consumer that keeps events whole
     /// then keeps their text without reading it again (`SharedEvent::from_checked`).
     pub checked: Option<CheckedPayload>,
+    /// The values at the consumer's field paths, for a consumer that reads a few fields by
+    /// slot (`FieldSelection::parse_fields`: detection) rather than from a tree.
+    pub fields: Option<SelectedFields>,
+}
+
+impl Parsed {
+    /// Whether the record is a JSON object, as every event must be.
+    pub fn is_object(&self) -> bool {
+        match &self.fields {
+            Some(fields) => fields.is_object(),
+            None => self.event.is_object(),
+        }
+    }
 }
 
 impl From<Value> for Parsed {
@@ -41,6 +59,7 @@ impl From<Value> for Parsed {
         Self {
             event,
             checked: None,
+            fields: None,
         }
     }
 }

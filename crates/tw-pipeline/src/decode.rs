@@ -205,20 +205,44 @@ fn split_lines(
         let offset_in_line = trimmed.as_ptr() as usize - line.as_ptr() as usize;
         let raw =
             body.slice(line_start + offset_in_line..line_start + offset_in_line + trimmed.len());
-        if raw.len() > limits.max_event_bytes {
-            rejected.push(too_large(index + 1, raw, limits));
-            continue;
-        }
-        match parse_line(&raw, selection) {
-            Ok(value) => push_checked(index + 1, value, raw, limits, &mut events, &mut rejected),
-            Err(error) => rejected.push(Rejection {
-                line: index + 1,
-                reason: format!("invalid JSON: {error}"),
-                raw,
-            }),
-        }
+        let size = raw.len();
+        take_line(
+            index + 1,
+            raw,
+            size,
+            limits,
+            selection,
+            &mut events,
+            &mut rejected,
+        );
     }
     (events, rejected)
+}
+
+/// Parses one trimmed, non-empty NDJSON line into an event or a rejection. `size` is the
+/// line's length, which `raw` holds unless the line was too large to keep whole (a line
+/// split as its body arrived keeps at most the event limit and one byte more).
+pub(crate) fn take_line(
+    line: usize,
+    raw: Bytes,
+    size: usize,
+    limits: &IngestLimits,
+    selection: Option<&FieldSelection>,
+    events: &mut Vec<ParsedEvent>,
+    rejected: &mut Vec<Rejection>,
+) {
+    if size > limits.max_event_bytes {
+        rejected.push(too_large_of(line, raw, size, limits));
+        return;
+    }
+    match parse_line(&raw, selection) {
+        Ok(value) => push_checked(line, value, raw, limits, events, rejected),
+        Err(error) => rejected.push(Rejection {
+            line,
+            reason: format!("invalid JSON: {error}"),
+            raw,
+        }),
+    }
 }
 
 fn push_checked(
@@ -244,13 +268,19 @@ fn push_checked(
 
 fn too_large(line: usize, raw: Bytes, limits: &IngestLimits) -> Rejection {
     let size = raw.len();
+    too_large_of(line, raw, size, limits)
+}
+
+/// The rejection of an event of `size` bytes, of which `raw` holds at least the first
+/// `max_event_bytes` (the part kept in the dead-letter queue).
+fn too_large_of(line: usize, raw: Bytes, size: usize, limits: &IngestLimits) -> Rejection {
     Rejection {
         line,
         reason: format!(
             "event of {size} bytes exceeds the limit of {} bytes",
             limits.max_event_bytes
         ),
-        raw: raw.slice(..size.min(limits.max_event_bytes)),
+        raw: raw.slice(..raw.len().min(limits.max_event_bytes)),
     }
 }
 

@@ -28,6 +28,9 @@ pub enum IngestError {
         "unsupported content type {0:?} (use application/x-ndjson, application/json or text/plain)"
     )]
     UnsupportedContentType(String),
+    /// The request body could not be read to its end (the client went away, say).
+    #[error("reading the request body failed: {0}")]
+    BodyRead(String),
     /// The body as a whole is not JSON (a JSON array that does not parse).
     #[error("invalid JSON body: {0}")]
     BadJson(String),

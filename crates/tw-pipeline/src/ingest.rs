@@ -13,6 +13,7 @@ use crate::decode::{
 };
 use crate::dlq::{DeadLetter, DeadLetterQueue};
 use crate::registry::{StreamRegistry, StreamState};
+use crate::split::BodySplitter;
 
 /// What happened to a request's records.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -91,6 +92,32 @@ impl Ingestor {
         let state = self.registry.get_or_create(&stream)?;
         let (events, rejected) =
             split_events_selecting(&decoded, &self.limits, Some(&state.selection))?;
+        self.ingest_events(&stream, events, rejected).await
+    }
+
+    /// Ingests a plain (not compressed) body as it arrives, chunk by chunk: the results of
+    /// [`ingest_body`](Self::ingest_body) on the gathered body, but NDJSON lines are split and
+    /// parsed while the rest of the body is on its way, and never copied into one buffer
+    /// ([`BodySplitter`]). Fails as soon as the body passes `max_body_bytes`.
+    pub async fn ingest_chunks<S, E>(
+        &self,
+        stream: &str,
+        mut chunks: S,
+    ) -> Result<IngestOutcome, IngestError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        use futures::StreamExt;
+        let stream = StreamName::new(stream).map_err(|e| IngestError::BadStream(e.to_string()))?;
+        let state = self.registry.get_or_create(&stream)?;
+        let mut splitter = BodySplitter::new(&self.limits, Some(&state.selection));
+        while let Some(chunk) = chunks.next().await {
+            splitter.push(chunk.map_err(|e| IngestError::BodyRead(e.to_string()))?)?;
+        }
+        metrics::counter!("tidewatch_ingest_bytes_total", "stream" => stream.to_string())
+            .increment(splitter.received() as u64);
+        let (events, rejected) = splitter.finish()?;
         self.ingest_events(&stream, events, rejected).await
     }
 

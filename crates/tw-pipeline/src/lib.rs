@@ -20,6 +20,7 @@ mod error;
 mod ingest;
 mod registry;
 mod runner;
+mod split;
 mod validate;
 
 pub use consumer::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition, UnusableRecord};
@@ -33,4 +34,5 @@ pub use error::IngestError;
 pub use ingest::{CompatRecord, IngestOutcome, Ingestor, RecordOutcome, RejectedRecord};
 pub use registry::{DeletionMark, StreamDefaults, StreamRegistry, StreamState, write_atomically};
 pub use runner::{ConsumerProgress, RunnerConfig, RunningConsumer, spawn_consumer};
+pub use split::BodySplitter;
 pub use validate::CompiledSchema;

@@ -6,12 +6,11 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tw_core::{Offset, StreamName, now_ms};
 use tw_log::{Log, LogError, OffsetStore};
 
 use crate::dlq::{DeadLetter, DeadLetterQueue};
-use crate::{Consumer, EventBatch, Parsed, StreamPartition, UnusableRecord};
+use crate::{Consumer, EventBatch, StreamPartition, UnusableRecord};
 
 /// Tuning of a consumer runner.
 #[derive(Debug, Clone)]
@@ -507,16 +506,17 @@ impl Runner {
     ) -> EventBatch {
         let mut events = Vec::with_capacity(records.len());
         let mut checked = Vec::with_capacity(records.len());
+        let mut fields = Vec::new();
         let mut kept = Vec::with_capacity(records.len());
         let mut unusable = Vec::new();
         for record in records {
             match self.consumer.parse(&record.payload) {
-                Ok(Parsed {
-                    event: event @ Value::Object(_),
-                    checked: proof,
-                }) => {
-                    events.push(event);
-                    checked.push(proof);
+                Ok(parsed) if parsed.is_object() => {
+                    match parsed.fields {
+                        Some(row) => fields.push(row),
+                        None => events.push(parsed.event),
+                    }
+                    checked.push(parsed.checked);
                     kept.push(record);
                 }
                 other => {
@@ -541,6 +541,7 @@ impl Runner {
             records: kept,
             events,
             checked,
+            fields,
         }
     }
 

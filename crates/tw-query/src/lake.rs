@@ -101,6 +101,7 @@ mod tests {
             records,
             events,
             checked: Vec::new(),
+            fields: Vec::new(),
         }
     }
 

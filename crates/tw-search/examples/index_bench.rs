@@ -172,6 +172,7 @@ fn main() {
                 records,
                 events,
                 checked: Vec::new(),
+                fields: Vec::new(),
             }
         })
         .collect();

@@ -34,6 +34,7 @@ pub(crate) fn batch(
         records,
         events: events.iter().map(|(_, e)| e.clone()).collect(),
         checked: Vec::new(),
+        fields: Vec::new(),
     }
 }
 

@@ -308,6 +308,7 @@ fn raw_text_records_are_searchable_by_their_text() {
         records,
         events,
         checked: Vec::new(),
+        fields: Vec::new(),
     };
     indexer.write(&batch).unwrap();
     indexer.commit_all().unwrap();

@@ -22,6 +22,7 @@ mod paths;
 use std::net::IpAddr;
 
 use serde_json::Value;
+use tw_core::SelectedFields;
 
 use crate::matcher::{Matcher, Test, field_ref_holds};
 pub(crate) use hits::Hits;
@@ -46,6 +47,47 @@ enum IdState {
     Built,
     /// The strings hardly repeat: test event by event.
     Unique,
+}
+
+/// A batch's events as the engine reads them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Events<'a> {
+    /// Parsed trees (maybe pruned to the rules' fields): each path is walked in each event.
+    Trees(&'a [Value]),
+    /// Rows of values by slot (`tw_core::FieldSelection::parse_fields`): the stream's path `p`
+    /// is in slot `slots[p]`.
+    Rows {
+        rows: &'a [SelectedFields],
+        slots: &'a [usize],
+    },
+}
+
+impl<'a> Events<'a> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Events::Trees(events) => events.len(),
+            Events::Rows { rows, .. } => rows.len(),
+        }
+    }
+
+    /// The events of `range`.
+    pub(crate) fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        match *self {
+            Events::Trees(events) => Events::Trees(&events[range]),
+            Events::Rows { rows, slots } => Events::Rows {
+                rows: &rows[range],
+                slots,
+            },
+        }
+    }
+
+    /// Event `at` as a tree, when the events are trees.
+    pub(crate) fn tree(&self, at: usize) -> Option<&'a Value> {
+        match self {
+            Events::Trees(events) => events.get(at),
+            Events::Rows { .. } => None,
+        }
+    }
 }
 
 /// The values of one chunk's events at the field paths of one stream.
@@ -85,11 +127,24 @@ impl<'a, 't> Chunk<'a, 't> {
     }
 
     /// Makes `events` (at most [`CHUNK`]) the current chunk, reading every path of each.
-    pub(crate) fn load(&mut self, events: &'a [Value]) {
+    pub(crate) fn load(&mut self, events: Events<'a>) {
         debug_assert!(events.len() <= CHUNK);
         self.len = events.len().min(CHUNK);
-        for (at, event) in events[..self.len].iter().enumerate() {
-            self.tree.resolve_into(event, &mut self.columns, CHUNK, at);
+        match events {
+            Events::Trees(events) => {
+                for (at, event) in events[..self.len].iter().enumerate() {
+                    self.tree.resolve_into(event, &mut self.columns, CHUNK, at);
+                }
+            }
+            Events::Rows { rows, slots } => {
+                // The parser already put each path's value in its slot: nothing to walk.
+                for (path, &slot) in slots.iter().enumerate() {
+                    let column = &mut self.columns[path * CHUNK..path * CHUNK + self.len];
+                    for (cell, row) in column.iter_mut().zip(rows) {
+                        *cell = row.get(slot);
+                    }
+                }
+            }
         }
         self.id_state.fill(IdState::NotBuilt);
         for ips in &mut self.ips {

@@ -138,18 +138,19 @@ impl Hit<'_> {
 /// stateful rule keep nothing (a known group, a value already counted).
 pub(crate) struct WholeEvent<'a> {
     record: &'a Record,
-    parsed: &'a Value,
+    /// The record parsed as a tree, when the caller parsed it so.
+    parsed: Option<&'a Value>,
     /// The parser's word for the record's payload, when the caller has it.
     checked: Option<&'a CheckedPayload>,
     taken: OnceCell<SharedEvent>,
 }
 
 impl<'a> WholeEvent<'a> {
-    /// The whole event of `record`, which parsed (maybe only in part) as `parsed`; `checked`
-    /// is the parser's word for its payload, if any.
+    /// The whole event of `record`, which parsed (maybe only in part) as `parsed` (when
+    /// parsed as a tree); `checked` is the parser's word for its payload, if any.
     pub(crate) fn new(
         record: &'a Record,
-        parsed: &'a Value,
+        parsed: Option<&'a Value>,
         checked: Option<&'a CheckedPayload>,
     ) -> Self {
         Self {
@@ -166,7 +167,9 @@ impl<'a> WholeEvent<'a> {
     /// payload is not JSON.
     pub(crate) fn get(&self) -> &SharedEvent {
         self.taken.get_or_init(|| {
-            let parsed = || SharedEvent::new(self.parsed.clone());
+            // (Records parsed into rows always have a payload, which parsed: they never
+            // come to the tree.)
+            let parsed = || SharedEvent::new(self.parsed.cloned().unwrap_or(Value::Null));
             let text = match self.checked {
                 // (A word for other bytes, from a caller's misaligned slices, is not used.)
                 Some(checked) if checked.is_for(&self.record.payload) => {

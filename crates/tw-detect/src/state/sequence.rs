@@ -449,7 +449,7 @@ mod tests {
                         },
                         serde_json::Value::Null,
                     );
-                    let whole = WholeEvent::new(&record, &parsed, None);
+                    let whole = WholeEvent::new(&record, Some(&parsed), None);
                     let group = ["a", "b", "c"][next(3) as usize];
                     let hit = Hit {
                         group,

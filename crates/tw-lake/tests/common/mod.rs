@@ -68,6 +68,7 @@ pub fn batch(stream_name: &str, partition: u32, first: u64, events: &[(i64, Valu
         records,
         events: events.iter().map(|(_, e)| e.clone()).collect(),
         checked: Vec::new(),
+        fields: Vec::new(),
     }
 }
 
@@ -91,6 +92,7 @@ pub fn raw_batch(stream_name: &str, partition: u32, first: u64, payloads: &[&[u8
         events: vec![Value::Object(Default::default()); records.len()],
         records,
         checked: Vec::new(),
+        fields: Vec::new(),
     }
 }
 

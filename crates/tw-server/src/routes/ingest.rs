@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
+use futures::StreamExt;
 use tw_pipeline::{ContentEncoding, IngestError, IngestOutcome};
 
 use crate::{ApiError, AppState};
@@ -25,7 +27,7 @@ pub(crate) async fn post_events(
     State(state): State<Arc<AppState>>,
     Path(stream): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<IngestOutcome>), ApiError> {
     check_content_type(&headers)?;
     let encoding = ContentEncoding::from_header(
@@ -33,8 +35,43 @@ pub(crate) async fn post_events(
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok()),
     )?;
-    let outcome = state.ingestor.ingest_body(&stream, body, encoding).await?;
+    let ingestor = &state.ingestor;
+    let limit = ingestor.limits().max_body_bytes;
+    // A body announced over the limit is refused before any of it is read.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(IngestError::BodyTooLarge { limit }.into());
+    }
+    let outcome = match encoding {
+        // Split as it arrives: a large NDJSON body is never gathered into one buffer.
+        ContentEncoding::Identity => {
+            ingestor
+                .ingest_chunks(&stream, body.into_data_stream())
+                .await?
+        }
+        ContentEncoding::Gzip => {
+            let body = gather(body, limit).await?;
+            ingestor.ingest_body(&stream, body, encoding).await?
+        }
+    };
     Ok((StatusCode::OK, Json(outcome)))
+}
+
+/// The whole body, refused as soon as it passes `limit` bytes.
+async fn gather(body: Body, limit: usize) -> Result<Bytes, IngestError> {
+    let mut chunks = body.into_data_stream();
+    let mut gathered = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| IngestError::BodyRead(e.to_string()))?;
+        if gathered.len() + chunk.len() > limit {
+            return Err(IngestError::BodyTooLarge { limit });
+        }
+        gathered.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(gathered))
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
