@@ -179,3 +179,62 @@ fn mutated_bodies_split_as_they_arrive_exactly_as_gathered() {
         );
     }
 }
+
+fn split_in_chunks(
+    body: &[u8],
+    cut: usize,
+    limits: &IngestLimits,
+) -> Result<Vec<(usize, String, Vec<u8>)>, String> {
+    let mut splitter = BodySplitter::new(limits, None);
+    for chunk in body.chunks(cut.max(1)) {
+        splitter.push(Bytes::copy_from_slice(chunk)).unwrap();
+    }
+    summary(splitter.finish())
+}
+
+/// Bodies of every format the ingest path reads, good and bad lines, blank lines, CRLF,
+/// whitespace around lines, a line over the event limit, a line of invalid UTF-8.
+fn bodies() -> Vec<Vec<u8>> {
+    let mut bad_utf8 = b"{\"a\":\"".to_vec();
+    bad_utf8.extend_from_slice(&[0xff, 0xfe]);
+    bad_utf8.extend_from_slice(b"\"}\n{\"ok\":1}\n");
+    let long = format!("{{\"x\":\"{}\"}}", "y".repeat(90));
+    vec![
+        b"{\"a\":1}\n\n  {\"b\": 2}  \nnot json\n[1]\n{\"c\":3}".to_vec(),
+        b"\r\n\t {\"a\":1}\r\n{\"b\":\"two\"}\r\n   \r\n{\"c\":3}\n\n".to_vec(),
+        format!(
+            "{{\"a\":1}}\n{long}\n{{\"b\":2}}   {}\n{{\"c\":3}}",
+            " ".repeat(40)
+        )
+        .into_bytes(),
+        format!("{long}\n{{\"b\":2}}").into_bytes(),
+        bad_utf8,
+        b"not json at all".to_vec(),
+        b"{\"a\":1} \n   ".to_vec(),
+        b"[{\"a\":1}, 5, {\"a\":2}]".to_vec(),
+        b"{\"Records\": [{\"eventName\":\"X\"}, {\"eventName\":\"Y\"}]}".to_vec(),
+        b"{\n  \"pretty\": true\n}\n".to_vec(),
+        b"{\"broken\": \n{\"a\":1}\n".to_vec(),
+        b"   \n\n ".to_vec(),
+        Vec::new(),
+    ]
+}
+
+#[test]
+fn every_cut_of_every_body_splits_as_the_gathered_body() {
+    let limits = IngestLimits {
+        max_event_bytes: 64,
+        ..IngestLimits::default()
+    };
+    for body in bodies() {
+        let whole = summary(split_events(&Bytes::from(body.clone()), &limits));
+        for cut in 1..=body.len().max(1) {
+            assert_eq!(
+                split_in_chunks(&body, cut, &limits),
+                whole,
+                "{:?} in chunks of {cut}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+}
