@@ -21,9 +21,9 @@ use crate::shared::CheckedPayload;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelection {
     root: Node,
-    /// The distinct selected paths, in first-given order: `paths[i]` has slot `i` in the rows
-    /// of [`parse_fields`](Self::parse_fields).
-    paths: Vec<FieldPath>,
+    /// The slot of each distinct selected path (by its text) in the rows of
+    /// [`parse_fields`](Self::parse_fields): slots follow the order paths were first given.
+    slot_of: HashMap<String, usize, foldhash::fast::RandomState>,
     slots: SlotTree,
 }
 
@@ -44,8 +44,10 @@ impl FieldSelection {
     pub fn new<'a>(paths: impl IntoIterator<Item = &'a FieldPath>) -> Self {
         let mut root = Node::default();
         let mut distinct: Vec<FieldPath> = Vec::new();
+        let mut slot_of = HashMap::default();
         for path in paths {
-            if !distinct.contains(path) {
+            if !slot_of.contains_key(path.as_str()) {
+                slot_of.insert(path.as_str().to_string(), distinct.len());
                 distinct.push(path.clone());
             }
             if path.is_root() {
@@ -68,14 +70,14 @@ impl FieldSelection {
         let slots = SlotTree::new(&distinct);
         Self {
             root,
-            paths: distinct,
+            slot_of,
             slots,
         }
     }
 
     /// The slot of `path` in the rows of [`parse_fields`](Self::parse_fields), if selected.
     pub fn slot(&self, path: &FieldPath) -> Option<usize> {
-        self.paths.iter().position(|selected| selected == path)
+        self.slot_of.get(path.as_str()).copied()
     }
 
     /// Parses `json` into the values at the selected paths, by slot, building no tree on the
