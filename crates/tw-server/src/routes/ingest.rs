@@ -3,11 +3,9 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
-use futures::StreamExt;
 use tw_pipeline::{ContentEncoding, IngestError, IngestOutcome};
 
 use crate::{ApiError, AppState};
@@ -26,10 +24,10 @@ const ACCEPTED_TYPES: [&str; 7] = [
 pub(crate) async fn post_events(
     State(state): State<Arc<AppState>>,
     Path(stream): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<(StatusCode, Json<IngestOutcome>), ApiError> {
-    check_content_type(&headers)?;
+    let headers = request.headers();
+    check_content_type(headers)?;
     let encoding = ContentEncoding::from_header(
         headers
             .get(header::CONTENT_ENCODING)
@@ -48,30 +46,21 @@ pub(crate) async fn post_events(
     let outcome = match encoding {
         // Split as it arrives: a large NDJSON body is never gathered into one buffer.
         ContentEncoding::Identity => {
-            ingestor
-                .ingest_chunks(&stream, body.into_data_stream())
-                .await?
+            let chunks = request.into_body().into_data_stream();
+            ingestor.ingest_chunks(&stream, chunks).await?
         }
+        // Gathered (within the router's body limit), then inflated with its own bound.
         ContentEncoding::Gzip => {
-            let body = gather(body, limit).await?;
+            let body = Bytes::from_request(request, &state)
+                .await
+                .map_err(|rejection| ApiError::BadRequest {
+                    status: rejection.status(),
+                    message: rejection.body_text(),
+                })?;
             ingestor.ingest_body(&stream, body, encoding).await?
         }
     };
     Ok((StatusCode::OK, Json(outcome)))
-}
-
-/// The whole body, refused as soon as it passes `limit` bytes.
-async fn gather(body: Body, limit: usize) -> Result<Bytes, IngestError> {
-    let mut chunks = body.into_data_stream();
-    let mut gathered = Vec::new();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| IngestError::BodyRead(e.to_string()))?;
-        if gathered.len() + chunk.len() > limit {
-            return Err(IngestError::BodyTooLarge { limit });
-        }
-        gathered.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(gathered))
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
