@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use tw_core::now_ms;
 use tw_lake::Lake;
+use tw_os::ThreadPriority;
 
 /// Runs until aborted; an interval of zero disables it. A failed pass is logged and retried
 /// at the next interval (every step is atomic, so a half-done pass is safe). Each pass runs
-/// at `nice` (a thread per pass: a pooled thread would keep the lower priority for others).
-pub async fn run(lake: Lake, interval: Duration, nice: i32) {
+/// at `priority` (a thread per pass: a pooled thread would keep the lower priority for others).
+pub async fn run(lake: Lake, interval: Duration, priority: ThreadPriority) {
     if interval.is_zero() {
         return;
     }
@@ -24,10 +25,8 @@ pub async fn run(lake: Lake, interval: Duration, nice: i32) {
         let spawned = std::thread::Builder::new()
             .name("lake-maintenance".into())
             .spawn(move || {
-                if nice != 0
-                    && let Err(error) = tw_os::set_current_thread_nice(nice)
-                {
-                    tracing::debug!(nice, %error, "lake maintenance keeps the normal priority");
+                if let Err(error) = tw_os::set_current_thread_priority(priority) {
+                    tracing::debug!(?priority, %error, "lake maintenance keeps the normal priority");
                 }
                 let now = now_ms();
                 let compacted = lake.compact(now, lake.config().compaction.min_age_ms);

@@ -17,6 +17,7 @@ use tw_core::{StreamConfig, now_ms};
 use tw_detect::{EngineConfig, RuleFormat, parse_rule};
 use tw_lake::{Lake, LakeConfig};
 use tw_log::{DiskLog, Log, LogConfig, OffsetStore};
+use tw_os::ThreadPriority;
 use tw_pipeline::{
     DeadLetterQueue, IngestLimits, Ingestor, RunnerConfig, StreamDefaults, StreamRegistry,
     spawn_consumer,
@@ -27,11 +28,15 @@ use tw_server::{AppState, RuleRegistry};
 use crate::config::Config;
 use crate::detection::DetectionConsumer;
 
-/// `nice` of the lake consumer and of lake maintenance (ingest and detection keep 0).
-const LAKE_NICE: i32 = 10;
-/// `nice` of the search consumer: below the lake, since indexing an event costs ~10x writing
-/// it to the lake (BENCHMARKS.md), and SQL sees only what the lake consumer has read.
-const SEARCH_NICE: i32 = 15;
+/// Priority of the lake consumer and of lake maintenance (ingest and detection keep the
+/// normal one): a smaller share of busy CPUs, yet always a share.
+const LAKE_PRIORITY: ThreadPriority = ThreadPriority::Nice(10);
+/// Priority of the search consumer and of the indexing threads it starts: only the CPU time
+/// nothing else wants, since indexing an event costs several times writing it to the lake
+/// (BENCHMARKS.md) and SQL sees only what the lake consumer has read. At `nice` 15 its three
+/// threads together weighed as much as the lake's one, and took the lake's place under full
+/// load (BENCHMARKS.md, session 25).
+const SEARCH_PRIORITY: ThreadPriority = ThreadPriority::Idle;
 
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
@@ -124,8 +129,8 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     // The lake and search consumers (and the Parquet encoding and index merges they start)
     // run at a lower priority than ingest and detection: when the CPUs are busy, alerts and
     // acknowledgements come first, then the lake, and search catches up when there is slack.
-    let background = |nice| RunnerConfig {
-        nice,
+    let background = |priority| RunnerConfig {
+        priority,
         ..RunnerConfig::default()
     };
     let lake_consumer = spawn_consumer(
@@ -133,7 +138,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         log.clone(),
         offsets.clone(),
         dlq.clone(),
-        background(LAKE_NICE),
+        background(LAKE_PRIORITY),
         stop_consumers.clone(),
     )?;
     // Its own consumer (offsets under `search`): it commits every second, the lake every 10 s.
@@ -176,7 +181,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         log.clone(),
         offsets.clone(),
         dlq.clone(),
-        background(SEARCH_NICE),
+        background(SEARCH_PRIORITY),
         stop_consumers.clone(),
     )?;
     let detect_dir = data.join("detect");
@@ -237,7 +242,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let lake_maintenance = tokio::spawn(crate::lake_maintenance::run(
         lake.clone(),
         Duration::from_secs(config.lake.compaction.interval_secs),
-        LAKE_NICE,
+        LAKE_PRIORITY,
     ));
     let source_context = tw_sources::SourceContext {
         ingestor: ingestor.clone(),

@@ -46,8 +46,9 @@ flush_max_age_ms = 300
 max_result_rows = 1000000
 "#;
 
-/// The nice value of the thread of process `pid` named `name` (`/proc/{pid}/task/*/stat`).
-fn thread_nice(pid: u32, name: &str) -> Option<i32> {
+/// The (nice value, scheduling policy) of the thread of process `pid` named `name`
+/// (`/proc/{pid}/task/*/stat`).
+fn thread_priority(pid: u32, name: &str) -> Option<(i32, i32)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .flatten()
@@ -55,8 +56,9 @@ fn thread_nice(pid: u32, name: &str) -> Option<i32> {
             let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
             let (head, rest) = stat.rsplit_once(')')?;
             (head.split_once('(')?.1 == name).then_some(())?;
-            // Field 19 (nice) is the 17th after the command name.
-            rest.split_whitespace().nth(16)?.parse().ok()
+            // Fields 19 (nice) and 41 (policy) are the 17th and 39th after the command name.
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some((fields.get(16)?.parse().ok()?, fields.get(38)?.parse().ok()?))
         })
 }
 
@@ -95,10 +97,20 @@ async fn ingest_detect_lake_and_sql_agree_exactly_across_a_restart() {
         &["--rules-dir", rules.to_str().unwrap()],
     );
 
-    // Ingest and detection keep the normal priority; the lake yields, search yields more.
-    assert_eq!(thread_nice(server.pid(), "consumer-detect"), Some(0));
-    assert_eq!(thread_nice(server.pid(), "consumer-lake"), Some(10));
-    assert_eq!(thread_nice(server.pid(), "consumer-search"), Some(15));
+    // Ingest and detection keep the normal priority; the lake yields, search takes only idle
+    // time (policies: 0 SCHED_OTHER, 5 SCHED_IDLE).
+    assert_eq!(
+        thread_priority(server.pid(), "consumer-detect"),
+        Some((0, 0))
+    );
+    assert_eq!(
+        thread_priority(server.pid(), "consumer-lake"),
+        Some((10, 0))
+    );
+    assert_eq!(
+        thread_priority(server.pid(), "consumer-search"),
+        Some((0, 5))
+    );
 
     let text = generate("cloudtrail", 30_000, 7, 2000);
     let lines: Vec<&str> = text.lines().collect();

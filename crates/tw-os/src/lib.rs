@@ -3,18 +3,43 @@
 
 use std::io;
 
-/// Sets the scheduling priority (`nice`, -20 highest … 19 lowest) of the calling thread.
-/// Linux keeps a nice value per thread, and threads started afterwards by this thread inherit
-/// it. Raising one's own nice value needs no privilege; lowering it below the current value
-/// usually does and fails with `EACCES`/`EPERM`.
+/// How much of a busy CPU a thread gets, relative to the threads at [`ThreadPriority::Normal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThreadPriority {
+    /// What threads start with.
+    #[default]
+    Normal,
+    /// A `nice` value (1 … 19): a smaller share while the CPUs are busy, every thread of this
+    /// kind still getting one. The kernel weighs each thread on its own, so three threads at
+    /// nice 15 together weigh about as much as one at nice 10.
+    Nice(i32),
+    /// Linux `SCHED_IDLE`: in practice runs only on CPU time no other thread wants (the kernel
+    /// weighs it 3, against 15 for nice 19 and 1024 for normal threads), so it is never
+    /// starved outright yet takes next to nothing under full load, however many threads of
+    /// this kind there are. For work that may fall behind and catch up afterwards.
+    Idle,
+}
+
+/// Sets the scheduling priority of the calling thread. Linux keeps it per thread, and threads
+/// started afterwards by this thread inherit it. Lowering one's own priority needs no
+/// privilege; raising it back usually does and fails with `EACCES`/`EPERM`.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-pub fn set_current_thread_nice(nice: i32) -> io::Result<()> {
-    // SAFETY: `gettid` takes no arguments and cannot fail; `setpriority` takes plain integers
-    // and only changes the scheduling priority of the thread named (this one).
-    let result = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid);
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+pub fn set_current_thread_priority(priority: ThreadPriority) -> io::Result<()> {
+    let result = match priority {
+        ThreadPriority::Normal => return Ok(()),
+        // SAFETY: `gettid` takes no arguments and cannot fail; `setpriority` takes plain
+        // integers and only changes the scheduling priority of the thread named (this one).
+        ThreadPriority::Nice(nice) => unsafe {
+            let tid = libc::syscall(libc::SYS_gettid);
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+        },
+        ThreadPriority::Idle => {
+            let parameters = libc::sched_param { sched_priority: 0 };
+            // SAFETY: pid 0 names the calling thread; the kernel only reads `parameters`,
+            // which lives until the call returns.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &parameters) }
+        }
     };
     if result == 0 {
         Ok(())
@@ -25,7 +50,10 @@ pub fn set_current_thread_nice(nice: i32) -> io::Result<()> {
 
 /// Elsewhere thread priorities are left alone.
 #[cfg(not(target_os = "linux"))]
-pub fn set_current_thread_nice(_nice: i32) -> io::Result<()> {
+pub fn set_current_thread_priority(priority: ThreadPriority) -> io::Result<()> {
+    if priority == ThreadPriority::Normal {
+        return Ok(());
+    }
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "per-thread priorities are only set on Linux",
@@ -157,23 +185,51 @@ mod tests {
         assert_eq!(enabled(), Some(false));
     }
 
-    /// The nice value of the calling thread, from `/proc/thread-self/stat` (field 19).
-    fn current_nice() -> i32 {
+    /// Field `number` (1-based, as in `man proc`) of `/proc/thread-self/stat`, for fields
+    /// after the command name.
+    fn thread_stat_field(number: usize) -> i32 {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        fields[16].parse().expect("nice field")
+        let after_command = stat.rsplit_once(')').unwrap().1;
+        // Field 3 (state) is the first after the command name.
+        let field = after_command.split_whitespace().nth(number - 3).unwrap();
+        field.parse().expect("numeric field")
+    }
+
+    /// The nice value of the calling thread (field 19).
+    fn current_nice() -> i32 {
+        thread_stat_field(19)
+    }
+
+    /// The scheduling policy of the calling thread (field 41).
+    fn current_policy() -> i32 {
+        thread_stat_field(41)
+    }
+
+    #[test]
+    fn idle_applies_to_the_calling_thread_and_the_threads_it_starts() {
+        let before = current_policy();
+        let in_thread = std::thread::spawn(|| {
+            set_current_thread_priority(ThreadPriority::Idle)
+                .expect("SCHED_IDLE needs no privilege");
+            let child = std::thread::spawn(current_policy).join().unwrap();
+            (current_policy(), child)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            in_thread,
+            (libc::SCHED_IDLE, libc::SCHED_IDLE),
+            "set, and inherited"
+        );
+        assert_eq!(current_policy(), before, "other threads keep theirs");
     }
 
     #[test]
     fn lowers_only_the_calling_thread() {
         let before = current_nice();
         let in_thread = std::thread::spawn(move || {
-            set_current_thread_nice(before + 5).expect("raising nice needs no privilege");
+            set_current_thread_priority(ThreadPriority::Nice(before + 5))
+                .expect("raising nice needs no privilege");
             let child = std::thread::spawn(current_nice).join().unwrap();
             (current_nice(), child)
         })

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tw_core::{Offset, StreamName, now_ms};
 use tw_log::{Log, LogError, OffsetStore};
+use tw_os::ThreadPriority;
 
 use crate::dlq::{DeadLetter, DeadLetterQueue};
 use crate::{Consumer, EventBatch, StreamPartition, UnusableRecord};
@@ -25,11 +26,11 @@ pub struct RunnerConfig {
     pub tick_interval: Duration,
     /// Sleep when there is nothing to read (bounds the added latency).
     pub idle_sleep: Duration,
-    /// Scheduling priority of the consumer's thread as a `nice` value (0 normal, 19 lowest);
-    /// threads it starts inherit it. A background consumer (lake, search) given a positive
-    /// value yields the CPU to ingest and detection when both want it, so alert latency does
-    /// not depend on how busy indexing is; it catches up when the CPU has slack.
-    pub nice: i32,
+    /// Scheduling priority of the consumer's thread; threads it starts inherit it. A
+    /// background consumer (lake, search) given a lower one yields the CPU to ingest and
+    /// detection when both want it, so alert latency does not depend on how busy indexing is;
+    /// it catches up when the CPU has slack.
+    pub priority: ThreadPriority,
 }
 
 impl Default for RunnerConfig {
@@ -40,7 +41,7 @@ impl Default for RunnerConfig {
             commit_interval: Duration::from_secs(1),
             tick_interval: Duration::from_millis(200),
             idle_sleep: Duration::from_millis(2),
-            nice: 0,
+            priority: ThreadPriority::Normal,
         }
     }
 }
@@ -199,8 +200,8 @@ pub fn spawn_consumer(
     let thread = std::thread::Builder::new()
         .name(format!("consumer-{name}"))
         .spawn(move || {
-            if config.nice != 0 {
-                lower_thread_priority(&name, config.nice);
+            if config.priority != ThreadPriority::Normal {
+                lower_thread_priority(&name, config.priority);
             }
             let mut runner = Runner {
                 consumer,
@@ -227,9 +228,9 @@ pub fn spawn_consumer(
 
 /// Lowers the calling thread's priority. Failing is not fatal: the consumer then runs at
 /// normal priority, which is logged.
-fn lower_thread_priority(consumer: &str, nice: i32) {
-    if let Err(error) = tw_os::set_current_thread_nice(nice) {
-        tracing::warn!(consumer, nice, %error, "could not lower the consumer thread's priority");
+fn lower_thread_priority(consumer: &str, priority: ThreadPriority) {
+    if let Err(error) = tw_os::set_current_thread_priority(priority) {
+        tracing::warn!(consumer, ?priority, %error, "could not lower the consumer thread's priority");
     }
 }
 
