@@ -30,6 +30,8 @@ use crate::config::Config;
 /// a quarter of all CPU in the profile of a 1M-event ingest (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// How long the allocator keeps freed memory for reuse (see `tw_os::set_allocator_purge_delay`).
+const ALLOCATOR_PURGE_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::datagen::{Generator, Kind};
 
 #[derive(Parser)]
@@ -321,6 +323,9 @@ enum BenchCommand {
 fn main() -> anyhow::Result<()> {
     // First, so that what the allocator maps from here on is backed by ordinary pages.
     let huge_pages = tw_os::disable_transparent_huge_pages();
+    tw_os::set_allocator_purge_delay(ALLOCATOR_PURGE_DELAY);
+    let c_heap =
+        tw_os::retain_freed_c_memory(tw_os::C_HEAP_LARGEST_REUSED, tw_os::C_HEAP_KEPT_FREE);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TIDEWATCH_LOG")
@@ -330,6 +335,9 @@ fn main() -> anyhow::Result<()> {
         .init();
     if let Err(error) = huge_pages {
         tracing::warn!(%error, "transparent huge pages could not be turned off");
+    }
+    if let Err(error) = c_heap {
+        tracing::warn!(%error, "the C allocator keeps its defaults");
     }
     let cli = Cli::parse();
     match cli.command {

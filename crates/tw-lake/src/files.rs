@@ -99,44 +99,103 @@ pub(crate) fn write_flush(
     dictionary: &mut DictionaryChoice,
     files: &mut Vec<String>,
 ) -> Result<Written, LakeError> {
-    let all = concat_batches(schema, batches).map_err(LakeError::arrow(stream))?;
-    let sorted = match flush_order(&all, stream)? {
-        Some(order) => take_record_batch(&all, &order).map_err(LakeError::arrow(stream))?,
-        None => all,
-    };
-    let times = time_column(&sorted, stream)?;
     let name = file_name(partition, first, last);
     let mut written = Written::default();
-    let mut start = 0;
-    while start < sorted.num_rows() {
-        let hour = times.value(start).div_euclid(HOUR_MS);
-        let mut end = start + 1;
-        while end < sorted.num_rows() && times.value(end).div_euclid(HOUR_MS) == hour {
-            end += 1;
-        }
+    let mut write_hour = |hour: i64, rows: &[RecordBatch]| -> Result<(), LakeError> {
         let path = format!("{stream}/{}/{name}", hour_dir(hour * HOUR_MS));
-        let rows = sorted.slice(start, end - start);
+        let row_count = rows.iter().map(RecordBatch::num_rows).sum();
         let properties = properties_builder(
-            &rows.schema(),
-            rows.num_rows(),
+            schema,
+            row_count,
             bloom_columns,
             usize::MAX,
             FLUSH_ZSTD_LEVEL,
         )
         .map(|builder| dictionary.apply(builder).build());
-        let file = write_file(storage, &path, &rows, properties)?;
+        let file = write_batches(
+            storage,
+            &path,
+            schema,
+            rows.iter().cloned().map(Ok),
+            properties,
+            0,
+        )?;
         files.push(path);
         dictionary.learn(&file.row_groups);
         written.bytes += file.size;
-        written.rows += end - start;
-        start = end;
+        written.rows += row_count;
+        Ok(())
+    };
+    // The rows of the current hour, as slices of the ordered batches.
+    let mut hour_rows: Vec<RecordBatch> = Vec::new();
+    let mut current_hour = None;
+    for batch in in_flush_order(schema, batches, stream)? {
+        let times = time_column(&batch, stream)?;
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let hour = times.value(start).div_euclid(HOUR_MS);
+            let mut end = start + 1;
+            while end < batch.num_rows() && times.value(end).div_euclid(HOUR_MS) == hour {
+                end += 1;
+            }
+            // Rows are in time order, so an hour once left does not come back.
+            if let Some(previous) = current_hour.filter(|&previous| previous != hour) {
+                write_hour(previous, &hour_rows)?;
+                hour_rows.clear();
+            }
+            current_hour = Some(hour);
+            hour_rows.push(batch.slice(start, end - start));
+            start = end;
+        }
+    }
+    if let Some(hour) = current_hour {
+        write_hour(hour, &hour_rows)?;
     }
     Ok(written)
 }
 
-/// The order of a flush's rows by `_time`, then `_offset`; `None` when they are in it already
-/// (events that arrive in time order), which saves copying every column.
-fn flush_order(batch: &RecordBatch, stream: &str) -> Result<Option<UInt32Array>, LakeError> {
+/// The rows of `batches` in (`_time`, `_offset`) order: the batches themselves when they are
+/// in that order already (events that arrive in time order), which saves copying every
+/// column; otherwise one sorted batch.
+fn in_flush_order(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    stream: &str,
+) -> Result<Vec<RecordBatch>, LakeError> {
+    let mut previous = None;
+    let mut ordered = true;
+    'batches: for batch in batches {
+        let (times, offsets) = order_columns(batch, stream)?;
+        for key in times.iter().zip(offsets) {
+            if previous.is_some_and(|previous| previous > key) {
+                ordered = false;
+                break 'batches;
+            }
+            previous = Some(key);
+        }
+    }
+    if ordered {
+        return Ok(batches.to_vec());
+    }
+    let all = concat_batches(schema, batches).map_err(LakeError::arrow(stream))?;
+    let (times, offsets) = order_columns(&all, stream)?;
+    let rows = u32::try_from(all.num_rows()).map_err(|_| LakeError::Arrow {
+        stream: stream.to_string(),
+        source: arrow::error::ArrowError::ComputeError("a flush of over 4 Gi rows".into()),
+    })?;
+    let mut order: Vec<u32> = (0..rows).collect();
+    // Stable and quick on the long ordered runs a log partition holds.
+    order.sort_by_key(|&row| (times[row as usize], offsets[row as usize]));
+    let sorted =
+        take_record_batch(&all, &UInt32Array::from(order)).map_err(LakeError::arrow(stream))?;
+    Ok(vec![sorted])
+}
+
+/// The values of a batch's `_time` and `_offset` columns.
+fn order_columns<'b>(
+    batch: &'b RecordBatch,
+    stream: &str,
+) -> Result<(&'b [i64], &'b [i64]), LakeError> {
     let times = time_column(batch, stream)?.values();
     let offsets = batch
         .column_by_name(OFFSET_COLUMN)
@@ -148,18 +207,7 @@ fn flush_order(batch: &RecordBatch, stream: &str) -> Result<Option<UInt32Array>,
             )),
         })?
         .values();
-    let key = |row: u32| (times[row as usize], offsets[row as usize]);
-    let rows = u32::try_from(batch.num_rows()).map_err(|_| LakeError::Arrow {
-        stream: stream.to_string(),
-        source: arrow::error::ArrowError::ComputeError("a flush of over 4 Gi rows".into()),
-    })?;
-    if (1..rows).all(|row| key(row - 1) <= key(row)) {
-        return Ok(None);
-    }
-    let mut order: Vec<u32> = (0..rows).collect();
-    // Stable and quick on the long ordered runs a log partition holds.
-    order.sort_by_key(|&row| key(row));
-    Ok(Some(UInt32Array::from(order)))
+    Ok((times, offsets))
 }
 
 fn time_column<'b>(

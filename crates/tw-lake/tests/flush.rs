@@ -156,6 +156,76 @@ fn splits_a_flush_by_event_hour_and_sorts_rows_by_time() {
     );
 }
 
+/// Several handled batches make one flush: their rows are written in (`_time`, `_offset`)
+/// order whether the batches follow each other in time (written as they are, an hour's file
+/// from slices of several batches) or not (sorted together).
+#[test]
+fn a_flush_of_many_batches_is_split_by_hour_and_ordered_across_them() {
+    for (case, later_batch_goes_back) in [("in order", false), ("out of order", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = open(dir.path());
+        let mut writer = lake.writer();
+        writer.start(&Default::default()).unwrap();
+        let mut offset = 0u64;
+        let mut sent = Vec::new();
+        // Batch b holds times b*40 min + 0, 10, 20 min: hours change inside and between batches.
+        for b in 0..4i64 {
+            // Out of order: the last batch starts before the one it follows.
+            let base = if later_batch_goes_back && b == 3 {
+                20 * 60_000
+            } else {
+                b * 40 * 60_000
+            };
+            let events: Vec<_> = (0..3i64)
+                .map(|k| {
+                    let time = T0 + base + k * 10 * 60_000 + b;
+                    sent.push((time, offset as i64 + k));
+                    (time, json!({"o": offset as i64 + k}))
+                })
+                .collect();
+            writer.handle(&batch("ct", 0, offset, &events)).unwrap();
+            offset += 3;
+        }
+        writer.flush().unwrap();
+        sent.sort();
+        let root = stream_dir(&lake, "ct");
+        let mut read = Vec::new();
+        for file in all_files(&root) {
+            let batches = read_parquet(&root.join(&file));
+            let times: Vec<i64> = batches
+                .iter()
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_primitive::<TimestampMillisecondType>()
+                        .values()
+                        .to_vec()
+                })
+                .collect();
+            assert!(
+                times.windows(2).all(|w| w[0] / HOUR == w[1] / HOUR),
+                "{case}: one hour per file ({file})"
+            );
+            let offsets = column_text(&batches, "o");
+            read.extend(
+                times
+                    .into_iter()
+                    .zip(offsets.into_iter().map(|o| o.parse::<i64>().unwrap())),
+            );
+        }
+        assert_eq!(
+            read, sent,
+            "{case}: every row once, in time order across files"
+        );
+        let mut hours: Vec<i64> = sent.iter().map(|(time, _)| time / HOUR).collect();
+        hours.dedup();
+        assert_eq!(
+            all_files(&root).len(),
+            hours.len(),
+            "{case}: a file per hour"
+        );
+    }
+}
+
 #[test]
 fn every_offset_is_visible_exactly_once_at_every_step() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
-//! The few operating-system calls Tidewatch needs that std does not offer: the only crate
-//! of the workspace with `unsafe` code, each block with the reason it is sound.
+//! The few operating-system calls Tidewatch needs that std does not offer, and the settings
+//! of its memory allocators (mimalloc's and the C library's): the only crate of the workspace
+//! with `unsafe` code, each block with the reason it is sound.
 
 use std::io;
 
@@ -88,6 +89,79 @@ pub fn disable_transparent_huge_pages() -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 pub fn disable_transparent_huge_pages() -> io::Result<()> {
     Ok(())
+}
+
+/// Largest block glibc's `malloc` may serve from its heaps (its ceiling for this setting on
+/// 64-bit targets); larger ones are mapped and unmapped each time.
+pub const C_HEAP_LARGEST_REUSED: usize = 32 << 20;
+/// Free memory glibc's `malloc` keeps at the top of a heap before returning it to the kernel.
+pub const C_HEAP_KEPT_FREE: usize = 128 << 20;
+
+/// Has glibc's `malloc` keep the memory that C code frees for its next allocations, instead
+/// of handing it back to the kernel at once. Rust code uses mimalloc; the C allocator serves
+/// zstd, whose contexts (hundreds of KiB each, zeroed when set up) Parquet creates and drops
+/// for every column of every file. With glibc's defaults most of them were mapped afresh
+/// (blocks over 128 KiB are `mmap`ed until a free raises that limit, and heaps are trimmed at
+/// 128 KiB of free space), so each paid its page faults again: a third of the lake consumer's
+/// page faults at 200,000 events/s. Kept, they reuse pages already faulted in
+/// (BENCHMARKS.md, session 26). Blocks up to `largest_reused` come from the heaps; up to
+/// `kept_free` bytes of free space stay at the top of each heap. Resident memory then stays
+/// at the C heap's high-water mark, a few tens of MiB here.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn retain_freed_c_memory(largest_reused: usize, kept_free: usize) -> io::Result<()> {
+    let setting = |name: &str, value: usize| {
+        libc::c_int::try_from(value).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name} {value} is too large"),
+            )
+        })
+    };
+    let largest_reused = setting("largest_reused", largest_reused)?;
+    let kept_free = setting("kept_free", kept_free)?;
+    // SAFETY: `mallopt` takes plain integers and only changes the allocator's tuning
+    // parameters (it takes the allocator's own lock); no memory of ours is touched.
+    let applied = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, largest_reused) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, kept_free) == 1
+    };
+    if applied {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "glibc refused the malloc settings",
+        ))
+    }
+}
+
+/// Other C libraries keep their own defaults.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn retain_freed_c_memory(_largest_reused: usize, _kept_free: usize) -> io::Result<()> {
+    Ok(())
+}
+
+/// `mi_option_purge_delay` in mimalloc 3's option enum (`libmimalloc-sys` names no constant
+/// for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Has mimalloc (the global allocator of the `tidewatch` binary) keep memory that was freed for
+/// `delay` before it returns it to the kernel, unless `MIMALLOC_PURGE_DELAY` is set (then that
+/// decides). Its default is one second. The lake's batches live a few seconds, from
+/// conversion to flush, and every batch allocates its builders afresh: returned after a
+/// second, their memory had to be faulted in again for the next ones. At 200,000 events/s a
+/// delay of 10 s cut the lake consumer's page faults by more than half and its CPU by ~6 %, for
+/// ~50 MB more resident memory (BENCHMARKS.md, session 26).
+#[allow(unsafe_code)]
+pub fn set_allocator_purge_delay(delay: std::time::Duration) {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    let millis = libc::c_long::try_from(delay.as_millis()).unwrap_or(libc::c_long::MAX);
+    // SAFETY: sets one of mimalloc's option values (plain integers, which it reads
+    // atomically); no memory is touched.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, millis) }
 }
 
 /// Appends to `buf` up to `want` bytes of `file` read at byte `pos` (a positional read: the
@@ -183,6 +257,52 @@ mod tests {
         }
         disable_transparent_huge_pages().expect("prctl");
         assert_eq!(enabled(), Some(false));
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    #[allow(unsafe_code)]
+    fn freed_c_memory_is_kept_for_reuse() {
+        const BLOCK: usize = 8 << 20;
+        retain_freed_c_memory(C_HEAP_LARGEST_REUSED, C_HEAP_KEPT_FREE).expect("settings");
+        // SAFETY: a block of plain bytes, freed once, never read or written; `mallinfo2` only reads the
+        // allocator's counters.
+        let (mapped_while_held, free_after) = unsafe {
+            let mapped_before = libc::mallinfo2().hblkhd;
+            // `black_box`: the compiler may otherwise drop a block that is never used.
+            let block = std::hint::black_box(libc::malloc(BLOCK));
+            assert!(!block.is_null());
+            let mapped_while_held = libc::mallinfo2().hblkhd - mapped_before;
+            libc::free(block);
+            (mapped_while_held, libc::mallinfo2().fordblks)
+        };
+        // With glibc's defaults an 8 MiB block is mapped on its own and unmapped when freed.
+        assert_eq!(mapped_while_held, 0, "served from a heap, not mapped");
+        assert!(
+            free_after >= BLOCK,
+            "kept as free heap memory: {free_after} bytes"
+        );
+    }
+
+    #[test]
+    fn settings_beyond_a_c_int_are_refused() {
+        let refused = retain_freed_c_memory(usize::MAX, C_HEAP_KEPT_FREE).is_err();
+        assert!(refused || cfg!(not(target_env = "gnu")));
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_is_the_option_set() {
+        // SAFETY: reads one of mimalloc's option values.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // mimalloc 3's default purge delay; its neighbours in the enum default to 1 and 0, so
+        // this also pins the option's number.
+        assert_eq!(get(), 1000);
+        set_allocator_purge_delay(std::time::Duration::from_secs(10));
+        assert_eq!(get(), 10_000);
     }
 
     /// Field `number` (1-based, as in `man proc`) of `/proc/thread-self/stat`, for fields
