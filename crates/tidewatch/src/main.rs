@@ -30,8 +30,6 @@ use crate::config::Config;
 /// a quarter of all CPU in the profile of a 1M-event ingest (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-/// How long the allocator keeps freed memory for reuse (see `tw_os::set_allocator_purge_delay`).
-const ALLOCATOR_PURGE_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::datagen::{Generator, Kind};
 
 #[derive(Parser)]
@@ -323,7 +321,6 @@ enum BenchCommand {
 fn main() -> anyhow::Result<()> {
     // First, so that what the allocator maps from here on is backed by ordinary pages.
     let huge_pages = tw_os::disable_transparent_huge_pages();
-    tw_os::set_allocator_purge_delay(ALLOCATOR_PURGE_DELAY);
     let c_heap =
         tw_os::retain_freed_c_memory(tw_os::C_HEAP_LARGEST_REUSED, tw_os::C_HEAP_KEPT_FREE);
     tracing_subscriber::fmt()

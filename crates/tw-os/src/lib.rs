@@ -1,6 +1,6 @@
 //! The few operating-system calls Tidewatch needs that std does not offer, and the settings
-//! of its memory allocators (mimalloc's and the C library's): the only crate of the workspace
-//! with `unsafe` code, each block with the reason it is sound.
+//! of the C library's memory allocator: the only crate of the workspace with `unsafe` code,
+//! each block with the reason it is sound.
 
 use std::io;
 
@@ -142,28 +142,6 @@ pub fn retain_freed_c_memory(_largest_reused: usize, _kept_free: usize) -> io::R
     Ok(())
 }
 
-/// `mi_option_purge_delay` in mimalloc 3's option enum (`libmimalloc-sys` names no constant
-/// for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Has mimalloc (the global allocator of the `tidewatch` binary) keep memory that was freed for
-/// `delay` before it returns it to the kernel, unless `MIMALLOC_PURGE_DELAY` is set (then that
-/// decides). Its default is one second. The lake's batches live a few seconds, from
-/// conversion to flush, and every batch allocates its builders afresh: returned after a
-/// second, their memory had to be faulted in again for the next ones. At 200,000 events/s a
-/// delay of 10 s cut the lake consumer's page faults by more than half and its CPU by ~6 %, for
-/// ~50 MB more resident memory (BENCHMARKS.md, session 26).
-#[allow(unsafe_code)]
-pub fn set_allocator_purge_delay(delay: std::time::Duration) {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    let millis = libc::c_long::try_from(delay.as_millis()).unwrap_or(libc::c_long::MAX);
-    // SAFETY: sets one of mimalloc's option values (plain integers, which it reads
-    // atomically); no memory is touched.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, millis) }
-}
-
 /// Appends to `buf` up to `want` bytes of `file` read at byte `pos` (a positional read: the
 /// file's own position is neither used nor moved, so readers are safe beside a writer), and
 /// returns how many were read: fewer than `want` only at the end of the file.
@@ -288,21 +266,6 @@ mod tests {
     fn settings_beyond_a_c_int_are_refused() {
         let refused = retain_freed_c_memory(usize::MAX, C_HEAP_KEPT_FREE).is_err();
         assert!(refused || cfg!(not(target_env = "gnu")));
-    }
-
-    #[test]
-    #[allow(unsafe_code)]
-    fn the_purge_delay_is_the_option_set() {
-        // SAFETY: reads one of mimalloc's option values.
-        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            return;
-        }
-        // mimalloc 3's default purge delay; its neighbours in the enum default to 1 and 0, so
-        // this also pins the option's number.
-        assert_eq!(get(), 1000);
-        set_allocator_purge_delay(std::time::Duration::from_secs(10));
-        assert_eq!(get(), 10_000);
     }
 
     /// Field `number` (1-based, as in `man proc`) of `/proc/thread-self/stat`, for fields
