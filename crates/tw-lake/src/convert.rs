@@ -6,17 +6,19 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow::array::{Array, AsArray};
 use arrow::array::{
     ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Array, Int64Array, Int64Builder,
     RecordBatch, RecordBatchOptions, StringBuilder, TimestampMillisecondArray, new_null_array,
 };
 use arrow::compute::cast;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Float64Type, Int64Type, SchemaRef};
 use serde_json::{Map, Value};
 use tw_core::{Record, StreamName};
 
-use crate::catalog::{Catalog, ColumnType, Placement};
+use crate::catalog::{Catalog, CatalogMark, ColumnType, Placement};
 use crate::flatten::{Leaf, for_each_leaf};
+use crate::scan::scan_leaves;
 use crate::{Lake, LakeError, StreamState};
 
 /// The result of converting one batch.
@@ -130,8 +132,8 @@ impl Lake {
     }
 }
 
-/// A flattened value and the event column it goes into. The values of a batch are held in
-/// row order, the row boundaries aside, until the catalog has seen every record.
+/// A flattened value of the record being read and the event column it goes into. A record's
+/// values wait here until the record proves readable, then go to the column builders.
 struct Placed<'v> {
     position: usize,
     leaf: Leaf<'v>,
@@ -141,101 +143,176 @@ struct Placed<'v> {
 /// the same name): its row, its name, the value.
 type Overflowed<'v> = (usize, String, Leaf<'v>);
 
-/// Converts `records` of one partition. Updates `catalog` first (new columns, widenings), so
-/// that every value fits the resulting schema. A record that is not valid JSON is left out and
-/// reported in [`Converted::unreadable`]: the runner checked only that each payload starts
-/// as an object, and the JSON is read here, once.
-pub(crate) fn convert<'a>(
+/// Finds the column of each leaf of the record being read (extending and widening the
+/// catalog), and can undo all of that when the record turns out unreadable, or when the fast
+/// scanner gave up on it halfway (see [`crate::scan`]) and the general walk reads it again.
+struct Placer<'c, 'a> {
+    catalog: &'c mut Catalog,
+    max_columns: usize,
+    now_ms: i64,
+    /// The row the record being read becomes.
+    row: usize,
+    /// The record's values with a column.
+    pending: Vec<Placed<'a>>,
+    /// Every overflowed value of the batch so far.
+    overflow: Vec<Overflowed<'a>>,
+    /// Per column, the last row that gave it a value (a second value in a row overflows).
+    seen: Vec<usize>,
+    /// Columns that conflicted in the current record: counted once the record proves readable.
+    record_conflicts: Vec<String>,
+    /// The column of each typed leaf of the previous readable record, in document order (and
+    /// of the current one, being filled): the guesses for the next record's leaves.
+    previous_shape: Vec<usize>,
+    shape: Vec<usize>,
+    /// Where the record being read started, to undo it.
+    mark: CatalogMark,
+    first_overflow: usize,
+}
+
+impl<'a> Placer<'_, 'a> {
+    /// Starts reading the record that becomes row `row`.
+    fn begin(&mut self, row: usize) {
+        self.row = row;
+        self.mark = self.catalog.mark();
+        self.first_overflow = self.overflow.len();
+    }
+
+    fn place(&mut self, name: &str, leaf: Leaf<'a>) {
+        let Some(kind) = leaf.column_type() else {
+            // A null carries no type: it neither creates nor widens a column.
+            return;
+        };
+        let guess = self.previous_shape.get(self.shape.len()).copied();
+        let placement = self
+            .catalog
+            .observe(name, guess, kind, self.max_columns, self.now_ms);
+        self.shape.push(match placement.0 {
+            Placement::Column(position) => position,
+            Placement::Overflow => usize::MAX,
+        });
+        match placement {
+            (Placement::Column(position), conflict) => {
+                if conflict {
+                    self.record_conflicts.push(name.to_string());
+                }
+                if self.seen.len() <= position {
+                    self.seen.resize(position + 1, usize::MAX);
+                }
+                if self.seen[position] == self.row {
+                    // Two fields of one event flatten to the same name (`{"a.b":1,"a":{"b":2}}`
+                    // or a repeated key): the first wins the column, the other is kept in
+                    // `_overflow`.
+                    self.overflow.push((self.row, name.to_string(), leaf));
+                } else {
+                    self.seen[position] = self.row;
+                    self.pending.push(Placed { position, leaf });
+                }
+            }
+            (Placement::Overflow, _) => self.overflow.push((self.row, name.to_string(), leaf)),
+        }
+    }
+
+    /// Undoes what reading the current record did, so that it can be read again or its row
+    /// reused by the next record.
+    fn undo(&mut self) {
+        for placed in self.pending.drain(..) {
+            self.seen[placed.position] = usize::MAX;
+        }
+        self.overflow.truncate(self.first_overflow);
+        self.record_conflicts.clear();
+        self.catalog.rollback(self.mark);
+        self.seen.truncate(self.catalog.fields.len());
+        self.shape.clear();
+    }
+
+    /// Reads `payload` into `pending`, by the fast scanner when it can; fails only when
+    /// `payload` is not valid JSON (having undone what it read).
+    fn read(&mut self, payload: &'a [u8], path: &mut String) -> serde_json::Result<()> {
+        if let Ok(text) = std::str::from_utf8(payload) {
+            if scan_leaves(text, path, &mut |name, leaf| self.place(name, leaf)).is_ok() {
+                return Ok(());
+            }
+            self.undo();
+        }
+        for_each_leaf(payload, path, &mut |name, leaf| self.place(name, leaf))
+            .inspect_err(|_| self.undo())
+    }
+}
+
+/// Converts `records` of one partition, in one pass: each record is read, its columns found
+/// in (or added to) `catalog`, and its values appended to the column builders. A value that
+/// widens a column which already holds values of this batch rebuilds that column's builder
+/// at the wider type (rare: once per column and widening). A record that is not valid JSON is
+/// left out and reported in [`Converted::unreadable`]: the runner checked only that each
+/// payload starts as an object, and the JSON is read here, once.
+pub(crate) fn convert(
     catalog: &mut Catalog,
     max_columns: usize,
     partition: u32,
-    records: &[&'a Record],
+    records: &[&Record],
     now_ms: i64,
 ) -> Result<Converted, LakeError> {
     let stream = catalog.stream.to_string();
     let mut conflicts: BTreeMap<String, u64> = BTreeMap::new();
     let mut unreadable = Vec::new();
-    // Sized after the first record (a batch's events mostly have the same fields): grown by
-    // doubling, this vector of a few MB was copied and page-faulted in anew at every step.
-    let mut slots: Vec<Placed<'a>> = Vec::new();
-    // Where each readable record's values end in `slots`.
-    let mut row_ends: Vec<usize> = Vec::with_capacity(records.len());
-    let mut overflow: Vec<Overflowed<'a>> = Vec::new();
-    let mut seen = vec![usize::MAX; catalog.fields.len()];
+    // One builder per catalog column that received a value in this batch, made at its first.
+    let mut builders: Vec<Option<ColumnBuilder>> = Vec::new();
+    // The catalog's widenings the builders were last checked against.
+    let mut widenings_checked = catalog.history.len();
+    let mut rows = 0;
+    // The payload bytes from the first record that made a builder on (computed once).
+    let mut bytes_left: Option<usize> = None;
     let mut path = String::new();
-    // Columns that conflicted in the current record: counted once the record proves readable.
-    let mut record_conflicts: Vec<String> = Vec::new();
-    // The column of each typed leaf of the previous readable record, in document order (and
-    // of the current one, being filled): the guesses for the next record's leaves.
-    let (mut previous_shape, mut shape): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+    let mut placer = Placer {
+        seen: vec![usize::MAX; catalog.fields.len()],
+        mark: catalog.mark(),
+        catalog,
+        max_columns,
+        now_ms,
+        row: 0,
+        pending: Vec::new(),
+        overflow: Vec::new(),
+        record_conflicts: Vec::new(),
+        previous_shape: Vec::new(),
+        shape: Vec::new(),
+        first_overflow: 0,
+    };
     for (index, &record) in records.iter().enumerate() {
-        let row = row_ends.len();
-        let mark = catalog.mark();
-        let (first_slot, first_overflow) = (slots.len(), overflow.len());
-        let mut place = |name: &str, leaf: Leaf<'a>| {
-            let Some(kind) = leaf.column_type() else {
-                // A null carries no type: it neither creates nor widens a column.
-                return;
-            };
-            let guess = previous_shape.get(shape.len()).copied();
-            let placement = catalog.observe(name, guess, kind, max_columns, now_ms);
-            shape.push(match placement.0 {
-                Placement::Column(position) => position,
-                Placement::Overflow => usize::MAX,
-            });
-            match placement {
-                (Placement::Column(position), conflict) => {
-                    if conflict {
-                        record_conflicts.push(name.to_string());
-                    }
-                    if seen.len() <= position {
-                        seen.resize(position + 1, usize::MAX);
-                    }
-                    if seen[position] == row {
-                        // Two fields of one event flatten to the same name (`{"a.b":1,"a":{"b":2}}`
-                        // or a repeated key): the first wins the column, the other is kept in
-                        // `_overflow`.
-                        overflow.push((row, name.to_string(), leaf));
-                    } else {
-                        seen[position] = row;
-                        slots.push(Placed { position, leaf });
-                    }
-                }
-                (Placement::Overflow, _) => overflow.push((row, name.to_string(), leaf)),
-            }
-        };
-        match for_each_leaf(&record.payload, &mut path, &mut place) {
-            Ok(()) => {
-                for column in record_conflicts.drain(..) {
-                    *conflicts.entry(column).or_default() += 1;
-                }
-                row_ends.push(slots.len());
-                if row == 0 {
-                    // A value takes at least 4 bytes of JSON (`"a":1,`): never more than the
-                    // bytes left allow, should the first event be much wider than the others.
-                    let bytes_left: usize = records[index + 1..]
-                        .iter()
-                        .map(|record| record.payload.len())
-                        .sum();
-                    let expected = slots.len() * (records.len() - index - 1);
-                    slots.reserve(expected.min(bytes_left / 4));
-                }
-                std::mem::swap(&mut previous_shape, &mut shape);
-            }
-            Err(error) => {
-                // Undo what the readable part did, so the next record reuses this row.
-                for placed in slots.drain(first_slot..) {
-                    seen[placed.position] = usize::MAX;
-                }
-                overflow.truncate(first_overflow);
-                record_conflicts.clear();
-                catalog.rollback(mark);
-                seen.truncate(catalog.fields.len());
-                unreadable.push((index, error.to_string()));
-            }
+        let row = rows;
+        placer.begin(row);
+        if let Err(error) = placer.read(&record.payload, &mut path) {
+            unreadable.push((index, error.to_string()));
+            continue;
         }
-        shape.clear();
+        for column in placer.record_conflicts.drain(..) {
+            *conflicts.entry(column).or_default() += 1;
+        }
+        let catalog = &*placer.catalog;
+        if catalog.history.len() != widenings_checked {
+            widen_builders(&mut builders, catalog, row);
+            widenings_checked = catalog.history.len();
+        }
+        if builders.len() < catalog.fields.len() {
+            builders.resize_with(catalog.fields.len(), || None);
+        }
+        for Placed { position, leaf } in placer.pending.drain(..) {
+            let builder = match &mut builders[position] {
+                Some(builder) => builder,
+                none => none.insert(ColumnBuilder::sized_from(
+                    catalog.fields[position].column_type,
+                    &leaf,
+                    &records[index..],
+                    &mut bytes_left,
+                )),
+            };
+            builder.push(row, &leaf);
+        }
+        rows += 1;
+        std::mem::swap(&mut placer.previous_shape, &mut placer.shape);
+        placer.shape.clear();
     }
+    let overflow = std::mem::take(&mut placer.overflow);
+    let catalog = placer.catalog;
     let records: Cow<'_, [&Record]> = if unreadable.is_empty() {
         Cow::Borrowed(records)
     } else {
@@ -247,35 +324,16 @@ pub(crate) fn convert<'a>(
             .map(|(_, record)| *record)
             .collect()
     };
-    let overflow_position = (!overflow.is_empty()).then(|| catalog.overflow_position(now_ms));
-
-    // Each builder sized for its column up front, instead of grown by doubling: the text
-    // bytes of its string values (other values written as text grow it past that).
-    let mut text_bytes = vec![0usize; catalog.fields.len()];
-    for placed in &slots {
-        if let Leaf::Str(text) = &placed.leaf {
-            text_bytes[placed.position] += text.len();
+    if !overflow.is_empty() {
+        let position = catalog.overflow_position(now_ms);
+        if builders.len() <= position {
+            builders.resize_with(position + 1, || None);
         }
-    }
-    let mut builders: Vec<ColumnBuilder> = catalog
-        .fields
-        .iter()
-        .zip(text_bytes)
-        .map(|(field, bytes)| {
-            ColumnBuilder::with_capacity(field.column_type, row_ends.len(), bytes)
-        })
-        .collect();
-    let mut row_start = 0;
-    for (row, &row_end) in row_ends.iter().enumerate() {
-        for placed in &slots[row_start..row_end] {
-            builders[placed.position].push(row, &placed.leaf);
-        }
-        row_start = row_end;
-    }
-    if let Some(position) = overflow_position {
-        for rows in overflow.chunk_by(|a, b| a.0 == b.0) {
+        let builder = builders[position]
+            .get_or_insert_with(|| ColumnBuilder::with_capacity(ColumnType::Utf8, rows, 0));
+        for fields in overflow.chunk_by(|a, b| a.0 == b.0) {
             let mut object = Map::new();
-            for (_, name, leaf) in rows {
+            for (_, name, leaf) in fields {
                 // Names may repeat here too (renamed or dotted keys): suffix, never overwrite.
                 let mut key = name.clone();
                 let mut copy = 1;
@@ -286,9 +344,10 @@ pub(crate) fn convert<'a>(
                 object.insert(key, leaf.to_value());
             }
             let text = Value::Object(object).to_string();
-            builders[position].push(rows[0].0, &Leaf::Str(text.into()));
+            builder.push(fields[0].0, &Leaf::Str(text.into()));
         }
     }
+    builders.resize_with(catalog.fields.len(), || None);
     let overflowed = overflow.len() as u64;
 
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(4 + builders.len());
@@ -322,7 +381,14 @@ pub(crate) fn convert<'a>(
     columns.extend(
         builders
             .into_iter()
-            .map(|builder| builder.finish(records.len())),
+            .zip(&catalog.fields)
+            .map(|(builder, field)| {
+                match builder {
+                    Some(builder) => builder.finish(records.len()),
+                    // A column of the catalog without a value in this batch.
+                    None => new_null_array(&field.column_type.data_type(), records.len()),
+                }
+            }),
     );
     let options = RecordBatchOptions::new().with_row_count(Some(records.len()));
     let batch = RecordBatch::try_new_with_options(catalog.schema(), columns, &options)
@@ -333,6 +399,16 @@ pub(crate) fn convert<'a>(
         overflowed,
         unreadable,
     })
+}
+
+/// Rebuilds, at its column's current type, each builder whose column was widened since the
+/// builder was made; `rows` rows have been appended so far.
+fn widen_builders(builders: &mut [Option<ColumnBuilder>], catalog: &Catalog, rows: usize) {
+    for (slot, field) in builders.iter_mut().zip(&catalog.fields) {
+        if let Some(builder) = slot.take_if(|builder| builder.column_type() != field.column_type) {
+            *slot = Some(builder.widened(field.column_type, rows));
+        }
+    }
 }
 
 /// Reshapes `batch` to `schema`: columns are matched by name, cast where a column was widened
@@ -376,6 +452,67 @@ impl ColumnBuilder {
             ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(rows)),
             ColumnType::Utf8 => ColumnBuilder::Utf8(StringBuilder::with_capacity(rows, text_bytes)),
         }
+    }
+
+    /// A builder for a column whose first value in a batch is `first`, with `records` (this
+    /// value's record and the ones after it) still to convert. Sized for them all, from this
+    /// value (a batch's events mostly have the same fields; no more, since the buffered
+    /// batches' capacity counts towards a flush), instead of grown by doubling:
+    /// each doubling copied the column into memory that had to be faulted in afresh. Text
+    /// never takes more than the payloads' bytes, computed once into `bytes_left`.
+    fn sized_from(
+        column_type: ColumnType,
+        first: &Leaf<'_>,
+        records: &[&Record],
+        bytes_left: &mut Option<usize>,
+    ) -> Self {
+        let text_bytes = match first {
+            Leaf::Str(text) => text.len(),
+            Leaf::Json(text) => text.len(),
+            _ => 0,
+        };
+        let text_bytes = if text_bytes == 0 {
+            0
+        } else {
+            let bytes_left = *bytes_left
+                .get_or_insert_with(|| records.iter().map(|record| record.payload.len()).sum());
+            (text_bytes * records.len()).min(bytes_left)
+        };
+        Self::with_capacity(column_type, records.len(), text_bytes)
+    }
+
+    fn column_type(&self) -> ColumnType {
+        match self {
+            ColumnBuilder::Boolean(_) => ColumnType::Boolean,
+            ColumnBuilder::Int64(_) => ColumnType::Int64,
+            ColumnBuilder::Float64(_) => ColumnType::Float64,
+            ColumnBuilder::Utf8(_) => ColumnType::Utf8,
+        }
+    }
+
+    /// This builder's `rows` rows in a new builder of the wider `column_type`, each value
+    /// appended as a leaf of its type would be: Int64 into Float64 exactly, anything into
+    /// Utf8 as its compact JSON text.
+    fn widened(self, column_type: ColumnType, rows: usize) -> Self {
+        let values = self.finish(rows);
+        let mut widened = Self::with_capacity(column_type, rows, 0);
+        for row in 0..rows {
+            if values.is_null(row) {
+                continue;
+            }
+            let leaf = if let Some(flags) = values.as_boolean_opt() {
+                Leaf::Bool(flags.value(row))
+            } else if let Some(numbers) = values.as_primitive_opt::<Int64Type>() {
+                Leaf::Int(numbers.value(row))
+            } else if let Some(numbers) = values.as_primitive_opt::<Float64Type>() {
+                Leaf::Float(numbers.value(row))
+            } else {
+                // Utf8 is the widest type: never widened.
+                Leaf::Str(Cow::Borrowed(values.as_string::<i32>().value(row)))
+            };
+            widened.push(row, &leaf);
+        }
+        widened
     }
 
     fn len(&self) -> usize {

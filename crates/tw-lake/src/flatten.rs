@@ -40,7 +40,7 @@ const RESERVED: [&str; 9] = [
 
 /// Deepest object nesting walked; deeper objects are kept whole as JSON text. Ingest bounds
 /// nesting already (serde_json's recursion limit); this keeps the walk's own stack bounded.
-const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// One flattened value.
 #[derive(Debug, Clone, PartialEq)]
@@ -258,7 +258,7 @@ pub(crate) fn starts_as_object(payload: &[u8]) -> bool {
 }
 
 /// Whether a top-level key must be renamed (case-insensitively reserved).
-fn is_reserved(key: &str) -> bool {
+pub(crate) fn is_reserved(key: &str) -> bool {
     RESERVED
         .iter()
         .any(|reserved| reserved.eq_ignore_ascii_case(key))

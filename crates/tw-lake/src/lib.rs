@@ -56,6 +56,7 @@ mod forget;
 mod import;
 mod merge;
 mod retention;
+mod scan;
 mod schema_view;
 mod storage;
 mod supersede;

@@ -313,6 +313,42 @@ fn events_of_changing_shapes_fill_the_right_columns() {
     assert_eq!(column("e"), ["null", "null", "null", "5", "6", "7"]);
 }
 
+/// The converter fills column builders as it reads: a value that widens a column already
+/// holding values of the same batch must carry those earlier values over, as their widened
+/// form, with nulls where rows had none.
+#[test]
+fn a_column_widened_within_one_batch_keeps_its_earlier_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = open(dir.path());
+    let mut writer = lake.writer();
+    writer.start(&Default::default()).unwrap();
+    let events = [
+        json!({"n": 1, "b": true, "f": 1.5, "s": "x"}),
+        json!({"s": "y"}),
+        json!({"n": 2.5, "b": 3, "f": "text", "s": "z"}),
+        json!({"n": 4, "b": false, "f": 2, "s": 7}),
+    ];
+    let events: Vec<(i64, serde_json::Value)> = events.into_iter().map(|e| (T0, e)).collect();
+    writer.handle(&batch("ct", 0, 0, &events)).unwrap();
+    let snapshot = lake.hot_snapshot(&stream("ct"));
+    let column = |name| column_text(&snapshot.batches, name);
+    // `json!` writes keys in byte order.
+    let types: Vec<(String, DataType)> = column_types(&snapshot.schema)[4..].to_vec();
+    assert_eq!(
+        types,
+        [
+            ("b".to_string(), DataType::Utf8),
+            ("f".to_string(), DataType::Utf8),
+            ("n".to_string(), DataType::Float64),
+            ("s".to_string(), DataType::Utf8),
+        ]
+    );
+    assert_eq!(column("n"), ["1.0", "null", "2.5", "4.0"]);
+    assert_eq!(column("b"), ["true", "null", "3", "false"]);
+    assert_eq!(column("f"), ["1.5", "null", "text", "2"]);
+    assert_eq!(column("s"), ["x", "y", "z", "7"]);
+}
+
 /// Records the runner passed as objects but that are not valid JSON (damaged in the log, or
 /// written by another tool) are found while converting: they get no row, leave no column and
 /// no widening behind, and are handed to the runner for the dead-letter queue, once.
