@@ -244,7 +244,8 @@ impl<'a> Placer<'_, 'a> {
 /// widens a column which already holds values of this batch rebuilds that column's builder
 /// at the wider type (rare: once per column and widening). A record that is not valid JSON is
 /// left out and reported in [`Converted::unreadable`]: the runner checked only that each
-/// payload starts as an object, and the JSON is read here, once.
+/// payload starts as an object, and the JSON is read here (a second time only when the
+/// scanner leaves the event to the general walk).
 pub(crate) fn convert(
     catalog: &mut Catalog,
     max_columns: usize,

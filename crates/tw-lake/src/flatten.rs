@@ -1,4 +1,6 @@
-//! Flattening stored JSON events into dotted column names, straight from the payload bytes.
+//! Flattening stored JSON events into dotted column names, straight from the payload bytes:
+//! the rules, and the general walk (serde_json's parser) for every event that the fast
+//! scanner of [`crate::scan`] leaves to it.
 //!
 //! Rules: nested non-empty objects are walked (`a: {b: 1}` becomes column `a.b`); arrays and
 //! empty objects are leaves stored as compact JSON text; `null` is a leaf without a type.

@@ -4,13 +4,14 @@
 //! serde_json's visitor machinery cost ~460 instructions per leaf of a CloudTrail event
 //! (dispatch, map access, key seeds) where the job is to find where each key and value starts
 //! and ends. This scanner reads the bytes directly: keys and strings without escapes are
-//! borrowed slices, integers are summed in place, arrays are handed to serde_json as slices
-//! (their compact text must be exactly serde_json's).
+//! borrowed slices, integers are summed in place, and an array (stored as text, which must be
+//! exactly serde_json's compact text) is copied when it is written that way already, else
+//! handed to serde_json as a slice.
 //!
 //! It reads a subset of JSON and gives up on everything else ([`Unsupported`]): escapes in keys
-//! or strings, floats (serde_json's float parsing is the reference, including its rounding),
-//! integers outside `i64`, nesting past the walk's depth, a top level that is not a non-empty
-//! object, and every error. Giving up may come after some leaves were visited; the caller then
+//! or strings, floats and `-0` (serde_json's float parsing is the reference, including its
+//! rounding), integers outside `i64`, nesting past the walk's depth, a top level that is not a
+//! non-empty object, and every error. Giving up may come after some leaves were visited; the caller then
 //! discards them and walks the event again with [`crate::flatten`], which decides what it
 //! holds and, for invalid JSON, names the problem. So for every input this path either gives
 //! exactly the leaves the general walk gives, or none (the mutation test below checks that).
