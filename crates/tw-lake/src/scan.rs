@@ -288,9 +288,11 @@ fn canonical_end(bytes: &[u8], at: usize, depth: usize) -> Option<usize> {
                 .take_while(|byte| byte.is_ascii_digit())
                 .count();
             let end = digits_start + digits;
+            let negative = digits_start > at;
+            // A leading zero only as the whole of a non-negative number (`0`, not `01`, `-0`).
+            let zero_ok = bytes.get(digits_start) != Some(&b'0') || (digits == 1 && !negative);
             let canonical = (1..=18).contains(&digits)
-                && (digits == 1 || bytes[digits_start] != b'0')
-                && !(digits_start > at && bytes[digits_start] == b'0')
+                && zero_ok
                 && !matches!(bytes.get(end), Some(b'.' | b'e' | b'E'));
             canonical.then_some(end)
         }
@@ -394,7 +396,7 @@ mod tests {
             "requestParameters": {"policyArn": "arn:x", "tags": [1, {"k": "v", "a": 2.50}],
               "empty": {}, "deep": {"er": "é"}},
             "year": 2024, "Hour": {"x": 1}, "arr": [ ], "s": "",
-            "copied": [{"ARN":"x","type":"y"},[],{},[1,-2,true,false,null,"é"]],
+            "copied": [{"ARN":"x","type":"y"},[],{},[0,1,-2,10,true,false,null,"é"]],
             "rewritten": [{"type":"y","ARN":"x"}, {"k":1,"k":2}, -0, 1.50, 1e2, 12345678901234567890,
               "a\u00e9\n", {"a":[ 1 ]}]} "#;
         assert_eq!(scanned(event).unwrap(), flatten(event));
