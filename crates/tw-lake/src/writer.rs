@@ -160,7 +160,7 @@ impl LakeWriter {
             .or_insert_with(|| PartitionBuffer::starting_at(start));
         if let (Some(first), Some(last)) = (records.first(), records.last()) {
             buffer.rows += converted.batch.num_rows();
-            buffer.bytes += converted.batch.get_array_memory_size();
+            buffer.bytes += values_size(&converted.batch);
             buffer.first_offset.get_or_insert(first.offset);
             buffer.last_offset = Some(last.offset);
             buffer.oldest_buffered_ms.get_or_insert(now);
@@ -369,4 +369,21 @@ impl Consumer for LakeWriter {
     fn flush(&mut self) -> Result<(), ConsumerError> {
         self.flush_all().map_err(consumer_error)
     }
+}
+
+/// The bytes of `batch`'s values, offsets and null masks, without the room its buffers have
+/// left: builders are sized ahead from a batch's first values (see `convert`), and room never
+/// written to takes address space, not memory. What bounds the hot buffer (`flush_max_bytes`)
+/// is the data.
+fn values_size(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|column| {
+            column
+                .to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| column.get_array_memory_size())
+        })
+        .sum()
 }
