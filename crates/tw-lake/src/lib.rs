@@ -43,6 +43,7 @@
 //! One [`LakeWriter`] per [`Lake`]: the writer is the only mutator of the hot buffers; the
 //! catalog is changed by the writer and by imports, one at a time.
 
+mod builder;
 mod catalog;
 mod compact;
 mod compact_json;

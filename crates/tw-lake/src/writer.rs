@@ -372,7 +372,7 @@ impl Consumer for LakeWriter {
 }
 
 /// The bytes of `batch`'s values, offsets and null masks, without the room its buffers have
-/// left: builders are sized ahead from a batch's first values (see `convert`), and room never
+/// left: builders are sized ahead from a batch's first values (see `builder`), and room never
 /// written to takes address space, not memory. What bounds the hot buffer (`flush_max_bytes`)
 /// is the data.
 fn values_size(batch: &RecordBatch) -> usize {
