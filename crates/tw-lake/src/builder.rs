@@ -37,10 +37,10 @@ impl ColumnBuilder {
 
     /// A builder for a column whose first value in a batch is `first`, with `records` (this
     /// value's record and the ones after it) still to convert. Sized for them all, from this
-    /// value (a batch's events mostly have the same fields; no more, since the buffered
-    /// batches' capacity counts towards a flush), instead of grown by doubling:
+    /// value (a batch's events mostly have the same fields), instead of grown by doubling:
     /// each doubling copied the column into memory that had to be faulted in afresh. Text
-    /// never takes more than the payloads' bytes, computed once into `bytes_left`.
+    /// never takes more than the payloads' bytes, computed once into `bytes_left`; the room
+    /// a sparse column does not use is given back when it is finished ([`fitted`]).
     pub(crate) fn sized_from(
         column_type: ColumnType,
         first: &Leaf<'_>,
