@@ -190,6 +190,8 @@ impl Catalog {
     /// value goes, plus whether it was a type conflict. Adds or widens columns as needed;
     /// never refuses a value. `guess` is where the column probably is: events of a stream
     /// mostly share their shape, and comparing one name costs less than hashing it.
+    // Called for every leaf of every event, from the converter's code generation unit.
+    #[inline]
     pub(crate) fn observe(
         &mut self,
         name: &str,
