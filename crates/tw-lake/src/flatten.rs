@@ -142,12 +142,7 @@ struct Walk<'p, 'v, 'a> {
 impl<'a> Walk<'_, '_, 'a> {
     /// Hands a leaf to the visitor under the current name.
     fn emit(self, leaf: Leaf<'a>) {
-        let name = if self.path.is_empty() {
-            "_value"
-        } else {
-            self.path.as_str()
-        };
-        (self.visit)(name, leaf);
+        (self.visit)(column_name(self.path), leaf);
     }
 }
 
@@ -219,8 +214,7 @@ impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
         if depth >= MAX_DEPTH {
             let mut text = String::new();
             CompactJson(&mut text).visit_map(map)?;
-            let name = if path.is_empty() { "_value" } else { path };
-            visit(name, Leaf::Json(text));
+            visit(column_name(path), Leaf::Json(text));
             return Ok(());
         }
         let base = path.len();
@@ -243,8 +237,7 @@ impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
         }
         path.truncate(base);
         if empty {
-            let name = if path.is_empty() { "_value" } else { path };
-            visit(name, Leaf::Json("{}".to_string()));
+            visit(column_name(path), Leaf::Json("{}".to_string()));
         }
         Ok(())
     }
@@ -257,6 +250,12 @@ pub(crate) fn starts_as_object(payload: &[u8]) -> bool {
         .iter()
         .find(|byte| !byte.is_ascii_whitespace())
         .is_some_and(|&byte| byte == b'{')
+}
+
+/// The column of a leaf whose flattened name is `path`: a value with no name (the event
+/// itself when it is not an object, or under an empty top-level key) is `_value`.
+pub(crate) fn column_name(path: &str) -> &str {
+    if path.is_empty() { "_value" } else { path }
 }
 
 /// Whether a top-level key must be renamed (case-insensitively reserved).

@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use serde::de::DeserializeSeed;
 
 use crate::compact_json::CompactJson;
-use crate::flatten::{Leaf, MAX_DEPTH, is_reserved};
+use crate::flatten::{Leaf, MAX_DEPTH, column_name, is_reserved};
 
 /// The scanner met something it leaves to the general walk.
 #[derive(Debug, PartialEq, Eq)]
@@ -149,13 +149,7 @@ impl<'t> Scanner<'t, '_, '_> {
             b'-' | b'0'..=b'9' => Leaf::Int(self.integer()?),
             _ => return Err(Unsupported),
         };
-        // An empty top-level key names no column: the general walk calls it `_value` too.
-        let name = if self.path.is_empty() {
-            "_value"
-        } else {
-            self.path.as_str()
-        };
-        (self.visit)(name, leaf);
+        (self.visit)(column_name(self.path), leaf);
         Ok(())
     }
 
