@@ -1,8 +1,9 @@
 //! Throughput of the selective parser ([`FieldSelection::parse`]) that ingest (the event-time
 //! field) and detection (the rules' fields) run on every event, on CloudTrail-like events.
-//! Usage: `cargo run --release -p tw-core --example select_parse -- [events] [rounds] [fields]`;
+//! Usage: `cargo run --release -p tw-core --example select_parse -- [events] [rounds] [fields|time]`;
 //! with `fields`, the values are parsed into slots ([`FieldSelection::parse_fields`], what
-//! detection reads) instead of a pruned tree.
+//! detection reads) instead of a pruned tree; with `time`, a pruned tree of the conventional
+//! event-time fields only (what ingest selects for a stream without a schema).
 
 use std::time::Instant;
 
@@ -31,10 +32,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let total: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let rounds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
-    let slots = args.next().is_some_and(|a| a == "fields");
+    let mode = args.next().unwrap_or_default();
+    let slots = mode == "fields";
     let events: Vec<String> = (0..total).map(event).collect();
     // The kind of selection the reference rules make: a handful of top-level and nested fields.
-    let paths: Vec<FieldPath> = [
+    let rules = [
         "eventTime",
         "eventName",
         "eventSource",
@@ -44,7 +46,13 @@ fn main() {
         "userIdentity.arn",
         "requestParameters.policyArn",
         "awsRegion",
-    ]
+    ];
+    let time = ["eventTime", "@timestamp", "timestamp"];
+    let paths: Vec<FieldPath> = if mode == "time" {
+        &time[..]
+    } else {
+        &rules[..]
+    }
     .iter()
     .map(|path| FieldPath::new(path))
     .collect();

@@ -13,6 +13,7 @@ mod fields;
 mod lake_config;
 mod path;
 mod record;
+pub mod scan;
 mod select;
 mod shared;
 mod stream;

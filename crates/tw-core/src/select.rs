@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::FieldPath;
 use crate::fields::{SelectedFields, SlotTree};
+use crate::scan::{Cursor, MAX_SKIP_DEPTH, Scanned, Unsupported};
 use crate::shared::CheckedPayload;
 
 /// The set of field paths to keep when parsing an event.
@@ -85,7 +86,7 @@ impl FieldSelection {
     /// event. Syntax errors and invalid UTF-8 anywhere in the document are still errors.
     pub fn parse_fields(&self, json: &[u8]) -> serde_json::Result<SelectedFields> {
         match std::str::from_utf8(json) {
-            Ok(text) => self.slots.parse(serde_json::Deserializer::from_str(text)),
+            Ok(text) => self.slots.parse(text),
             // (serde_json does not check the strings it skips when reading bytes.)
             Err(error) => Err(serde::de::Error::custom(format_args!(
                 "invalid UTF-8 at byte {}",
@@ -119,7 +120,31 @@ impl FieldSelection {
 
     /// [`parse`](Self::parse) of text the caller has already checked as UTF-8.
     pub fn parse_text(&self, json: &str) -> serde_json::Result<Value> {
+        // Most events are read by the fast path; what it leaves, serde_json reads from the start.
+        if let Ok(value) = self.scan(json) {
+            return Ok(value);
+        }
         self.parse_from(serde_json::Deserializer::from_str(json))
+    }
+
+    /// [`parse_text`](Self::parse_text)'s fast path, with [`crate::scan::Cursor`] instead of
+    /// serde_json's visitors (as `fields/scan.rs` for rows): the pruned tree of a plain JSON
+    /// object, or [`Unsupported`] where serde_json must read the document. Unselected members
+    /// are stepped over with their syntax checked, so what it accepts is valid JSON.
+    fn scan(&self, json: &str) -> Scanned<Value> {
+        if self.root.whole {
+            return Err(Unsupported);
+        }
+        let mut cursor = Cursor::new(json);
+        cursor.skip_space();
+        cursor.expect(b'{')?;
+        let tree = scan_object(&mut cursor, &self.root, 0)?;
+        cursor.skip_space();
+        if cursor.is_done() {
+            Ok(tree)
+        } else {
+            Err(Unsupported)
+        }
     }
 
     fn parse_from<'de, R: serde_json::de::Read<'de>>(
@@ -140,6 +165,50 @@ impl FieldSelection {
         // The parser read every byte: the selected values into the tree, the rest through
         // `IgnoredAny`, which checks syntax exactly as `RawValue` does (see `CheckedPayload`).
         Ok((value, CheckedPayload::parsed(payload.clone())))
+    }
+}
+
+/// The selected members of the object at `depth` whose `{` `cursor` has read, up to and
+/// including its `}`, as [`NodeVisitor`] builds them.
+fn scan_object(cursor: &mut Cursor<'_>, node: &Node, depth: usize) -> Scanned<Value> {
+    let mut out = Map::new();
+    cursor.skip_space();
+    if cursor.peek() == Some(b'}') {
+        cursor.advance();
+        return Ok(Value::Object(out));
+    }
+    loop {
+        let key = cursor.plain_string()?;
+        cursor.skip_space();
+        cursor.expect(b':')?;
+        cursor.skip_space();
+        match node.children.get(key) {
+            Some(child) if !child.whole && cursor.peek() == Some(b'{') => {
+                if depth + 1 >= MAX_SKIP_DEPTH {
+                    return Err(Unsupported);
+                }
+                cursor.advance();
+                out.insert(key.to_string(), scan_object(cursor, child, depth + 1)?);
+            }
+            // Selected whole, or not an object where paths go on: serde_json reads the value
+            // there as a whole too.
+            Some(_) => {
+                out.insert(key.to_string(), cursor.value(depth + 1)?);
+            }
+            None => cursor.skip_value(depth + 1)?,
+        }
+        cursor.skip_space();
+        match cursor.peek() {
+            Some(b',') => {
+                cursor.advance();
+                cursor.skip_space();
+            }
+            Some(b'}') => {
+                cursor.advance();
+                return Ok(Value::Object(out));
+            }
+            _ => return Err(Unsupported),
+        }
     }
 }
 
@@ -252,6 +321,45 @@ mod tests {
     const EVENT: &str = r#"{"eventName":"ConsoleLogin","userIdentity":{"type":"Root","arn":"a","x":{"deep":[1,2]}},
         "resources":[{"ARN":"r1"},{"ARN":"r2"}],"errorMessage":null,"n":1.5,"big":18446744073709551615,
         "flat.key":"F","esc\u0061ped":"yes","skip":{"a":[{"b":"c\"d"}],"e":true}}"#;
+
+    /// Seeded mutation fuzzing against the serde_json walk: whatever the fast path accepts,
+    /// serde_json accepts too, with the same pruned tree.
+    #[test]
+    fn the_fast_path_accepts_only_what_serde_json_reads_the_same() {
+        let paths: Vec<FieldPath> = [
+            "eventName",
+            "userIdentity.type",
+            "userIdentity.sessionContext",
+            "resources.1.ARN",
+            "a.b",
+            "n",
+            "flat.key",
+            "dup.inner",
+            "0.x",
+            "escaped",
+        ]
+        .iter()
+        .map(|p| FieldPath::new(p))
+        .collect();
+        let selection = FieldSelection::new(&paths);
+        let mut accepted = 0;
+        crate::scan::for_each_mutation(&crate::scan::MUTATION_SEEDS, 100_000, |text| {
+            if let Ok(tree) = selection.scan(text) {
+                accepted += 1;
+                match selection.parse_from(serde_json::Deserializer::from_str(text)) {
+                    Ok(reference) => assert_eq!(tree, reference, "{text}"),
+                    Err(error) => {
+                        panic!("the fast path read what serde_json refuses ({error}): {text}")
+                    }
+                }
+            }
+        });
+        // The mutations leave many events readable, so the comparison is not vacuous.
+        assert!(
+            accepted > 10_000,
+            "only {accepted} mutated events were read"
+        );
+    }
 
     #[test]
     fn keeps_exactly_the_selected_paths_and_reads_them_like_a_full_parse() {

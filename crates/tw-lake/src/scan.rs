@@ -3,7 +3,8 @@
 //!
 //! serde_json's visitor machinery cost ~460 instructions per leaf of a CloudTrail event
 //! (dispatch, map access, key seeds) where the job is to find where each key and value starts
-//! and ends. This scanner reads the bytes directly: keys and strings without escapes are
+//! and ends. This scanner reads the bytes directly (with tw-core's [`Cursor`], which the rules'
+//! field parse shares): keys and strings without escapes are
 //! borrowed slices, integers are summed in place, and an array (stored as text, which must be
 //! exactly serde_json's compact text) is copied when it is written that way already, else
 //! handed to serde_json as a slice.
@@ -19,15 +20,10 @@
 use std::borrow::Cow;
 
 use serde::de::DeserializeSeed;
+use tw_core::scan::{Cursor, Scanned, Unsupported, string_stop};
 
 use crate::compact_json::CompactJson;
 use crate::flatten::{Leaf, MAX_DEPTH, column_name, is_reserved};
-
-/// The scanner met something it leaves to the general walk.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Unsupported;
-
-type Scanned<T> = Result<T, Unsupported>;
 
 /// Visits the leaves of `payload` as [`crate::flatten::for_each_leaf`] does, or gives up.
 pub(crate) fn scan_leaves<'a>(
@@ -37,25 +33,20 @@ pub(crate) fn scan_leaves<'a>(
 ) -> Scanned<()> {
     path.clear();
     let mut scanner = Scanner {
-        text: payload,
-        bytes: payload.as_bytes(),
-        at: 0,
+        cursor: Cursor::new(payload),
         path,
         visit,
     };
-    scanner.skip_space();
-    if scanner.peek() != Some(b'{') {
-        return Err(Unsupported);
-    }
-    scanner.at += 1;
-    scanner.skip_space();
-    if scanner.peek() == Some(b'}') {
+    scanner.cursor.skip_space();
+    scanner.cursor.expect(b'{')?;
+    scanner.cursor.skip_space();
+    if scanner.cursor.peek() == Some(b'}') {
         // The whole event is `{}`: a `_value` leaf, left to the general walk.
         return Err(Unsupported);
     }
     scanner.object_members(0)?;
-    scanner.skip_space();
-    if scanner.at == scanner.bytes.len() {
+    scanner.cursor.skip_space();
+    if scanner.cursor.is_done() {
         Ok(())
     } else {
         Err(Unsupported)
@@ -63,41 +54,19 @@ pub(crate) fn scan_leaves<'a>(
 }
 
 struct Scanner<'t, 'p, 'v> {
-    text: &'t str,
-    bytes: &'t [u8],
-    at: usize,
+    cursor: Cursor<'t>,
     path: &'p mut String,
     visit: &'v mut dyn FnMut(&str, Leaf<'t>),
 }
 
 impl<'t> Scanner<'t, '_, '_> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
-
-    /// Skips JSON white space (space, tab, line feed, carriage return).
-    fn skip_space(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.at += 1;
-        }
-    }
-
-    fn expect(&mut self, byte: u8) -> Scanned<()> {
-        if self.peek() == Some(byte) {
-            self.at += 1;
-            Ok(())
-        } else {
-            Err(Unsupported)
-        }
-    }
-
     /// The members of an object whose `{` and the white space after it were read, up to and
     /// including its `}`; the object has at least one member. `depth` is the object's depth
     /// (0 for the event itself), and its column name so far is in `path`.
     fn object_members(&mut self, depth: usize) -> Scanned<()> {
         let base = self.path.len();
         loop {
-            let key = self.plain_string()?;
+            let key = self.cursor.plain_string()?;
             self.path.truncate(base);
             if depth > 0 {
                 self.path.push('.');
@@ -106,18 +75,18 @@ impl<'t> Scanner<'t, '_, '_> {
             if depth == 0 && is_reserved(key) {
                 self.path.push('_');
             }
-            self.skip_space();
-            self.expect(b':')?;
-            self.skip_space();
+            self.cursor.skip_space();
+            self.cursor.expect(b':')?;
+            self.cursor.skip_space();
             self.value(depth + 1)?;
-            self.skip_space();
-            match self.peek() {
+            self.cursor.skip_space();
+            match self.cursor.peek() {
                 Some(b',') => {
-                    self.at += 1;
-                    self.skip_space();
+                    self.cursor.advance();
+                    self.cursor.skip_space();
                 }
                 Some(b'}') => {
-                    self.at += 1;
+                    self.cursor.advance();
                     self.path.truncate(base);
                     return Ok(());
                 }
@@ -128,13 +97,13 @@ impl<'t> Scanner<'t, '_, '_> {
 
     /// One value at `depth` (the depth of the object it would be), named by `path`.
     fn value(&mut self, depth: usize) -> Scanned<()> {
-        let leaf = match self.peek().ok_or(Unsupported)? {
-            b'"' => Leaf::Str(Cow::Borrowed(self.plain_string()?)),
+        let leaf = match self.cursor.peek().ok_or(Unsupported)? {
+            b'"' => Leaf::Str(Cow::Borrowed(self.cursor.plain_string()?)),
             b'{' => {
-                self.at += 1;
-                self.skip_space();
-                if self.peek() == Some(b'}') {
-                    self.at += 1;
+                self.cursor.advance();
+                self.cursor.skip_space();
+                if self.cursor.peek() == Some(b'}') {
+                    self.cursor.advance();
                     Leaf::Json("{}".to_string())
                 } else if depth >= MAX_DEPTH {
                     return Err(Unsupported);
@@ -142,122 +111,37 @@ impl<'t> Scanner<'t, '_, '_> {
                     return self.object_members(depth);
                 }
             }
-            b'[' => Leaf::Json(self.array()?),
-            b't' => self.literal("true", Leaf::Bool(true))?,
-            b'f' => self.literal("false", Leaf::Bool(false))?,
-            b'n' => self.literal("null", Leaf::Null)?,
-            b'-' | b'0'..=b'9' => Leaf::Int(self.integer()?),
+            b'[' => Leaf::Json(self.array(depth)?),
+            b't' => self.cursor.word("true").map(|()| Leaf::Bool(true))?,
+            b'f' => self.cursor.word("false").map(|()| Leaf::Bool(false))?,
+            b'n' => self.cursor.word("null").map(|()| Leaf::Null)?,
+            b'-' | b'0'..=b'9' => Leaf::Int(self.cursor.integer()?),
             _ => return Err(Unsupported),
         };
         (self.visit)(column_name(self.path), leaf);
         Ok(())
     }
 
-    fn literal(&mut self, word: &str, leaf: Leaf<'t>) -> Scanned<Leaf<'t>> {
-        if self.bytes[self.at..].starts_with(word.as_bytes()) {
-            self.at += word.len();
-            Ok(leaf)
-        } else {
-            Err(Unsupported)
-        }
-    }
-
-    /// A string without escapes or control characters, starting at its `"`; the text
-    /// between the quotes.
-    fn plain_string(&mut self) -> Scanned<&'t str> {
-        self.expect(b'"')?;
-        let start = self.at;
-        let end = start + string_stop(&self.bytes[start..]).ok_or(Unsupported)?;
-        if self.bytes[end] != b'"' {
-            return Err(Unsupported);
-        }
-        self.at = end + 1;
-        // Both ends are ASCII quotes of valid UTF-8 text: character boundaries.
-        self.text.get(start..end).ok_or(Unsupported)
-    }
-
-    /// An integer in JSON's grammar that fits `i64`, as serde_json reads it; a number with a
-    /// fraction or an exponent, and `-0`, are floats to serde_json, left to the general walk.
-    fn integer(&mut self) -> Scanned<i64> {
-        let negative = self.peek() == Some(b'-');
-        if negative {
-            self.at += 1;
-        }
-        let digits_start = self.at;
-        // Summed negatively so that `i64::MIN` fits.
-        let mut value: i64 = 0;
-        while let Some(digit @ b'0'..=b'9') = self.peek() {
-            value = value
-                .checked_mul(10)
-                .and_then(|value| value.checked_sub(i64::from(digit - b'0')))
-                .ok_or(Unsupported)?;
-            self.at += 1;
-        }
-        let digits = self.at - digits_start;
-        let leading_zero = digits > 1 && self.bytes[digits_start] == b'0';
-        if digits == 0 || leading_zero || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
-            return Err(Unsupported);
-        }
-        if negative {
-            // serde_json reads `-0` as the float -0.0.
-            if value == 0 {
-                return Err(Unsupported);
-            }
-            Ok(value)
-        } else {
-            value.checked_neg().ok_or(Unsupported)
-        }
-    }
-
     /// An array, starting at its `[`, as the compact text serde_json writes for it. Most
     /// arrays are written that way already ([`canonical_end`]) and are copied as they are; of
     /// the others the end is found here (strings skipped, brackets counted) and serde_json
     /// reads the slice.
-    fn array(&mut self) -> Scanned<String> {
-        let start = self.at;
-        if let Some(end) = canonical_end(self.bytes, start, 0) {
-            self.at = end;
-            return self
-                .text
-                .get(start..end)
-                .map(str::to_string)
-                .ok_or(Unsupported);
+    fn array(&mut self, depth: usize) -> Scanned<String> {
+        let start = self.cursor.at();
+        let text = self.cursor.text();
+        if let Some(end) = canonical_end(text.as_bytes(), start, 0) {
+            self.cursor.set_at(end);
+            return text.get(start..end).map(str::to_string).ok_or(Unsupported);
         }
-        let mut open = 0usize;
-        let mut in_string = false;
-        let mut escaped = false;
-        let end = loop {
-            let byte = *self.bytes.get(self.at).ok_or(Unsupported)?;
-            self.at += 1;
-            if in_string {
-                match (escaped, byte) {
-                    (true, _) => escaped = false,
-                    (false, b'\\') => escaped = true,
-                    (false, b'"') => in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match byte {
-                b'"' => in_string = true,
-                b'[' | b'{' => open += 1,
-                b']' | b'}' => {
-                    open -= 1;
-                    if open == 0 {
-                        break self.at;
-                    }
-                }
-                _ => {}
-            }
-        };
-        let slice = self.text.get(start..end).ok_or(Unsupported)?;
-        let mut text = String::with_capacity(slice.len());
+        self.cursor.skip_value(depth)?;
+        let slice = text.get(start..self.cursor.at()).ok_or(Unsupported)?;
+        let mut compact = String::with_capacity(slice.len());
         let mut deserializer = serde_json::Deserializer::from_str(slice);
-        CompactJson(&mut text)
+        CompactJson(&mut compact)
             .deserialize(&mut deserializer)
             .and_then(|()| deserializer.end())
             .map_err(|_| Unsupported)?;
-        Ok(text)
+        Ok(compact)
     }
 }
 
@@ -338,38 +222,6 @@ fn canonical_end(bytes: &[u8], at: usize, depth: usize) -> Option<usize> {
     }
 }
 
-/// The position of the first byte of `bytes` that ends a plain string or makes it one this
-/// scanner does not read: `"`, `\\` or a control character. Eight bytes per step (a byte at a
-/// time cost ~10 instructions per byte of text): a lane holds such a byte when it equals one of
-/// the two, or is below 0x20, found with the classic "has a zero byte" test.
-fn string_stop(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let lanes = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
-        let quote = lanes ^ (ONES * u64::from(b'"'));
-        let backslash = lanes ^ (ONES * u64::from(b'\\'));
-        // A lane below 0x20 borrows when 0x20 is subtracted (lanes of 0x80 and more are
-        // masked out by `!lanes`).
-        let stops = (quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash)
-            | (lanes.wrapping_sub(ONES * 0x20) & !lanes);
-        let stops = stops & HIGH;
-        if stops != 0 {
-            // Borrows only run upwards, so the lowest flagged lane is a true one.
-            return Some(offset + (stops.trailing_zeros() / 8) as usize);
-        }
-        offset += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
-        .map(|position| offset + position)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,30 +272,6 @@ mod tests {
             r#"{"a": 1"#,
         ] {
             assert_eq!(scanned(payload), Err(Unsupported), "{payload}");
-        }
-    }
-
-    #[test]
-    fn string_stops_are_found_in_every_lane() {
-        for length in 0..40 {
-            for stop in [b'"', b'\\', b'\n', 0x00, 0x1f] {
-                for at in 0..length {
-                    let mut bytes = vec![b'a'; length];
-                    // Bytes next to the stop that must not be taken for one.
-                    if at > 0 {
-                        bytes[at - 1] = 0x80;
-                    }
-                    if at + 1 < length {
-                        bytes[at + 1] = b' ';
-                    }
-                    bytes[at] = stop;
-                    assert_eq!(string_stop(&bytes), Some(at), "{bytes:?}");
-                }
-                let plain: Vec<u8> = (0..length)
-                    .map(|i| [b'a', b' ', 0xc3, 0xa9, 0x7f, b'!'][i % 6])
-                    .collect();
-                assert_eq!(string_stop(&plain), None, "{plain:?}");
-            }
         }
     }
 

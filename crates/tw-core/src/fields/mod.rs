@@ -21,6 +21,8 @@ use serde_json::Value;
 use crate::FieldPath;
 use crate::path::walk;
 
+mod scan;
+
 /// The values of one event at a selection's paths, by slot
 /// ([`FieldSelection::slot`](crate::FieldSelection::slot)).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -86,31 +88,27 @@ impl SlotTree {
     }
 
     /// Parses one JSON document into its row. The whole document is read, so a syntax error
-    /// anywhere is an error.
-    pub(crate) fn parse<'de, R: serde_json::de::Read<'de>>(
-        &self,
-        mut deserializer: serde_json::Deserializer<R>,
-    ) -> serde_json::Result<SelectedFields> {
-        let mut row = Row {
-            values: vec![None; self.len],
-            literal: Vec::new(),
-            object: false,
-        };
+    /// anywhere is an error. Most documents are read by the fast path (`scan.rs`); what it
+    /// leaves, serde_json reads from the start.
+    pub(crate) fn parse(&self, text: &str) -> serde_json::Result<SelectedFields> {
+        let mut row = Row::new(self.len);
+        if self.scan(text, &mut row).is_err() {
+            row = Row::new(self.len);
+            self.parse_with_serde(text, &mut row)?;
+        }
+        Ok(row.finish())
+    }
+
+    /// [`parse`](Self::parse) by serde_json alone: the reference the fast path answers like.
+    fn parse_with_serde(&self, text: &str, row: &mut Row) -> serde_json::Result<()> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
         SlotSeed {
             tree: self,
             node: &self.root,
-            row: &mut row,
+            row,
         }
         .deserialize(&mut deserializer)?;
-        deserializer.end()?;
-        // A dotted key is only the fallback: the nested value comes first.
-        for (slot, value) in row.literal {
-            row.values[slot].get_or_insert(value);
-        }
-        Ok(SelectedFields {
-            values: row.values.into_boxed_slice(),
-            object: row.object,
-        })
+        deserializer.end()
     }
 }
 
@@ -124,6 +122,25 @@ struct Row {
 }
 
 impl Row {
+    fn new(len: usize) -> Self {
+        Self {
+            values: vec![None; len],
+            literal: Vec::new(),
+            object: false,
+        }
+    }
+
+    /// The row's values, a dotted top-level key only where the nested path found nothing.
+    fn finish(mut self) -> SelectedFields {
+        for (slot, value) in self.literal {
+            self.values[slot].get_or_insert(value);
+        }
+        SelectedFields {
+            values: self.values.into_boxed_slice(),
+            object: self.object,
+        }
+    }
+
     /// Fills the slots of `node`'s paths from `value`, the whole value at `node`.
     fn fill(&mut self, node: &SlotNode, value: Value) {
         for (slot, segments) in &node.below {
@@ -299,6 +316,7 @@ impl<'de, 't> Visitor<'de> for KeySeed<'t> {
 mod tests {
     use serde_json::json;
 
+    use super::SlotTree;
     use crate::{FieldPath, FieldSelection};
 
     const PATHS: [&str; 14] = [
@@ -401,5 +419,76 @@ mod tests {
         );
         let selected = format!("{{\"a\":{deep}}}");
         assert!(selection.parse_fields(selected.as_bytes()).is_err());
+    }
+
+    /// The fast path's row, or `None` where it gives up.
+    fn scanned(tree: &SlotTree, text: &str) -> Option<super::SelectedFields> {
+        let mut row = super::Row::new(tree.len);
+        tree.scan(text, &mut row).ok().map(|()| row.finish())
+    }
+
+    /// serde_json's row, or its error.
+    fn walked(tree: &SlotTree, text: &str) -> serde_json::Result<super::SelectedFields> {
+        let mut row = super::Row::new(tree.len);
+        tree.parse_with_serde(text, &mut row).map(|()| row.finish())
+    }
+
+    #[test]
+    fn the_fast_path_reads_plain_events_and_leaves_the_rest() {
+        let tree = SlotTree::new(&paths(&PATHS));
+        let plain = r#" {"eventName": "x", "userIdentity": {"type": "Root", "n": [1, 2.5, "\u00e9"]},
+            "resources": [{"ARN": "r1"}, {"ARN": "r2"}], "n": -7, "flat.key": "F", "a": {"b": 1e3},
+            "skip": {"s": "esc\"aped\\\n\ud800", "f": -0.5E-3, "big": 123456789012345678901234}} "#;
+        let row = scanned(&tree, plain).expect("a plain event is read by the fast path");
+        assert_eq!(row, walked(&tree, plain).unwrap());
+        // Escaped strings and floats selected whole are read by serde_json from their slice.
+        for sliced in [
+            r#"{"eventName": "x\ny"}"#,
+            r#"{"n": 1.5, "errorMessage": [1.0]}"#,
+        ] {
+            let row = scanned(&tree, sliced).expect("read with a slice");
+            assert_eq!(row, walked(&tree, sliced).unwrap(), "{sliced}");
+        }
+        for left in [
+            "[1]",
+            r#"{"event\u004eame": "x"}"#,
+            // A scalar where a path expects an object, which serde_json reads as a value.
+            r#"{"missing": "a\"b"}"#,
+            r#"{"missing": 1.5}"#,
+            r#"{"missing": 18446744073709551615}"#,
+            r#"{"a": 1} x"#,
+        ] {
+            assert_eq!(scanned(&tree, left), None, "{left}");
+        }
+        let root = SlotTree::new(&paths(&["", "a"]));
+        assert_eq!(
+            scanned(&root, r#"{"a": 1}"#),
+            None,
+            "the root path is left to serde_json"
+        );
+    }
+
+    /// Seeded mutation fuzzing against the serde_json walk: whatever the fast path accepts,
+    /// serde_json accepts too, with the same row.
+    #[test]
+    fn the_fast_path_accepts_only_what_serde_json_reads_the_same() {
+        let tree = SlotTree::new(&paths(&PATHS));
+        let mut accepted = 0;
+        crate::scan::for_each_mutation(&crate::scan::MUTATION_SEEDS, 100_000, |text| {
+            if let Some(row) = scanned(&tree, text) {
+                accepted += 1;
+                match walked(&tree, text) {
+                    Ok(reference) => assert_eq!(row, reference, "{text}"),
+                    Err(error) => {
+                        panic!("the fast path read what serde_json refuses ({error}): {text}")
+                    }
+                }
+            }
+        });
+        // The mutations leave many events readable, so the comparison is not vacuous.
+        assert!(
+            accepted > 10_000,
+            "only {accepted} mutated events were read"
+        );
     }
 }
