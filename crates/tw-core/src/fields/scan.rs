@@ -8,7 +8,8 @@
 //! ([`Unsupported`]) on escaped keys, a top level that is not an object, the root path, deep
 //! nesting and anything the cursor does not read; [`SlotTree::parse`] then reads the document
 //! with serde_json from the start. So for every input the row is serde_json's or the fast path
-//! gave none (the mutation test in `mod.rs` checks that), and what it accepts is valid JSON.
+//! gave none (the mutation test in `mod.rs` and `tests/real_events.rs` check that), and what it
+//! accepts is valid JSON.
 
 use super::{Row, SlotNode, SlotTree};
 use crate::scan::{Cursor, MAX_SKIP_DEPTH, Scanned, Unsupported};
