@@ -92,6 +92,26 @@ impl<'t> Cursor<'t> {
         }
     }
 
+    /// After a member of an object or an element of an array (`close` is `}` or `]`): steps
+    /// over the space and a `,` with the space after it (`true`: more follow), or over `close`
+    /// (`false`: the object or array ended).
+    #[inline]
+    pub fn next_or_close(&mut self, close: u8) -> Scanned<bool> {
+        self.skip_space();
+        match self.peek() {
+            Some(b',') => {
+                self.at += 1;
+                self.skip_space();
+                Ok(true)
+            }
+            Some(byte) if byte == close => {
+                self.at += 1;
+                Ok(false)
+            }
+            _ => Err(Unsupported),
+        }
+    }
+
     /// Steps over `word` (`true`, `false`, `null`), which must be at the cursor.
     pub fn word(&mut self, word: &str) -> Scanned<()> {
         if self.bytes()[self.at..].starts_with(word.as_bytes()) {
@@ -196,17 +216,8 @@ impl<'t> Cursor<'t> {
                     self.expect(b':')?;
                     self.skip_space();
                     self.skip_value(depth + 1)?;
-                    self.skip_space();
-                    match self.peek() {
-                        Some(b',') => {
-                            self.at += 1;
-                            self.skip_space();
-                        }
-                        Some(b'}') => {
-                            self.at += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(Unsupported),
+                    if !self.next_or_close(b'}')? {
+                        return Ok(());
                     }
                 }
             }
@@ -222,17 +233,8 @@ impl<'t> Cursor<'t> {
                 }
                 loop {
                     self.skip_value(depth + 1)?;
-                    self.skip_space();
-                    match self.peek() {
-                        Some(b',') => {
-                            self.at += 1;
-                            self.skip_space();
-                        }
-                        Some(b']') => {
-                            self.at += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(Unsupported),
+                    if !self.next_or_close(b']')? {
+                        return Ok(());
                     }
                 }
             }

@@ -197,17 +197,8 @@ fn scan_object(cursor: &mut Cursor<'_>, node: &Node, depth: usize) -> Scanned<Va
             }
             None => cursor.skip_value(depth + 1)?,
         }
-        cursor.skip_space();
-        match cursor.peek() {
-            Some(b',') => {
-                cursor.advance();
-                cursor.skip_space();
-            }
-            Some(b'}') => {
-                cursor.advance();
-                return Ok(Value::Object(out));
-            }
-            _ => return Err(Unsupported),
+        if !cursor.next_or_close(b'}')? {
+            return Ok(Value::Object(out));
         }
     }
 }

@@ -79,18 +79,9 @@ impl<'t> Scanner<'t, '_, '_> {
             self.cursor.expect(b':')?;
             self.cursor.skip_space();
             self.value(depth + 1)?;
-            self.cursor.skip_space();
-            match self.cursor.peek() {
-                Some(b',') => {
-                    self.cursor.advance();
-                    self.cursor.skip_space();
-                }
-                Some(b'}') => {
-                    self.cursor.advance();
-                    self.path.truncate(base);
-                    return Ok(());
-                }
-                _ => return Err(Unsupported),
+            if !self.cursor.next_or_close(b'}')? {
+                self.path.truncate(base);
+                return Ok(());
             }
         }
     }

@@ -71,17 +71,8 @@ impl Walk<'_, '_> {
             } else {
                 self.cursor.skip_value(depth + 1)?;
             }
-            self.cursor.skip_space();
-            match self.cursor.peek() {
-                Some(b',') => {
-                    self.cursor.advance();
-                    self.cursor.skip_space();
-                }
-                Some(b'}') => {
-                    self.cursor.advance();
-                    return Ok(());
-                }
-                _ => return Err(Unsupported),
+            if !self.cursor.next_or_close(b'}')? {
+                return Ok(());
             }
         }
     }
