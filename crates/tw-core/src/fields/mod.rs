@@ -48,7 +48,7 @@ impl SelectedFields {
 pub(crate) struct SlotTree {
     root: SlotNode,
     /// Multi-segment paths by their text: a top-level key spelled so is the fallback value.
-    literal: HashMap<String, usize, foldhash::fast::RandomState>,
+    literal: Keys<usize>,
     /// How many slots.
     len: usize,
 }
@@ -57,8 +57,8 @@ pub(crate) struct SlotTree {
 struct SlotNode {
     /// The slot of the path that ends here.
     slot: Option<usize>,
-    /// Keys of the paths that go on (foldhash: every key of a parsed object is looked up).
-    children: HashMap<String, SlotNode, foldhash::fast::RandomState>,
+    /// Keys of the paths that go on.
+    children: Keys<SlotNode>,
     /// Every path that goes on below, with its segments past this node: read from the whole
     /// value when that is kept anyway (a path ends here) or cannot be walked key by key (an
     /// array), and cleared when a duplicate key replaces the value.
@@ -77,11 +77,11 @@ impl SlotTree {
             let mut node = &mut tree.root;
             for (depth, segment) in segments.iter().enumerate() {
                 node.below.push((slot, segments[depth..].to_vec()));
-                node = node.children.entry(segment.clone()).or_default();
+                node = node.children.entry(segment);
             }
             node.slot = Some(slot);
             if segments.len() > 1 {
-                tree.literal.insert(path.as_str().to_string(), slot);
+                *tree.literal.entry(path.as_str()) = slot;
             }
         }
         tree
@@ -109,6 +109,53 @@ impl SlotTree {
         }
         .deserialize(&mut deserializer)?;
         deserializer.end()
+    }
+}
+
+/// Keys looked up for every key of every parsed object, most of which are not among them:
+/// a mask of the keys' lengths answers most misses before hashing (foldhash, not SipHash: the
+/// keys are the rules' paths, never the events', so there is nothing for an event to flood).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Keys<V> {
+    map: HashMap<String, V, foldhash::fast::RandomState>,
+    /// Bit `n` set when a key is `n` bytes long (bit 63: 63 or more).
+    lengths: u64,
+}
+
+impl<V> Default for Keys<V> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::default(),
+            lengths: 0,
+        }
+    }
+}
+
+impl<V> Keys<V> {
+    fn length_bit(key: &str) -> u64 {
+        1 << key.len().min(63)
+    }
+
+    /// The value of `key`, if it is one of the keys.
+    #[inline]
+    pub(crate) fn get(&self, key: &str) -> Option<&V> {
+        if self.lengths & Self::length_bit(key) == 0 {
+            return None;
+        }
+        self.map.get(key)
+    }
+
+    /// The value of `key`, made (default) when absent.
+    pub(crate) fn entry(&mut self, key: &str) -> &mut V
+    where
+        V: Default,
+    {
+        self.lengths |= Self::length_bit(key);
+        self.map.entry(key.to_string()).or_default()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
+        self.map.iter()
     }
 }
 
@@ -179,7 +226,7 @@ impl<'de> DeserializeSeed<'de> for SlotSeed<'_, '_> {
             if root {
                 self.row.object = value.is_object();
                 if let Value::Object(object) = &value {
-                    for (text, &slot) in &self.tree.literal {
+                    for (text, &slot) in self.tree.literal.iter() {
                         if let Some(found) = object.get(text) {
                             self.row.literal.push((slot, found.clone()));
                         }
@@ -283,7 +330,7 @@ enum Key<'t> {
 /// Reads a key and looks it up without allocating.
 struct KeySeed<'t> {
     node: &'t SlotNode,
-    literal: Option<&'t HashMap<String, usize, foldhash::fast::RandomState>>,
+    literal: Option<&'t Keys<usize>>,
 }
 
 impl<'de, 't> DeserializeSeed<'de> for KeySeed<'t> {
@@ -419,6 +466,26 @@ mod tests {
         );
         let selected = format!("{{\"a\":{deep}}}");
         assert!(selection.parse_fields(selected.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn keys_are_found_whatever_their_length() {
+        let mut keys: super::Keys<usize> = super::Keys::default();
+        let long = "k".repeat(70);
+        for (value, key) in ["", "a", "abc", &"x".repeat(62), &"y".repeat(63), &long]
+            .iter()
+            .enumerate()
+        {
+            *keys.entry(key) = value;
+        }
+        assert_eq!(keys.get(""), Some(&0));
+        assert_eq!(keys.get("abc"), Some(&2));
+        assert_eq!(keys.get(&"y".repeat(63)), Some(&4));
+        assert_eq!(keys.get(&long), Some(&5));
+        // Same lengths as keys, other text; and lengths no key has.
+        for absent in ["b", "abd", &"z".repeat(64), "ab", &"x".repeat(61)] {
+            assert_eq!(keys.get(absent), None, "{absent}");
+        }
     }
 
     /// The fast path's row, or `None` where it gives up.
