@@ -1,5 +1,6 @@
 //! A cursor over JSON text for the fast paths in front of serde_json: the lake's flattener
-//! (`tw-lake/src/scan.rs`) and the rules' field parse (`fields.rs`).
+//! (`tw-lake/src/scan.rs`), the rules' field parse (`fields/scan.rs`) and ingest's pruned
+//! parse (`select.rs`).
 //!
 //! serde_json's visitor machinery costs hundreds of instructions per key and value (dispatch,
 //! map access, seeds) where these jobs need to know where each key and value starts and ends.

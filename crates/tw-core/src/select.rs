@@ -78,7 +78,7 @@ impl FieldSelection {
     }
 
     /// Parses `json` into the values at the selected paths, by slot, building no tree on the
-    /// way (see `fields.rs`). Each slot holds what [`FieldPath::get`] returns on the whole
+    /// way (see `fields/`). Each slot holds what [`FieldPath::get`] returns on the whole
     /// event. Syntax errors and invalid UTF-8 anywhere in the document are still errors.
     pub fn parse_fields(&self, json: &[u8]) -> serde_json::Result<SelectedFields> {
         match std::str::from_utf8(json) {
