@@ -98,7 +98,8 @@ impl FieldSelection {
         payload: &Bytes,
     ) -> serde_json::Result<(SelectedFields, CheckedPayload)> {
         let fields = self.parse_fields(payload)?;
-        // Every byte was read: the selected values into the row, the rest through `IgnoredAny`.
+        // Every byte was read: the selected values into the row, the rest skipped with its
+        // syntax checked (by the cursor's skip or serde_json's `IgnoredAny`).
         Ok((fields, CheckedPayload::parsed(payload.clone())))
     }
 
@@ -158,8 +159,9 @@ impl FieldSelection {
     /// second time.
     pub fn parse_checked(&self, payload: &Bytes) -> serde_json::Result<(Value, CheckedPayload)> {
         let value = self.parse(payload)?;
-        // The parser read every byte: the selected values into the tree, the rest through
-        // `IgnoredAny`, which checks syntax exactly as `RawValue` does (see `CheckedPayload`).
+        // The parser read every byte: the selected values into the tree, the rest through the
+        // cursor's skip or `IgnoredAny`, which check syntax as `RawValue` does (see
+        // `CheckedPayload`).
         Ok((value, CheckedPayload::parsed(payload.clone())))
     }
 }

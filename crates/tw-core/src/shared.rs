@@ -87,9 +87,11 @@ impl SharedEvent {
 /// That is what makes [`SharedEvent::from_checked`] sound: the parser checks at least what
 /// serde_json's `RawValue` check does (selected values are parsed into a tree, the rest is
 /// skipped through the same `ignore` path that check uses; the tree adds a depth limit and
-/// number ranges), except that skipped strings are not checked to be UTF-8, which
-/// `from_checked` does. `tests::what_the_parser_accepts_is_one_json_value` holds the two
-/// against each other on the awkward cases.
+/// number ranges; most events are read by the fast path of [`crate::scan`], which accepts only
+/// what that path accepts and leaves the rest to it), except that skipped strings are not
+/// checked to be UTF-8, which `from_checked` does.
+/// `tests::what_the_parser_accepts_is_one_json_value` holds the two against each other on the
+/// awkward cases.
 #[derive(Clone)]
 pub struct CheckedPayload(Bytes);
 

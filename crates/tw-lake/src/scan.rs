@@ -3,18 +3,18 @@
 //!
 //! serde_json's visitor machinery cost ~460 instructions per leaf of a CloudTrail event
 //! (dispatch, map access, key seeds) where the job is to find where each key and value starts
-//! and ends. This scanner reads the bytes directly (with tw-core's [`Cursor`], which the rules'
-//! field parse shares): keys and strings without escapes are
-//! borrowed slices, integers are summed in place, and an array (stored as text, which must be
-//! exactly serde_json's compact text) is copied when it is written that way already, else
-//! handed to serde_json as a slice.
+//! and ends. This scanner reads the bytes directly (with tw-core's [`Cursor`], which ingest's
+//! and the rules' parses share): keys and strings without escapes are borrowed slices,
+//! integers are summed in place, and an array (stored as text, which must be exactly
+//! serde_json's compact text) is copied when it is written that way already, else handed to
+//! serde_json as a slice.
 //!
 //! It reads a subset of JSON and gives up on everything else ([`Unsupported`]): escapes in keys
 //! or strings, floats and `-0` (serde_json's float parsing is the reference, including its
 //! rounding), integers outside `i64`, nesting past the walk's depth, a top level that is not a
-//! non-empty object, and every error. Giving up may come after some leaves were visited; the caller then
-//! discards them and walks the event again with [`crate::flatten`], which decides what it
-//! holds and, for invalid JSON, names the problem. So for every input this path either gives
+//! non-empty object, and every error. Giving up may come after some leaves were visited; the
+//! caller then discards them and walks the event again with [`crate::flatten`], which decides
+//! what it holds and, for invalid JSON, names the problem. So for every input this path either gives
 //! exactly the leaves the general walk gives, or none (the mutation test below checks that).
 
 use std::borrow::Cow;
@@ -115,8 +115,7 @@ impl<'t> Scanner<'t, '_, '_> {
 
     /// An array, starting at its `[`, as the compact text serde_json writes for it. Most
     /// arrays are written that way already ([`canonical_end`]) and are copied as they are; of
-    /// the others the end is found here (strings skipped, brackets counted) and serde_json
-    /// reads the slice.
+    /// the others the cursor's checked skip finds the end and serde_json reads the slice.
     fn array(&mut self, depth: usize) -> Scanned<String> {
         let start = self.cursor.at();
         let text = self.cursor.text();
