@@ -215,6 +215,10 @@ impl Default for LakeSection {
 pub struct DetectSection {
     /// How far behind the newest event time an event may arrive and still count in its window.
     pub allowed_lateness_ms: i64,
+    /// How far ahead of its receive time an event's time may move the watermark (an event
+    /// dated further ahead is evaluated, but cannot make later events late); negative: no
+    /// limit.
+    pub max_time_ahead_ms: i64,
     /// Most keys one stateful rule keeps (windows × groups, sequence keys, new-value pairs,
     /// suppression groups); beyond it the oldest are evicted, logged and counted.
     pub max_keys_per_rule: usize,
@@ -224,6 +228,7 @@ impl Default for DetectSection {
     fn default() -> Self {
         Self {
             allowed_lateness_ms: 60_000,
+            max_time_ahead_ms: 300_000,
             max_keys_per_rule: 100_000,
         }
     }

@@ -69,7 +69,7 @@ fn event(key: u64) -> (Record, Value) {
     });
     let record = Record {
         offset: key,
-        ingest_time_ms: 0,
+        ingest_time_ms: 1_709_251_200_000 + key as i64,
         // One event per millisecond: a million keys span 17 minutes, inside every window.
         event_time_ms: 1_709_251_200_000 + key as i64,
         key: Bytes::new(),

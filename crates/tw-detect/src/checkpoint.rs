@@ -131,7 +131,12 @@ impl Engine {
     /// (call after [`Engine::set_rules`]). Returns the ids of the rules whose state was
     /// restored; state of rules that changed or are gone is dropped.
     pub fn restore(&mut self, snapshot: EngineSnapshot) -> Vec<String> {
+        // A checkpoint written before event times were capped may hold one far in the future:
+        // restored as it is, it would keep every event of the stream late.
+        let ahead = self.config().max_time_ahead_ms;
+        let limit = (ahead >= 0).then(|| tw_core::now_ms().saturating_add(ahead));
         for (stream, time) in snapshot.max_event_time {
+            let time = limit.map_or(time, |limit| time.min(limit));
             let slot = self.max_event_time.entry(stream).or_insert(time);
             *slot = (*slot).max(time);
         }

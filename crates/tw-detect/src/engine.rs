@@ -26,6 +26,12 @@ pub struct EngineConfig {
     /// How far behind the newest event time of a stream an event may be and still count in
     /// its window; the watermark is `max event time − allowed_lateness_ms`.
     pub allowed_lateness_ms: i64,
+    /// How far ahead of the time Tidewatch received it an event's time may move the
+    /// watermark. An event stamped further ahead (a producer's wrong clock, a typo'd year) is
+    /// still evaluated, but it moves the watermark only to its receive time plus this much:
+    /// one event dated 2099 must not make every later event late. Negative: no limit (inline
+    /// dry runs, whose events carry no receive time of their own).
+    pub max_time_ahead_ms: i64,
     /// Most keys one stateful rule keeps ((group, window) entries, sliding groups, sequence
     /// keys, remembered new-value pairs, suppression groups); beyond it the oldest are evicted
     /// (counted in [`RuleStats::evicted_groups`]).
@@ -36,6 +42,9 @@ pub struct EngineConfig {
 
 fn default_allowed_lateness_ms() -> i64 {
     60_000
+}
+fn default_max_time_ahead_ms() -> i64 {
+    300_000
 }
 fn default_max_groups_per_rule() -> usize {
     100_000
@@ -48,9 +57,22 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             allowed_lateness_ms: default_allowed_lateness_ms(),
+            max_time_ahead_ms: default_max_time_ahead_ms(),
             max_groups_per_rule: default_max_groups_per_rule(),
             max_events_per_alert: default_max_events_per_alert(),
         }
+    }
+}
+
+impl EngineConfig {
+    /// How far `record` moves its stream's newest event time: its event time, capped at
+    /// [`Self::max_time_ahead_ms`] past its receive time.
+    fn watermark_time(&self, record: &Record) -> i64 {
+        if self.max_time_ahead_ms < 0 {
+            return record.event_time_ms;
+        }
+        let limit = record.ingest_time_ms.saturating_add(self.max_time_ahead_ms);
+        record.event_time_ms.min(limit)
     }
 }
 
@@ -469,9 +491,8 @@ impl Engine {
             watermarks.clear();
             for record in records {
                 watermarks.push(max_time.map(|max| max.saturating_sub(lateness)));
-                max_time = Some(
-                    max_time.map_or(record.event_time_ms, |max| max.max(record.event_time_ms)),
-                );
+                let time = self.config.watermark_time(record);
+                max_time = Some(max_time.map_or(time, |max| max.max(time)));
             }
             prefilter.mark_chunk(&mut chunk, candidates, lowercase);
             hits.clear();

@@ -188,7 +188,7 @@ fn chunked_evaluation_equals_per_event_evaluation() {
         let records: Vec<Record> = (0..count as u64)
             .map(|offset| Record {
                 offset,
-                ingest_time_ms: 0,
+                ingest_time_ms: 1_000 + offset as i64,
                 event_time_ms: 1_000 + offset as i64,
                 key: Bytes::new(),
                 payload: Bytes::new(),

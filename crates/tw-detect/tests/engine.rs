@@ -21,7 +21,7 @@ fn compiled(yaml: &str) -> Arc<CompiledRule> {
 fn record(offset: u64, event_time_ms: i64) -> Record {
     Record {
         offset,
-        ingest_time_ms: 0,
+        ingest_time_ms: event_time_ms,
         event_time_ms,
         key: Bytes::new(),
         payload: Bytes::new(),

@@ -176,12 +176,15 @@ fn events(count: usize) -> Events {
         .iter()
         .zip(text.lines())
         .enumerate()
-        .map(|(offset, (event, line))| Record {
-            offset: offset as u64,
-            ingest_time_ms: 0,
-            event_time_ms: tw_core::parse_time_ms(&event["eventTime"]).unwrap_or(0),
-            key: Bytes::new(),
-            payload: Bytes::copy_from_slice(line.as_bytes()),
+        .map(|(offset, (event, line))| {
+            let time = tw_core::parse_time_ms(&event["eventTime"]).unwrap_or(0);
+            Record {
+                offset: offset as u64,
+                ingest_time_ms: time,
+                event_time_ms: time,
+                key: Bytes::new(),
+                payload: Bytes::copy_from_slice(line.as_bytes()),
+            }
         })
         .collect();
     // The consumer parses each payload for the rules' fields and keeps the parser's word;

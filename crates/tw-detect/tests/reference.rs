@@ -117,12 +117,15 @@ fn reference_rules_match_the_oracle_on_generated_events() {
     let records: Vec<Record> = events
         .iter()
         .enumerate()
-        .map(|(offset, event)| Record {
-            offset: offset as u64,
-            ingest_time_ms: 0,
-            event_time_ms: parse_time_ms(&event["eventTime"]).expect("eventTime"),
-            key: Bytes::new(),
-            payload: Bytes::new(),
+        .map(|(offset, event)| {
+            let time = parse_time_ms(&event["eventTime"]).expect("eventTime");
+            Record {
+                offset: offset as u64,
+                ingest_time_ms: time,
+                event_time_ms: time,
+                key: Bytes::new(),
+                payload: Bytes::new(),
+            }
         })
         .collect();
 

@@ -26,7 +26,7 @@ fn feed(engine: &mut Engine, items: &[(i64, Value)]) -> Vec<Alert> {
     for (offset, (time, event)) in items.iter().enumerate() {
         let record = Record {
             offset: offset as u64,
-            ingest_time_ms: 0,
+            ingest_time_ms: *time,
             event_time_ms: *time,
             key: Bytes::new(),
             payload: Bytes::new(),

@@ -34,7 +34,7 @@ fn feed(engine: &mut Engine, offset: &mut u64, items: &[(i64, Value)]) -> Vec<Al
     for (time, event) in items {
         let record = Record {
             offset: *offset,
-            ingest_time_ms: 0,
+            ingest_time_ms: *time,
             event_time_ms: *time,
             key: Bytes::new(),
             payload: Bytes::new(),
@@ -564,4 +564,103 @@ fn every_kind_stays_within_its_key_limit_and_counts_evictions() {
         assert!((60..=64).contains(&s.active_groups), "{rule}\n{s:?}");
         assert_eq!(s.evicted_groups + s.active_groups, 1_000, "{rule}\n{s:?}");
     }
+}
+
+/// An event stamped far ahead of when it was received (a producer's clock in 2099) is
+/// evaluated, but it moves the watermark only to its receive time plus `max_time_ahead_ms`:
+/// the events after it are not late and their windows still fire. Before the cap, this one
+/// event made every later event of the stream late for every stateful rule, across restarts.
+#[test]
+fn an_event_from_the_far_future_does_not_make_later_events_late() {
+    let rule =
+        "id: t\ntitle: T\nstream: s\nthreshold: {count: {gte: 2}, window: 10s, group_by: [u]}\n";
+    let mut e = Engine::new(EngineConfig {
+        allowed_lateness_ms: 1_000,
+        max_time_ahead_ms: 5_000,
+        ..EngineConfig::default()
+    });
+    e.set_rules(vec![compiled(rule)]);
+    let received = |offset: u64, received_ms: i64, event_ms: i64| Record {
+        offset,
+        ingest_time_ms: received_ms,
+        event_time_ms: event_ms,
+        key: Bytes::new(),
+        payload: Bytes::new(),
+    };
+    let a = json!({"u": "a"});
+    let year_2099 = 4_070_908_800_000;
+    let mut alerts = e.evaluate(
+        "s",
+        0,
+        &[received(0, 1_000, year_2099)],
+        &[json!({"u": "z"})],
+        1,
+    );
+    assert_eq!(
+        e.watermark_ms("s"),
+        Some(6_000 - 1_000),
+        "capped at receive time + 5 s"
+    );
+    for (offset, time) in [(1, 2_000), (2, 3_000), (3, 12_000)] {
+        alerts.extend(e.evaluate(
+            "s",
+            0,
+            &[received(offset, time, time)],
+            std::slice::from_ref(&a),
+            1,
+        ));
+    }
+    assert_eq!(stats(&e).late_events, 0);
+    assert_eq!(windows(&alerts), vec![(Some((0, 10_000)), Some(2.0))]);
+
+    // A checkpoint that holds a far-future newest time (written before the cap) is capped
+    // when restored.
+    let mut poisoned = Engine::new(EngineConfig::default());
+    poisoned.set_rules(vec![compiled(rule)]);
+    poisoned.evaluate(
+        "s",
+        0,
+        &[received(0, year_2099, year_2099)],
+        std::slice::from_ref(&a),
+        1,
+    );
+    let bytes = poisoned.write_checkpoint(&()).unwrap();
+    let (_, snapshot): ((), _) = Engine::read_checkpoint(&bytes).unwrap();
+    let mut restored = Engine::new(EngineConfig::default());
+    restored.set_rules(vec![compiled(rule)]);
+    restored.restore(snapshot);
+    let watermark = restored.watermark_ms("s").unwrap();
+    assert!(
+        watermark < tw_core::now_ms() + 300_000,
+        "restored watermark {watermark} is capped"
+    );
+}
+
+/// Two groups whose values differ only in where a comma falls get two dedup keys: with one
+/// key, the alert store would have refused the second group's alert as a duplicate.
+#[test]
+fn group_values_with_commas_keep_distinct_dedup_keys() {
+    let mut e = engine(
+        0,
+        "id: t\ntitle: T\nstream: s\nthreshold: {count: {gte: 1}, window: 10s, group_by: [a, b]}\n",
+    );
+    let mut o = 0;
+    let alerts = feed(
+        &mut e,
+        &mut o,
+        &[
+            (1_000, json!({"a": "x,y", "b": "z"})),
+            (2_000, json!({"a": "x", "b": "y,z"})),
+            (3_000, json!({"a": "x\\", "b": ",z"})),
+        ],
+    );
+    let keys: Vec<&str> = alerts.iter().map(|a| a.dedup_key.as_str()).collect();
+    assert_eq!(keys, vec![r"t|x\,y,z|0", r"t|x,y\,z|0", r"t|x\\,\,z|0"]);
+    // One group value is written as it is (keys stored before the escaping stay the same).
+    let mut single = engine(
+        0,
+        "id: u\ntitle: U\nstream: s\nthreshold: {count: {gte: 1}, window: 10s, group_by: [a]}\n",
+    );
+    let alerts = feed(&mut single, &mut o, &[(1_000, json!({"a": "x,y"}))]);
+    assert_eq!(alerts[0].dedup_key, "u|x,y|0");
 }

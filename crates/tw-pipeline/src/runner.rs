@@ -1,12 +1,12 @@
 //! Runs one [`Consumer`] over the log on its own thread: read, parse once, hand over, commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tw_core::{Offset, StreamName, now_ms};
+use tw_core::{Offset, Record, StreamName, now_ms};
 use tw_log::{Log, LogError, OffsetStore};
 use tw_os::ThreadPriority;
 
@@ -31,6 +31,13 @@ pub struct RunnerConfig {
     /// detection when both want it, so alert latency does not depend on how busy indexing is;
     /// it catches up when the CPU has slack.
     pub priority: ThreadPriority,
+    /// When set, a stream's partitions are handed over merged by receive time, in slices of
+    /// this width: a slice of every partition before the next slice of any. A consumer that
+    /// orders by event time (detection's watermark) needs it: reading one partition's backlog
+    /// ahead of another's would make the other's events late. Off, each partition's batch is
+    /// handed over as read (the lake and search do not care about the order across
+    /// partitions).
+    pub merge_partitions: Option<Duration>,
 }
 
 impl Default for RunnerConfig {
@@ -42,6 +49,7 @@ impl Default for RunnerConfig {
             tick_interval: Duration::from_millis(200),
             idle_sleep: Duration::from_millis(2),
             priority: ThreadPriority::Normal,
+            merge_partitions: None,
         }
     }
 }
@@ -342,11 +350,17 @@ impl Runner {
             if self.incarnations.get(&stream) != Some(&incarnation) {
                 continue; // an older stream of this name is not forgotten yet
             }
+            if let Some(slice) = self.config.merge_partitions {
+                did_work |= self.poll_merged(&stream, partitions, incarnation, slice)?;
+                continue;
+            }
             for partition in 0..partitions {
                 if self.shutdown.load(Ordering::Relaxed) {
                     return Ok(did_work);
                 }
-                did_work |= self.poll_partition(&stream, partition, incarnation)?;
+                if let Some(records) = self.read_partition(&stream, partition)? {
+                    did_work |= self.handle_partition(&stream, partition, incarnation, records)?;
+                }
             }
         }
         self.progress.polls.fetch_add(1, Ordering::Release);
@@ -412,18 +426,19 @@ impl Runner {
         Ok(())
     }
 
-    fn poll_partition(
+    /// Reads the next batch of one partition from the consumer's position: `None` when there
+    /// is nothing to read (or the stream is gone).
+    fn read_partition(
         &mut self,
         stream: &StreamName,
         partition: u32,
-        incarnation: u64,
-    ) -> Result<bool, String> {
+    ) -> Result<Option<Vec<Record>>, String> {
         let key = (stream.clone(), partition);
         let position = match self.positions.get(&key) {
             Some(position) => *position,
             None => match self.log.start_offset(stream, partition) {
                 Ok(start) => start,
-                Err(error) => return gone_or_fatal(error),
+                Err(error) => return gone_or_fatal(error).map(|_| None),
             },
         };
         let records = match self.log.read(
@@ -434,9 +449,9 @@ impl Runner {
             self.config.max_batch_bytes,
         ) {
             Ok(records) => records,
-            Err(error) => return gone_or_fatal(error),
+            Err(error) => return gone_or_fatal(error).map(|_| None),
         };
-        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        let Some(first) = records.first() else {
             if position > self.log.end_offset(stream, partition).unwrap_or(position) {
                 // Offsets past the end belong to records this log does not have: another
                 // stream of this name (the log directory replaced). Start this one afresh
@@ -444,13 +459,92 @@ impl Runner {
                 tracing::warn!(consumer = self.consumer.name(), %stream, partition, position, "committed offset past the log's end: forgetting the stream's offsets");
                 self.forget(stream)?;
             }
-            return Ok(false);
+            return Ok(None);
         };
         if first.offset > position {
             tracing::warn!(consumer = self.consumer.name(), %stream, partition, skipped = first.offset - position, "records deleted by retention before they were consumed");
             metrics::counter!("tidewatch_consumer_skipped_by_retention_total", "consumer" => self.consumer.name().to_string())
                 .increment(first.offset - position);
         }
+        Ok(Some(records))
+    }
+
+    /// Reads a batch of every partition of `stream` and hands them over merged by receive
+    /// time (see [`RunnerConfig::merge_partitions`]). Only records received up to the
+    /// earliest end of a partition that has more to read are handed over; the rest are read
+    /// again by the next poll. True when anything was handled.
+    fn poll_merged(
+        &mut self,
+        stream: &StreamName,
+        partitions: u32,
+        incarnation: u64,
+        slice: Duration,
+    ) -> Result<bool, String> {
+        let mut reads: Vec<(u32, VecDeque<Record>)> = Vec::new();
+        let mut horizon = i64::MAX;
+        for partition in 0..partitions {
+            if self.shutdown.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            let Some(records) = self.read_partition(stream, partition)? else {
+                continue;
+            };
+            if let Some(last) = records.last() {
+                let end = self.log.end_offset(stream, partition).unwrap_or(0);
+                if last.offset + 1 < end {
+                    horizon = horizon.min(last.ingest_time_ms);
+                }
+            }
+            reads.push((partition, records.into()));
+        }
+        // Prefixes only: a partition's position must move past exactly what was handed over.
+        for (_, records) in &mut reads {
+            let kept = records
+                .iter()
+                .take_while(|r| r.ingest_time_ms <= horizon)
+                .count();
+            records.truncate(kept);
+        }
+        let slice_ms = i64::try_from(slice.as_millis()).unwrap_or(i64::MAX).max(1);
+        let mut did_work = false;
+        // Each round hands over at least the record received first, so the loop ends.
+        while let Some(start) = reads
+            .iter()
+            .filter_map(|(_, records)| records.front().map(|r| r.ingest_time_ms))
+            .min()
+        {
+            let until = start.saturating_add(slice_ms);
+            for (partition, records) in &mut reads {
+                let count = records
+                    .iter()
+                    .take_while(|r| r.ingest_time_ms < until)
+                    .count();
+                if count == 0 {
+                    continue;
+                }
+                let handed: Vec<Record> = records.drain(..count).collect();
+                if !self.handle_partition(stream, *partition, incarnation, handed)? {
+                    return Ok(did_work); // stopping, deleted or restarted: positions moved
+                }
+                did_work = true;
+            }
+        }
+        Ok(did_work)
+    }
+
+    /// Hands one partition's records (read from its position on) to the consumer, retrying
+    /// failures; true when they were handled and the position moved past them.
+    fn handle_partition(
+        &mut self,
+        stream: &StreamName,
+        partition: u32,
+        incarnation: u64,
+        records: Vec<Record>,
+    ) -> Result<bool, String> {
+        let key = (stream.clone(), partition);
+        let Some(last) = records.last() else {
+            return Ok(false);
+        };
         let next = last.offset + 1;
         let batch = self.parse(stream, partition, records);
         let mut backoff = Duration::from_millis(100);

@@ -48,7 +48,12 @@ pub fn replay_events(
     time_of: &dyn Fn(&Value) -> i64,
 ) -> ReplayOutcome {
     let stream = rule.rule().stream.clone();
-    let mut engine = engine_for(rule, config);
+    // Inline events were never received: their times are all there is to go by.
+    let config = EngineConfig {
+        max_time_ahead_ms: -1,
+        ..config.clone()
+    };
+    let mut engine = engine_for(rule, &config);
     let now = now_ms();
     let records: Vec<Record> = events
         .iter()

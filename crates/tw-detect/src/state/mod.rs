@@ -65,7 +65,9 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// An alert of this rule with the group fields filled in.
-    /// Its dedup key is `"{rule id}|{group values joined by commas}|{suffix}"`.
+    /// Its dedup key is `"{rule id}|{group values joined by commas}|{suffix}"`; with more than
+    /// one group value, `\` and `,` within a value are escaped with `\`, so that the groups
+    /// (`a,b`, `c`) and (`a`, `b,c`) keep two keys (the store would refuse the second alert).
     pub(crate) fn alert(&self, key: &str, suffix: &str, event_time_ms: i64) -> Alert {
         // Built by hand: this runs for every alert of an aggregate rule, and `format!` and a
         // vector of the split values cost more than the rest of the alert.
@@ -73,11 +75,21 @@ impl Ctx<'_> {
         let mut dedup_key = String::with_capacity(id.len() + key.len() + suffix.len() + 2);
         dedup_key.push_str(id);
         dedup_key.push('|');
+        let several = key.contains(KEY_SEPARATOR);
         for (index, value) in key.split(KEY_SEPARATOR).enumerate() {
             if index > 0 {
                 dedup_key.push(',');
             }
-            dedup_key.push_str(value);
+            if several && value.contains([',', '\\']) {
+                for c in value.chars() {
+                    if matches!(c, ',' | '\\') {
+                        dedup_key.push('\\');
+                    }
+                    dedup_key.push(c);
+                }
+            } else {
+                dedup_key.push_str(value);
+            }
         }
         dedup_key.push('|');
         dedup_key.push_str(suffix);
