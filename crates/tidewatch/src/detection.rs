@@ -179,11 +179,11 @@ impl DetectionConsumer {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let fresh = self
+        let (first, fresh) = self
             .alerts
-            .insert_pending(&mut self.pending)
+            .insert_numbered(&mut self.pending)
             .map_err(|e| self.error(e))?;
-        for alert in &fresh {
+        for (ordinal, alert) in (first..).zip(&fresh) {
             metrics::counter!("tidewatch_alerts_total", "stream" => alert.stream.clone())
                 .increment(1);
             if self.shadow.contains(&alert.rule_id) {
@@ -194,7 +194,7 @@ impl DetectionConsumer {
                 .get(&alert.rule_id)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            self.dispatcher.dispatch(alert, sinks);
+            self.dispatcher.dispatch_stored(ordinal, alert, sinks);
         }
         Ok(())
     }

@@ -90,10 +90,11 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         crate::demo::install_rules(&rules)?;
     }
     let alerts = AlertStore::open(&data.join("alerts")).context("opening the alert store")?;
-    let dispatcher = Arc::new(
-        Dispatcher::start(config.sinks.clone(), &data.join("alerts"))
-            .context("starting alert sinks")?,
-    );
+    let (dispatcher, unconfirmed) =
+        Dispatcher::start_tracked(config.sinks.clone(), &data.join("alerts"), &alerts)
+            .context("starting alert sinks")?;
+    resend_unconfirmed(&dispatcher, &rules, unconfirmed);
+    let dispatcher = Arc::new(dispatcher);
     let lake_location = config
         .lake_location()
         .map_err(|problem| anyhow::anyhow!(problem))?;
@@ -189,6 +190,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", detect_dir.display()))?;
     let engine_config = EngineConfig {
         allowed_lateness_ms: config.detect.allowed_lateness_ms,
+        max_time_ahead_ms: config.detect.max_time_ahead_ms,
         max_groups_per_rule: config.detect.max_keys_per_rule,
         ..EngineConfig::default()
     };
@@ -204,7 +206,15 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         log.clone(),
         offsets,
         dlq,
-        RunnerConfig::default(),
+        RunnerConfig {
+            // Partitions read in turn while catching up would put one partition's backlog
+            // ahead of the others' by a whole batch (minutes on a quiet stream): their events
+            // would be late. Slices well within the allowed lateness keep them in order.
+            merge_partitions: Some(Duration::from_millis(
+                (config.detect.allowed_lateness_ms / 4).clamp(1, 1000) as u64,
+            )),
+            ..RunnerConfig::default()
+        },
         stop_consumers.clone(),
     )?;
 
@@ -313,6 +323,31 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sends again the stored alerts that sinks had not confirmed when the server last stopped
+/// (a kill -9 loses the sinks' queues), to the sinks their rule names now; alerts of rules in
+/// shadow mode are not sent.
+fn resend_unconfirmed(
+    dispatcher: &Dispatcher,
+    rules: &RuleRegistry,
+    unconfirmed: Vec<(u64, tw_core::Alert)>,
+) {
+    if unconfirmed.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        alerts = unconfirmed.len(),
+        "sending again the alerts sinks had not confirmed before the last stop"
+    );
+    for (ordinal, alert) in unconfirmed {
+        let rule = rules.get(&alert.rule_id);
+        if rule.as_ref().is_some_and(|rule| rule.shadow) {
+            continue;
+        }
+        let sinks = rule.map(|rule| rule.sinks).unwrap_or_default();
+        dispatcher.dispatch_stored(ordinal, &alert, &sinks);
+    }
 }
 
 /// Imports every `.yaml`, `.yml` and `.json` rule file of `dir` (native or Sigma), storing a

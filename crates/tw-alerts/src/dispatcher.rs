@@ -15,6 +15,8 @@ use tw_core::Alert;
 use crate::AlertError;
 use crate::config::{FileSinkConfig, SinkConfig, validate_sinks};
 use crate::failed::FailedLog;
+use crate::outbox::Outbox;
+use crate::store::AlertStore;
 use crate::webhook::WebhookSink;
 
 const DELIVERIES_METRIC: &str = "tidewatch_alert_deliveries_total";
@@ -23,6 +25,9 @@ const FILE_BATCH: usize = 256;
 /// After the shutdown deadline, how long tasks get to write their remaining alerts to the
 /// failed-deliveries file before they are aborted.
 const FAILED_WRITE_GRACE: Duration = Duration::from_secs(5);
+
+/// An alert in a sink's queue, with its ordinal in the store when the delivery mark tracks it.
+type Queued = (Alert, Option<u64>);
 
 /// What [`Dispatcher::dispatch`] did with one alert. `queued + diverted + lost` is the number of
 /// distinct target sinks.
@@ -59,7 +64,7 @@ impl Outcomes {
 }
 
 struct SinkHandle {
-    queue: mpsc::Sender<Alert>,
+    queue: mpsc::Sender<Queued>,
     capacity: usize,
     outcomes: Outcomes,
 }
@@ -70,6 +75,10 @@ pub struct Dispatcher {
     names: Vec<String>,
     sinks: HashMap<String, SinkHandle>,
     failed: Arc<FailedLog>,
+    /// The delivery mark, when the dispatcher was started with the store
+    /// ([`Dispatcher::start_tracked`]).
+    outbox: Option<Arc<Outbox>>,
+    mark_writer: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -87,6 +96,30 @@ impl Dispatcher {
     /// in `failed_dir` and the file sinks' files, builds the HTTP clients, and spawns one task
     /// per sink. Must be called inside a tokio runtime.
     pub fn start(sinks: Vec<SinkConfig>, failed_dir: &Path) -> Result<Dispatcher, AlertError> {
+        Self::start_inner(sinks, failed_dir, None)
+    }
+
+    /// [`start`](Self::start), keeping the delivery mark of `store`'s alerts in `dir` (see the
+    /// `outbox` module): alerts given to [`dispatch_stored`](Self::dispatch_stored) count as
+    /// delivered only once every sink delivered or recorded them. Also returns the stored
+    /// alerts no mark covers yet (dispatched before a crash, not confirmed), to be dispatched
+    /// again. Blocking I/O.
+    pub fn start_tracked(
+        sinks: Vec<SinkConfig>,
+        dir: &Path,
+        store: &AlertStore,
+    ) -> Result<(Dispatcher, Vec<(u64, Alert)>), AlertError> {
+        let outbox = Arc::new(Outbox::open(dir, store.len() as u64)?);
+        let unconfirmed = store.read_from(outbox.mark())?;
+        let dispatcher = Self::start_inner(sinks, dir, Some(outbox))?;
+        Ok((dispatcher, unconfirmed))
+    }
+
+    fn start_inner(
+        sinks: Vec<SinkConfig>,
+        failed_dir: &Path,
+        outbox: Option<Arc<Outbox>>,
+    ) -> Result<Dispatcher, AlertError> {
         validate_sinks(&sinks)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| AlertError::NoRuntime)?;
         let failed = Arc::new(FailedLog::open(failed_dir)?);
@@ -113,6 +146,7 @@ impl Dispatcher {
             let context = TaskContext {
                 sink: name.clone(),
                 failed: Arc::clone(&failed),
+                outbox: outbox.clone(),
                 outcomes: outcomes.clone(),
                 stop: stop.subscribe(),
             };
@@ -134,10 +168,21 @@ impl Dispatcher {
                 },
             );
         }
+        let mark_writer = outbox.clone().map(|outbox| {
+            runtime.spawn(async move {
+                loop {
+                    // A move while the previous write ran left a permit: writes coalesce.
+                    outbox.moved.notified().await;
+                    persist_mark(&outbox).await;
+                }
+            })
+        });
         Ok(Dispatcher {
             names,
             sinks: handles,
             failed,
+            outbox,
+            mark_writer,
             stop,
             tasks,
         })
@@ -153,27 +198,56 @@ impl Dispatcher {
     /// or its task has stopped, the alert is written to the failed-deliveries file instead
     /// (one blocking append + fsync on the caller's thread, only on that path).
     pub fn dispatch(&self, alert: &Alert, sink_names: &[String]) -> DispatchReport {
+        self.dispatch_inner(alert, sink_names, None)
+    }
+
+    /// [`dispatch`](Self::dispatch) of the store's alert number `ordinal`, counted in the
+    /// delivery mark when the dispatcher keeps one. Call in the order the alerts were stored.
+    pub fn dispatch_stored(
+        &self,
+        ordinal: u64,
+        alert: &Alert,
+        sink_names: &[String],
+    ) -> DispatchReport {
+        self.dispatch_inner(alert, sink_names, Some(ordinal))
+    }
+
+    fn dispatch_inner(
+        &self,
+        alert: &Alert,
+        sink_names: &[String],
+        ordinal: Option<u64>,
+    ) -> DispatchReport {
         let targets: &[String] = if sink_names.is_empty() {
             &self.names
         } else {
             sink_names
         };
         let mut seen = HashSet::new();
+        let targets: Vec<&String> = targets
+            .iter()
+            .filter(|name| seen.insert(name.as_str()))
+            .collect();
+        let ordinal = ordinal.filter(|_| self.outbox.is_some());
+        if let (Some(outbox), Some(ordinal)) = (&self.outbox, ordinal) {
+            // Before any queue takes it: a sink may be done before this call returns.
+            outbox.begin(ordinal, targets.len());
+        }
         let mut report = DispatchReport::default();
-        for name in targets.iter().filter(|name| seen.insert(name.as_str())) {
+        for name in targets {
             let Some(handle) = self.sinks.get(name) else {
                 let unknown = metrics::counter!(DELIVERIES_METRIC, "sink" => name.clone(), "outcome" => "unknown_sink");
                 self.divert(
                     name,
                     &format!("unknown sink {name:?}"),
-                    alert,
+                    (alert, ordinal),
                     &unknown,
                     None,
                     &mut report,
                 );
                 continue;
             };
-            match handle.queue.try_send(alert.clone()) {
+            match handle.queue.try_send((alert.clone(), ordinal)) {
                 Ok(()) => report.queued += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     let error = format!(
@@ -183,7 +257,7 @@ impl Dispatcher {
                     self.divert(
                         name,
                         &error,
-                        alert,
+                        (alert, ordinal),
                         &handle.outcomes.queue_full,
                         Some(&handle.outcomes.lost),
                         &mut report,
@@ -194,7 +268,7 @@ impl Dispatcher {
                     self.divert(
                         name,
                         &error,
-                        alert,
+                        (alert, ordinal),
                         &handle.outcomes.failed,
                         Some(&handle.outcomes.lost),
                         &mut report,
@@ -209,7 +283,7 @@ impl Dispatcher {
         &self,
         sink: &str,
         error: &str,
-        alert: &Alert,
+        (alert, ordinal): (&Alert, Option<u64>),
         outcome: &Counter,
         lost_counter: Option<&Counter>,
         report: &mut DispatchReport,
@@ -219,6 +293,9 @@ impl Dispatcher {
             Ok(()) => {
                 outcome.increment(1);
                 report.diverted += 1;
+                if let (Some(outbox), Some(ordinal)) = (&self.outbox, ordinal) {
+                    outbox.finish(ordinal);
+                }
             }
             Err(record_error) => {
                 tracing::error!(sink, alert = %alert.id, error = %record_error, "alert lost: failed-deliveries file not writable");
@@ -239,6 +316,8 @@ impl Dispatcher {
             sinks,
             stop,
             mut tasks,
+            outbox,
+            mark_writer,
             ..
         } = self;
         drop(sinks);
@@ -248,7 +327,13 @@ impl Dispatcher {
             }
         })
         .await;
+        if let Some(writer) = mark_writer {
+            writer.abort();
+        }
         if drained.is_ok() {
+            if let Some(outbox) = &outbox {
+                persist_mark(outbox).await;
+            }
             return;
         }
         tracing::warn!(
@@ -268,6 +353,21 @@ impl Dispatcher {
                 task.abort();
             }
         }
+        // Alerts of aborted tasks are still outstanding: the mark stays before them.
+        if let Some(outbox) = &outbox {
+            persist_mark(outbox).await;
+        }
+    }
+}
+
+/// Writes the delivery mark off the async threads (it fsyncs); a failure is logged and the
+/// next write tries again (meanwhile a restart would only send some alerts twice).
+async fn persist_mark(outbox: &Arc<Outbox>) {
+    let outbox = Arc::clone(outbox);
+    match tokio::task::spawn_blocking(move || outbox.persist()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "could not write the alert delivery mark"),
+        Err(error) => tracing::warn!(%error, "the alert delivery mark writer did not finish"),
     }
 }
 
@@ -296,13 +396,22 @@ fn open_sink_file(config: &FileSinkConfig) -> Result<(PathBuf, tokio::fs::File),
 struct TaskContext {
     sink: String,
     failed: Arc<FailedLog>,
+    outbox: Option<Arc<Outbox>>,
     outcomes: Outcomes,
     stop: watch::Receiver<bool>,
 }
 
 impl TaskContext {
-    /// Records an undeliverable alert, off the async threads (it fsyncs).
-    async fn record_failure(&self, error: String, attempts: u32, alert: Alert) {
+    /// This sink is done with the alert numbered `ordinal` (delivered or recorded as failed).
+    fn done(&self, ordinal: Option<u64>) {
+        if let (Some(outbox), Some(ordinal)) = (&self.outbox, ordinal) {
+            outbox.finish(ordinal);
+        }
+    }
+
+    /// Records an undeliverable alert, off the async threads (it fsyncs); done with it once
+    /// recorded (a lost one stays outstanding in the delivery mark, sent again after a restart).
+    async fn record_failure(&self, error: String, attempts: u32, (alert, ordinal): Queued) {
         tracing::warn!(sink = %self.sink, alert = %alert.id, %error, attempts, "alert delivery failed");
         let failed = Arc::clone(&self.failed);
         let sink = self.sink.clone();
@@ -311,7 +420,10 @@ impl TaskContext {
             tokio::task::spawn_blocking(move || failed.record(&sink, &error, attempts, &alert))
                 .await;
         match written {
-            Ok(Ok(())) => self.outcomes.failed.increment(1),
+            Ok(Ok(())) => {
+                self.outcomes.failed.increment(1);
+                self.done(ordinal);
+            }
             Ok(Err(error)) => {
                 tracing::error!(sink = %self.sink, alert = %alert_id, %error, "alert lost: failed-deliveries file not writable");
                 self.outcomes.lost.increment(1);
@@ -326,15 +438,18 @@ impl TaskContext {
 
 async fn run_webhook(
     sink: WebhookSink,
-    mut queue: mpsc::Receiver<Alert>,
+    mut queue: mpsc::Receiver<Queued>,
     mut context: TaskContext,
 ) {
-    while let Some(alert) = queue.recv().await {
+    while let Some((alert, ordinal)) = queue.recv().await {
         match sink.deliver(&alert, &mut context.stop).await {
-            Ok(_attempts) => context.outcomes.delivered.increment(1),
+            Ok(_attempts) => {
+                context.outcomes.delivered.increment(1);
+                context.done(ordinal);
+            }
             Err(failure) => {
                 context
-                    .record_failure(failure.error, failure.attempts, alert)
+                    .record_failure(failure.error, failure.attempts, (alert, ordinal))
                     .await
             }
         }
@@ -344,7 +459,7 @@ async fn run_webhook(
 async fn run_file(
     path: PathBuf,
     mut file: tokio::fs::File,
-    mut queue: mpsc::Receiver<Alert>,
+    mut queue: mpsc::Receiver<Queued>,
     context: TaskContext,
 ) {
     let mut batch = Vec::with_capacity(FILE_BATCH);
@@ -352,15 +467,15 @@ async fn run_file(
     while queue.recv_many(&mut batch, FILE_BATCH).await > 0 {
         let mut bytes = Vec::new();
         let mut encoded = Vec::with_capacity(batch.len());
-        for alert in batch.drain(..) {
-            match serde_json::to_writer(&mut bytes, &alert) {
+        for queued in batch.drain(..) {
+            match serde_json::to_writer(&mut bytes, &queued.0) {
                 Ok(()) => {
                     bytes.push(b'\n');
-                    encoded.push(alert);
+                    encoded.push(queued);
                 }
                 Err(error) => {
                     context
-                        .record_failure(format!("alert could not be encoded: {error}"), 1, alert)
+                        .record_failure(format!("alert could not be encoded: {error}"), 1, queued)
                         .await
                 }
             }
@@ -372,13 +487,18 @@ async fn run_file(
         }
         .await;
         match written {
-            Ok(()) => context.outcomes.delivered.increment(encoded.len() as u64),
+            Ok(()) => {
+                context.outcomes.delivered.increment(encoded.len() as u64);
+                for (_, ordinal) in encoded {
+                    context.done(ordinal);
+                }
+            }
             Err(error) => {
                 // Part of the batch may have reached the file: those alerts can appear both there
                 // and in the failed-deliveries file (at-least-once, never zero times).
                 let error = format!("write to {} failed: {error}", path.display());
-                for alert in encoded {
-                    context.record_failure(error.clone(), 1, alert).await;
+                for queued in encoded {
+                    context.record_failure(error.clone(), 1, queued).await;
                 }
             }
         }

@@ -15,6 +15,10 @@
 //! - [`Dispatcher::dispatch`] never waits on a sink: an alert a sink cannot take (queue full,
 //!   unknown sink, delivery failed after its attempts, shutdown deadline reached) is appended
 //!   to `failed_deliveries.ndjson` with the sink name and the error, never silently dropped;
+//! - with [`Dispatcher::start_tracked`], a stored alert dispatched to sinks is delivered at
+//!   least once across crashes: the delivery mark (`delivered_through`) stays before the first
+//!   alert some sink has not delivered or recorded, and a restart dispatches again what follows
+//!   it;
 //! - webhook targets that are `localhost` or literal private/loopback/link-local IPs are refused
 //!   unless the sink sets `allow_private_targets`, and redirects are never followed.
 
@@ -22,6 +26,7 @@ mod config;
 mod dispatcher;
 mod error;
 mod failed;
+mod outbox;
 mod store;
 mod webhook;
 
@@ -31,6 +36,7 @@ pub use config::{
 pub use dispatcher::{DispatchReport, Dispatcher};
 pub use error::AlertError;
 pub use failed::{FAILED_DELIVERIES_FILE, FailedDelivery};
+pub use outbox::DELIVERY_MARK_FILE;
 pub use store::{
     ALERTS_FILE, AlertFilter, AlertStore, DEFAULT_MAX_IN_MEMORY, STORE_VERSION, StoreOptions,
 };

@@ -253,7 +253,17 @@ impl AlertStore {
     /// `pending` is emptied (its alerts moved, not copied, into the answer), on error it is
     /// left as it was.
     pub fn insert_pending(&self, pending: &mut Vec<Alert>) -> Result<Vec<Alert>, AlertError> {
+        self.insert_numbered(pending).map(|(_, fresh)| fresh)
+    }
+
+    /// [`insert_pending`](Self::insert_pending), also answering the ordinal of the first
+    /// newly stored alert (the others follow it): what the dispatcher's delivery mark counts.
+    pub fn insert_numbered(
+        &self,
+        pending: &mut Vec<Alert>,
+    ) -> Result<(u64, Vec<Alert>), AlertError> {
         let mut state = self.lock();
+        let first = state.total as u64;
         let mut is_fresh = vec![false; pending.len()];
         let mut bytes = Vec::new();
         let mut line_ends = Vec::new();
@@ -276,7 +286,7 @@ impl AlertStore {
         }
         if line_ends.is_empty() {
             pending.clear();
-            return Ok(Vec::new());
+            return Ok((first, Vec::new()));
         }
         state.append(&self.inner.path, &bytes)?;
         let fresh: Vec<Alert> = pending
@@ -294,7 +304,38 @@ impl AlertStore {
                 let _ = self.inner.subscribers.send(alert.clone());
             }
         }
-        Ok(fresh)
+        Ok((first, fresh))
+    }
+
+    /// The stored alerts from ordinal `from` on (0-based, in the order they were stored),
+    /// each with its ordinal, read back from the file: what a restart sends again to sinks
+    /// that had not confirmed them. Blocking I/O.
+    pub fn read_from(&self, from: u64) -> Result<Vec<(u64, Alert)>, AlertError> {
+        let state = self.lock();
+        if from >= state.total as u64 {
+            return Ok(Vec::new());
+        }
+        let path = &self.inner.path;
+        let mut bytes = std::fs::read(path).map_err(|e| AlertError::io(path, e))?;
+        bytes.truncate(state.file_len as usize);
+        let mut alerts = Vec::new();
+        // The header is the first line; blank lines carry nothing (as `load_lines` reads it).
+        let lines = bytes.split(|byte| *byte == b'\n').skip(1);
+        let mut ordinal = 0u64;
+        for (index, line) in lines.filter(|line| !line.is_empty()).enumerate() {
+            ordinal = index as u64;
+            if ordinal < from {
+                continue;
+            }
+            let alert = serde_json::from_slice(line).map_err(|e| AlertError::Corrupt {
+                path: path.clone(),
+                line: index + 2,
+                reason: format!("invalid alert: {e}"),
+            })?;
+            alerts.push((ordinal, alert));
+        }
+        debug_assert!(alerts.is_empty() || ordinal + 1 == state.total as u64);
+        Ok(alerts)
     }
 
     /// Alerts in memory matching `filter`, newest `created_at_ms` first.
@@ -454,7 +495,7 @@ fn load_lines(path: &Path, complete_bytes: &[u8], state: &mut State) -> Result<b
 }
 
 /// Makes the creation of the store file durable (its directory entry).
-fn sync_dir(dir: &Path) -> Result<(), AlertError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), AlertError> {
     #[cfg(unix)]
     {
         File::open(dir)
