@@ -17,7 +17,9 @@ use crate::{SigmaConfig, SigmaError, parse_documents, translate_value};
 
 /// Translates every document of a Sigma file. The first rule is the file's main rule: its
 /// first correlation, or its first detection rule when it has no correlation.
-/// `loaded` finds a rule already loaded by id (for references the file does not resolve).
+/// `loaded` finds a rule already loaded by id (for references the file does not resolve);
+/// a rule of the file that is loaded already keeps its stored `enabled`, `shadow`, `sinks`
+/// and `suppress`, which Sigma has no field for.
 pub fn translate_file(
     text: &str,
     config: &SigmaConfig,
@@ -157,15 +159,31 @@ pub fn translate_file(
         }
     }
     let mut ids = BTreeSet::new();
-    for rule in &rules {
+    for rule in &mut rules {
         if !ids.insert(rule.id.clone()) {
             return Err(SigmaError::invalid(
                 format!("two rules of the file have the id `{}`", rule.id),
                 "id",
             ));
         }
+        // What Sigma cannot say, the stored rule keeps: a rule disabled, put in shadow mode,
+        // routed to some sinks or given a suppression through the API stays so when its file
+        // is loaded again (at every start with `--rules-dir`, or by `rules import`).
+        if let Some(stored) = loaded(&rule.id) {
+            keep_stored_settings(rule, &stored);
+        }
     }
     Ok(rules)
+}
+
+/// Copies the settings Sigma has no field for from the stored version of a rule.
+fn keep_stored_settings(rule: &mut Rule, stored: &Rule) {
+    rule.enabled = stored.enabled;
+    rule.shadow = stored.shadow;
+    rule.sinks.clone_from(&stored.sinks);
+    if rule.suppress.is_none() {
+        rule.suppress.clone_from(&stored.suppress);
+    }
 }
 
 fn is_correlation(object: &Map<String, Value>) -> bool {

@@ -84,8 +84,18 @@ impl SigmaError {
 
 /// Whether `text` looks like a Sigma document: a YAML mapping with top-level `detection:` and
 /// `logsource:` keys, or a Sigma correlation rule (top-level `correlation:`); native rules
-/// have none of these, so a Sigma document is never read as a native one.
+/// have none of these, so a Sigma document is never read as a native one. A Sigma rule sent
+/// as a JSON object (JSON is YAML: it translates the same) is recognised by the same keys.
 pub fn is_sigma(text: &str) -> bool {
+    if text.trim_start().starts_with('{') {
+        return match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(object)) => {
+                (object.contains_key("detection") && object.contains_key("logsource"))
+                    || object.contains_key("correlation")
+            }
+            _ => false,
+        };
+    }
     let mut detection = false;
     let mut logsource = false;
     let mut correlation = false;

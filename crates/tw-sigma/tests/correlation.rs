@@ -399,3 +399,33 @@ fn a_correlation_without_id_takes_its_name() {
     ]));
     assert_eq!(rule.id, "many_failed");
 }
+
+/// A Sigma rule loaded again (every start with `--rules-dir`, `rules import`) keeps what was
+/// set on its stored version through the API and that Sigma cannot say: disabled, shadow
+/// mode, its sinks, a suppression. Before, the file's translation (enabled, every sink) was
+/// stored over it.
+#[test]
+fn a_stored_rule_keeps_the_settings_sigma_has_no_field_for() {
+    let fresh = one(FAILED);
+    assert!(fresh.enabled && !fresh.shadow && fresh.sinks.is_empty());
+    let mut stored = fresh.clone();
+    stored.enabled = false;
+    stored.shadow = true;
+    stored.sinks = vec!["pager".into()];
+    stored.suppress = Some(tw_detect::Suppression {
+        duration: "10m".into(),
+        by: Some(vec!["User".into()]),
+    });
+    let stored_for_lookup = stored.clone();
+    let loaded = move |id: &str| (id == stored_for_lookup.id).then(|| stored_for_lookup.clone());
+    let again = translate_file(FAILED, &SigmaConfig::default(), &loaded).unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(!again[0].enabled);
+    assert!(again[0].shadow);
+    assert_eq!(again[0].sinks, vec!["pager".to_string()]);
+    assert_eq!(again[0].suppress, stored.suppress);
+    assert_eq!(
+        again[0].condition, fresh.condition,
+        "the definition is the file's"
+    );
+}

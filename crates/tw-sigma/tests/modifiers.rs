@@ -478,4 +478,17 @@ fn aws_cloudtrail_rules_go_to_the_cloudtrail_stream_with_nested_fields() {
     assert!(!tw_sigma::is_sigma(
         "id: x\ntitle: t\nstream: s\nmatch: {field: a, equals: 1}\n"
     ));
+    // The same rule as a JSON object (how a JSON API client sends it) is Sigma too, and
+    // translates the same; a native rule in JSON is not.
+    let value = tw_sigma::parse_yaml(text).unwrap();
+    let json_text = value.to_string();
+    assert!(tw_sigma::is_sigma(&json_text), "{json_text}");
+    assert_eq!(
+        translate(&json_text, &SigmaConfig::default()).unwrap(),
+        rule
+    );
+    assert!(!tw_sigma::is_sigma(
+        r#"{"id": "x", "title": "t", "stream": "s", "match": {"field": "a", "equals": 1}}"#
+    ));
+    assert!(!tw_sigma::is_sigma("{not json"));
 }
