@@ -319,11 +319,14 @@ pub async fn query(server: &str, sql: &str, format: OutputFormat) -> anyhow::Res
         OutputFormat::Table => {
             let reader =
                 arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
+            // The stream's schema, not the batches', names the columns: a result without rows
+            // may hold no batch at all.
+            let schema = reader.schema();
             let batches = reader.collect::<Result<Vec<_>, _>>()?;
             writeln!(
                 out,
                 "{}",
-                arrow::util::pretty::pretty_format_batches(&batches)?
+                arrow::util::pretty::pretty_format_batches_with_schema(schema, &batches)?
             )?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             eprintln!("{rows} row(s)");

@@ -124,6 +124,57 @@ async fn gen_send_and_query_from_the_command_line() {
     );
     assert!(ok);
     assert_eq!(out.trim(), r#"{"eventName":"X"}"#);
+    // Piped, the default is CSV: nested values as JSON text in one cell.
+    let (ok, out, err) = run(
+        &[
+            "query",
+            "--server",
+            &server.url,
+            "SELECT eventName, array_agg(eventName) AS names, regexp_match(eventName, '(X)') AS m \
+             FROM ct WHERE eventName = 'X' GROUP BY eventName",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "eventName,names,m\nX,\"[\"\"X\"\"]\",\"[\"\"X\"\"]\"\n"
+    );
+    // No row: CSV keeps its header, the table its column names, JSON has no line.
+    let nothing = "SELECT eventName, count(*) AS n FROM ct WHERE eventName = 'nope' GROUP BY 1";
+    let (ok, out, err) = run(
+        &["query", "--server", &server.url, "--format", "csv", nothing],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "eventName,n\n");
+    let (ok, out, err) = run(
+        &[
+            "query",
+            "--server",
+            &server.url,
+            "--format",
+            "table",
+            nothing,
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("| eventName | n |"), "{out}");
+    assert!(err.contains("0 row(s)"), "{err}");
+    let (ok, out, err) = run(
+        &[
+            "query",
+            "--server",
+            &server.url,
+            "--format",
+            "json",
+            nothing,
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "");
     let (ok, _, err) = run(
         &["query", "--server", &server.url, "SELECT nope FROM ct"],
         None,

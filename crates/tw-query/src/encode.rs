@@ -1,11 +1,13 @@
 //! Result encoders: JSON rows, CSV, Arrow IPC stream, and a text table for the CLI.
 
-use datafusion::arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringBuilder};
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
-use datafusion::arrow::json::writer::JsonArray;
+use datafusion::arrow::json::writer::{EncoderOptions, JsonArray, make_encoder};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use serde_json::{Map, Value};
 
@@ -22,6 +24,15 @@ fn encode_error(
 
 /// One JSON object per row, every column present (NULL as `null`), timestamps as RFC 3339.
 pub fn to_json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, QueryError> {
+    // A type JSON has no encoding for (a union, a map keyed by numbers) is the query's doing:
+    // name the column rather than fail as an internal error.
+    let options = json_options();
+    for batch in batches {
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            make_encoder(field, column.as_ref(), &options)
+                .map_err(unrepresentable("json", field))?;
+        }
+    }
     let mut writer = JsonWriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, JsonArray>(Vec::new());
@@ -41,13 +52,78 @@ pub fn to_json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, 
     Ok(rows)
 }
 
-/// CSV with a header line; timestamps as RFC 3339.
+/// CSV with a header line (taken from the first batch: a result without rows is one empty
+/// batch, see [`crate::QueryResult::batches`]); timestamps as RFC 3339; a list, struct or map
+/// value as its JSON text (`["a","b"]`, `{"k":1}`, as in the JSON output) in one cell, quoted
+/// as CSV needs.
 pub fn to_csv(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
     let mut writer = CsvWriterBuilder::new().with_header(true).build(Vec::new());
     for batch in batches {
-        writer.write(batch).map_err(encode_error("csv"))?;
+        let batch = nested_as_json_text(batch)?;
+        writer.write(&batch).map_err(encode_error("csv"))?;
     }
     Ok(writer.into_inner())
+}
+
+/// The options of the JSON output, also used for nested values in CSV.
+fn json_options() -> EncoderOptions {
+    EncoderOptions::default().with_explicit_nulls(true)
+}
+
+/// `batch` with every nested column (which the CSV writer refuses) as UTF-8 JSON text; NULL
+/// stays NULL.
+fn nested_as_json_text(batch: &RecordBatch) -> Result<RecordBatch, QueryError> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(batch.clone());
+    }
+    let options = json_options();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if !field.data_type().is_nested() {
+            fields.push(Arc::clone(field));
+            columns.push(Arc::clone(column));
+            continue;
+        }
+        let mut encoder = make_encoder(field, column.as_ref(), &options)
+            .map_err(unrepresentable("csv", field))?;
+        let mut text = StringBuilder::with_capacity(column.len(), column.len() * 16);
+        let mut value = Vec::new();
+        let nulls = column.logical_nulls();
+        for row in 0..column.len() {
+            if nulls.as_ref().is_some_and(|n| n.is_null(row)) || encoder.is_null(row) {
+                text.append_null();
+                continue;
+            }
+            value.clear();
+            encoder.encode(row, &mut value);
+            let value = std::str::from_utf8(&value).map_err(|e| QueryError::Encode {
+                format: "csv",
+                message: format!("column {}: {e}", field.name()),
+            })?;
+            text.append_value(value);
+        }
+        fields.push(Arc::new(
+            Field::new(field.name(), DataType::Utf8, true).with_metadata(field.metadata().clone()),
+        ));
+        columns.push(Arc::new(text.finish()));
+    }
+    let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    RecordBatch::try_new(schema, columns).map_err(encode_error("csv"))
+}
+
+/// A column whose type `format` cannot hold: the user's to change (a cast, another format).
+fn unrepresentable(
+    format: &'static str,
+    field: &FieldRef,
+) -> impl FnOnce(datafusion::arrow::error::ArrowError) -> QueryError {
+    move |e| QueryError::Unrepresentable {
+        format,
+        column: field.name().clone(),
+        data_type: field.data_type().to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// The Arrow IPC stream format (schema first, so an empty result still carries its columns).

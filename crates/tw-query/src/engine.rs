@@ -37,7 +37,9 @@ const INFORMATION_SCHEMA: &str = "information_schema";
 pub struct QueryResult {
     /// Schema of the result (also when no row was returned).
     pub schema: SchemaRef,
-    /// The rows, at most `max_result_rows` of them.
+    /// The rows, at most `max_result_rows` of them; never empty: a result without rows is
+    /// one empty batch, so an encoder given only the batches (CSV, the text table) still
+    /// writes the column names.
     pub batches: Vec<RecordBatch>,
     /// Whether rows were cut at `max_result_rows`.
     pub truncated: bool,
@@ -304,6 +306,9 @@ impl QueryJob {
             }
             rows += batch.num_rows();
             batches.push(batch);
+        }
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(Arc::clone(&schema)));
         }
         Ok(QueryResult {
             schema,

@@ -28,6 +28,22 @@ pub enum QueryError {
     /// The query needed more memory (or another resource) than the engine allows.
     #[error("query exceeded its resources: {0}")]
     ResourcesExhausted(String),
+    /// A result column has a type the requested format cannot hold (a union, a map with
+    /// non-text keys as JSON): the query's to change.
+    #[error(
+        "column {column} of type {data_type} cannot be written as {format} ({message}); \
+         select it as another type (a CAST, a field of it) or ask for Arrow IPC"
+    )]
+    Unrepresentable {
+        /// The output format (json, csv).
+        format: &'static str,
+        /// The column's name.
+        column: String,
+        /// The column's Arrow type.
+        data_type: String,
+        /// The encoder's reason.
+        message: String,
+    },
     /// The results could not be encoded into the requested format.
     #[error("encoding query results as {format} failed: {message}")]
     Encode {
@@ -70,7 +86,9 @@ impl QueryError {
     /// The class of this error.
     pub fn outcome(&self) -> ErrorOutcome {
         match self {
-            Self::Syntax(_) | Self::Plan(_) | Self::Refused(_) => ErrorOutcome::User,
+            Self::Syntax(_) | Self::Plan(_) | Self::Refused(_) | Self::Unrepresentable { .. } => {
+                ErrorOutcome::User
+            }
             Self::Timeout { .. } | Self::ResourcesExhausted(_) => ErrorOutcome::Unavailable,
             Self::Encode { .. } | Self::Setup(_) | Self::Internal(_) => ErrorOutcome::Internal,
         }

@@ -509,3 +509,134 @@ fn bare_words_search_every_string_field_of_every_segment() {
     }
     assert_eq!(total(&indexes, s, "n:1"), 1);
 }
+
+#[test]
+fn grammar_shapes_the_or_grouping_relies_on() {
+    // `lang::or_groups` reads these shapes of tantivy's grammar (`*` no operator, `+` AND,
+    // `?` OR); if a tantivy upgrade changes them, the grouping must be revisited.
+    let shape = |query: &str| format!("{:?}", tantivy::query_grammar::parse_query(query).unwrap());
+    assert_eq!(shape("x a OR b"), "(*x ?a ?b)");
+    assert_eq!(shape("a OR b x"), "(?a ?b *x)");
+    assert_eq!(shape("a AND b OR c"), "(?(+a +b) ?c)");
+    assert_eq!(shape("x -a OR b"), "(*x ?(-a) ?b)");
+    assert_eq!(shape("a OR b -x c OR d"), "(?a ?b -x ?c ?d)");
+    // The ambiguities: a space between two OR-joined terms, and an AND chain that is `Should`
+    // whether an OR or a space is next to it.
+    assert_eq!(shape("x a OR b c OR d"), shape("x a OR b OR c OR d"));
+    assert_eq!(shape("x a AND b c AND d"), shape("x a AND b OR c AND d"));
+    assert_eq!(shape("x a AND b c OR d"), shape("x a AND b OR c OR d"));
+}
+
+#[test]
+fn or_next_to_a_bare_term_is_an_or_group_that_is_required() {
+    let (_dir, indexes, stream) = indexed();
+    let s = &stream;
+    let u = |query: &str| users(&indexes, s, query).1;
+    // `x a OR b` is `x AND (a OR b)`: ConsoleLogin by alice, not every ConsoleLogin.
+    let login_by =
+        "eventName:ConsoleLogin userIdentity.userName:alice OR userIdentity.userName:bob";
+    assert_eq!(u(login_by), names(&["alice"]));
+    assert_eq!(
+        u("userIdentity.userName:alice OR userIdentity.userName:bob eventName:ConsoleLogin"),
+        names(&["alice"])
+    );
+    assert_eq!(
+        u("eventName:ConsoleLogin alice OR bob OR dave"),
+        names(&["alice"])
+    );
+    // Two groups apart: `(a OR b) x (c OR d)`.
+    assert_eq!(
+        u("alice OR carol consolelogin accessdenied OR bytes:7"),
+        names(&["alice"])
+    );
+    // An AND chain next to a bare term is required too.
+    assert_eq!(
+        u("eventName:ConsoleLogin AND accessdenied alice"),
+        names(&["alice"])
+    );
+    // A negative term joined by OR: ConsoleLogin AND (NOT carol OR bytes:300).
+    assert_eq!(
+        u("eventName:ConsoleLogin -carol OR bytes:300"),
+        names(&["alice"])
+    );
+    // `a OR b -x c OR d` is `(a OR b) AND NOT x AND (c OR d)`.
+    assert_eq!(
+        u("alice OR bob -getobject deletebucket OR consolelogin"),
+        names(&["alice", "alice"])
+    );
+    assert_eq!(
+        u("alice OR bob -deletebucket bytes:10 OR bytes:300"),
+        names(&["bob", "alice"])
+    );
+    // A parenthesized AND group joined by OR is one alternative.
+    assert_eq!(
+        u("consolelogin (alice AND accessdenied) OR bytes:50"),
+        names(&["carol", "alice"])
+    );
+    // What did not mix a space with OR is unchanged.
+    assert_eq!(
+        u("eventName:ConsoleLogin AND alice OR dave"),
+        names(&["dave", "alice"])
+    );
+    assert_eq!(users(&indexes, s, "alice OR bob OR carol OR dave").0, 5);
+    assert_eq!(u("consolelogin (alice OR bob OR carol OR dave)").len(), 2);
+    assert_eq!(
+        u("consolelogin AND (alice OR bob OR carol OR dave)").len(),
+        2
+    );
+    assert_eq!(u("accessdenied -deletebucket"), names(&["alice"]));
+    assert_eq!(u("alice OR -consolelogin").len(), 4);
+}
+
+#[test]
+fn or_next_to_a_bare_term_is_refused_when_the_grouping_is_ambiguous() {
+    let (_dir, indexes, stream) = indexed();
+    let s = &stream;
+    // `x a OR b c OR d` and `x a OR b OR c OR d` parse alike: refuse rather than guess.
+    let error = bad(
+        &indexes,
+        s,
+        "eventName:ConsoleLogin alice OR bob OR carol OR dave",
+    );
+    assert!(error.contains("ambiguous"), "{error}");
+    assert!(error.contains("alice, bob, carol, dave"), "{error}");
+    assert!(
+        error.contains("AND (alice OR bob OR carol OR dave)"),
+        "{error}"
+    );
+    assert!(bad(&indexes, s, "consolelogin alice OR bob carol OR dave").contains("ambiguous"));
+    // AND chains: `x a AND b c AND d` and `x a AND b OR c AND d` parse alike.
+    let chains = bad(
+        &indexes,
+        s,
+        "alice consolelogin AND accessdenied deletebucket AND bytes:7",
+    );
+    assert!(
+        chains.contains("(consolelogin AND accessdenied)"),
+        "{chains}"
+    );
+    bad(
+        &indexes,
+        s,
+        "alice consolelogin AND accessdenied deletebucket OR bytes:7",
+    );
+    // Written out, both meanings are accepted.
+    assert_eq!(
+        users(
+            &indexes,
+            s,
+            "eventName:ConsoleLogin AND (alice OR bob OR carol OR dave)"
+        )
+        .0,
+        2
+    );
+    assert_eq!(
+        users(
+            &indexes,
+            s,
+            "alice AND ((consolelogin AND accessdenied) OR (deletebucket AND bytes:7))"
+        )
+        .0,
+        2
+    );
+}

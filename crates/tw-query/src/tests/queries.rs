@@ -679,3 +679,90 @@ async fn counts_by_one_string_column_per_distinct_value() {
         assert!(!text.contains("CountPerValueExec"), "{other}: {text}");
     }
 }
+
+fn csv(result: &crate::QueryResult) -> String {
+    String::from_utf8(crate::to_csv(&result.batches).expect("csv")).expect("utf8")
+}
+
+#[tokio::test]
+async fn csv_writes_lists_structs_and_maps_as_json_text() {
+    let engine = cloudtrail_lake().engine(QueryConfig::default());
+    let grouped = run(
+        &engine,
+        "SELECT eventName, array_agg(_offset ORDER BY _offset) AS offsets FROM cloudtrail \
+         GROUP BY eventName ORDER BY eventName",
+    )
+    .await;
+    assert_eq!(
+        csv(&grouped),
+        "eventName,offsets\nAttachUserPolicy,\"[3,4]\"\nConsoleLogin,\"[0,2]\"\nGetObject,[1]\n"
+    );
+    // Quotes inside the JSON text are doubled; NULL is an empty cell, as for other types.
+    let matched = run(
+        &engine,
+        "SELECT _offset, regexp_match(\"requestParameters.policyArn\", 'policy/(\\w+)') AS m \
+         FROM cloudtrail WHERE _offset >= 2 ORDER BY _offset",
+    )
+    .await;
+    assert_eq!(
+        csv(&matched),
+        "_offset,m\n2,\n3,\"[\"\"AdministratorAccess\"\"]\"\n4,\"[\"\"ReadOnly\"\"]\"\n"
+    );
+    let nested = run(
+        &engine,
+        "SELECT named_struct('name', eventName, 'tags', make_array('a,b', NULL)) AS s, \
+         MAP {'k': _offset} AS m FROM cloudtrail WHERE _offset = 0",
+    )
+    .await;
+    assert_eq!(
+        csv(&nested),
+        "s,m\n\"{\"\"name\"\":\"\"ConsoleLogin\"\",\"\"tags\"\":[\"\"a,b\"\",null]}\",\"{\"\"k\"\":0}\"\n"
+    );
+    // The same values as the JSON output gives them.
+    assert_eq!(
+        rows_of(
+            &engine,
+            "SELECT make_array(_offset, 7) AS a FROM cloudtrail WHERE _offset = 1"
+        )
+        .await,
+        vec![json!({"a": [1, 7]})]
+    );
+}
+
+#[tokio::test]
+async fn a_type_a_format_cannot_hold_is_the_users_error() {
+    let engine = cloudtrail_lake().engine(QueryConfig::default());
+    // JSON (and so nested CSV cells) keys maps by text only.
+    let result = run(&engine, "SELECT MAP {1: 'one'} AS m").await;
+    for error in [
+        crate::to_json_rows(&result.batches).unwrap_err(),
+        crate::to_csv(&result.batches).unwrap_err(),
+    ] {
+        assert!(error.is_user_error(), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("column m of type Map"), "{message}");
+    }
+    assert!(crate::to_arrow_ipc(&result.batches, &result.schema).is_ok());
+}
+
+#[tokio::test]
+async fn results_without_rows_keep_their_columns() {
+    let engine = cloudtrail_lake().engine(QueryConfig::default());
+    let none = run(
+        &engine,
+        "SELECT eventName, _offset AS \"off,set\" FROM cloudtrail WHERE eventName = 'nope'",
+    )
+    .await;
+    assert_eq!(none.num_rows(), 0);
+    assert_eq!(csv(&none), "eventName,\"off,set\"\n");
+    let table = crate::to_pretty_table(&none.batches).expect("table");
+    assert!(table.contains("| eventName | off,set |"), "{table}");
+    assert!(crate::to_json_rows(&none.batches).expect("json").is_empty());
+    let nested = run(
+        &engine,
+        "SELECT eventName, array_agg(_offset) AS offsets FROM cloudtrail WHERE _offset > 99 \
+         GROUP BY eventName",
+    )
+    .await;
+    assert_eq!(csv(&nested), "eventName,offsets\n");
+}
