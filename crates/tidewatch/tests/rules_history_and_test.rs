@@ -159,6 +159,20 @@ async fn every_change_is_recorded_with_author_and_previous_version() {
     assert!(server.terminate());
     let server = Server::start(dir.path(), None, &[]);
     check(&server.get("/api/v1/rules/t1/history").await.1);
+    // Created again after the deletion: the numbering goes on (a second "version 1" would
+    // name two different rules in the history and in alerts' `rule_version`).
+    let (status, body) = send_rule(
+        &server,
+        Method::POST,
+        "/api/v1/rules",
+        Some("erin"),
+        Some(threshold_rule("1m", "Again")),
+    )
+    .await;
+    assert_eq!((status, body["version"].as_u64()), (201, Some(6)), "{body}");
+    let (_, history) = server.get("/api/v1/rules/t1/history").await;
+    assert_eq!(history[6]["version"], 6, "{history}");
+    assert_eq!(history[6]["action"], "create", "{history}");
 }
 
 async fn dry_run(server: &Server, body: Value) -> (u16, Value) {

@@ -153,7 +153,13 @@ impl RuleRegistry {
         let mut out = Vec::with_capacity(rules.len());
         for mut rule in rules {
             let before = stored.get(&rule.id).cloned();
-            rule.version = before.as_ref().map_or(1, |b| b.version + 1);
+            rule.version = match &before {
+                Some(before) => before.version + 1,
+                // A rule created again after a deletion continues its history's numbering:
+                // two "version 1"s in one history (and in alerts' `rule_version`) would be
+                // two different rules under one name.
+                None => self.history(&rule.id)?.last().map_or(1, |c| c.version + 1),
+            };
             let action = if before.is_some() { "update" } else { "create" };
             self.store(&mut stored, rule.clone(), before.clone(), who, action)?;
             out.push((rule, before));
