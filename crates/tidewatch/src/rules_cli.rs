@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 /// Rule files under `dir` (recursively), sorted, by extension `.yml`, `.yaml`, `.json`.
-fn rule_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn rule_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {

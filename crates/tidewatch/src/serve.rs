@@ -5,7 +5,7 @@
 //! which flush the lake and commit their offsets, then drain the alert sinks, then close the
 //! log.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -350,7 +350,7 @@ fn resend_unconfirmed(
     }
 }
 
-/// Imports every `.yaml`, `.yml` and `.json` rule file of `dir` (native or Sigma), storing a
+/// Imports every `.yaml`, `.yml` and `.json` rule file under `dir` (native or Sigma), storing a
 /// new version only when a file differs from the stored rule. A Sigma file may hold several
 /// rules (a correlation and the rules it refers to), stored together or not at all; a
 /// correlation referring to a rule of another file is retried once the other files are in.
@@ -359,19 +359,15 @@ fn load_rules_dir(
     dir: &Path,
     sigma: &tw_sigma::SigmaConfig,
 ) -> anyhow::Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("reading rules directory {}", dir.display()))?;
-    let mut files = Vec::new();
-    for entry in entries {
-        let path = entry?.path();
-        let format = match path.extension().and_then(|e| e.to_str()) {
-            Some("yaml" | "yml") => RuleFormat::Yaml,
-            Some("json") => RuleFormat::Json,
-            _ => continue,
-        };
-        files.push((path, format));
-    }
-    files.sort_by(|a, b| a.0.cmp(&b.0));
+    // Recursively, as `rules import` reads a directory (SigmaHQ keeps rules in subfolders).
+    let files: Vec<(PathBuf, RuleFormat)> = crate::rules_cli::rule_files(dir)?
+        .into_iter()
+        .map(|path| {
+            let json = path.extension().is_some_and(|e| e == "json");
+            let format = if json { RuleFormat::Json } else { RuleFormat::Yaml };
+            (path, format)
+        })
+        .collect();
     let mut problems = Vec::new();
     let mut pending = Vec::new();
     for (path, format) in &files {

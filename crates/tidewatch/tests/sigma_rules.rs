@@ -222,4 +222,33 @@ async fn sigma_files_in_the_rules_directory_load_at_start() {
         rule["match"]["condition"], "selection and not 1 of filter_*",
         "the Sigma condition is kept as written: {rule}"
     );
+
+    // Subfolders are read too (SigmaHQ's layout), and a rule disabled through the API stays
+    // disabled when its unchanged file is loaded again at the next start (Sigma has no field
+    // for it).
+    let nested = ROOT_LOGIN
+        .replace("8f1e3a62-9b7d-4c1e-a1c2-3b4d5e6f7a80", "0c4b2d9e-1a2b-4c3d-9e8f-7a6b5c4d3e2f")
+        .replace("Root Console Login", "Nested Root Login");
+    write(&rules.join("cloud").join("aws"), "nested.yml", &nested);
+    let disabled = server
+        .client
+        .post(format!(
+            "{}/api/v1/rules/8f1e3a62-9b7d-4c1e-a1c2-3b4d5e6f7a80/disable",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), 200);
+    assert!(server.terminate());
+    let server = Server::start(&dir.path().join("data"), None, &["--rules-dir", &rules_arg]);
+    let (_, rule) = server
+        .get("/api/v1/rules/8f1e3a62-9b7d-4c1e-a1c2-3b4d5e6f7a80")
+        .await;
+    assert_eq!(rule["enabled"], false, "{rule}");
+    let (status, rule) = server
+        .get("/api/v1/rules/0c4b2d9e-1a2b-4c3d-9e8f-7a6b5c4d3e2f")
+        .await;
+    assert_eq!(status, 200, "the rule of the subfolder: {rule}");
+    assert_eq!(rule["enabled"], true, "{rule}");
 }
