@@ -84,22 +84,39 @@ impl ConsumerProgress {
             .clone()
     }
 
+    /// The end of every non-empty partition of `stream` (all streams when `None`), as of now.
+    fn ends(log: &dyn Log, stream: Option<&StreamName>) -> Vec<(StreamName, u32, Offset)> {
+        let mut ends = Vec::new();
+        for (name, partitions) in log.streams() {
+            if name.is_internal() || stream.is_some_and(|s| *s != name) {
+                continue;
+            }
+            for partition in 0..partitions {
+                let end = log.end_offset(&name, partition).unwrap_or(0);
+                let start = log.start_offset(&name, partition).unwrap_or(0);
+                if end > start {
+                    ends.push((name.clone(), partition, end));
+                }
+            }
+        }
+        ends
+    }
+
     /// Whether every partition of `stream` (all streams when `None`) has been handled up to
     /// the log's current end.
     pub fn caught_up(&self, log: &dyn Log, stream: Option<&StreamName>) -> bool {
-        log.streams()
-            .into_iter()
-            .filter(|(name, _)| !name.is_internal() && stream.is_none_or(|s| s == name))
-            .all(|(name, partitions)| {
-                (0..partitions).all(|p| {
-                    let end = log.end_offset(&name, p).unwrap_or(0);
-                    let start = log.start_offset(&name, p).unwrap_or(0);
-                    end <= start || self.position(&name, p).is_some_and(|pos| pos >= end)
-                })
-            })
+        self.reached(&Self::ends(log, stream))
     }
 
-    /// Waits (polling every 2 ms) until [`caught_up`](Self::caught_up) or `timeout`.
+    fn reached(&self, ends: &[(StreamName, u32, Offset)]) -> bool {
+        ends.iter()
+            .all(|(name, p, end)| self.position(name, *p).is_some_and(|pos| pos >= *end))
+    }
+
+    /// Waits (polling every 2 ms) until the consumer has handled every record the log held
+    /// when the call began (of `stream`, or of all streams when `None`), or `timeout`. The ends
+    /// are taken once: under steady ingest, chasing the ends of records appended meanwhile
+    /// would never catch up, and every wait would last the whole `timeout`.
     pub async fn wait_caught_up(
         &self,
         log: &dyn Log,
@@ -107,8 +124,9 @@ impl ConsumerProgress {
         timeout: Duration,
     ) -> bool {
         let deadline = Instant::now() + timeout;
+        let ends = Self::ends(log, stream);
         loop {
-            if self.caught_up(log, stream) {
+            if self.reached(&ends) {
                 return true;
             }
             if Instant::now() >= deadline {
