@@ -361,3 +361,26 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every TOML example of the README loads and validates as a config file: a user copies
+    /// them as they are (a duplicated `[detect]` table once made the main example refuse to load).
+    #[test]
+    fn every_toml_example_of_the_readme_is_a_valid_config() {
+        let readme = include_str!("../../../README.md");
+        let mut examples = 0;
+        for block in readme.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            let config: Config = toml::from_str(text)
+                .unwrap_or_else(|e| panic!("README example does not load: {e}\n{text}"));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("README example does not validate: {e:#}\n{text}"));
+            examples += 1;
+        }
+        assert!(examples >= 3, "only {examples} TOML examples found");
+    }
+}

@@ -152,7 +152,7 @@ async fn a_kill_nine_in_the_middle_of_a_file_neither_loses_nor_duplicates() {
     // Small batches: many durable appends, so the kill lands inside the file.
     let config = config(dir.path(), &watched, "killed", 100);
     let data = dir.path().join("data");
-    let progress_file = data.join("sources/dir-killed/current.json");
+    let progress_file = data.join("sources/dir-killed/progress.json");
 
     let server = Server::start(&data, Some(&config), &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -160,7 +160,7 @@ async fn a_kill_nine_in_the_middle_of_a_file_neither_loses_nor_duplicates() {
         let acked = std::fs::read(&progress_file)
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| v["acked_line"].as_u64())
+            .and_then(|v| v["files"][0]["acked_line"].as_u64())
             .unwrap_or(0);
         if acked >= 2_000 {
             break acked;

@@ -7,18 +7,30 @@
 //! the [`Ingestor`]. After each durable batch the last acknowledged record number is saved;
 //! before it, the log's end positions, so an interrupted batch is completed without
 //! duplicates (see `recover`). A file that cannot be decoded at all is recorded as failed
-//! with its reason (log, metric, dead letter) and never retried; a file that cannot be read
-//! (network, permissions) is retried at the next poll.
+//! with its reason (log, metric, dead letter) and never retried.
+//!
+//! Order of a poll: first the files already started (each from its own saved progress), then
+//! the new settled files, oldest key first. A started file whose append was interrupted (a
+//! crash, a full disk) is completed before anything else is appended: the check of what that
+//! append stored reads the log past its recorded positions, and must not find other files'
+//! events there. An error of the append path ends the poll; the file keeps its progress and is
+//! the first resumed at the next poll.
+//!
+//! What cannot be listed or read (network, permissions, a key `object_store` cannot represent,
+//! see `listing`) is reported (a warning with the path and the reason when it appears,
+//! `tidewatch_source_errors_total` at every poll, `tidewatch_source_unreadable_paths`) and
+//! retried at the next poll while the other files go on; except a started file whose append was
+//! interrupted, which holds back the new files until it can be read or is removed. A started
+//! file that was removed is recorded as failed: the records taken stay, the rest is gone.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use metrics::{Counter, Gauge};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::watch;
 use tw_core::{StreamName, now_ms};
 use tw_log::Log;
@@ -29,6 +41,7 @@ use tw_pipeline::{
 
 use crate::SourceError;
 use crate::config::PollConfig;
+use crate::listing::Lister;
 use crate::recover::{log_positions, remove_stored};
 use crate::state::{FileOutcome, FileState, Pending, Progress, finished_entry};
 
@@ -52,12 +65,15 @@ pub struct FileSource {
     /// For messages: `dir /path` or `s3://bucket/prefix`.
     location: String,
     store: Arc<dyn ObjectStore>,
+    lister: Lister,
     prefix: Option<ObjectPath>,
     poll: PollConfig,
     ingestor: Arc<Ingestor>,
     log: Arc<dyn Log>,
     state: Arc<Mutex<FileState>>,
     seen: HashSet<String>,
+    /// What could not be listed or read, by path, with the reason (a warning when it appears).
+    unreadable: BTreeMap<String, String>,
     metrics: FileMetrics,
 }
 
@@ -70,6 +86,7 @@ struct FileMetrics {
     errors: Counter,
     pending: Gauge,
     lag_seconds: Gauge,
+    unreadable: Gauge,
 }
 
 impl FileMetrics {
@@ -83,6 +100,7 @@ impl FileMetrics {
             errors: metrics::counter!("tidewatch_source_errors_total", "source" => source.to_string()),
             pending: metrics::gauge!("tidewatch_source_files_pending", "source" => source.to_string()),
             lag_seconds: metrics::gauge!("tidewatch_source_lag_seconds", "source" => source.to_string()),
+            unreadable: metrics::gauge!("tidewatch_source_unreadable_paths", "source" => source.to_string()),
         }
     }
 }
@@ -95,8 +113,10 @@ pub struct FileSourceParts {
     pub stream: StreamName,
     /// Human-readable location for messages.
     pub location: String,
-    /// The store.
+    /// The store files are read from.
     pub store: Arc<dyn ObjectStore>,
+    /// How the store is listed.
+    pub lister: Lister,
     /// Prefix inside the store (none: everything).
     pub prefix: Option<ObjectPath>,
     /// Polling and batching.
@@ -121,9 +141,24 @@ impl Unit {
 
 /// What became of one file.
 enum FileEnd {
+    /// Taken, recorded as failed, or gone before it was started: nothing left to do.
     Finished,
-    /// Stopped between two batches (shutdown); resumed at the next start.
+    /// Stopped between two batches (shutdown); resumed first at the next start.
     Interrupted,
+    /// Could not be read (nothing appended since the last saved progress); retried at the
+    /// next poll.
+    Unreadable {
+        /// The store's error.
+        reason: String,
+    },
+}
+
+/// How far a poll went.
+enum PollEnd {
+    /// Every file it listed was tried.
+    Complete,
+    /// Stopped early (shutdown, or held back by a started file that cannot be read).
+    Partial,
 }
 
 impl FileSource {
@@ -135,12 +170,14 @@ impl FileSource {
             stream: parts.stream,
             location: parts.location,
             store: parts.store,
+            lister: parts.lister,
             prefix: parts.prefix,
             poll: parts.poll,
             ingestor,
             log,
             state: Arc::new(Mutex::new(parts.state)),
             seen: HashSet::new(),
+            unreadable: BTreeMap::new(),
             metrics,
         }
     }
@@ -162,48 +199,140 @@ impl FileSource {
         tracing::info!(source = %self.name, "file source stopped");
     }
 
-    /// One listing and the ingestion of every new settled file, oldest key first.
+    /// One poll: the files already started, each resumed from its saved progress, then every
+    /// new settled file, oldest key first. What cannot be listed or read is reported and
+    /// retried at the next poll; an error of the append path ends the poll (the file keeps
+    /// its progress and is resumed first at the next one).
     pub async fn poll_once(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), SourceError> {
+        let mut unreadable = BTreeMap::new();
+        let end = self.poll_files(shutdown, &mut unreadable).await;
+        self.report_unreadable(unreadable, matches!(end, Ok(PollEnd::Complete)));
+        end.map(|_| ())
+    }
+
+    /// What could not be listed or read at the last poll (and at earlier ones, for what the
+    /// last poll did not get to), by path, with the store's reason. A path ending in `/` is
+    /// a directory or prefix.
+    pub fn unreadable(&self) -> &BTreeMap<String, String> {
+        &self.unreadable
+    }
+
+    async fn poll_files(
+        &mut self,
+        shutdown: &watch::Receiver<bool>,
+        unreadable: &mut BTreeMap<String, String>,
+    ) -> Result<PollEnd, SourceError> {
         let now = now_ms();
-        let mut listing = self.store.list(self.prefix.as_ref());
+        let listed = self.lister.list(self.prefix.as_ref()).await;
+        unreadable.extend(listed.problems.into_iter().map(|p| (p.path, p.reason)));
+        // Started files, by key, the one with an interrupted append (at most one: it is always
+        // resumed first) before the others.
+        let mut started: Vec<(String, bool)> = self
+            .lock_state()
+            .started()
+            .map(|p| (p.key.clone(), p.pending.is_some()))
+            .collect();
+        started.sort_by_key(|(_, interrupted_append)| !interrupted_append);
         let mut ready = Vec::new();
         let mut oldest_unfinished = None::<i64>;
         let mut unfinished = 0usize;
-        while let Some(item) = listing.next().await {
-            let meta = item.map_err(|e| SourceError::store(&self.location, e))?;
+        for meta in listed.objects {
             let key = meta.location.to_string();
             if !is_candidate(&key) || self.lock_state().is_finished(&key) {
                 continue;
             }
+            let is_started = started.iter().any(|(k, _)| *k == key);
             if self.seen.insert(key) {
                 self.metrics.seen.increment(1);
             }
             let modified = meta.last_modified.timestamp_millis();
             unfinished += 1;
             oldest_unfinished = Some(oldest_unfinished.map_or(modified, |o| o.min(modified)));
-            if now - modified >= self.poll.settle_ms as i64 {
-                ready.push(meta);
+            if !is_started && now - modified >= self.poll.settle_ms as i64 {
+                ready.push(meta.location);
             }
         }
-        drop(listing);
         self.report_backlog(unfinished, oldest_unfinished);
-        ready.sort_by(|a, b| a.location.cmp(&b.location));
-        for meta in ready {
+        ready.sort();
+        let ready = self.lister.regular_files(ready).await;
+
+        // Started files first, wherever the listing got: one whose append was interrupted
+        // must be completed before anything else is appended (see `recover`).
+        for (key, interrupted_append) in started {
             if *shutdown.borrow() {
-                return Ok(());
+                return Ok(PollEnd::Partial);
             }
-            match self.ingest_file(&meta, shutdown).await? {
-                FileEnd::Finished => {
-                    unfinished -= 1;
-                    self.metrics.pending.set(unfinished as f64);
+            let end = match ObjectPath::parse(&key) {
+                Ok(location) => self.ingest_file(&location, shutdown).await?,
+                Err(error) => FileEnd::Unreadable {
+                    reason: error.to_string(),
+                },
+            };
+            match end {
+                FileEnd::Finished => self.count_finished(&mut unfinished),
+                FileEnd::Interrupted => return Ok(PollEnd::Partial),
+                FileEnd::Unreadable { reason } if interrupted_append => {
+                    unreadable.insert(
+                        key,
+                        format!(
+                            "{reason} (its interrupted append must be completed first: no other \
+                             file is taken until it can be read or is removed)"
+                        ),
+                    );
+                    return Ok(PollEnd::Partial);
                 }
-                FileEnd::Interrupted => return Ok(()),
+                FileEnd::Unreadable { reason } => {
+                    unreadable.insert(key, reason);
+                }
+            }
+        }
+        for location in ready {
+            if *shutdown.borrow() {
+                return Ok(PollEnd::Partial);
+            }
+            match self.ingest_file(&location, shutdown).await? {
+                FileEnd::Finished => self.count_finished(&mut unfinished),
+                FileEnd::Interrupted => return Ok(PollEnd::Partial),
+                FileEnd::Unreadable { reason } => {
+                    unreadable.insert(location.to_string(), reason);
+                }
             }
         }
         if unfinished == 0 {
             self.metrics.lag_seconds.set(0.0);
         }
-        Ok(())
+        Ok(PollEnd::Complete)
+    }
+
+    fn count_finished(&self, unfinished: &mut usize) {
+        *unfinished = unfinished.saturating_sub(1);
+        self.metrics.pending.set(*unfinished as f64);
+    }
+
+    /// Warns about what became unreadable (or changed reason), counts every unreadable path
+    /// as a retried failure, and keeps the set for the next poll. A poll that stopped early
+    /// forgets nothing it did not get to.
+    fn report_unreadable(&mut self, now: BTreeMap<String, String>, complete: bool) {
+        for (path, reason) in &now {
+            if self.unreadable.get(path) == Some(reason) {
+                tracing::debug!(source = %self.name, %path, %reason, "still cannot list or read");
+            } else {
+                tracing::warn!(
+                    source = %self.name, location = %self.location, %path, %reason,
+                    "cannot list or read; retried at every poll"
+                );
+            }
+        }
+        self.metrics.errors.increment(now.len() as u64);
+        if complete {
+            for path in self.unreadable.keys().filter(|p| !now.contains_key(*p)) {
+                tracing::info!(source = %self.name, %path, "no longer unreadable");
+            }
+            self.unreadable = now;
+        } else {
+            self.unreadable.extend(now);
+        }
+        self.metrics.unreadable.set(self.unreadable.len() as f64);
     }
 
     fn report_backlog(&self, unfinished: usize, oldest_modified_ms: Option<i64>) {
@@ -229,15 +358,22 @@ impl FileSource {
 
     async fn ingest_file(
         &self,
-        meta: &ObjectMeta,
+        location: &ObjectPath,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<FileEnd, SourceError> {
-        let key = meta.location.to_string();
-        let mut progress = self
-            .lock_state()
-            .progress(&key)
-            .cloned()
-            .unwrap_or_else(|| Progress::start(&key, meta.size));
+        let key = location.to_string();
+        let saved = self.lock_state().progress(&key).cloned();
+        let object = match self.store.get(location).await {
+            Ok(object) => object,
+            Err(object_store::Error::NotFound { .. }) => return self.vanished(saved).await,
+            Err(error) => {
+                return Ok(FileEnd::Unreadable {
+                    reason: error.to_string(),
+                });
+            }
+        };
+        let size = object.meta.size;
+        let mut progress = saved.unwrap_or_else(|| Progress::start(&key, size));
         let limits = *self.ingestor.limits();
         // A file did not come over HTTP: the bound is on what it holds, the decompressed size
         // (a plain file is its own decompressed content).
@@ -245,26 +381,19 @@ impl FileSource {
             max_body_bytes: limits.max_decompressed_bytes,
             ..limits
         };
-        if meta.size > file_limits.max_body_bytes as u64 {
+        if size > file_limits.max_body_bytes as u64 {
             let reason = format!(
-                "file of {} bytes exceeds the limit of {} bytes (ingest.max_decompressed_bytes)",
-                meta.size, file_limits.max_body_bytes
+                "file of {size} bytes exceeds the limit of {} bytes (ingest.max_decompressed_bytes)",
+                file_limits.max_body_bytes
             );
             return self.fail(progress, reason, Bytes::new()).await;
         }
-        let body = match self.store.get(&meta.location).await {
-            Ok(result) => result.bytes().await,
-            Err(error) => Err(error),
-        };
-        let body = match body {
+        let body = match object.bytes().await {
             Ok(body) => body,
-            // Deleted between the listing and the read: nothing to ingest, nothing to record.
-            Err(object_store::Error::NotFound { .. }) => return Ok(FileEnd::Finished),
             Err(error) => {
-                return Err(SourceError::store(
-                    format!("{}/{key}", self.location),
-                    error,
-                ));
+                return Ok(FileEnd::Unreadable {
+                    reason: error.to_string(),
+                });
             }
         };
         let encoding = if key.to_ascii_lowercase().ends_with(".gz") {
@@ -293,7 +422,7 @@ impl FileSource {
 
         match self.append_units(&mut progress, units, shutdown).await {
             Ok(FileEnd::Finished) => {}
-            Ok(FileEnd::Interrupted) => return Ok(FileEnd::Interrupted),
+            Ok(end) => return Ok(end),
             // Retrying cannot help (e.g. a record the log refuses as too large): what was
             // appended stays, the file is recorded as failed.
             Err(SourceError::Ingest(error)) if error.is_client_error() => {
@@ -306,6 +435,27 @@ impl FileSource {
         self.metrics.ingested.increment(1);
         tracing::info!(source = %self.name, file = %key, events = progress.events, rejected = progress.rejected, "file ingested");
         Ok(FileEnd::Finished)
+    }
+
+    /// A file gone between the listing and the read. Never started: nothing to record (a file
+    /// written later under its name is a new file). Started: the records taken stay and the
+    /// rest cannot be read any more, so it is recorded as failed (it neither holds the other
+    /// files back nor comes back).
+    async fn vanished(&self, saved: Option<Progress>) -> Result<FileEnd, SourceError> {
+        let Some(progress) = saved else {
+            return Ok(FileEnd::Finished);
+        };
+        let acked = progress.acked_line;
+        let reason = match &progress.pending {
+            None => format!("removed after its records up to {acked} were taken"),
+            Some(pending) => format!(
+                "removed after its records up to {acked} were taken; whether records {} to {} \
+                 were is unknown (their append was interrupted)",
+                acked + 1,
+                pending.upto_line
+            ),
+        };
+        self.fail(progress, reason, Bytes::new()).await
     }
 
     /// Appends the records after the acknowledged line, batch by batch.

@@ -1,15 +1,18 @@
 //! Tests of the file watcher over a real disk log: exact accounting, restarts, interrupted
-//! appends, undecodable files.
+//! appends, undecodable files, files and directories that cannot be read.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use object_store::local::LocalFileSystem;
 use tokio::sync::watch;
-use tw_core::StreamName;
-use tw_log::{DiskLog, Log, LogConfig};
+use tw_core::{AppendRecord, Offset, PartitionId, Record, Retention, StreamName};
+use tw_log::{DiskLog, Log, LogConfig, LogError};
 use tw_pipeline::{
     DLQ_STREAM, DeadLetterQueue, IngestLimits, Ingestor, StreamDefaults, StreamRegistry,
     split_events,
@@ -18,10 +21,126 @@ use tw_pipeline::{
 use super::*;
 use crate::recover::log_positions;
 
+/// The disk log, whose disk can fill up after a number of appends, and which can raise a
+/// shutdown signal at an append (the source then stops before its next batch).
+struct TestLog {
+    disk: Arc<dyn Log>,
+    appends: AtomicUsize,
+    /// Appends numbered past this fail with `DiskFull`.
+    full_after: AtomicUsize,
+    /// Raised at the append of this number.
+    stop_at: Mutex<Option<(usize, watch::Sender<bool>)>>,
+}
+
+impl TestLog {
+    /// The disk is full after `appends` more appends.
+    fn fill_after(&self, appends: usize) {
+        let done = self.appends.load(Ordering::SeqCst);
+        self.full_after.store(done + appends, Ordering::SeqCst);
+    }
+
+    fn free(&self) {
+        self.full_after.store(usize::MAX, Ordering::SeqCst);
+    }
+
+    /// A shutdown signal raised at the `appends`-th append from now.
+    fn stop_after(&self, appends: usize) -> watch::Receiver<bool> {
+        let (sender, receiver) = watch::channel(false);
+        let at = self.appends.load(Ordering::SeqCst) + appends;
+        *self.stop_at.lock().unwrap() = Some((at, sender));
+        receiver
+    }
+}
+
+impl Log for TestLog {
+    fn create_stream(&self, stream: &StreamName, partitions: u32) -> Result<(), LogError> {
+        self.disk.create_stream(stream, partitions)
+    }
+    fn delete_stream(&self, stream: &StreamName) -> Result<(), LogError> {
+        self.disk.delete_stream(stream)
+    }
+    fn incarnation(&self, stream: &StreamName) -> Option<u64> {
+        self.disk.incarnation(stream)
+    }
+    fn partitions(&self, stream: &StreamName) -> Option<u32> {
+        self.disk.partitions(stream)
+    }
+    fn streams(&self) -> Vec<(StreamName, u32)> {
+        self.disk.streams()
+    }
+    fn append(
+        &self,
+        stream: &StreamName,
+        partition: PartitionId,
+        records: Vec<AppendRecord>,
+    ) -> BoxFuture<'static, Result<Range<Offset>, LogError>> {
+        let number = self.appends.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some((at, sender)) = &*self.stop_at.lock().unwrap()
+            && number >= *at
+        {
+            let _ = sender.send(true);
+        }
+        if number > self.full_after.load(Ordering::SeqCst) {
+            return Box::pin(async {
+                Err(LogError::DiskFull {
+                    path: "test".into(),
+                })
+            });
+        }
+        self.disk.append(stream, partition, records)
+    }
+    fn read(
+        &self,
+        stream: &StreamName,
+        partition: PartitionId,
+        from: Offset,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, LogError> {
+        self.disk
+            .read(stream, partition, from, max_records, max_bytes)
+    }
+    fn start_offset(
+        &self,
+        stream: &StreamName,
+        partition: PartitionId,
+    ) -> Result<Offset, LogError> {
+        self.disk.start_offset(stream, partition)
+    }
+    fn end_offset(&self, stream: &StreamName, partition: PartitionId) -> Result<Offset, LogError> {
+        self.disk.end_offset(stream, partition)
+    }
+    fn offset_for_time(
+        &self,
+        stream: &StreamName,
+        partition: PartitionId,
+        ingest_time_ms: i64,
+    ) -> Result<Offset, LogError> {
+        self.disk.offset_for_time(stream, partition, ingest_time_ms)
+    }
+    fn apply_retention(
+        &self,
+        stream: &StreamName,
+        partition: PartitionId,
+        retention: &Retention,
+        now_ms: i64,
+    ) -> Result<usize, LogError> {
+        self.disk
+            .apply_retention(stream, partition, retention, now_ms)
+    }
+    fn size_bytes(&self, stream: &StreamName, partition: PartitionId) -> Result<u64, LogError> {
+        self.disk.size_bytes(stream, partition)
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.disk.subscribe()
+    }
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     watched: std::path::PathBuf,
     state_dir: std::path::PathBuf,
+    test_log: Arc<TestLog>,
     log: Arc<dyn Log>,
     ingestor: Arc<Ingestor>,
     limits: IngestLimits,
@@ -31,7 +150,13 @@ fn fixture(limits: IngestLimits) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let watched = dir.path().join("watched");
     std::fs::create_dir_all(&watched).unwrap();
-    let log: Arc<dyn Log> = DiskLog::open(LogConfig::new(dir.path().join("log"))).unwrap();
+    let test_log = Arc::new(TestLog {
+        disk: DiskLog::open(LogConfig::new(dir.path().join("log"))).unwrap(),
+        appends: AtomicUsize::new(0),
+        full_after: AtomicUsize::new(usize::MAX),
+        stop_at: Mutex::new(None),
+    });
+    let log: Arc<dyn Log> = test_log.clone();
     let dlq = DeadLetterQueue::open(log.clone()).unwrap();
     let mut defaults = StreamDefaults::default();
     defaults.config.partitions = 3;
@@ -42,6 +167,7 @@ fn fixture(limits: IngestLimits) -> Fixture {
         state_dir: dir.path().join("state"),
         watched,
         _dir: dir,
+        test_log,
         log,
         ingestor,
         limits,
@@ -50,12 +176,14 @@ fn fixture(limits: IngestLimits) -> Fixture {
 
 impl Fixture {
     fn source(&self, batch_records: usize) -> FileSource {
+        let store = Arc::new(LocalFileSystem::new_with_prefix(&self.watched).unwrap());
         FileSource::new(
             FileSourceParts {
                 name: "test".into(),
                 stream: StreamName::new("files").unwrap(),
                 location: self.watched.display().to_string(),
-                store: Arc::new(LocalFileSystem::new_with_prefix(&self.watched).unwrap()),
+                store: store.clone(),
+                lister: Lister::Directory(store),
                 prefix: None,
                 poll: PollConfig {
                     poll_interval_ms: 10,
@@ -73,6 +201,31 @@ impl Fixture {
         let path = self.watched.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Replaces `name` by a file that cannot be opened, also by root (for whom permissions
+    /// would not stop a read): a link to a write-only sysctl, where the kernel checks the
+    /// mode for root too. The file's own content is kept aside, for `make_readable`.
+    fn make_unreadable(&self, name: &str) {
+        const WRITE_ONLY: &str = "/proc/sys/vm/drop_caches";
+        assert!(
+            std::fs::metadata(WRITE_ONLY).is_ok_and(|m| m.is_file())
+                && std::fs::File::open(WRITE_ONLY).is_err(),
+            "this test needs Linux's {WRITE_ONLY}, a regular file no one may read"
+        );
+        let path = self.watched.join(name);
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(WRITE_ONLY, path).unwrap();
+    }
+
+    /// Replaces the link of `make_unreadable` by a file holding `bytes`.
+    fn make_readable(&self, name: &str, bytes: &[u8]) {
+        std::fs::remove_file(self.watched.join(name)).unwrap();
+        self.write(name, bytes);
+    }
+
+    fn symlink(&self, name: &str, target: &str) {
+        std::os::unix::fs::symlink(target, self.watched.join(name)).unwrap();
     }
 
     /// Every payload stored in the stream, with its count.
@@ -111,6 +264,16 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 fn ndjson(prefix: &str, count: usize) -> String {
     (1..=count)
         .map(|i| format!("{{\"id\":\"{prefix}-{i}\"}}\n"))
+        .collect()
+}
+
+/// Each record of `files` (prefix, record count, as written by `ndjson`) once.
+fn each_once(files: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    files
+        .iter()
+        .flat_map(|(prefix, count)| {
+            (1..=*count).map(move |i| (format!("{{\"id\":\"{prefix}-{i}\"}}"), 1))
+        })
         .collect()
 }
 
@@ -328,4 +491,297 @@ async fn unsettled_files_wait_for_a_later_poll() {
     source.poll.settle_ms = 0;
     source.poll_once(&no_shutdown()).await.unwrap();
     assert_eq!(f.stored().len(), 2);
+}
+
+/// Issue 4 regression: the progress of an unfinished file sat in one slot, and a file whose
+/// key sorts earlier, taken first at the next poll, overwrote it: the unfinished file was then
+/// read again from its first record and every batch already stored was stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_stopped_by_a_full_disk_is_resumed_before_an_earlier_new_file() {
+    let f = fixture(IngestLimits::default());
+    f.write("m.ndjson", ndjson("m", 20).as_bytes());
+    let mut source = f.source(4);
+    f.test_log.fill_after(4);
+    let error = source.poll_once(&no_shutdown()).await.unwrap_err();
+    assert!(
+        matches!(&error, SourceError::Ingest(e) if e.is_retryable()),
+        "{error}"
+    );
+    let progress = FileState::open(&f.state_dir)
+        .unwrap()
+        .progress("m.ndjson")
+        .cloned()
+        .unwrap();
+    assert!(
+        progress.acked_line > 0 && progress.pending.is_some(),
+        "{progress:?}"
+    );
+
+    // Space is freed; a file whose key sorts first arrives before the next poll.
+    f.test_log.free();
+    f.write("a.ndjson", ndjson("a", 3).as_bytes());
+    source.poll_once(&no_shutdown()).await.unwrap();
+
+    assert_eq!(f.stored(), each_once(&[("m", 20), ("a", 3)]));
+    let state = FileState::open(&f.state_dir).unwrap();
+    assert_eq!(state.finished("m.ndjson").unwrap().events, 20);
+    assert_eq!(state.finished("a.ndjson").unwrap().events, 3);
+    assert_eq!(state.started().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_stopped_by_a_shutdown_is_resumed_first_after_a_restart() {
+    let f = fixture(IngestLimits::default());
+    f.write("m.ndjson", ndjson("m", 20).as_bytes());
+    let stop = f.test_log.stop_after(4);
+    f.source(4).poll_once(&stop).await.unwrap();
+    let progress = FileState::open(&f.state_dir)
+        .unwrap()
+        .progress("m.ndjson")
+        .cloned()
+        .unwrap();
+    assert!(
+        (1..20).contains(&progress.acked_line) && progress.pending.is_none(),
+        "{progress:?}"
+    );
+
+    // Restart, with new files on both sides of the unfinished one.
+    f.write("a.ndjson", ndjson("a", 3).as_bytes());
+    f.write("z.ndjson", ndjson("z", 2).as_bytes());
+    f.source(4).poll_once(&no_shutdown()).await.unwrap();
+
+    assert_eq!(f.stored(), each_once(&[("m", 20), ("a", 3), ("z", 2)]));
+    let state = FileState::open(&f.state_dir).unwrap();
+    assert_eq!(state.finished("m.ndjson").unwrap().events, 20);
+    assert_eq!(state.finished_count(), 3);
+}
+
+/// Issue 4 regression: one object the store refused to read ended the poll, so every file
+/// after it waited forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_file_is_reported_and_retried_while_the_others_are_taken() {
+    let f = fixture(IngestLimits::default());
+    f.write("a.ndjson", ndjson("a", 3).as_bytes());
+    f.make_unreadable("b.ndjson");
+    f.write("c.ndjson", ndjson("c", 2).as_bytes());
+
+    let mut source = f.source(10);
+    source.poll_once(&no_shutdown()).await.unwrap();
+    assert_eq!(f.stored(), each_once(&[("a", 3), ("c", 2)]));
+    let unreadable: Vec<&String> = source.unreadable().keys().collect();
+    assert_eq!(unreadable, ["b.ndjson"]);
+    assert!(
+        source.unreadable()["b.ndjson"].contains("b.ndjson"),
+        "{:?}",
+        source.unreadable()
+    );
+    assert!(
+        !FileState::open(&f.state_dir)
+            .unwrap()
+            .is_finished("b.ndjson")
+    );
+
+    // Still unreadable at the next poll: still reported, nothing else happens.
+    source.poll_once(&no_shutdown()).await.unwrap();
+    assert_eq!(source.unreadable().len(), 1);
+    assert_eq!(f.stored(), each_once(&[("a", 3), ("c", 2)]));
+
+    // Readable again: taken at the next poll.
+    f.make_readable("b.ndjson", ndjson("b", 4).as_bytes());
+    source.poll_once(&no_shutdown()).await.unwrap();
+    assert_eq!(f.stored(), each_once(&[("a", 3), ("b", 4), ("c", 2)]));
+    assert!(source.unreadable().is_empty());
+}
+
+/// Issue 4 regression: an error while listing (here a symlink loop, which walkdir refuses
+/// like a directory it may not open) ended the listing and the poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_cannot_be_listed_does_not_hide_the_others() {
+    let f = fixture(IngestLimits::default());
+    f.write("a.ndjson", ndjson("a", 2).as_bytes());
+    f.write("bad/x.ndjson", ndjson("x", 2).as_bytes());
+    f.symlink("bad/loop", ".");
+    f.write("ok/y.ndjson", ndjson("y", 2).as_bytes());
+    // A link back to the root: followed once would list every file again under ok/up/.
+    f.symlink("ok/up", "..");
+    // Hidden: not even listed, so its loop is no problem.
+    f.write(".spool/h.ndjson", ndjson("h", 2).as_bytes());
+    f.symlink(".spool/loop", ".");
+    f.write("z.ndjson", ndjson("z", 2).as_bytes());
+
+    let mut source = f.source(10);
+    source.poll_once(&no_shutdown()).await.unwrap();
+    assert_eq!(f.stored(), each_once(&[("a", 2), ("y", 2), ("z", 2)]));
+    let unreadable: Vec<&String> = source.unreadable().keys().collect();
+    assert_eq!(unreadable, ["bad/"]);
+    assert!(
+        source.unreadable()["bad/"].contains("loop"),
+        "{:?}",
+        source.unreadable()
+    );
+
+    std::fs::remove_file(f.watched.join("bad/loop")).unwrap();
+    source.poll_once(&no_shutdown()).await.unwrap();
+    assert_eq!(
+        f.stored(),
+        each_once(&[("a", 2), ("x", 2), ("y", 2), ("z", 2)])
+    );
+    assert!(source.unreadable().is_empty());
+}
+
+/// A file whose append was interrupted is completed before anything else is appended (the
+/// check of what that append stored reads the log past its positions): if it cannot be read,
+/// new files wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_file_with_an_interrupted_append_holds_back_new_files() {
+    let f = fixture(IngestLimits::default());
+    let text = ndjson("m", 20);
+    f.write("m.ndjson", text.as_bytes());
+    let mut source = f.source(4);
+    f.test_log.fill_after(4);
+    source.poll_once(&no_shutdown()).await.unwrap_err();
+    f.test_log.free();
+    let before = f.stored();
+
+    f.make_unreadable("m.ndjson");
+    f.write("a.ndjson", ndjson("a", 3).as_bytes());
+    source.poll_once(&no_shutdown()).await.unwrap();
+    assert_eq!(
+        f.stored(),
+        before,
+        "nothing appended while m cannot be read"
+    );
+    assert!(
+        source.unreadable()["m.ndjson"].contains("no other file is taken"),
+        "{:?}",
+        source.unreadable()
+    );
+
+    f.make_readable("m.ndjson", text.as_bytes());
+    source.poll_once(&no_shutdown()).await.unwrap();
+    assert_eq!(f.stored(), each_once(&[("m", 20), ("a", 3)]));
+    assert!(source.unreadable().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_started_file_without_an_append_in_flight_lets_new_files_pass() {
+    let f = fixture(IngestLimits::default());
+    let text = ndjson("m", 20);
+    f.write("m.ndjson", text.as_bytes());
+    let stop = f.test_log.stop_after(4);
+    f.source(4).poll_once(&stop).await.unwrap();
+
+    f.make_unreadable("m.ndjson");
+    f.write("a.ndjson", ndjson("a", 3).as_bytes());
+    let mut source = f.source(4);
+    source.poll_once(&no_shutdown()).await.unwrap();
+    assert!(f.stored().contains_key(r#"{"id":"a-3"}"#));
+    assert!(!source.unreadable()["m.ndjson"].contains("no other file"));
+
+    f.make_readable("m.ndjson", text.as_bytes());
+    source.poll_once(&no_shutdown()).await.unwrap();
+    assert_eq!(f.stored(), each_once(&[("m", 20), ("a", 3)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_file_that_was_removed_is_recorded_as_failed() {
+    let f = fixture(IngestLimits::default());
+    f.write("m.ndjson", ndjson("m", 20).as_bytes());
+    let mut source = f.source(4);
+    f.test_log.fill_after(4);
+    source.poll_once(&no_shutdown()).await.unwrap_err();
+    f.test_log.free();
+    let before = f.stored();
+    assert!(!before.is_empty());
+
+    std::fs::remove_file(f.watched.join("m.ndjson")).unwrap();
+    f.write("a.ndjson", ndjson("a", 3).as_bytes());
+    source.poll_once(&no_shutdown()).await.unwrap();
+
+    let mut expected = before;
+    expected.extend(each_once(&[("a", 3)]));
+    assert_eq!(f.stored(), expected);
+    let state = FileState::open(&f.state_dir).unwrap();
+    let entry = state.finished("m.ndjson").unwrap();
+    assert_eq!(entry.outcome, FileOutcome::Failed);
+    assert!(
+        entry.reason.as_ref().unwrap().contains("removed after"),
+        "{entry:?}"
+    );
+    assert_eq!(state.started().count(), 0);
+    assert!(source.unreadable().is_empty());
+    let letters = f.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].stage, "source:test");
+}
+
+/// The check of an interrupted append matches records by their bytes past the log positions
+/// taken before it: another file resumed first could append the same bytes there and have
+/// them taken for the interrupted append's own (here two files with the same content).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_append_is_completed_before_another_started_file_is_resumed() {
+    let f = fixture(IngestLimits::default());
+    let text = ndjson("x", 20);
+    // b: started, stopped after its first batch (no append in flight).
+    f.write("b.ndjson", text.as_bytes());
+    let stop = f.test_log.stop_after(1);
+    f.source(4).poll_once(&stop).await.unwrap();
+    // m: same content, started while b could not be read, interrupted by a full disk in the
+    // middle of an append of records that b has not taken yet.
+    f.make_unreadable("b.ndjson");
+    f.write("m.ndjson", text.as_bytes());
+    let mut source = f.source(4);
+    f.test_log.fill_after(4);
+    source.poll_once(&no_shutdown()).await.unwrap_err();
+    let state = FileState::open(&f.state_dir).unwrap();
+    let (b, m) = (
+        state.progress("b.ndjson").unwrap().clone(),
+        state.progress("m.ndjson").unwrap().clone(),
+    );
+    drop(state);
+    assert!(b.pending.is_none() && m.pending.is_some(), "{b:?} {m:?}");
+    assert!(
+        b.acked_line < m.pending.as_ref().unwrap().upto_line,
+        "b would append records of m's interrupted batch: {b:?} {m:?}"
+    );
+
+    f.make_readable("b.ndjson", text.as_bytes());
+    f.test_log.free();
+    source.poll_once(&no_shutdown()).await.unwrap();
+
+    let expected: BTreeMap<String, usize> = each_once(&[("x", 20)])
+        .into_keys()
+        .map(|k| (k, 2))
+        .collect();
+    assert_eq!(f.stored(), expected);
+}
+
+/// A directory listing also shows sockets and FIFOs (opening a FIFO waits for a writer):
+/// they are not files to take, nor problems to report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_and_fifos_are_not_read() {
+    let f = fixture(IngestLimits::default());
+    f.write("a.ndjson", ndjson("a", 2).as_bytes());
+    let _socket = std::os::unix::net::UnixListener::bind(f.watched.join("socket.ndjson")).unwrap();
+    let fifo = f.watched.join("fifo.json");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let mut source = f.source(10);
+    let polled = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        source.poll_once(&no_shutdown()),
+    )
+    .await;
+    if polled.is_err() {
+        // Release the read stuck on the FIFO, so that the test fails instead of hanging.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+        panic!("a poll must not wait on a FIFO");
+    }
+    polled.unwrap().unwrap();
+    assert_eq!(f.stored(), each_once(&[("a", 2)]));
+    assert!(source.unreadable().is_empty(), "{:?}", source.unreadable());
 }

@@ -5,12 +5,14 @@
 //! only once it is fsynced), the same dead-letter queue for records that cannot be taken.
 //!
 //! Invariants:
-//! - a file source takes each file once: finished files are journaled durably, the file in
-//!   progress records the last record acknowledged by a durable append, and an append
-//!   interrupted by a crash is completed by comparing the log with the batch (`recover`), so
-//!   a restart neither skips nor duplicates records;
+//! - a file source takes each file once: finished files are journaled durably, every file
+//!   started and not finished keeps its own record of the last record acknowledged by a
+//!   durable append (starting another file never drops it), and an append interrupted by a
+//!   crash or an error is completed by comparing the log with the batch (`recover`) before
+//!   anything else is appended, so a restart neither skips nor duplicates records;
 //! - a file that cannot be decoded is recorded as failed with its reason and never retried;
-//!   a file that cannot be read is retried at the next poll;
+//!   an object or directory that cannot be listed or read is reported and retried at the next
+//!   poll while the other files go on (only a file with an interrupted append holds them back);
 //! - a JetStream message is acknowledged only after its events are durable (at-least-once);
 //!   core NATS is best effort, like core NATS itself;
 //! - sources stop between two appends when asked (`run` takes the shutdown signal).
@@ -21,6 +23,7 @@
 mod config;
 mod error;
 mod files;
+mod listing;
 mod nats;
 mod recover;
 mod state;
@@ -41,6 +44,7 @@ pub use config::{
 };
 pub use error::SourceError;
 pub use files::{FileSource, FileSourceParts, is_candidate};
+pub use listing::{Listed, Lister, Unlisted};
 pub use nats::NatsSource;
 pub use state::{FileOutcome, FileState, FinishedFile, Pending, Progress};
 
@@ -78,7 +82,7 @@ pub fn build(config: &SourceConfig, context: &SourceContext) -> Result<Source, S
     let name = config.name();
     let stream = StreamName::new(config.stream())
         .map_err(|e| SourceError::Config(format!("source {name:?}: {e}")))?;
-    let (store, prefix, location, poll): (Arc<dyn ObjectStore>, _, _, _) = match config {
+    let (store, lister, prefix, location, poll): (Arc<dyn ObjectStore>, _, _, _, _) = match config {
         SourceConfig::Nats(nats) => {
             return Ok(Source::Nats(Box::new(NatsSource::new(
                 name,
@@ -90,8 +94,10 @@ pub fn build(config: &SourceConfig, context: &SourceContext) -> Result<Source, S
         SourceConfig::Dir(dir) => {
             let store = LocalFileSystem::new_with_prefix(&dir.path)
                 .map_err(|e| SourceError::store(dir.path.display().to_string(), e))?;
+            let store = Arc::new(store);
             (
-                Arc::new(store),
+                store.clone(),
+                Lister::Directory(store),
                 None,
                 dir.path.display().to_string(),
                 dir.poll(),
@@ -106,7 +112,14 @@ pub fn build(config: &SourceConfig, context: &SourceContext) -> Result<Source, S
                 .map_err(|e| SourceError::store(location.clone(), e))?;
             let prefix = s3.prefix.trim_matches('/');
             let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
-            (Arc::new(store), prefix, location, s3.poll())
+            let store = Arc::new(store);
+            (
+                store.clone(),
+                Lister::Bucket(store),
+                prefix,
+                location,
+                s3.poll(),
+            )
         }
     };
     let state = FileState::open(&context.state_dir.join(&name))?;
@@ -116,6 +129,7 @@ pub fn build(config: &SourceConfig, context: &SourceContext) -> Result<Source, S
             stream,
             location,
             store,
+            lister,
             prefix,
             poll,
             state,

@@ -1,18 +1,26 @@
-//! The durable memory of a file source: which files are finished, and how far the one in
-//! progress got.
+//! The durable memory of a file source: which files are finished, and how far each file
+//! started and not yet finished got.
 //!
 //! Two files in the source's state directory:
 //! - `files.ndjson`, an append-only journal with one line per finished file (ingested or
 //!   failed), fsynced per line. Appending keeps the cost per file constant however many files
 //!   a bucket holds; a torn last line (crash mid-write) is cut on open.
-//! - `current.json`, the file in progress: the last line acknowledged by a durable append and,
-//!   while an append is in flight, the log positions taken just before it ([`Pending`]), so a
-//!   restart can tell which of the in-flight events were stored. Replaced atomically.
+//! - `progress.json`, one [`Progress`] per file started and not finished, keyed by file: the
+//!   last line acknowledged by a durable append and, while an append is in flight, the log
+//!   positions taken just before it ([`Pending`]), so a restart can tell which of the in-flight
+//!   events were stored. Usually one file at most; more while a started file cannot be read.
+//!   Replaced atomically. A file's progress is only ever replaced by a later progress of the
+//!   same file, or removed when that file is journaled: starting another file never drops it.
 //!
-//! A file listed in the journal is never read again, even if `current.json` still names it
-//! (crash between the journal line and the reset of `current.json`).
+//! A file listed in the journal is never read again, even if `progress.json` still names it
+//! (crash between the journal line and the rewrite of `progress.json`).
+//!
+//! Format history: version 1 kept a single progress in `current.json` (the file in progress,
+//! or `null`). [`FileState::open`] migrates it explicitly: it writes `progress.json` holding
+//! that progress, then removes `current.json`; when both exist (crash in between),
+//! `progress.json` is the migrated one and wins.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -21,10 +29,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::SourceError;
 
-/// Version written in every persisted record.
+/// Version written in every journal line and progress record.
 const STATE_VERSION: u32 = 1;
+/// Version of `progress.json` (version 1 was the single progress of `current.json`).
+const PROGRESS_FILE_VERSION: u32 = 2;
 const JOURNAL: &str = "files.ndjson";
-const CURRENT: &str = "current.json";
+const PROGRESS: &str = "progress.json";
+/// The progress file of version 1, migrated on open.
+const LEGACY_CURRENT: &str = "current.json";
 
 /// How a file ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +70,7 @@ pub struct FinishedFile {
     pub finished_at_ms: i64,
 }
 
-/// The file in progress.
+/// How far a started file got.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// Format version.
@@ -91,6 +103,14 @@ pub struct Pending {
     pub dlq_end: u64,
 }
 
+/// The content of `progress.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct ProgressFile {
+    v: u32,
+    /// Sorted by key.
+    files: Vec<Progress>,
+}
+
 impl Progress {
     /// Progress at the start of a file.
     pub fn start(key: &str, size: u64) -> Self {
@@ -111,7 +131,8 @@ pub struct FileState {
     dir: PathBuf,
     finished: HashMap<String, FinishedFile>,
     journal: File,
-    current: Option<Progress>,
+    /// Started files not finished, by key.
+    started: BTreeMap<String, Progress>,
 }
 
 impl FileState {
@@ -152,25 +173,13 @@ impl FileState {
                 .and_then(|()| journal.sync_all())
                 .map_err(|e| SourceError::state(&journal_path, e))?;
         }
-        let current_path = dir.join(CURRENT);
-        let current = match std::fs::read(&current_path) {
-            Ok(bytes) => {
-                let progress: Option<Progress> =
-                    serde_json::from_slice(&bytes).map_err(|e| SourceError::StateCorrupt {
-                        path: current_path.clone(),
-                        line: 1,
-                        message: e.to_string(),
-                    })?;
-                progress.filter(|p| !finished.contains_key(&p.key))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(SourceError::state(&current_path, e)),
-        };
+        let mut started = read_progress(dir)?;
+        started.retain(|key, _| !finished.contains_key(key));
         Ok(Self {
             dir: dir.to_path_buf(),
             finished,
             journal,
-            current,
+            started,
         })
     }
 
@@ -189,19 +198,32 @@ impl FileState {
         self.finished.len()
     }
 
-    /// The progress recorded for `key`, if it is the file in progress.
+    /// The progress recorded for `key`, if it was started and is not finished.
     pub fn progress(&self, key: &str) -> Option<&Progress> {
-        self.current.as_ref().filter(|p| p.key == key)
+        self.started.get(key)
     }
 
-    /// Durably records the progress of the file in progress.
+    /// Every file started and not finished, by key.
+    pub fn started(&self) -> impl Iterator<Item = &Progress> {
+        self.started.values()
+    }
+
+    /// Durably records the progress of one file (the other started files keep theirs).
     pub fn save_progress(&mut self, progress: Progress) -> Result<(), SourceError> {
-        self.write_current(Some(&progress))?;
-        self.current = Some(progress);
+        let key = progress.key.clone();
+        let previous = self.started.insert(key.clone(), progress);
+        if let Err(error) = self.write_progress() {
+            // Memory stays what the disk holds.
+            match previous {
+                Some(previous) => self.started.insert(key, previous),
+                None => self.started.remove(&key),
+            };
+            return Err(error);
+        }
         Ok(())
     }
 
-    /// Durably records a finished file (journal first, then the reset of the progress).
+    /// Durably records a finished file (journal first, then the removal of its progress).
     pub fn finish(&mut self, entry: FinishedFile) -> Result<(), SourceError> {
         let path = self.dir.join(JOURNAL);
         let mut line = serde_json::to_vec(&entry).map_err(|e| SourceError::state(&path, e))?;
@@ -210,20 +232,75 @@ impl FileState {
             .write_all(&line)
             .and_then(|()| self.journal.sync_data())
             .map_err(|e| SourceError::state(&path, e))?;
-        let was_current = self.current.as_ref().is_some_and(|p| p.key == entry.key);
+        let was_started = self.started.remove(&entry.key).is_some();
         self.finished.insert(entry.key.clone(), entry);
-        if was_current {
-            self.write_current(None)?;
-            self.current = None;
+        if was_started {
+            // Failing here leaves a stale progress on disk, which the journal overrides.
+            self.write_progress()?;
         }
         Ok(())
     }
 
-    fn write_current(&self, progress: Option<&Progress>) -> Result<(), SourceError> {
-        let path = self.dir.join(CURRENT);
-        let bytes = serde_json::to_vec(&progress).map_err(|e| SourceError::state(&path, e))?;
-        tw_log::write_file_atomically(&path, &bytes).map_err(|e| SourceError::state(&path, e))
+    fn write_progress(&self) -> Result<(), SourceError> {
+        write_progress_file(&self.dir, self.started.values().cloned().collect())
     }
+}
+
+fn write_progress_file(dir: &Path, files: Vec<Progress>) -> Result<(), SourceError> {
+    let path = dir.join(PROGRESS);
+    let content = ProgressFile {
+        v: PROGRESS_FILE_VERSION,
+        files,
+    };
+    let bytes = serde_json::to_vec(&content).map_err(|e| SourceError::state(&path, e))?;
+    tw_log::write_file_atomically(&path, &bytes).map_err(|e| SourceError::state(&path, e))
+}
+
+/// Reads `progress.json`, migrating a version 1 `current.json` first if there is one.
+fn read_progress(dir: &Path) -> Result<BTreeMap<String, Progress>, SourceError> {
+    let path = dir.join(PROGRESS);
+    let legacy_path = dir.join(LEGACY_CURRENT);
+    let corrupt = |path: &Path, message: String| SourceError::StateCorrupt {
+        path: path.to_path_buf(),
+        line: 1,
+        message,
+    };
+    let files = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let content: ProgressFile =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e.to_string()))?;
+            if content.v != PROGRESS_FILE_VERSION {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "unsupported version {} (expected {PROGRESS_FILE_VERSION})",
+                        content.v
+                    ),
+                ));
+            }
+            content.files
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read(&legacy_path) {
+            Ok(bytes) => {
+                let current: Option<Progress> = serde_json::from_slice(&bytes)
+                    .map_err(|e| corrupt(&legacy_path, e.to_string()))?;
+                let files: Vec<Progress> = current.into_iter().collect();
+                tracing::info!(path = %legacy_path.display(), "migrating the progress of a file source to progress.json");
+                write_progress_file(dir, files.clone())?;
+                files
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(SourceError::state(&legacy_path, e)),
+        },
+        Err(e) => return Err(SourceError::state(&path, e)),
+    };
+    // Migrated (now or before a crash that left both files): progress.json holds it.
+    match std::fs::remove_file(&legacy_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(SourceError::state(&legacy_path, e)),
+    }
+    Ok(files.into_iter().map(|p| (p.key.clone(), p)).collect())
 }
 
 /// A journal entry for `progress` ending with `outcome`.
@@ -316,7 +393,7 @@ mod tests {
         let mut state = FileState::open(dir.path()).unwrap();
         let progress = Progress::start("x", 1);
         state.save_progress(progress.clone()).unwrap();
-        // Crash between the journal line and the reset of current.json: simulate by writing
+        // Crash between the journal line and the rewrite of progress.json: simulate by writing
         // the journal line directly.
         let line =
             serde_json::to_string(&finished_entry(&progress, FileOutcome::Done, None)).unwrap();
@@ -325,6 +402,109 @@ mod tests {
         let state = FileState::open(dir.path()).unwrap();
         assert!(state.is_finished("x"));
         assert_eq!(state.progress("x"), None);
+    }
+
+    /// The first version kept one slot: starting another file overwrote the progress of an
+    /// unfinished one, which was then read again from its first record.
+    #[test]
+    fn starting_another_file_keeps_the_progress_of_an_unfinished_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = FileState::open(dir.path()).unwrap();
+        let mut m = Progress::start("m.ndjson", 100);
+        m.acked_line = 8;
+        m.events = 8;
+        m.pending = Some(Pending {
+            upto_line: 12,
+            log_ends: vec![3, 3, 2],
+            dlq_end: 0,
+        });
+        state.save_progress(m.clone()).unwrap();
+        let mut a = Progress::start("a.ndjson", 10);
+        a.acked_line = 2;
+        state.save_progress(a.clone()).unwrap();
+        assert_eq!(state.progress("m.ndjson"), Some(&m));
+        a.acked_line = 3;
+        state
+            .finish(finished_entry(&a, FileOutcome::Done, None))
+            .unwrap();
+        drop(state);
+
+        let state = FileState::open(dir.path()).unwrap();
+        assert_eq!(state.progress("m.ndjson"), Some(&m));
+        assert_eq!(state.progress("a.ndjson"), None);
+        assert!(state.is_finished("a.ndjson"));
+        let started: Vec<&str> = state.started().map(|p| p.key.as_str()).collect();
+        assert_eq!(started, ["m.ndjson"]);
+    }
+
+    #[test]
+    fn a_version_1_current_json_is_migrated_to_progress_json() {
+        let dir = tempfile::tempdir().unwrap();
+        // What version 1 wrote, byte for byte.
+        std::fs::write(
+            dir.path().join(LEGACY_CURRENT),
+            r#"{"v":1,"key":"sub/b.ndjson.gz","size":99,"acked_line":7,"events":6,"rejected":1,"pending":{"upto_line":12,"log_ends":[1,2],"dlq_end":5}}"#,
+        )
+        .unwrap();
+        let expected = Progress {
+            v: 1,
+            key: "sub/b.ndjson.gz".into(),
+            size: 99,
+            acked_line: 7,
+            events: 6,
+            rejected: 1,
+            pending: Some(Pending {
+                upto_line: 12,
+                log_ends: vec![1, 2],
+                dlq_end: 5,
+            }),
+        };
+        let state = FileState::open(dir.path()).unwrap();
+        assert_eq!(state.progress("sub/b.ndjson.gz"), Some(&expected));
+        drop(state);
+        assert!(!dir.path().join(LEGACY_CURRENT).exists());
+        let state = FileState::open(dir.path()).unwrap();
+        assert_eq!(state.progress("sub/b.ndjson.gz"), Some(&expected));
+
+        // `null`: no file was in progress.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LEGACY_CURRENT), "null").unwrap();
+        let state = FileState::open(dir.path()).unwrap();
+        assert_eq!(state.started().count(), 0);
+        assert!(!dir.path().join(LEGACY_CURRENT).exists());
+        assert!(dir.path().join(PROGRESS).exists());
+    }
+
+    #[test]
+    fn after_a_crash_in_the_middle_of_the_migration_progress_json_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = FileState::open(dir.path()).unwrap();
+        let mut migrated = Progress::start("m.ndjson", 50);
+        migrated.acked_line = 4;
+        state.save_progress(migrated.clone()).unwrap();
+        drop(state);
+        // The version 1 file the migration had not removed yet.
+        let legacy = Progress::start("m.ndjson", 50);
+        std::fs::write(
+            dir.path().join(LEGACY_CURRENT),
+            serde_json::to_vec(&Some(&legacy)).unwrap(),
+        )
+        .unwrap();
+        let state = FileState::open(dir.path()).unwrap();
+        assert_eq!(state.progress("m.ndjson"), Some(&migrated));
+        assert!(!dir.path().join(LEGACY_CURRENT).exists());
+    }
+
+    #[test]
+    fn a_progress_file_of_an_unknown_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PROGRESS), r#"{"v":3,"files":[]}"#).unwrap();
+        let error = FileState::open(dir.path()).err().unwrap();
+        assert!(
+            matches!(error, SourceError::StateCorrupt { .. })
+                && error.to_string().contains("version 3"),
+            "{error}"
+        );
     }
 
     #[test]
