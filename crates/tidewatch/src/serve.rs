@@ -364,7 +364,11 @@ fn load_rules_dir(
         .into_iter()
         .map(|path| {
             let json = path.extension().is_some_and(|e| e == "json");
-            let format = if json { RuleFormat::Json } else { RuleFormat::Yaml };
+            let format = if json {
+                RuleFormat::Json
+            } else {
+                RuleFormat::Yaml
+            };
             (path, format)
         })
         .collect();

@@ -227,7 +227,10 @@ async fn sigma_files_in_the_rules_directory_load_at_start() {
     // disabled when its unchanged file is loaded again at the next start (Sigma has no field
     // for it).
     let nested = ROOT_LOGIN
-        .replace("8f1e3a62-9b7d-4c1e-a1c2-3b4d5e6f7a80", "0c4b2d9e-1a2b-4c3d-9e8f-7a6b5c4d3e2f")
+        .replace(
+            "8f1e3a62-9b7d-4c1e-a1c2-3b4d5e6f7a80",
+            "0c4b2d9e-1a2b-4c3d-9e8f-7a6b5c4d3e2f",
+        )
         .replace("Root Console Login", "Nested Root Login");
     write(&rules.join("cloud").join("aws"), "nested.yml", &nested);
     let disabled = server
