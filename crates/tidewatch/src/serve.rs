@@ -5,6 +5,7 @@
 //! which flush the lake and commit their offsets, then drain the alert sinks, then close the
 //! log.
 
+use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,6 +219,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         stop_consumers.clone(),
     )?;
 
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         log: log.clone(),
         ingestor: ingestor.clone(),
@@ -236,6 +238,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         sigma: Arc::new(config.sigma.clone()),
         engine_config,
         search,
+        stopping: stopping.clone(),
     });
     let auth = Arc::new(tw_compat::Auth::new(config.auth.clone()));
     let dedup = tw_compat::DedupStore::open(log.clone(), tw_compat::dedup::DEFAULT_HORIZON_MS)
@@ -285,16 +288,32 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             tw_compat::require_api_key,
         ))
         .merge(tw_compat::router(compat));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let deadline = Duration::from_secs(config.shutdown_timeout_secs);
+    let serving = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            stopping_tx.send_replace(true);
+        })
+        .into_future();
+    // In-flight requests get the shutdown timeout to finish; a client holding a connection
+    // open longer must not keep the lake from being flushed.
+    let mut stopping_seen = stopping.clone();
+    let drain_bound = async move {
+        let _ = stopping_seen.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(deadline).await;
+    };
+    tokio::select! {
+        served = serving => served.context("serving HTTP")?,
+        () = drain_bound => tracing::warn!(
+            ?deadline,
+            "HTTP connections still open after the shutdown timeout; closing them"
+        ),
+    }
 
     tracing::info!("shutting down: flushing the lake and committing offsets");
     if let Some(task) = demo_task {
         task.abort();
     }
-    let deadline = Duration::from_secs(config.shutdown_timeout_secs);
     sources.stop(deadline).await;
     retention.abort();
     lake_maintenance.abort();

@@ -273,8 +273,23 @@ async fn ingest_detect_lake_and_sql_agree_exactly_across_a_restart() {
     assert!(metrics.contains("tidewatch_events_in_total"), "{metrics}");
     assert_eq!(server.get("/readyz").await.0, 200);
 
-    // A graceful stop flushes and commits; a restart finds everything once, and pages no one twice.
+    // A graceful stop flushes and commits; a restart finds everything once, and pages no one
+    // twice. A client watching the live alert feed does not hold the stop up (the feed ends).
+    let feed = server
+        .client
+        .get(format!("{}/api/v1/alerts/stream", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    let stop_started = std::time::Instant::now();
     assert!(server.terminate(), "graceful stop exits 0");
+    assert!(
+        stop_started.elapsed() < Duration::from_secs(20),
+        "the stop waited {:?} for the feed",
+        stop_started.elapsed()
+    );
+    drop(feed);
     let server = Server::start(
         &data,
         Some(&config),

@@ -53,6 +53,9 @@ pub struct AppState {
     pub engine_config: tw_detect::EngineConfig,
     /// Full-text indexes of raw events.
     pub search: tw_search::SearchIndexes,
+    /// Becomes true when the server starts to stop: long-lived answers (the live alert feed)
+    /// end, so the graceful stop does not wait on them.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The router with every route of the API.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tw_alerts::AlertFilter;
 use tw_core::{Alert, Severity};
@@ -71,5 +71,11 @@ pub(crate) async fn stream(
         };
         Some((Ok(event), receiver))
     });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    // A feed lasts until its client leaves, or until the server stops: the graceful stop
+    // waits for open connections, and would wait for this one forever.
+    let mut stopping = state.stopping.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    Sse::new(events.take_until(stopped)).keep_alive(KeepAlive::default())
 }
