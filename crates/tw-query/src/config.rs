@@ -12,7 +12,9 @@ pub struct QueryConfig {
     /// Rows returned at most; further rows are cut and the result is marked truncated.
     #[serde(default = "default_max_result_rows")]
     pub max_result_rows: usize,
-    /// Memory all running queries may reserve together for sorts, joins and aggregates.
+    /// Memory one query may reserve for sorts, joins and aggregates; past it the query
+    /// spills or fails. Other queries do not count against it; all running queries together
+    /// are bounded by [`QueryConfig::all_queries_memory_bytes`].
     #[serde(default = "default_memory_limit_bytes")]
     pub memory_limit_bytes: usize,
     /// Worker threads of the query runtime, and DataFusion's target partitions.
@@ -48,6 +50,13 @@ impl Default for QueryConfig {
 }
 
 impl QueryConfig {
+    /// Memory all running queries may reserve together: `memory_limit_bytes` times the
+    /// query threads, at least twice it, so as many queries as there are threads can each
+    /// use their whole limit at once and one query at its limit never starves all others.
+    pub fn all_queries_memory_bytes(&self) -> usize {
+        self.memory_limit_bytes.saturating_mul(self.threads.max(2))
+    }
+
     /// Reports every invalid setting at once.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
@@ -87,6 +96,23 @@ mod tests {
             ..QueryConfig::default()
         };
         assert_eq!(bad.validate().unwrap_err().len(), 2);
+        assert_eq!(
+            config.all_queries_memory_bytes(),
+            2 * config.memory_limit_bytes
+        );
+        let one_thread = QueryConfig {
+            threads: 1,
+            ..QueryConfig::default()
+        };
+        assert_eq!(
+            one_thread.all_queries_memory_bytes(),
+            2 * one_thread.memory_limit_bytes
+        );
+        let many = QueryConfig {
+            threads: 8,
+            ..QueryConfig::default()
+        };
+        assert_eq!(many.all_queries_memory_bytes(), 8 * many.memory_limit_bytes);
         assert!(serde_json::from_str::<QueryConfig>(r#"{"timeout":1}"#).is_err());
     }
 }

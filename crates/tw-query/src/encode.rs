@@ -9,8 +9,9 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
 use datafusion::arrow::json::writer::{EncoderOptions, JsonArray, make_encoder};
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
+use crate::engine::QueryResult;
 use crate::error::QueryError;
 
 fn encode_error(
@@ -22,8 +23,89 @@ fn encode_error(
     }
 }
 
+/// How a result is written for a client ([`crate::QueryEngine::query_encoded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultFormat {
+    /// The JSON document of [`to_json_document`].
+    Json,
+    /// CSV with a header line ([`to_csv`]).
+    Csv,
+    /// An Arrow IPC stream ([`to_arrow_ipc`]).
+    ArrowIpc,
+}
+
+/// A finished query's result, written in one [`ResultFormat`].
+#[derive(Debug, Clone)]
+pub struct EncodedResult {
+    /// The encoded result.
+    pub body: Vec<u8>,
+    /// Number of rows written.
+    pub row_count: usize,
+    /// Whether rows were cut at `max_result_rows`.
+    pub truncated: bool,
+    /// Wall-clock time of planning and execution.
+    pub elapsed_ms: u64,
+}
+
+impl EncodedResult {
+    /// Writes `result` as `format`.
+    pub fn encode(result: &QueryResult, format: ResultFormat) -> Result<Self, QueryError> {
+        let body = match format {
+            ResultFormat::Json => to_json_document(result)?,
+            ResultFormat::Csv => to_csv(&result.batches)?,
+            ResultFormat::ArrowIpc => to_arrow_ipc(&result.batches, &result.schema)?,
+        };
+        Ok(Self {
+            body,
+            row_count: result.num_rows(),
+            truncated: result.truncated,
+            elapsed_ms: result.elapsed_ms,
+        })
+    }
+}
+
+/// The JSON answer of the query API, in one pass from the batches:
+/// `{"columns":[{"name":..,"type":..}],"elapsed_ms":..,"row_count":..,"rows":[..],"truncated":..}`
+/// (keys in this order, no spaces), `rows` as in [`to_json_rows`].
+pub fn to_json_document(result: &QueryResult) -> Result<Vec<u8>, QueryError> {
+    let columns: Vec<Value> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"columns\":");
+    serde_json::to_writer(&mut out, &columns).map_err(|e| QueryError::Encode {
+        format: "json",
+        message: e.to_string(),
+    })?;
+    out.extend_from_slice(
+        format!(
+            ",\"elapsed_ms\":{},\"row_count\":{},\"rows\":",
+            result.elapsed_ms,
+            result.num_rows()
+        )
+        .as_bytes(),
+    );
+    write_json_rows(&result.batches, &mut out)?;
+    out.extend_from_slice(format!(",\"truncated\":{}}}", result.truncated).as_bytes());
+    Ok(out)
+}
+
 /// One JSON object per row, every column present (NULL as `null`), timestamps as RFC 3339.
 pub fn to_json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, QueryError> {
+    let mut bytes = Vec::new();
+    write_json_rows(batches, &mut bytes)?;
+    serde_json::from_slice(&bytes).map_err(|e| QueryError::Encode {
+        format: "json",
+        message: e.to_string(),
+    })
+}
+
+/// Appends the rows to `out` as one JSON array of objects, keys in column order (`[]`
+/// without rows).
+fn write_json_rows(batches: &[RecordBatch], out: &mut Vec<u8>) -> Result<(), QueryError> {
     // A type JSON has no encoding for (a union, a map keyed by numbers) is the query's doing:
     // name the column rather than fail as an internal error.
     let options = json_options();
@@ -33,23 +115,16 @@ pub fn to_json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, 
                 .map_err(unrepresentable("json", field))?;
         }
     }
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        out.extend_from_slice(b"[]");
+        return Ok(());
+    }
     let mut writer = JsonWriterBuilder::new()
         .with_explicit_nulls(true)
-        .build::<_, JsonArray>(Vec::new());
+        .build::<_, JsonArray>(out);
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     writer.write_batches(&refs).map_err(encode_error("json"))?;
-    writer.finish().map_err(encode_error("json"))?;
-    let bytes = writer.into_inner();
-    if bytes.is_empty() {
-        // The writer emits nothing at all when there were no rows.
-        return Ok(Vec::new());
-    }
-    let rows: Vec<Map<String, Value>> =
-        serde_json::from_slice(&bytes).map_err(|e| QueryError::Encode {
-            format: "json",
-            message: e.to_string(),
-        })?;
-    Ok(rows)
+    writer.finish().map_err(encode_error("json"))
 }
 
 /// CSV with a header line (taken from the first batch: a result without rows is one empty
@@ -197,6 +272,83 @@ mod tests {
             json!({"_time": null, "eventName": "a,\"b\"", "n": 7})
         );
         assert!(to_json_rows(&[]).expect("empty encodes").is_empty());
+    }
+
+    fn result(schema: SchemaRef, batches: Vec<RecordBatch>, truncated: bool) -> QueryResult {
+        QueryResult {
+            schema,
+            batches,
+            truncated,
+            elapsed_ms: 7,
+        }
+    }
+
+    /// The document as the route built it before it was written in one pass: rows parsed back
+    /// into values, the whole serialised again.
+    fn document_via_values(result: &QueryResult) -> String {
+        let rows = to_json_rows(&result.batches).expect("rows");
+        let columns: Vec<Value> = result
+            .schema
+            .fields()
+            .iter()
+            .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+            .collect();
+        json!({
+            "columns": columns,
+            "rows": rows,
+            "row_count": rows.len(),
+            "truncated": result.truncated,
+            "elapsed_ms": result.elapsed_ms,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn json_document_is_written_in_one_pass_with_the_same_bytes() {
+        let (schema, batches) = sample();
+        let cut = result(Arc::clone(&schema), batches, true);
+        let text = String::from_utf8(to_json_document(&cut).expect("encodes")).expect("utf8");
+        // The sample's columns are in alphabetical order, as the parsed-back rows were.
+        assert_eq!(text, document_via_values(&cut));
+        assert!(
+            text.contains(
+                r#""row_count":2,"rows":[{"_time":"2024-01-01T10:00:00.123Z","eventName":"ConsoleLogin","n":null},"#
+            ) && text.ends_with(r#""truncated":true}"#),
+            "{text}"
+        );
+
+        let empty = result(
+            Arc::clone(&schema),
+            vec![RecordBatch::new_empty(Arc::clone(&schema))],
+            false,
+        );
+        let text = String::from_utf8(to_json_document(&empty).expect("encodes")).expect("utf8");
+        assert_eq!(text, document_via_values(&empty));
+        assert!(text.contains(r#""row_count":0,"rows":[],"#), "{text}");
+    }
+
+    #[test]
+    fn json_document_rows_keep_column_order() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("z", DataType::Int64, true),
+            Field::new("a", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1)])),
+                Arc::new(StringArray::from(vec![Some("x")])),
+            ],
+        )
+        .expect("valid batch");
+        let doc = result(schema, vec![batch], false);
+        let text = String::from_utf8(to_json_document(&doc).expect("encodes")).expect("utf8");
+        assert!(text.contains(r#""rows":[{"z":1,"a":"x"}]"#), "{text}");
+        let parsed: Value = serde_json::from_str(&text).expect("valid json");
+        assert_eq!(
+            parsed,
+            serde_json::from_str::<Value>(&document_via_values(&doc)).expect("json")
+        );
     }
 
     #[test]

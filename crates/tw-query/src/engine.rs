@@ -1,4 +1,4 @@
-//! The query engine: a dedicated runtime, a shared memory pool, one fresh context per query.
+//! The query engine: a dedicated runtime, a memory pool per query, one fresh context per query.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,7 +10,6 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::TableReference;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
-use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::object_store::{
     DefaultObjectStoreRegistry, ObjectStoreRegistry, ObjectStoreUrl,
 };
@@ -23,8 +22,10 @@ use tokio::task::JoinHandle;
 
 use crate::catalog::LakeCatalog;
 use crate::config::QueryConfig;
+use crate::encode::{EncodedResult, ResultFormat};
 use crate::error::{ErrorOutcome, QueryError};
 use crate::live_files::{HotStarts, LiveFiles};
+use crate::memory::{QueryMemoryPool, SharedQueryMemory};
 use crate::per_value::{CountPerValueRule, PerValuePredicates};
 use crate::statement::{parse_read_only, rewrite_dotted_identifiers};
 use crate::table::stream_table;
@@ -57,11 +58,16 @@ impl QueryResult {
 /// SQL over the lake's Parquet files and its not-yet-flushed rows.
 ///
 /// Queries run on a runtime owned by the engine, apart from ingest, so a heavy query cannot
-/// starve appends; all queries share one memory pool of `memory_limit_bytes`.
+/// starve appends; so does the encoding of their results ([`QueryEngine::query_encoded`]).
+/// Each query has a memory pool of its own of `memory_limit_bytes`, all of them bounded
+/// together by [`QueryConfig::all_queries_memory_bytes`].
 pub struct QueryEngine {
     catalog: Arc<dyn LakeCatalog>,
     config: QueryConfig,
+    /// Spill space and caches, shared by all queries; its memory pool is unused (each query
+    /// has its own, see [`QueryJob::context`]).
     runtime_env: Arc<RuntimeEnv>,
+    shared_memory: Arc<SharedQueryMemory>,
     lake_store: LakeStore,
     // Option so Drop can hand the runtime to `shutdown_background`: dropping a runtime
     // inside another runtime's async context panics.
@@ -97,9 +103,9 @@ impl QueryEngine {
         let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
         let runtime_env = RuntimeEnvBuilder::new()
             .with_cache_manager(caches)
-            .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit_bytes)))
             .build_arc()
-            .map_err(|e| QueryError::Setup(format!("query memory pool: {e}")))?;
+            .map_err(|e| QueryError::Setup(format!("query runtime environment: {e}")))?;
+        let shared_memory = Arc::new(SharedQueryMemory::new(config.all_queries_memory_bytes()));
         // Each query lists the lake through its own `LiveFiles` over this store: the
         // catalog's (S3) or, for a local lake, the local file system.
         let (url, store) = catalog.object_store().unwrap_or_else(|| {
@@ -116,6 +122,7 @@ impl QueryEngine {
             catalog,
             config,
             runtime_env,
+            shared_memory,
             lake_store: LakeStore { url, store },
             runtime: Some(runtime),
         })
@@ -130,6 +137,27 @@ impl QueryEngine {
     ///
     /// Dropping the returned future cancels the query.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        self.run_on_runtime(sql, Ok).await
+    }
+
+    /// Runs one read-only SQL statement like [`QueryEngine::query`] and encodes its result as
+    /// `format`, also on the engine's runtime: writing up to `max_result_rows` rows is CPU
+    /// work that must not hold the caller's (HTTP, ingest) threads.
+    pub async fn query_encoded(
+        &self,
+        sql: &str,
+        format: ResultFormat,
+    ) -> Result<EncodedResult, QueryError> {
+        self.run_on_runtime(sql, move |result| EncodedResult::encode(&result, format))
+            .await
+    }
+
+    /// Runs `sql` on the engine's runtime, then `finish` on its result, in the same task.
+    async fn run_on_runtime<T: Send + 'static>(
+        &self,
+        sql: &str,
+        finish: impl FnOnce(QueryResult) -> Result<T, QueryError> + Send + 'static,
+    ) -> Result<T, QueryError> {
         let runtime = self
             .runtime
             .as_ref()
@@ -138,6 +166,7 @@ impl QueryEngine {
             catalog: Arc::clone(&self.catalog),
             config: self.config.clone(),
             runtime_env: Arc::clone(&self.runtime_env),
+            shared_memory: Arc::clone(&self.shared_memory),
             lake_store: self.lake_store.clone(),
             sql: sql.to_string(),
         };
@@ -148,21 +177,27 @@ impl QueryEngine {
             // Elapsed time is measured here, on the query runtime, so a busy caller does not
             // inflate it.
             let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            match outcome {
+            let result = match outcome {
                 Ok(Ok(mut result)) => {
                     result.elapsed_ms = elapsed_ms;
                     Ok(result)
                 }
                 Ok(Err(error)) => Err(error),
                 Err(_) => Err(QueryError::Timeout { timeout_ms }),
-            }
+            };
+            record_metrics(&result);
+            result.and_then(finish)
         });
         let mut guard = AbortOnDrop(handle);
-        let result = (&mut guard.0)
+        (&mut guard.0)
             .await
-            .map_err(|e| QueryError::Internal(format!("query task failed: {e}")))?;
-        record_metrics(&result);
-        result
+            .map_err(|e| QueryError::Internal(format!("query task failed: {e}")))?
+    }
+
+    /// Bytes reserved by all running queries now.
+    #[cfg(test)]
+    pub(crate) fn reserved_memory(&self) -> usize {
+        self.shared_memory.reserved()
     }
 }
 
@@ -175,9 +210,9 @@ impl Drop for QueryEngine {
 }
 
 /// Aborts the query task when the caller stops waiting (client gone, request cancelled).
-struct AbortOnDrop(JoinHandle<Result<QueryResult, QueryError>>);
+struct AbortOnDrop<T>(JoinHandle<Result<T, QueryError>>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -263,6 +298,7 @@ struct QueryJob {
     catalog: Arc<dyn LakeCatalog>,
     config: QueryConfig,
     runtime_env: Arc<RuntimeEnv>,
+    shared_memory: Arc<SharedQueryMemory>,
     lake_store: LakeStore,
     sql: String,
 }
@@ -335,8 +371,9 @@ impl QueryJob {
         options.execution.parquet.bloom_filter_on_read = true;
         options.execution.parquet.pushdown_filters = true;
         options.execution.parquet.reorder_filters = true;
-        // The engine's memory pool, spill space and caches, with an object store registry of
-        // this query's own: its `LiveFiles` knows this query's snapshots.
+        // The engine's spill space and caches, with a memory pool of this query's own (its
+        // limit is per query) and an object store registry of its own: its `LiveFiles` knows
+        // this query's snapshots.
         let registry = DefaultObjectStoreRegistry::new();
         registry.register_store(
             self.lake_store.url.as_ref(),
@@ -346,7 +383,10 @@ impl QueryJob {
             )),
         );
         let runtime_env = RuntimeEnv {
-            memory_pool: Arc::clone(&self.runtime_env.memory_pool),
+            memory_pool: Arc::new(QueryMemoryPool::new(
+                self.config.memory_limit_bytes,
+                Arc::clone(&self.shared_memory),
+            )),
             disk_manager: Arc::clone(&self.runtime_env.disk_manager),
             cache_manager: Arc::clone(&self.runtime_env.cache_manager),
             object_store_registry: Arc::new(registry),

@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use serde_json::json;
 
 use super::fixture::*;
-use crate::{QueryConfig, QueryError};
+use crate::{QueryConfig, QueryError, QueryResult};
 
 fn utf8(name: &str, values: &[Option<&str>]) -> (Field, ArrayRef) {
     (
@@ -435,6 +435,63 @@ async fn memory_limit_is_enforced() {
         "{error}"
     );
     assert!(error.is_unavailable());
+    assert!(
+        error
+            .to_string()
+            .contains("the query reached its memory limit of 1024.0 KB (query.memory_limit_bytes)"),
+        "{error}"
+    );
+    assert!(
+        memory_is_freed(&engine).await,
+        "a failed query frees its memory"
+    );
+}
+
+/// Whether every query's memory is released soon: the tasks of a plan (a repartition's)
+/// may drop their reservations just after the query answered.
+async fn memory_is_freed(engine: &crate::QueryEngine) -> bool {
+    for _ in 0..500 {
+        if engine.reserved_memory() == 0 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Regression: all queries shared one pool of `memory_limit_bytes`, so two queries that each
+/// fit under it failed when they ran at the same time. The limit is per query now.
+#[tokio::test]
+async fn concurrent_queries_each_get_the_whole_memory_limit() {
+    const ROWS: u64 = 1_000_000;
+    let config = QueryConfig {
+        // One query below needs between 7 and 8 MiB (it fails under 7): alone it fits in 10,
+        // two at once need more than 10 together.
+        memory_limit_bytes: 10 * 1024 * 1024,
+        ..QueryConfig::default()
+    };
+    let engine = FixtureLake::new().engine(config);
+    let sql = format!("SELECT cardinality(array_agg(value)) AS n FROM generate_series(1, {ROWS})");
+    let count = |result: Result<QueryResult, QueryError>| -> u64 {
+        let result = result.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let rows = crate::to_json_rows(&result.batches).expect("json");
+        rows[0]["n"].as_u64().expect("a count")
+    };
+    for _ in 0..3 {
+        let (first, second) = tokio::join!(engine.query(&sql), engine.query(&sql));
+        assert_eq!((count(first), count(second)), (ROWS, ROWS));
+    }
+    assert!(
+        memory_is_freed(&engine).await,
+        "finished queries free their memory"
+    );
+
+    let tight = FixtureLake::new().engine(QueryConfig {
+        memory_limit_bytes: 6 * 1024 * 1024,
+        ..QueryConfig::default()
+    });
+    let error = tight.query(&sql).await.expect_err("needs more than 6 MiB");
+    assert!(error.is_unavailable(), "{error}");
 }
 
 #[test]

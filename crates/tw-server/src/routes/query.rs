@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
-use tw_query::QueryError;
+use tw_query::{QueryError, ResultFormat};
 
 use crate::{ApiError, AppState};
 
@@ -36,47 +35,30 @@ pub(crate) async fn run(
     headers: HeaderMap,
     Json(request): Json<QueryRequest>,
 ) -> Result<Response, ApiError> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (format, content_type) = if accept.contains("text/csv") {
+        (ResultFormat::Csv, "text/csv; charset=utf-8")
+    } else if accept.contains("application/vnd.apache.arrow.stream") {
+        (
+            ResultFormat::ArrowIpc,
+            "application/vnd.apache.arrow.stream",
+        )
+    } else {
+        (ResultFormat::Json, "application/json")
+    };
     // Read-your-writes: wait (bounded) until the lake consumer has handled everything the log
     // acknowledged, so the hot buffer plus the files cover every accepted event.
     let fresh = state
         .lake_progress
         .wait_caught_up(state.log.as_ref(), None, state.query_freshness_wait)
         .await;
-    let result = state.query.query(&request.sql).await?;
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let mut response = if accept.contains("text/csv") {
-        let body = tw_query::to_csv(&result.batches)?;
-        ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
-    } else if accept.contains("application/vnd.apache.arrow.stream") {
-        let body = tw_query::to_arrow_ipc(&result.batches, &result.schema)?;
-        (
-            [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
-            body,
-        )
-            .into_response()
-    } else {
-        let rows = tw_query::to_json_rows(&result.batches)?;
-        let columns: Vec<_> = result
-            .schema
-            .fields()
-            .iter()
-            .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
-            .collect();
-        (
-            StatusCode::OK,
-            Json(json!({
-                "columns": columns,
-                "rows": rows,
-                "row_count": rows.len(),
-                "truncated": result.truncated,
-                "elapsed_ms": result.elapsed_ms,
-            })),
-        )
-            .into_response()
-    };
+    // Encoded on the query runtime too: up to `max_result_rows` rows of CPU work that would
+    // otherwise hold this (ingest) runtime's threads.
+    let result = state.query.query_encoded(&request.sql, format).await?;
+    let mut response = ([(header::CONTENT_TYPE, content_type)], result.body).into_response();
     if result.truncated {
         response
             .headers_mut()
