@@ -336,10 +336,23 @@ async fn delete_by_query_removes_exactly_the_matching_rows_and_audits() {
         .map(|entry| entry.unwrap().path())
         .collect();
     audit.sort();
-    let audit = std::fs::read_to_string(audit.last().unwrap()).unwrap();
-    let record: Value = serde_json::from_str(audit.trim_end()).unwrap();
-    assert_eq!(record["who"], "dpo@example.com");
-    assert_eq!(record["rows_deleted"], alice);
+    // The request, stored before any file changed, then the outcome.
+    let audit: Vec<Value> = audit
+        .iter()
+        .map(|path| {
+            serde_json::from_str(std::fs::read_to_string(path).unwrap().trim_end()).unwrap()
+        })
+        .collect();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    let (started, done) = (&audit[0], &audit[1]);
+    assert_eq!(started["status"], "started");
+    assert_eq!(started["who"], "dpo@example.com");
+    assert_eq!(started["predicate"], "userIdentity.userName LIKE 'alice.%'");
+    assert_eq!(started["rows_matched"], alice);
+    assert_eq!(done["status"], "done");
+    assert_eq!(done["id"], started["id"]);
+    assert_eq!(done["who"], "dpo@example.com");
+    assert_eq!(done["rows_deleted"], alice);
 
     // Compaction and a restart keep the deletion.
     compact_cli(&server.url);

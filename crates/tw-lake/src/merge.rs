@@ -17,6 +17,7 @@ use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
+use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
@@ -36,14 +37,26 @@ pub(crate) fn open_reader(
     columns: Option<&[&str]>,
     batch_rows: usize,
 ) -> Result<ParquetRecordBatchReader, LakeError> {
-    let parquet_error = |source| LakeError::Parquet {
-        path: storage.describe(path),
-        source,
-    };
     let Some(bytes) = storage.get(path)? else {
         return Err(LakeError::Vanished {
             path: storage.describe(path),
         });
+    };
+    reader_of(storage, path, bytes, columns, batch_rows)
+}
+
+/// [`open_reader`] over `bytes` already fetched from `path` (a caller reading a file twice
+/// fetches it once).
+pub(crate) fn reader_of(
+    storage: &LakeStorage,
+    path: &str,
+    bytes: Bytes,
+    columns: Option<&[&str]>,
+    batch_rows: usize,
+) -> Result<ParquetRecordBatchReader, LakeError> {
+    let parquet_error = |source| LakeError::Parquet {
+        path: storage.describe(path),
+        source,
     };
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(parquet_error)?

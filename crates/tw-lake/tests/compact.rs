@@ -4,120 +4,18 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::AsArray;
 use arrow::datatypes::TimestampMillisecondType;
+use common::compacted::*;
 use common::*;
-use parquet::file::properties::ReaderProperties;
-use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::file::serialized_reader::ReadOptionsBuilder;
+use parquet::file::reader::FileReader;
 use serde_json::{Value, json};
 use tw_core::StreamLakeConfig;
-use tw_lake::{CompactionConfig, Lake, LakeConfig};
+use tw_lake::Lake;
 use tw_pipeline::Consumer;
-
-/// Live (not superseded) parquet files under `dir`.
-fn live_files(dir: &Path) -> Vec<PathBuf> {
-    let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
-    for file in parquet_files(dir) {
-        by_dir
-            .entry(file.parent().unwrap().to_path_buf())
-            .or_default()
-            .push(file);
-    }
-    let mut live = Vec::new();
-    for files in by_dir.into_values() {
-        let names: Vec<&str> = files
-            .iter()
-            .map(|f| f.file_name().unwrap().to_str().unwrap())
-            .collect();
-        let gone = tw_lake::superseded(&names);
-        live.extend(
-            files
-                .iter()
-                .zip(gone)
-                .filter(|(_, g)| !g)
-                .map(|(f, _)| f.clone()),
-        );
-    }
-    live
-}
-
-/// (partition, offset) of every row of the live files, sorted (duplicates kept).
-fn live_rows(lake: &Lake, name: &str) -> Vec<(i32, i64)> {
-    let mut rows = Vec::new();
-    for file in live_files(&stream_dir(lake, name)) {
-        for batch in read_parquet(&file) {
-            rows.extend(keys(&batch));
-        }
-    }
-    rows.sort();
-    rows
-}
-
-fn lake_with_settings(root: &Path, grace_ms: u64) -> Lake {
-    let lake = Lake::open(LakeConfig {
-        compaction: CompactionConfig {
-            grace_ms,
-            row_group_rows: 50,
-            ..CompactionConfig::default()
-        },
-        ..config(root)
-    })
-    .unwrap();
-    lake.use_stream_settings(Arc::new(|_| StreamLakeConfig {
-        bloom_filter_columns: vec!["user".into(), "missing".into(), "n".into()],
-        ..StreamLakeConfig::default()
-    }));
-    lake
-}
-
-/// `count` events of partition `p` from offset `first`, spread over hours 0..3 after T0.
-fn events(p: u32, first: u64, count: u64) -> tw_pipeline::EventBatch {
-    let events: Vec<(i64, Value)> = (first..first + count)
-        .map(|o| {
-            // Later offsets get earlier times within an hour, so sorting has work to do.
-            let hour = (o % 3) as i64;
-            let time = T0 + hour * HOUR + (10_000 - o as i64) * 100;
-            (time, json!({"user": format!("user-{o}"), "n": o, "p": p}))
-        })
-        .collect();
-    batch("ct", p, first, &events)
-}
-
-/// Writes 10 flushes of 30 events into 2 partitions: 20 flushes × 3 hours = 60 files.
-fn fill(lake: &Lake) -> tw_lake::LakeWriter {
-    let mut writer = lake.writer();
-    writer.start(&BTreeMap::new()).unwrap();
-    for flush in 0..10u64 {
-        for p in 0..2 {
-            writer.handle(&events(p, flush * 30, 30)).unwrap();
-        }
-        writer.flush().unwrap();
-    }
-    writer
-}
-
-fn expected_rows() -> Vec<(i32, i64)> {
-    (0..2).flat_map(|p| (0..300).map(move |o| (p, o))).collect()
-}
-
-/// A reader that loads the page index and the bloom filters.
-fn file_reader(path: &Path) -> SerializedFileReader<File> {
-    let properties = ReaderProperties::builder()
-        .set_read_bloom_filter(true)
-        .build();
-    let options = ReadOptionsBuilder::new()
-        .with_page_index()
-        .with_reader_properties(properties)
-        .build();
-    SerializedFileReader::new_with_options(File::open(path).unwrap(), options).unwrap()
-}
-
-const LATER: i64 = T0 + 100 * HOUR;
 
 #[test]
 fn compaction_merges_sorts_and_keeps_every_row_once() {
@@ -497,87 +395,5 @@ fn retention_deletes_whole_hours_that_ended_before_the_cutoff() {
     assert!(
         !ct_dir.join("year=2024").exists(),
         "emptied directories are removed"
-    );
-}
-
-#[test]
-fn delete_rows_rewrites_files_as_new_revisions_and_audits() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = lake_with_settings(dir.path(), 0);
-    let mut writer = fill(&lake);
-    lake.compact(LATER, 0).unwrap();
-    // One more flush that stays hot: offsets 300..310 of partition 0.
-    writer.handle(&events(0, 300, 10)).unwrap();
-    let rows = BTreeMap::from([
-        (
-            0u32,
-            std::collections::BTreeSet::from([3u64, 4, 5, 150, 305]),
-        ),
-        (1u32, std::collections::BTreeSet::from([7u64])),
-    ]);
-    let report = lake
-        .delete_rows(&stream("ct"), &rows, "alice", "user = 'x'")
-        .unwrap();
-    assert_eq!(report.rows_deleted, 5, "{report:?}");
-    assert_eq!(
-        report.rows_not_in_files, 1,
-        "offset 305 is still hot: {report:?}"
-    );
-    assert_eq!(report.files_rewritten.len(), 4, "{report:?}");
-    assert!(
-        report
-            .files_rewritten
-            .iter()
-            .all(|f| f.ends_with("-r1.parquet")),
-        "{report:?}"
-    );
-    let gone = [(0, 3), (0, 4), (0, 5), (0, 150), (1, 7)];
-    let expected: Vec<(i32, i64)> = expected_rows()
-        .into_iter()
-        .filter(|row| !gone.contains(row))
-        .collect();
-    assert_eq!(live_rows(&lake, "ct"), expected);
-
-    // The audit log says who, what and how much.
-    let audit = lake.deletion_audit().unwrap();
-    assert_eq!(audit.len(), 1);
-    let record: Value = serde_json::from_str(&audit[0]).unwrap();
-    assert_eq!(record["who"], "alice");
-    assert_eq!(record["stream"], "ct");
-    assert_eq!(record["predicate"], "user = 'x'");
-    assert_eq!(record["rows_matched"], 6);
-    assert_eq!(record["rows_deleted"], 5);
-
-    // A second deletion in a revised file makes revision 2; compaction (grace 0) then drops
-    // the superseded revisions, and the restart clean-up keeps the result.
-    let again = BTreeMap::from([(0u32, std::collections::BTreeSet::from([6u64]))]);
-    let report = lake
-        .delete_rows(&stream("ct"), &again, "bob", "n = 6")
-        .unwrap();
-    assert_eq!(report.files_rewritten.len(), 1);
-    assert!(
-        report.files_rewritten[0].ends_with("-r2.parquet"),
-        "{report:?}"
-    );
-    let expected: Vec<(i32, i64)> = expected.into_iter().filter(|r| *r != (0, 6)).collect();
-    assert_eq!(live_rows(&lake, "ct"), expected);
-    // Rewrites record their superseding time by the wall clock.
-    let report = lake.compact(tw_core::now_ms() + 1000, 0).unwrap();
-    assert!(report.superseded_deleted >= 5, "{report:?}");
-    assert_eq!(live_rows(&lake, "ct"), expected);
-    assert_eq!(
-        parquet_files(&stream_dir(&lake, "ct")).len(),
-        live_files(&stream_dir(&lake, "ct")).len()
-    );
-    let audit = lake.deletion_audit().unwrap();
-    assert_eq!(audit.len(), 2);
-    let record: Value = serde_json::from_str(&audit[1]).unwrap();
-    assert_eq!(record["who"], "bob");
-    assert_eq!(
-        std::fs::read_dir(dir.path().join(tw_lake::AUDIT_DIR))
-            .unwrap()
-            .count(),
-        2,
-        "one object per deletion"
     );
 }

@@ -19,6 +19,8 @@ use tw_core::{Record, StreamName};
 use tw_lake::{HotSnapshot, Lake, LakeConfig, LakeLocation};
 use tw_pipeline::EventBatch;
 
+pub mod compacted;
+
 /// 2024-05-01T10:00:00Z.
 pub const T0: i64 = 1_714_557_600_000;
 pub const HOUR: i64 = 3_600_000;
