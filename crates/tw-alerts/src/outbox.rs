@@ -29,6 +29,9 @@ pub const DELIVERY_MARK_FILE: &str = "delivered_through";
 pub(crate) struct Outbox {
     path: PathBuf,
     state: Mutex<State>,
+    /// Held while the mark file is written: the mark writer and the final write at shutdown
+    /// must not share the temporary file.
+    writing: Mutex<()>,
     /// Signalled when the mark moves (see `Dispatcher`'s mark writer).
     pub(crate) moved: tokio::sync::Notify,
 }
@@ -78,6 +81,7 @@ impl Outbox {
                 next: mark,
                 written: mark,
             }),
+            writing: Mutex::new(()),
             moved: tokio::sync::Notify::new(),
         })
     }
@@ -117,6 +121,10 @@ impl Outbox {
 
     /// Writes the mark when it moved since the last write.
     pub(crate) fn persist(&self) -> Result<(), AlertError> {
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mark = {
             let state = self.lock();
             let mark = state.mark();
@@ -127,7 +135,7 @@ impl Outbox {
         };
         write_mark(&self.path, mark)?;
         let mut state = self.lock();
-        state.written = state.written.max(mark);
+        state.written = mark;
         Ok(())
     }
 
