@@ -2,57 +2,17 @@
 //! records appended meanwhile: under steady ingest a query's read-your-writes wait ends as
 //! soon as the lake has what was acknowledged before the query, instead of always timing out.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tw_core::{AppendRecord, Offset, StreamName};
+use common::{Recorder, Seen};
+use tw_core::{AppendRecord, StreamName};
 use tw_log::{DiskLog, Log, LogConfig, OffsetStore};
-use tw_pipeline::{
-    Consumer, ConsumerError, DeadLetterQueue, EventBatch, RunnerConfig, StreamPartition,
-    spawn_consumer,
-};
-
-/// Takes its time over every batch, like a lake writing Parquet.
-struct Slow {
-    handled: BTreeMap<StreamPartition, Offset>,
-}
-
-impl Consumer for Slow {
-    fn name(&self) -> &str {
-        "slow"
-    }
-    fn start(
-        &mut self,
-        committed: &BTreeMap<StreamPartition, Offset>,
-    ) -> Result<(), ConsumerError> {
-        self.handled = committed.clone();
-        Ok(())
-    }
-    fn handle(&mut self, batch: &EventBatch) -> Result<(), ConsumerError> {
-        std::thread::sleep(Duration::from_millis(20));
-        if let Some(last) = batch.records.last() {
-            self.handled
-                .insert((batch.stream.clone(), batch.partition), last.offset + 1);
-        }
-        Ok(())
-    }
-    fn tick(&mut self, _now_ms: i64) -> Result<(), ConsumerError> {
-        Ok(())
-    }
-    fn forget_stream(&mut self, stream: &StreamName) -> Result<(), ConsumerError> {
-        self.handled.retain(|(s, _), _| s != stream);
-        Ok(())
-    }
-    fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset> {
-        self.handled.clone()
-    }
-    fn flush(&mut self) -> Result<(), ConsumerError> {
-        Ok(())
-    }
-}
+use tw_pipeline::{DeadLetterQueue, RunnerConfig, spawn_consumer};
 
 fn record() -> AppendRecord {
     AppendRecord {
@@ -71,9 +31,8 @@ async fn a_wait_ends_once_what_was_there_at_the_call_is_handled() {
     log.create_stream(&stream, 1).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = spawn_consumer(
-        Box::new(Slow {
-            handled: BTreeMap::new(),
-        }),
+        // Takes its time over every batch, like a lake writing Parquet.
+        Recorder::boxed(Seen::default(), Duration::from_millis(20)),
         log.clone(),
         Arc::new(OffsetStore::open(dir.path().join("offsets")).unwrap()),
         DeadLetterQueue::open(log.clone()).unwrap(),

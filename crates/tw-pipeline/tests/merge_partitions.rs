@@ -2,62 +2,17 @@
 //! receive-time order across partitions (within one slice), not one partition's whole batch
 //! ahead of the others' — what detection's event-time watermark needs after a restart.
 
-use std::collections::BTreeMap;
+mod common;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{Recorder, Seen};
 use tw_core::{AppendRecord, Offset, StreamName};
 use tw_log::{DiskLog, Log, LogConfig, OffsetStore};
-use tw_pipeline::{
-    Consumer, ConsumerError, DeadLetterQueue, EventBatch, RunnerConfig, StreamPartition,
-    spawn_consumer,
-};
-
-/// Receive times of the records handed over, in the order they were handed over, with each
-/// batch's partition.
-type Seen = Arc<Mutex<Vec<(u32, Offset, i64)>>>;
-
-struct Recorder {
-    seen: Seen,
-    handled: BTreeMap<StreamPartition, Offset>,
-}
-
-impl Consumer for Recorder {
-    fn name(&self) -> &str {
-        "recorder"
-    }
-    fn start(
-        &mut self,
-        committed: &BTreeMap<StreamPartition, Offset>,
-    ) -> Result<(), ConsumerError> {
-        self.handled = committed.clone();
-        Ok(())
-    }
-    fn handle(&mut self, batch: &EventBatch) -> Result<(), ConsumerError> {
-        let mut seen = self.seen.lock().unwrap();
-        for record in &batch.records {
-            seen.push((batch.partition, record.offset, record.ingest_time_ms));
-            self.handled
-                .insert((batch.stream.clone(), batch.partition), record.offset + 1);
-        }
-        Ok(())
-    }
-    fn tick(&mut self, _now_ms: i64) -> Result<(), ConsumerError> {
-        Ok(())
-    }
-    fn forget_stream(&mut self, stream: &StreamName) -> Result<(), ConsumerError> {
-        self.handled.retain(|(s, _), _| s != stream);
-        Ok(())
-    }
-    fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset> {
-        self.handled.clone()
-    }
-    fn flush(&mut self) -> Result<(), ConsumerError> {
-        Ok(())
-    }
-}
+use tw_pipeline::{DeadLetterQueue, RunnerConfig, spawn_consumer};
 
 /// Three partitions with a backlog received over ten minutes: a quiet one (one record every
 /// 2 s) and two busy ones (every 50 ms, every 20 ms), so one batch of the quiet partition spans
@@ -91,10 +46,7 @@ async fn run(merge: Option<Duration>) -> Vec<(u32, Offset, i64)> {
     let seen = Seen::default();
     let shutdown = Arc::new(AtomicBool::new(false));
     let consumer = spawn_consumer(
-        Box::new(Recorder {
-            seen: seen.clone(),
-            handled: BTreeMap::new(),
-        }),
+        Recorder::boxed(seen.clone(), Duration::ZERO),
         log.clone(),
         offsets,
         dlq,
