@@ -62,15 +62,7 @@ async fn an_alert_in_a_sink_queue_at_kill_9_is_delivered_after_the_restart() {
     let silent_url = format!("http://{}/hook", silent.local_addr().unwrap());
     let server = Server::start(dir.path(), Some(&config(dir.path(), &silent_url)), &[]);
     let rule = "id: root\ntitle: Root\nstream: app\nmatch: {field: kind, equals: root}\n";
-    let response = server
-        .client
-        .post(format!("{}/api/v1/rules", server.url))
-        .header("content-type", "application/yaml")
-        .body(rule)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    assert_eq!(server.post_rule(rule).await.0, 201);
     let events =
         "{\"kind\": \"root\", \"n\": 1}\n{\"kind\": \"other\"}\n{\"kind\": \"root\", \"n\": 2}\n";
     assert_eq!(server.send("app", events).await.0, 200);

@@ -33,16 +33,7 @@ fn sink_lines(dir: &Path) -> Vec<Value> {
 }
 
 async fn create(server: &Server, yaml: &str) {
-    let response = server
-        .client
-        .post(format!("{}/api/v1/rules", server.url))
-        .header("content-type", "application/yaml")
-        .body(yaml.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.text().await.unwrap();
+    let (status, body) = server.post_rule(yaml).await;
     assert_eq!(status, 201, "{body}");
 }
 

@@ -101,6 +101,20 @@ impl Server {
         }
     }
 
+    /// POSTs a rule (YAML, native or Sigma) to `/api/v1/rules`; returns (status, JSON body).
+    pub async fn post_rule(&self, yaml: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/rules", self.url))
+            .header("content-type", "application/yaml")
+            .body(yaml.to_string())
+            .send()
+            .await
+            .expect("POST rule");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// POSTs a body to a stream; returns (status, JSON body).
     pub async fn send(&self, stream: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let response = self
