@@ -1,7 +1,9 @@
 //! Elasticsearch `_bulk` with the real elasticsearch-py 9 client, unmodified: it connects (the
-//! product header and compatible media types), `helpers.bulk` reports per-item errors for
-//! invalid documents while the valid ones are stored, `_id` makes a retried bulk a no-op, and
-//! SQL finds every document the client was told was created exactly once.
+//! product header and compatible media types), makes the setup calls agents make (license,
+//! index template, ILM policy, index creation and existence; templates and policies survive a
+//! restart), `helpers.bulk` reports per-item errors for invalid documents while the valid ones
+//! are stored, `_id` makes a retried bulk a no-op, and SQL finds every document the client was
+//! told was created exactly once.
 
 mod common;
 #[path = "common/python.rs"]
@@ -20,12 +22,46 @@ flush_max_age_ms = 300
 
 const SCRIPT: &str = r#"
 import json, sys
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import BadRequestError, Elasticsearch, helpers
 
 es = Elasticsearch(sys.argv[1], request_timeout=60)
 assert es.ping()
 info = es.info()
 assert info["version"]["number"].startswith("9."), info
+
+# The setup calls agents make before writing.
+lic = es.license.get()
+assert lic["license"]["type"] == "basic" and lic["license"]["status"] == "active", lic
+assert not es.indices.exists_index_template(name="weblogs-template")
+es.indices.put_index_template(name="weblogs-template", index_patterns=["weblogs*"], priority=100,
+                              template={"mappings": {"properties": {"status": {"type": "integer"}}}})
+assert es.indices.exists_index_template(name="weblogs-template")
+got = es.indices.get_index_template(name="weblogs-template")["index_templates"]
+assert [t["name"] for t in got] == ["weblogs-template"], got
+assert got[0]["index_template"]["index_patterns"] == ["weblogs*"], got
+assert got[0]["index_template"]["template"]["mappings"]["properties"]["status"] == {"type": "integer"}, got
+try:
+    es.indices.put_index_template(name="broken", template={})
+    raise AssertionError("a template without index patterns must be refused")
+except BadRequestError as e:
+    assert e.body["error"]["type"] == "action_request_validation_exception", e.body
+    assert "index patterns are missing" in e.body["error"]["reason"], e.body
+assert not es.indices.exists_index_template(name="broken")
+es.ilm.put_lifecycle(name="weblogs-policy", policy={"phases": {"hot": {"actions": {"rollover": {"max_age": "1d"}}}}})
+policy = es.ilm.get_lifecycle(name="weblogs-policy")["weblogs-policy"]
+assert policy["policy"]["phases"]["hot"]["actions"]["rollover"] == {"max_age": "1d"}, policy
+assert policy["version"] == 1, policy
+# `weblogs` was created (with its schema) before the script ran; `audit` is created here.
+assert es.indices.exists(index="weblogs")
+assert not es.indices.exists(index="audit")
+created = es.indices.create(index="audit", settings={"number_of_shards": 2})
+assert created["acknowledged"] and created["index"] == "audit", created
+assert es.indices.exists(index="audit")
+try:
+    es.indices.create(index="audit")
+    raise AssertionError("creating an existing index must fail")
+except BadRequestError as e:
+    assert e.body["error"]["type"] == "resource_already_exists_exception", e.body
 
 def docs():
     for i in range(300):
@@ -148,6 +184,19 @@ async fn elasticsearch_py_bulk_stores_valid_docs_once_and_reports_the_rest() {
     // `_id`s are remembered across a restart: the retry after it is still a no-op.
     assert!(server.terminate());
     let server = Server::start(&data, Some(&config), &[]);
+    // So are the index template and the ILM policy; `audit` has the partitions it asked for.
+    let (status, templates) = server.get("/_index_template/weblogs-template").await;
+    assert_eq!(status, 200, "{templates}");
+    assert_eq!(
+        templates["index_templates"][0]["index_template"]["index_patterns"],
+        json!(["weblogs*"])
+    );
+    let (status, policy) = server.get("/_ilm/policy/weblogs-policy").await;
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(policy["weblogs-policy"]["version"], 1);
+    let (status, audit) = server.get("/audit").await;
+    assert_eq!(status, 200, "{audit}");
+    assert_eq!(audit["audit"]["settings"]["index"]["number_of_shards"], "2");
     let retry = server
         .client
         .post(format!("{}/weblogs/_bulk", server.url))

@@ -1,4 +1,4 @@
-//! Elasticsearch `_bulk` and the cluster root, enough for unmodified clients and shippers
+//! Elasticsearch `_bulk`, enough for unmodified clients and shippers
 //! (elasticsearch-py 8/9, Filebeat, Fluent Bit, Vector, Logstash) to write to Tidewatch.
 //!
 //! An index is a stream. `create` and `index` actions store their document; `delete` and
@@ -9,139 +9,33 @@
 //! stored twice, and a retried bulk request is safe. A malformed action line fails the whole
 //! request before anything is stored, as in Elasticsearch.
 //!
-//! Clients since 8.0 refuse a server without `X-Elastic-Product: Elasticsearch`, and send
-//! `application/vnd.elasticsearch+json; compatible-with=N`: every answer carries the header and
-//! echoes that media type, and the root reports a version of the major the client asked for.
+//! The same `_id` twice in one request: the second is a duplicate only of a first that was
+//! stored; when the first was refused (invalid JSON, schema) or failed, the second is tried on
+//! its own. A request naming several indexes is answered per item even when one index cannot
+//! be written at all (disk full, stream being deleted): the other indexes' items are stored
+//! and answered 201, that index's items 503 (or 400 for a request it can never accept). Should
+//! remembering the stored ids fail, they are remembered in memory only (until a restart)
+//! rather than stored documents answered as failed.
+//!
+//! The wire conventions (product header, media types, errors) are `crate::es_http`'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use bytes::Bytes;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tw_core::StreamName;
 use tw_pipeline::{CompatRecord, ContentEncoding, IngestError, RecordOutcome, decode_body};
 
 use crate::CompatState;
-use crate::dedup::{Claim, DedupKey, dedup_key};
-
-/// The major version reported when the client does not ask for one.
-const DEFAULT_MAJOR: u32 = 9;
-
-/// The `compatible-with=N` a request asked for (Accept first, then Content-Type).
-fn compatible_with(headers: &HeaderMap) -> Option<u32> {
-    [header::ACCEPT, header::CONTENT_TYPE]
-        .iter()
-        .filter_map(|name| headers.get(name)?.to_str().ok())
-        .find_map(|value| {
-            let (_, rest) = value.split_once("compatible-with=")?;
-            rest.trim()
-                .trim_matches('"')
-                .split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
-}
-
-/// An Elasticsearch answer: JSON, the product header, the negotiated media type.
-fn es_response(status: StatusCode, headers: &HeaderMap, body: Option<&Value>) -> Response {
-    es_response_bytes(status, headers, body.map(|b| b.to_string().into_bytes()))
-}
-
-fn es_response_bytes(status: StatusCode, headers: &HeaderMap, body: Option<Vec<u8>>) -> Response {
-    let content_type = match compatible_with(headers) {
-        Some(major) => format!("application/vnd.elasticsearch+json;compatible-with={major}"),
-        None => "application/json".to_string(),
-    };
-    let mut response = match body {
-        Some(body) => (status, body).into_response(),
-        None => status.into_response(),
-    };
-    let out = response.headers_mut();
-    out.insert(
-        "x-elastic-product",
-        HeaderValue::from_static("Elasticsearch"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&content_type) {
-        out.insert(header::CONTENT_TYPE, value);
-    }
-    response
-}
-
-fn es_error(status: StatusCode, headers: &HeaderMap, kind: &str, reason: &str) -> Response {
-    let body = json!({
-        "error": { "root_cause": [{ "type": kind, "reason": reason }], "type": kind, "reason": reason },
-        "status": status.as_u16(),
-    });
-    es_response(status, headers, Some(&body))
-}
-
-fn root_document(major: u32) -> Value {
-    // A version of the requested major that its clients accept (8.x clients check >= 8.0).
-    let number = match major {
-        7 => "7.17.0",
-        8 => "8.17.0",
-        _ => "9.0.0",
-    };
-    json!({
-        "name": "tidewatch",
-        "cluster_name": "tidewatch",
-        "cluster_uuid": "tidewatch-compat",
-        "version": {
-            "number": number,
-            "build_flavor": "default",
-            "build_type": "tidewatch",
-            // Tidewatch's own version, not an Elasticsearch build.
-            "build_hash": env!("CARGO_PKG_VERSION"),
-            "build_snapshot": false,
-            "lucene_version": "10.1.0",
-            "minimum_wire_compatibility_version": "8.18.0",
-            "minimum_index_compatibility_version": "8.0.0",
-        },
-        "tagline": "You Know, for Search",
-    })
-}
-
-/// `GET /`: the cluster root.
-pub(crate) async fn root(State(state): State<Arc<CompatState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = state.auth.check_api_key(&headers) {
-        return auth_error(&denied, &headers);
-    }
-    let major = compatible_with(&headers).unwrap_or(DEFAULT_MAJOR);
-    es_response(StatusCode::OK, &headers, Some(&root_document(major)))
-}
-
-/// `HEAD /`: the ping clients send before anything else.
-pub(crate) async fn root_head(
-    State(state): State<Arc<CompatState>>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = state.auth.check_api_key(&headers) {
-        return es_response(denied.status, &headers, None);
-    }
-    es_response(StatusCode::OK, &headers, None)
-}
-
-fn auth_error(denied: &crate::auth::Denied, headers: &HeaderMap) -> Response {
-    metrics::counter!("tidewatch_auth_denied_total", "api" => "bulk").increment(1);
-    let mut response = es_error(
-        denied.status,
-        headers,
-        "security_exception",
-        &denied.message,
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("ApiKey, Bearer realm=\"tidewatch\""),
-    );
-    response
-}
+use crate::dedup::{Claim, Claims, DedupKey, dedup_key};
+use crate::es_http::{auth_error, es_error, es_response_bytes};
 
 /// `POST /_bulk`.
 pub(crate) async fn bulk(
@@ -347,7 +241,7 @@ async fn run_bulk(
     metrics::counter!("tidewatch_compat_requests_total", "api" => "bulk", "operation" => "bulk")
         .increment(1);
     if let Err(denied) = state.auth.check_api_key(headers) {
-        return auth_error(&denied, headers);
+        return auth_error(&denied, headers, false);
     }
     let encoding = ContentEncoding::from_header(
         headers
@@ -387,143 +281,33 @@ async fn run_bulk(
                 .unwrap_or_default()
         })
         .collect();
-    let mut answers: Vec<Option<ItemAnswer<'_>>> = Vec::with_capacity(items.len());
-    answers.resize_with(items.len(), || None);
-    let mut batches: Vec<StreamBatch> = Vec::new();
-    let mut claims = state.dedup.claims();
-    for (number, item) in items.iter().enumerate() {
-        let index = indexes[number].as_str();
-        let action = item.action.as_str();
-        let id = item.id.as_deref();
-        if action == "delete" || action == "update" {
-            answers[number] = Some(ItemAnswer::failed(
-                index,
-                id,
-                400,
-                "action_request_validation_exception",
-                format!("[{action}] is not supported: Tidewatch streams are append-only"),
-            ));
-            continue;
-        }
-        let stream = match batches
-            .iter()
-            .position(|(name, _, _)| name.as_str() == index)
-        {
-            Some(position) => position,
-            None => match StreamName::new(index) {
-                Ok(stream) => {
-                    batches.push((stream, Vec::new(), Vec::new()));
-                    batches.len() - 1
-                }
-                Err(error) => {
-                    let reason = if index.is_empty() {
-                        "no index given (use /{index}/_bulk or _index)".to_string()
-                    } else {
-                        error.to_string()
-                    };
-                    answers[number] = Some(ItemAnswer::failed(
-                        index,
-                        id,
-                        400,
-                        "invalid_index_name_exception",
-                        reason,
-                    ));
-                    continue;
-                }
-            },
-        };
-        let key = id.map(|id| dedup_key(&format!("es/{index}"), id));
-        if let Some(key) = key {
-            match claims.claim(key) {
-                Claim::New => {}
-                Claim::Seen if action == "create" => {
-                    answers[number] = Some(ItemAnswer::failed(
-                        index,
-                        id,
-                        409,
-                        "version_conflict_engine_exception",
-                        format!(
-                            "[{}]: version conflict, document already exists",
-                            id.unwrap_or_default()
-                        ),
-                    ));
-                    continue;
-                }
-                Claim::Seen => {
-                    answers[number] =
-                        Some(ItemAnswer::done(index, id.map(str::to_string), "noop", 200));
-                    continue;
-                }
-                Claim::InFlight => {
-                    answers[number] = Some(ItemAnswer::failed(
-                        index,
-                        id,
-                        429,
-                        "es_rejected_execution_exception",
-                        "a request with this _id is in flight; retry".to_string(),
-                    ));
-                    continue;
-                }
-            }
-        }
-        let (_, records, numbers) = &mut batches[stream];
-        records.push(CompatRecord {
-            partition: None,
-            key: Bytes::new(),
-            payload: item.source.clone().unwrap_or_default(),
-        });
-        numbers.push((number, key));
+    let mut run = BulkRun {
+        items: &items,
+        indexes: &indexes,
+        answers: Vec::with_capacity(items.len()),
+        claims: state.dedup.claims(),
+        stored_keys: HashSet::new(),
+    };
+    run.answers.resize_with(items.len(), || None);
+    // Rounds: an item whose `_id` an earlier item of this request holds waits for that item's
+    // outcome (a duplicate only of a stored document, tried on its own otherwise), so each
+    // round resolves at least the first holder of every id and the loop ends.
+    let mut pending: Vec<usize> = (0..items.len()).collect();
+    while !pending.is_empty() {
+        let (batches, deferred) = run.plan_round(pending);
+        run.store_round(state, batches).await;
+        pending = deferred;
     }
-    let mut confirmed = Vec::new();
-    for (stream, records, numbers) in batches {
-        if records.is_empty() {
-            continue;
-        }
-        let outcomes = match state.ingestor.ingest_records(&stream, records).await {
-            Ok(outcomes) => outcomes,
-            Err(error) => return ingest_error(&error, headers),
-        };
-        for ((number, key), outcome) in numbers.into_iter().zip(outcomes) {
-            let (index, id) = (indexes[number].as_str(), items[number].id.as_deref());
-            answers[number] = Some(match outcome {
-                RecordOutcome::Stored { partition, offset } => {
-                    confirmed.extend(key);
-                    let id = id.map_or_else(|| format!("{partition}-{offset}"), str::to_string);
-                    ItemAnswer {
-                        seq_no: Some(offset),
-                        primary_term: Some(1),
-                        ..ItemAnswer::done(index, Some(id), "created", 201)
-                    }
-                }
-                RecordOutcome::Rejected { reason } => {
-                    if let Some(key) = key {
-                        claims.release(key);
-                    }
-                    ItemAnswer::failed(
-                        index,
-                        id,
-                        400,
-                        "document_parsing_exception",
-                        format!("{reason} (kept in the dead-letter queue)"),
-                    )
-                }
-                RecordOutcome::Failed { reason } => {
-                    if let Some(key) = key {
-                        claims.release(key);
-                    }
-                    ItemAnswer::failed(index, id, 503, "unavailable_shards_exception", reason)
-                }
-            });
-        }
-    }
-    if let Err(error) = claims.confirm(&confirmed).await {
-        // The documents are stored but their ids are not remembered: answer 503 so the client
-        // retries; the retry stores them again (at-least-once, like any retried 503).
-        return ingest_error(&IngestError::from(error), headers);
+    let confirmed: Vec<DedupKey> = run.stored_keys.iter().copied().collect();
+    if let Err(error) = run.claims.confirm(&confirmed).await {
+        // The documents are stored: answering them failed would make the client store them
+        // again. Their ids are remembered until a restart instead of durably.
+        tracing::warn!(%error, "remembering stored _ids failed; kept in memory only");
+        run.claims.keep_in_memory(&confirmed);
     }
     let items: Vec<BulkItem<'_>> = items
         .iter()
-        .zip(answers)
+        .zip(run.answers)
         .zip(&indexes)
         .map(|((item, answer), index)| BulkItem {
             action: item.action.as_str(),
@@ -550,6 +334,196 @@ async fn run_bulk(
     )
 }
 
+/// The state of one bulk request across its rounds.
+struct BulkRun<'a> {
+    items: &'a [Item],
+    indexes: &'a [String],
+    answers: Vec<Option<ItemAnswer<'a>>>,
+    claims: Claims,
+    /// Ids whose document this request stored (held by `claims` until confirmed).
+    stored_keys: HashSet<DedupKey>,
+}
+
+impl<'a> BulkRun<'a> {
+    /// Answers the `pending` items that need no storing and groups the others by stream;
+    /// returns the batches and the items deferred to the next round.
+    fn plan_round(&mut self, pending: Vec<usize>) -> (Vec<StreamBatch>, Vec<usize>) {
+        let mut batches: Vec<StreamBatch> = Vec::new();
+        let mut deferred = Vec::new();
+        for number in pending {
+            let item = &self.items[number];
+            let index = self.indexes[number].as_str();
+            let action = item.action.as_str();
+            let id = item.id.as_deref();
+            if action == "delete" || action == "update" {
+                self.answers[number] = Some(ItemAnswer::failed(
+                    index,
+                    id,
+                    400,
+                    "action_request_validation_exception",
+                    format!("[{action}] is not supported: Tidewatch streams are append-only"),
+                ));
+                continue;
+            }
+            let stream = match batches
+                .iter()
+                .position(|(name, _, _)| name.as_str() == index)
+            {
+                Some(position) => position,
+                None => match StreamName::new(index) {
+                    Ok(stream) => {
+                        batches.push((stream, Vec::new(), Vec::new()));
+                        batches.len() - 1
+                    }
+                    Err(error) => {
+                        let reason = if index.is_empty() {
+                            "no index given (use /{index}/_bulk or _index)".to_string()
+                        } else {
+                            error.to_string()
+                        };
+                        self.answers[number] = Some(ItemAnswer::failed(
+                            index,
+                            id,
+                            400,
+                            "invalid_index_name_exception",
+                            reason,
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let key = id.map(|id| dedup_key(&format!("es/{index}"), id));
+            if let Some(key) = key {
+                let answer = match self.claims.claim(key) {
+                    Claim::New => None,
+                    Claim::Seen => Some(duplicate(action, index, id)),
+                    Claim::Held if self.stored_keys.contains(&key) => {
+                        Some(duplicate(action, index, id))
+                    }
+                    Claim::Held => {
+                        // The holder is in this round: its outcome decides.
+                        deferred.push(number);
+                        continue;
+                    }
+                    Claim::InFlight => Some(ItemAnswer::failed(
+                        index,
+                        id,
+                        429,
+                        "es_rejected_execution_exception",
+                        "a request with this _id is in flight; retry".to_string(),
+                    )),
+                };
+                if answer.is_some() {
+                    self.answers[number] = answer;
+                    continue;
+                }
+            }
+            let (_, records, numbers) = &mut batches[stream];
+            records.push(CompatRecord {
+                partition: None,
+                key: Bytes::new(),
+                payload: item.source.clone().unwrap_or_default(),
+            });
+            numbers.push((number, key));
+        }
+        (batches, deferred)
+    }
+
+    /// Stores the batches of one round and answers their items. A stream whose append fails
+    /// as a whole fails only its own items: other streams' items may already be stored.
+    async fn store_round(&mut self, state: &CompatState, batches: Vec<StreamBatch>) {
+        for (stream, records, numbers) in batches {
+            if records.is_empty() {
+                continue;
+            }
+            let outcomes = match state.ingestor.ingest_records(&stream, records).await {
+                Ok(outcomes) => outcomes,
+                Err(error) => {
+                    let (status, kind) = item_error(&error);
+                    for (number, key) in numbers {
+                        if let Some(key) = key {
+                            self.claims.release(key);
+                        }
+                        self.answers[number] = Some(ItemAnswer::failed(
+                            self.indexes[number].as_str(),
+                            self.items[number].id.as_deref(),
+                            status,
+                            kind,
+                            error.to_string(),
+                        ));
+                    }
+                    continue;
+                }
+            };
+            for ((number, key), outcome) in numbers.into_iter().zip(outcomes) {
+                let (index, id) = (
+                    self.indexes[number].as_str(),
+                    self.items[number].id.as_deref(),
+                );
+                let answer = match outcome {
+                    RecordOutcome::Stored { partition, offset } => {
+                        self.stored_keys.extend(key);
+                        let id = id.map_or_else(|| format!("{partition}-{offset}"), str::to_string);
+                        ItemAnswer {
+                            seq_no: Some(offset),
+                            primary_term: Some(1),
+                            ..ItemAnswer::done(index, Some(id), "created", 201)
+                        }
+                    }
+                    RecordOutcome::Rejected { reason } => ItemAnswer::failed(
+                        index,
+                        id,
+                        400,
+                        "document_parsing_exception",
+                        format!("{reason} (kept in the dead-letter queue)"),
+                    ),
+                    RecordOutcome::Failed { reason } => {
+                        ItemAnswer::failed(index, id, 503, "unavailable_shards_exception", reason)
+                    }
+                };
+                if answer.error.is_some()
+                    && let Some(key) = key
+                {
+                    self.claims.release(key);
+                }
+                self.answers[number] = Some(answer);
+            }
+        }
+    }
+}
+
+/// The answer to an item whose `_id` names a document already stored: a conflict for
+/// `create`, a no-op for `index`.
+fn duplicate<'a>(action: &str, index: &'a str, id: Option<&str>) -> ItemAnswer<'a> {
+    if action == "create" {
+        ItemAnswer::failed(
+            index,
+            id,
+            409,
+            "version_conflict_engine_exception",
+            format!(
+                "[{}]: version conflict, document already exists",
+                id.unwrap_or_default()
+            ),
+        )
+    } else {
+        ItemAnswer::done(index, id.map(str::to_string), "noop", 200)
+    }
+}
+
+/// The per-item status and ES error type of an item whose stream could not be written.
+fn item_error(error: &IngestError) -> (u16, &'static str) {
+    let status = crate::ingest_status(error);
+    let kind = if error.is_retryable() {
+        "unavailable_shards_exception"
+    } else if error.is_client_error() {
+        "illegal_argument_exception"
+    } else {
+        "tidewatch_exception"
+    };
+    (status.as_u16(), kind)
+}
+
 fn ingest_error(error: &IngestError, headers: &HeaderMap) -> Response {
     let status = crate::ingest_status(error);
     es_error(status, headers, "tidewatch_exception", &error.to_string())
@@ -574,19 +548,5 @@ mod tests {
         assert!(parse_items(&Bytes::from_static(b"{\"index\":{}}\n")).is_err());
         assert!(parse_items(&Bytes::from_static(b"not json\n{}\n")).is_err());
         assert!(parse_items(&Bytes::from_static(b"{\"upsert\":{}}\n{}\n")).is_err());
-    }
-
-    #[test]
-    fn media_type_follows_the_client() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::ACCEPT,
-            "application/vnd.elasticsearch+json; compatible-with=8"
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(compatible_with(&headers), Some(8));
-        assert_eq!(root_document(8)["version"]["number"], "8.17.0");
-        assert_eq!(compatible_with(&HeaderMap::new()), None);
     }
 }

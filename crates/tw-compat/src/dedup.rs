@@ -9,7 +9,8 @@
 //! the data again (at-least-once, the same promise as a retried 503) but never answers
 //! "already stored" for data that was not. While a request holds an id, another request with
 //! the same id is told to retry later; a claim that is dropped before it is confirmed (the
-//! request failed or the client went away) is released.
+//! request failed or the client went away) is released. The same id twice in one request is
+//! not "seen": only the caller knows whether the first was stored.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,9 @@ pub enum Claim {
     New,
     /// Stored before.
     Seen,
+    /// This request already holds it (the same id twice in one request): whether it is a
+    /// duplicate depends on what became of the first, which only the caller knows.
+    Held,
     /// Another request holds it right now.
     InFlight,
 }
@@ -134,11 +138,10 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// Claims `key` for this request. A key this request already holds counts as seen (the
-    /// same id twice in one request).
+    /// Claims `key` for this request.
     pub fn claim(&mut self, key: DedupKey) -> Claim {
         if self.held.contains(&key) {
-            return Claim::Seen;
+            return Claim::Held;
         }
         let mut map = self.store.map();
         match map.get(&key) {
@@ -199,6 +202,22 @@ impl Claims {
     }
 }
 
+impl Claims {
+    /// Marks `keys` (held by this request, their data stored) as seen in memory only, for when
+    /// [`Claims::confirm`] failed: retries are still recognised until a restart, and the
+    /// caller can answer the truth (stored) instead of a failure that would make the client
+    /// store the data again.
+    pub fn keep_in_memory(&mut self, keys: &[DedupKey]) {
+        let now = now_ms();
+        let mut map = self.store.map();
+        for key in keys {
+            if self.held.remove(key) {
+                map.insert(*key, Seen::Done(now));
+            }
+        }
+    }
+}
+
 impl Drop for Claims {
     fn drop(&mut self) {
         if self.held.is_empty() {
@@ -229,7 +248,7 @@ mod tests {
             assert_eq!(first.claim(key), Claim::New);
             assert_eq!(
                 first.claim(key),
-                Claim::Seen,
+                Claim::Held,
                 "same id twice in one request"
             );
             let mut second = store.claims();
@@ -252,5 +271,29 @@ mod tests {
         );
         store.maintain().unwrap();
         assert_eq!(store.claims().claim(key), Claim::Seen);
+    }
+
+    #[tokio::test]
+    async fn ids_kept_in_memory_are_seen_until_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn Log> = DiskLog::open(LogConfig::new(dir.path())).unwrap();
+        let store = DedupStore::open(log.clone(), DEFAULT_HORIZON_MS).unwrap();
+        let (kept, released) = (dedup_key("es/s", "a"), dedup_key("es/s", "b"));
+        let mut claims = store.claims();
+        assert_eq!(claims.claim(kept), Claim::New);
+        assert_eq!(claims.claim(released), Claim::New);
+        claims.keep_in_memory(&[kept]);
+        drop(claims);
+        assert_eq!(store.claims().claim(kept), Claim::Seen);
+        assert_eq!(
+            store.claims().claim(released),
+            Claim::New,
+            "not kept: released"
+        );
+        drop(store);
+        drop(log);
+        let log: Arc<dyn Log> = DiskLog::open(LogConfig::new(dir.path())).unwrap();
+        let store = DedupStore::open(log, DEFAULT_HORIZON_MS).unwrap();
+        assert_eq!(store.claims().claim(kept), Claim::New, "memory only");
     }
 }

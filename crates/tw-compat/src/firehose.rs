@@ -11,7 +11,9 @@
 //! record is stored and every invalid one dead-lettered, else 4xx/5xx and Firehose retries the
 //! whole request with the same `X-Amz-Firehose-Request-Id`. The id is remembered durably
 //! ([`crate::dedup`]) once the request's records are stored, so a retry (even after a restart)
-//! is answered 200 without storing anything twice.
+//! is answered 200 without storing anything twice. A request that fails part-way (one
+//! partition's append failed) is answered 503 after remembering, just as durably, which of its
+//! records are done (stored or dead-lettered): its retry stores only the others.
 
 use std::sync::Arc;
 
@@ -27,7 +29,7 @@ use tw_pipeline::{CompatRecord, ContentEncoding, IngestError, RecordOutcome, dec
 
 use crate::CompatState;
 use crate::aws::{AwsError, decode_data, json_response, parse_input};
-use crate::dedup::{Claim, dedup_key};
+use crate::dedup::{Claim, DedupKey, dedup_key};
 
 /// Most records in one `PutRecordBatch` (as in Firehose).
 const MAX_BATCH_RECORDS: usize = 500;
@@ -266,9 +268,9 @@ async fn deliver(
         .filter(|id| !id.is_empty())
         .ok_or_else(|| bad(&None, "missing X-Amz-Firehose-Request-Id".into()))?;
     let id = Some(request_id.clone());
-    let key = dedup_key(&format!("firehose/{name}"), &request_id);
+    let ids = RequestIds::new(&name, &request_id);
     let mut claims = state.dedup.claims();
-    match claims.claim(key) {
+    match claims.claim(ids.request) {
         Claim::Seen => {
             metrics::counter!("tidewatch_compat_duplicates_total", "api" => "firehose")
                 .increment(1);
@@ -281,10 +283,19 @@ async fn deliver(
                 "a request with this id is being processed; retry later".into(),
             ));
         }
-        Claim::New => {}
+        // `Held` cannot happen on fresh claims.
+        Claim::New | Claim::Held => {}
     }
-    let mut records = Vec::with_capacity(request.records.len());
+    // Only a retry of a request that failed part-way has records to skip: the marker spares
+    // every other request a key per record.
+    let resumed = claims.claim(ids.partial) == Claim::Seen;
+    let total = request.records.len();
+    let mut records = Vec::with_capacity(total);
+    let mut numbers = Vec::with_capacity(total);
     for (index, record) in request.records.into_iter().enumerate() {
+        if resumed && claims.claim(ids.record(index)) == Claim::Seen {
+            continue;
+        }
         let data = decode_data(&record.data)
             .map_err(|e| bad(&id, format!("record {}: {}", index + 1, e.message)))?;
         let payload = event_bytes(data, state).map_err(|e| ingest_failure(&id, e))?;
@@ -293,6 +304,10 @@ async fn deliver(
             key: Bytes::new(),
             payload,
         });
+        numbers.push(index);
+    }
+    if numbers.len() < total {
+        metrics::counter!("tidewatch_compat_duplicates_total", "api" => "firehose").increment(1);
     }
     let outcomes = state
         .ingestor
@@ -303,14 +318,52 @@ async fn deliver(
         RecordOutcome::Failed { reason } => Some(reason.clone()),
         _ => None,
     }) {
-        // Part may be stored; the retry stores it again (at-least-once, like a retried 503).
+        // Firehose retries the whole request: remember which records are done (stored, or
+        // refused and dead-lettered) so the retry sends only the others to the log.
+        let mut done = vec![ids.partial];
+        for (index, outcome) in numbers.into_iter().zip(&outcomes) {
+            if !matches!(outcome, RecordOutcome::Failed { .. }) {
+                let key = ids.record(index);
+                claims.claim(key);
+                done.push(key);
+            }
+        }
+        if let Err(error) = claims.confirm(&done).await {
+            tracing::warn!(%error, request_id, "remembering the stored records of a failed Firehose request failed; kept in memory only");
+            claims.keep_in_memory(&done);
+        }
         return Err((StatusCode::SERVICE_UNAVAILABLE, id, reason));
     }
-    claims
-        .confirm(&[key])
-        .await
-        .map_err(|e| ingest_failure(&id, IngestError::from(e)))?;
+    if let Err(error) = claims.confirm(&[ids.request]).await {
+        // Every record is stored: answering a failure would make Firehose store them again.
+        tracing::warn!(%error, request_id, "remembering a Firehose request id failed; kept in memory only");
+        claims.keep_in_memory(&[ids.request]);
+    }
     Ok(request_id)
+}
+
+/// The dedup keys of one HTTP-endpoint request: the request itself, the marker left when it
+/// failed part-way, and each of its records (by position: a retry carries the same body).
+struct RequestIds {
+    request: DedupKey,
+    partial: DedupKey,
+    record_scope: String,
+    request_id: String,
+}
+
+impl RequestIds {
+    fn new(stream: &StreamName, request_id: &str) -> Self {
+        Self {
+            request: dedup_key(&format!("firehose/{stream}"), request_id),
+            partial: dedup_key(&format!("firehose-partial/{stream}"), request_id),
+            record_scope: format!("firehose-record/{stream}"),
+            request_id: request_id.to_string(),
+        }
+    }
+
+    fn record(&self, index: usize) -> DedupKey {
+        dedup_key(&self.record_scope, &format!("{}/{index}", self.request_id))
+    }
 }
 
 fn ingest_failure(id: &Option<String>, error: IngestError) -> DeliveryError {

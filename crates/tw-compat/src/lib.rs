@@ -4,7 +4,9 @@
 //! - Kinesis Data Streams (`POST /`, `X-Amz-Target: Kinesis_20131202.*`) — [`kinesis`];
 //! - Firehose, both the API (`Firehose_20150804.PutRecord[Batch]`) and the HTTP-endpoint
 //!   delivery format (`POST /firehose/{stream}`) — [`firehose`];
-//! - Elasticsearch `_bulk` and the cluster root clients probe — [`bulk`];
+//! - Elasticsearch `_bulk` — [`bulk`]; the cluster root clients probe and the shared ES wire
+//!   conventions — `es_http`; the setup calls agents make at startup (license, templates, ILM
+//!   policies, index creation) — [`es_setup`];
 //! - the `[auth]` checks of every endpoint, including the native API — [`auth`], [`sigv4`].
 //!
 //! Invariants: every endpoint answers success for a record only after the ingestor reported it
@@ -18,6 +20,8 @@ mod aws;
 mod base64_fast;
 pub mod bulk;
 pub mod dedup;
+mod es_http;
+pub mod es_setup;
 pub mod firehose;
 pub mod kinesis;
 pub mod shards;
@@ -57,15 +61,19 @@ pub struct CompatState {
 pub fn router(state: Arc<CompatState>) -> Router {
     let body_limit = state.ingestor.limits().max_body_bytes;
     Router::new()
-        .route("/", get(bulk::root).head(bulk::root_head).post(aws_json))
+        .route(
+            "/",
+            get(es_http::root).head(es_http::root_head).post(aws_json),
+        )
         .route("/_bulk", post(bulk::bulk).put(bulk::bulk))
         .route(
             "/{index}/_bulk",
             post(bulk::bulk_index).put(bulk::bulk_index),
         )
         .route("/firehose/{stream}", post(firehose::http_endpoint))
+        .with_state(state.clone())
+        .merge(es_setup::router(state))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
 }
 
 /// Forgets expired ids every ten minutes (runs until aborted).

@@ -1,0 +1,311 @@
+//! The index templates, legacy templates and ILM policies agents PUT at startup, kept durably.
+//!
+//! They live in the internal log stream `_compat_es_setup` (one partition), like the dedup ids
+//! of [`crate::dedup`]: under the data dir, with the log's fsync and CRC framing, and on
+//! JetStream when the log is. Each PUT that changes a definition appends one JSON record
+//! (format version, kind, name, body, version, time); opening reads the stream back and the
+//! last record of a name wins. No retention applies to the stream (it is in no stream's
+//! registry), so a definition stays until replaced.
+//!
+//! Invariant: a PUT is acknowledged only after its record is durable, and the in-memory map
+//! changes in the order of the log's records (writes are serialised), so what GET answers is
+//! what a restart reads back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tw_core::{AppendRecord, StreamName, now_ms};
+use tw_log::Log;
+
+use super::error::SetupError;
+
+/// Name of the internal stream of setup definitions.
+pub const SETUP_STREAM: &str = "_compat_es_setup";
+
+/// The format version of a stored record (bump it when the record's shape changes).
+const FORMAT: u32 = 1;
+
+/// What kind of definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A composable index template (`/_index_template/{name}`).
+    IndexTemplate,
+    /// A legacy template (`/_template/{name}`).
+    LegacyTemplate,
+    /// An ILM policy (`/_ilm/policy/{name}`).
+    IlmPolicy,
+}
+
+/// One stored definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    /// The body as the agent sent it (after validation).
+    pub body: Value,
+    /// 1 for the first PUT of the name, plus one per change (ILM policies report it).
+    pub version: u64,
+    /// When it last changed (ms since the epoch).
+    pub modified_ms: i64,
+}
+
+/// One record of the stream.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredRecord {
+    format: u32,
+    kind: Kind,
+    name: String,
+    body: Value,
+    version: u64,
+    modified_ms: i64,
+}
+
+/// What a PUT did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Put {
+    /// The name was new.
+    Created,
+    /// The definition changed.
+    Updated,
+    /// The same body was already stored: nothing was written.
+    Unchanged,
+}
+
+/// The stored definitions.
+pub struct SetupStore {
+    log: Arc<dyn Log>,
+    stream: StreamName,
+    /// Held across the append of a PUT so the map follows the log's order.
+    definitions: Mutex<BTreeMap<(Kind, String), Definition>>,
+}
+
+impl SetupStore {
+    /// Opens the store, reading every stored definition back. Blocking (reads the log).
+    pub fn open(log: Arc<dyn Log>) -> Result<Self, SetupError> {
+        let stream = StreamName::internal(SETUP_STREAM);
+        log.create_stream(&stream, 1)?;
+        let mut next = log.start_offset(&stream, 0)?;
+        let end = log.end_offset(&stream, 0)?;
+        let mut definitions = BTreeMap::new();
+        while next < end {
+            let records = log.read(&stream, 0, next, 1024, 4 << 20)?;
+            let Some(last) = records.last() else { break };
+            next = last.offset + 1;
+            for record in records {
+                let stored: StoredRecord =
+                    serde_json::from_slice(&record.payload).map_err(|e| {
+                        SetupError::Unreadable {
+                            offset: record.offset,
+                            reason: e.to_string(),
+                        }
+                    })?;
+                if stored.format != FORMAT {
+                    return Err(SetupError::Unreadable {
+                        offset: record.offset,
+                        reason: format!(
+                            "format {} is not {FORMAT} (written by a newer Tidewatch?)",
+                            stored.format
+                        ),
+                    });
+                }
+                definitions.insert(
+                    (stored.kind, stored.name),
+                    Definition {
+                        body: stored.body,
+                        version: stored.version,
+                        modified_ms: stored.modified_ms,
+                    },
+                );
+            }
+        }
+        tracing::debug!(
+            definitions = definitions.len(),
+            "loaded Elasticsearch templates and policies"
+        );
+        Ok(Self {
+            log,
+            stream,
+            definitions: Mutex::new(definitions),
+        })
+    }
+
+    /// The definition of `name`.
+    pub async fn get(&self, kind: Kind, name: &str) -> Option<Definition> {
+        self.definitions
+            .lock()
+            .await
+            .get(&(kind, name.to_string()))
+            .cloned()
+    }
+
+    /// Every definition of `kind` whose name matches `pattern`: comma-separated names, each
+    /// possibly with `*` wildcards (ES's name expressions), sorted by name.
+    pub async fn matching(&self, kind: Kind, pattern: &str) -> Vec<(String, Definition)> {
+        self.definitions
+            .lock()
+            .await
+            .iter()
+            .filter(|((k, name), _)| {
+                *k == kind && pattern.split(',').any(|p| glob_matches(p.trim(), name))
+            })
+            .map(|((_, name), definition)| (name.clone(), definition.clone()))
+            .collect()
+    }
+
+    /// Stores `body` as the definition of `name`, durably; with `only_if_absent`, an existing
+    /// name is an error (ES's `create=true`).
+    pub async fn put(
+        &self,
+        kind: Kind,
+        name: &str,
+        body: Value,
+        only_if_absent: bool,
+    ) -> Result<Put, SetupError> {
+        let mut definitions = self.definitions.lock().await;
+        let key = (kind, name.to_string());
+        let previous = definitions.get(&key);
+        if only_if_absent && previous.is_some() {
+            return Err(SetupError::IllegalArgument(format!(
+                "{} [{name}] already exists",
+                kind_label(kind)
+            )));
+        }
+        // Agents PUT their templates at every start: an unchanged body writes nothing.
+        if previous.is_some_and(|p| p.body == body) {
+            return Ok(Put::Unchanged);
+        }
+        let outcome = if previous.is_some() {
+            Put::Updated
+        } else {
+            Put::Created
+        };
+        let stored = StoredRecord {
+            format: FORMAT,
+            kind,
+            name: name.to_string(),
+            body,
+            version: previous.map_or(1, |p| p.version + 1),
+            modified_ms: now_ms(),
+        };
+        let payload = serde_json::to_vec(&stored).map_err(SetupError::Encode)?;
+        let record = AppendRecord {
+            ingest_time_ms: stored.modified_ms,
+            event_time_ms: stored.modified_ms,
+            key: Bytes::new(),
+            payload: Bytes::from(payload),
+        };
+        self.log.append(&self.stream, 0, vec![record]).await?;
+        definitions.insert(
+            key,
+            Definition {
+                body: stored.body,
+                version: stored.version,
+                modified_ms: stored.modified_ms,
+            },
+        );
+        Ok(outcome)
+    }
+}
+
+/// How ES names a kind in its messages.
+pub fn kind_label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::IndexTemplate => "index template",
+        Kind::LegacyTemplate => "index_template",
+        Kind::IlmPolicy => "lifecycle policy",
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        // No `*`: the whole name.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tw_log::{DiskLog, LogConfig};
+
+    #[test]
+    fn name_expressions_match_like_elasticsearch() {
+        assert!(glob_matches("logs", "logs"));
+        assert!(!glob_matches("logs", "logs-1"));
+        assert!(glob_matches("logs*", "logs-1"));
+        assert!(glob_matches("*", "anything"));
+        assert!(glob_matches("*-default", "logs-generic-default"));
+        assert!(glob_matches("l*g*t", "logs-generic-default-t"));
+        assert!(!glob_matches("l*x*", "logs"));
+        assert!(
+            !glob_matches("ab*ba", "aba"),
+            "prefix and suffix must not overlap"
+        );
+    }
+
+    #[tokio::test]
+    async fn definitions_survive_a_reopen_and_unchanged_puts_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let open_log = || -> Arc<dyn Log> { DiskLog::open(LogConfig::new(dir.path())).unwrap() };
+        let stream = StreamName::internal(SETUP_STREAM);
+        let v1 = json!({"index_patterns": ["logs-*"]});
+        let v2 = json!({"index_patterns": ["logs-*"], "priority": 5});
+        {
+            let log = open_log();
+            let store = SetupStore::open(log.clone()).unwrap();
+            let put = |body: &Value| store.put(Kind::IndexTemplate, "logs", body.clone(), false);
+            assert_eq!(put(&v1).await.unwrap(), Put::Created);
+            assert_eq!(put(&v1).await.unwrap(), Put::Unchanged);
+            assert_eq!(
+                log.end_offset(&stream, 0).unwrap(),
+                1,
+                "no record for a no-op"
+            );
+            assert_eq!(put(&v2).await.unwrap(), Put::Updated);
+            let error = store
+                .put(Kind::IndexTemplate, "logs", v1.clone(), true)
+                .await
+                .unwrap_err();
+            assert!(error.to_string().contains("already exists"), "{error}");
+            store
+                .put(Kind::IlmPolicy, "logs", json!({"policy": {}}), false)
+                .await
+                .unwrap();
+        }
+        let store = SetupStore::open(open_log()).unwrap();
+        let template = store.get(Kind::IndexTemplate, "logs").await.unwrap();
+        assert_eq!((template.body, template.version), (v2, 2));
+        assert_eq!(
+            store.get(Kind::IlmPolicy, "logs").await.unwrap().body,
+            json!({"policy": {}}),
+            "kinds are separate namespaces"
+        );
+        assert!(store.get(Kind::LegacyTemplate, "logs").await.is_none());
+        let names: Vec<String> = store
+            .matching(Kind::IndexTemplate, "nope,log*")
+            .await
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(names, ["logs"]);
+    }
+}
