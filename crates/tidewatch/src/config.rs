@@ -1,6 +1,17 @@
 //! `tidewatch.toml`: every setting with its default; unknown keys are errors.
 //!
 //! Precedence: defaults < config file < `TIDEWATCH_*` environment < command-line flags.
+//! Every setting of the file has a variable: `TIDEWATCH_` and its key path in upper case, table
+//! levels joined by `__` (`TIDEWATCH_LAKE__FLUSH_MAX_AGE_MS`; see [`env`]).
+//!
+//! Invariants: whatever can be checked without starting anything is checked at load time
+//! ([`Config::validate`] is pure and reports every problem at once, each naming its setting);
+//! the only I/O before `serve` starts is reading the file and resolving the `listen` host.
+
+mod env;
+mod listen;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,11 +19,20 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+pub use env::from_process as environment;
+use listen::{parse_listen, resolve_listen};
+
+/// Smallest `log.segment_max_bytes`: below it the log is mostly files of a few appends each.
+const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+/// Smallest `query.memory_limit_bytes` a query can do anything with.
+const MIN_QUERY_MEMORY_BYTES: usize = 1 << 20;
+
 /// The whole server configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address of the HTTP API (port 0 picks a free port, printed at start).
+    /// Address of the HTTP API: `IP:PORT` or `HOST:PORT`, a host name resolved at start
+    /// (port 0 picks a free port, printed at start).
     pub listen: String,
     /// Where the log, lake, rules, alerts and offsets live.
     pub data_dir: PathBuf,
@@ -262,12 +282,85 @@ impl Default for QuerySection {
     }
 }
 
+/// The `serve` command-line flags that override settings: the last layer.
+#[derive(Debug, Default)]
+pub struct Flags {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--rules-dir`.
+    pub rules_dir: Option<PathBuf>,
+}
+
 impl Config {
-    /// Reads a TOML file; a typo in a key is an error naming it.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+    /// The configuration of `tidewatch serve`: defaults < `file` < `env` (the `TIDEWATCH_*`
+    /// variables, as [`environment`] reads them) < `flags`; validated, and with a host name in
+    /// `listen` resolved to its address.
+    pub fn for_serve(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        flags: Flags,
+    ) -> anyhow::Result<Self> {
+        let text = match file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let mut config = Self::parse(text.as_deref(), file, env)?;
+        config.apply_flags(flags);
+        config.validate()?;
+        config.resolve_listen()?;
+        Ok(config)
+    }
+
+    /// The file's settings (`text`, none: every default) with the `TIDEWATCH_*` variables of
+    /// `env` applied; a typo in a key or a variable's name is an error naming it.
+    pub fn parse(
+        text: Option<&str>,
+        origin: Option<&Path>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let text = text.unwrap_or_default();
+        let invalid = || match origin {
+            Some(path) => format!("invalid config {}", path.display()),
+            None => "invalid config".to_string(),
+        };
+        // Deserialised from the text first, so that an error points at its line.
+        let _: Self = toml::from_str(text).with_context(invalid)?;
+        let mut table: toml::Table = toml::from_str(text).with_context(invalid)?;
+        env::apply(&mut table, env).map_err(|problems| {
+            anyhow::anyhow!(
+                "invalid TIDEWATCH_* environment variables:\n  {}",
+                problems.join("\n  ")
+            )
+        })?;
+        table
+            .try_into()
+            .context("the configuration with its TIDEWATCH_* environment variables")
+    }
+
+    /// Applies the command-line flags given.
+    pub fn apply_flags(&mut self, flags: Flags) {
+        if let Some(dir) = flags.data_dir {
+            self.data_dir = dir;
+        }
+        if let Some(listen) = flags.listen {
+            self.listen = listen;
+        }
+        if flags.rules_dir.is_some() {
+            self.rules_dir = flags.rules_dir;
+        }
+    }
+
+    /// Replaces a host name in `listen` by the address it resolves to (`localhost` is
+    /// 127.0.0.1; otherwise the first IPv4 address, else the first address).
+    pub fn resolve_listen(&mut self) -> anyhow::Result<()> {
+        let address = resolve_listen(&self.listen).map_err(anyhow::Error::msg)?;
+        self.listen = address.to_string();
+        Ok(())
     }
 
     /// Where the lake lives, from `lake.location` and `[lake.s3]`.
@@ -299,60 +392,103 @@ impl Config {
         Ok(tw_lake::LakeLocation::Local(PathBuf::from(location)))
     }
 
-    /// Checks every setting and reports every problem at once.
+    /// Checks every setting and reports every problem at once. Pure: a host name in `listen`
+    /// is checked for its form here and resolved by [`Config::resolve_listen`].
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!(
-                "listen: {:?} is not an address like 127.0.0.1:7070",
-                self.listen
-            ));
+        if let Err(problem) = parse_listen(&self.listen) {
+            problems.push(problem);
         }
-        if self.streams.partitions == 0 || self.streams.partitions > tw_core::MAX_PARTITIONS {
-            problems.push(format!(
-                "streams.partitions must be 1 to {}",
-                tw_core::MAX_PARTITIONS
-            ));
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir must not be empty".into());
         }
-        if self.lake.flush_max_rows == 0 {
-            problems.push("lake.flush_max_rows must be at least 1".into());
+        if self
+            .rules_dir
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            problems.push("rules_dir must not be empty (leave it out for none)".into());
         }
-        if self.lake.compaction.row_group_rows == 0 {
-            problems.push("lake.compaction.row_group_rows must be at least 1".into());
-        }
-        if self.lake.compaction.target_file_bytes == 0 {
-            problems.push("lake.compaction.target_file_bytes must be at least 1".into());
-        }
-        problems.extend(
-            self.streams
-                .lake
-                .problems()
-                .into_iter()
-                .map(|p| format!("streams.{p}")),
+        let mut at_least = |setting: &str, value: u64, minimum: u64| {
+            if value < minimum {
+                problems.push(format!("{setting} must be at least {minimum}, got {value}"));
+            }
+        };
+        let size = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
+        at_least("shutdown_timeout_secs", self.shutdown_timeout_secs, 1);
+        at_least(
+            "log.segment_max_bytes",
+            self.log.segment_max_bytes,
+            MIN_SEGMENT_BYTES,
         );
+        at_least("ingest.max_body_bytes", size(self.ingest.max_body_bytes), 1);
+        at_least(
+            "ingest.max_decompressed_bytes",
+            size(self.ingest.max_decompressed_bytes),
+            1,
+        );
+        at_least(
+            "ingest.max_event_bytes",
+            size(self.ingest.max_event_bytes),
+            1,
+        );
+        at_least("lake.flush_max_rows", size(self.lake.flush_max_rows), 1);
+        at_least("lake.flush_max_bytes", size(self.lake.flush_max_bytes), 1);
+        at_least("lake.flush_max_age_ms", self.lake.flush_max_age_ms, 1);
+        at_least(
+            "lake.compaction.row_group_rows",
+            size(self.lake.compaction.row_group_rows),
+            1,
+        );
+        at_least(
+            "lake.compaction.target_file_bytes",
+            self.lake.compaction.target_file_bytes,
+            1,
+        );
+        at_least("query.timeout_ms", self.query.timeout_ms, 1);
+        at_least("query.max_result_rows", size(self.query.max_result_rows), 1);
+        at_least(
+            "query.memory_limit_bytes",
+            size(self.query.memory_limit_bytes),
+            size(MIN_QUERY_MEMORY_BYTES),
+        );
+        at_least("query.threads", size(self.query.threads), 1);
+        at_least(
+            "detect.max_keys_per_rule",
+            size(self.detect.max_keys_per_rule),
+            1,
+        );
+        if self.detect.allowed_lateness_ms < 0 {
+            problems.push(format!(
+                "detect.allowed_lateness_ms must not be negative, got {}",
+                self.detect.allowed_lateness_ms
+            ));
+        }
+        problems.extend(self.stream_problems());
         match self.lake_location() {
             Ok(tw_lake::LakeLocation::S3 { connection, .. }) => problems.extend(
                 connection
                     .problems()
                     .into_iter()
+                    .chain(endpoint_problem(connection.endpoint.as_deref()))
                     .map(|problem| format!("lake.s3: {problem}")),
             ),
             Ok(tw_lake::LakeLocation::Local(_)) => {}
             Err(problem) => problems.push(problem),
         }
-        if self.query.threads == 0 {
-            problems.push("query.threads must be at least 1".into());
-        }
-        if self.detect.max_keys_per_rule == 0 {
-            problems.push("detect.max_keys_per_rule must be at least 1".into());
-        }
         if let Err(error) = tw_alerts::validate_sinks(&self.sinks) {
             problems.push(error.to_string());
         }
         problems.extend(self.auth.problems());
+        for (i, row) in self.sigma.logsources.iter().enumerate() {
+            if let Err(error) = tw_core::StreamName::new(&row.stream) {
+                problems.push(format!("sigma.logsources[{i}].stream: {error}"));
+            }
+        }
         if let Err(error) = tw_sources::validate_sources(&self.sources) {
             problems.push(error.to_string());
         }
+        problems.extend(self.source_url_problems());
         anyhow::ensure!(
             problems.is_empty(),
             "invalid configuration:\n  {}",
@@ -360,27 +496,95 @@ impl Config {
         );
         Ok(())
     }
+
+    /// `[streams]`: the defaults of a new stream as a stream's own configuration is checked,
+    /// and the per-stream partition keys.
+    fn stream_problems(&self) -> Vec<String> {
+        let defaults = tw_core::StreamConfig {
+            partitions: self.streams.partitions,
+            partition_key: self.streams.partition_key.clone(),
+            event_time_field: self.streams.event_time_field.clone(),
+            lake: self.streams.lake.clone(),
+            ..tw_core::StreamConfig::default()
+        };
+        let mut problems: Vec<String> = match defaults.validate() {
+            Ok(()) => Vec::new(),
+            Err(error) => error
+                .problems
+                .into_iter()
+                .map(|problem| format!("streams.{problem}"))
+                .collect(),
+        };
+        for (stream, key) in &self.streams.partition_keys {
+            if let Err(error) = tw_core::StreamName::new(stream) {
+                problems.push(format!("streams.partition_keys: {error}"));
+            }
+            if key.is_empty() || key.split('.').any(str::is_empty) {
+                problems.push(format!(
+                    "streams.partition_keys.{stream}: {key:?} is not a dotted field path like `a.b`"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// URLs of `[[sources]]` that their own validation checks only for their scheme.
+    fn source_url_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for source in &self.sources {
+            let problem = match source {
+                tw_sources::SourceConfig::S3(s3) => endpoint_problem(s3.endpoint.as_deref()),
+                tw_sources::SourceConfig::Nats(nats) => nats_url_problem(&nats.url),
+                tw_sources::SourceConfig::Dir(_) => None,
+            };
+            if let Some(problem) = problem {
+                problems.push(format!("source {:?}: {problem}", source.name()));
+            }
+        }
+        problems
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every TOML example of the README loads and validates as a config file: a user copies
-    /// them as they are (a duplicated `[detect]` table once made the main example refuse to load).
-    #[test]
-    fn every_toml_example_of_the_readme_is_a_valid_config() {
-        let readme = include_str!("../../../README.md");
-        let mut examples = 0;
-        for block in readme.split("```toml\n").skip(1) {
-            let text = block.split("```").next().unwrap_or_default();
-            let config: Config = toml::from_str(text)
-                .unwrap_or_else(|e| panic!("README example does not load: {e}\n{text}"));
-            config
-                .validate()
-                .unwrap_or_else(|e| panic!("README example does not validate: {e:#}\n{text}"));
-            examples += 1;
-        }
-        assert!(examples >= 3, "only {examples} TOML examples found");
+/// An `http(s)://` endpoint that is not a URL with a host (other schemes are refused by
+/// [`tw_s3::S3Connection::problems`]).
+fn endpoint_problem(endpoint: Option<&str>) -> Option<String> {
+    let endpoint = endpoint?;
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return None;
     }
+    match reqwest::Url::parse(endpoint) {
+        Err(error) => Some(format!("endpoint {endpoint:?} is not a valid URL: {error}")),
+        Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+            Some(format!("endpoint {endpoint:?} has no host"))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// A NATS `url` as the client reads it: comma-separated servers, each `host:port` or a URL
+/// with scheme nats, tls, ws or wss.
+fn nats_url_problem(urls: &str) -> Option<String> {
+    let mut problems = Vec::new();
+    for server in urls.split(',').map(str::trim) {
+        if server.is_empty() {
+            problems.push(format!("url {urls:?} has an empty server"));
+            continue;
+        }
+        let text = if server.contains("://") {
+            server.to_string()
+        } else {
+            format!("nats://{server}")
+        };
+        match reqwest::Url::parse(&text) {
+            Err(error) => problems.push(format!("url {server:?} is not a valid URL: {error}")),
+            Ok(url) if !matches!(url.scheme(), "nats" | "tls" | "ws" | "wss") => problems.push(
+                format!("url {server:?} must use nats://, tls://, ws:// or wss://"),
+            ),
+            Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+                problems.push(format!("url {server:?} has no host"));
+            }
+            Ok(_) => {}
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
 }

@@ -47,17 +47,21 @@ struct Cli {
 enum Command {
     /// Run the server (ingest, detection, lake, SQL) on 127.0.0.1:7070 with data in ./tidewatch-data.
     Serve {
-        /// TOML configuration file.
+        /// TOML configuration file. Every setting of it can also be set by an environment
+        /// variable, TIDEWATCH_ and its key path in upper case with `__` between table levels
+        /// (TIDEWATCH_LAKE__FLUSH_MAX_AGE_MS=5000); flags win over the environment, which wins
+        /// over the file.
         #[arg(long, env = "TIDEWATCH_CONFIG")]
         config: Option<PathBuf>,
-        /// Data directory (log, lake, rules, alerts, offsets).
-        #[arg(long, env = "TIDEWATCH_DATA_DIR")]
+        /// Data directory (log, lake, rules, alerts, offsets) [env: TIDEWATCH_DATA_DIR].
+        #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Listen address (port 0 picks a free port).
-        #[arg(long, env = "TIDEWATCH_LISTEN")]
+        /// Listen address: IP:PORT or HOST:PORT (port 0 picks a free port)
+        /// [env: TIDEWATCH_LISTEN].
+        #[arg(long)]
         listen: Option<String>,
-        /// Directory of rule files (YAML/JSON) loaded at start.
-        #[arg(long, env = "TIDEWATCH_RULES_DIR")]
+        /// Directory of rule files (YAML/JSON) loaded at start [env: TIDEWATCH_RULES_DIR].
+        #[arg(long)]
         rules_dir: Option<PathBuf>,
         /// Generate live CloudTrail and clickstream traffic and install example rules.
         #[arg(long)]
@@ -345,19 +349,13 @@ fn main() -> anyhow::Result<()> {
             rules_dir,
             demo,
         } => {
-            let mut settings = match config {
-                Some(path) => Config::load(&path)?,
-                None => Config::default(),
+            let flags = crate::config::Flags {
+                data_dir,
+                listen,
+                rules_dir,
             };
-            if let Some(dir) = data_dir {
-                settings.data_dir = dir;
-            }
-            if let Some(listen) = listen {
-                settings.listen = listen;
-            }
-            if rules_dir.is_some() {
-                settings.rules_dir = rules_dir;
-            }
+            let settings =
+                Config::for_serve(config.as_deref(), &crate::config::environment()?, flags)?;
             runtime()?.block_on(serve::serve(settings, demo))
         }
         Command::Send {
