@@ -285,6 +285,30 @@ async fn delete_by_query_removes_exactly_the_matching_rows_and_audits() {
         .await;
     assert!(alice > 0, "the generator has events of alice");
     let others = EVENTS - alice;
+    // Search finds them too (words of the user names starting with "alice").
+    let search_count = |server: &Server| {
+        let path = "/api/v1/streams/cloudtrail/search?q=userIdentity.userName:alice*&limit=1";
+        let url = server.url.clone();
+        async move {
+            let body: Value = reqwest::get(format!("{url}{path}"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["total"].as_u64().unwrap_or_else(|| panic!("{body}"))
+        }
+    };
+    // Search commits about every second and does not wait for the indexer.
+    server
+        .eventually(
+            "search covers every event",
+            Duration::from_secs(10),
+            || async { search_count(&server).await >= alice },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let searchable = search_count(&server).await;
 
     let client = reqwest::Client::new();
     let delete = |predicate: &str| {
@@ -319,6 +343,7 @@ async fn delete_by_query_removes_exactly_the_matching_rows_and_audits() {
     assert_eq!(body["rows_deleted"], alice, "{body}");
     assert_eq!(body["rows_not_in_files"], 0, "{body}");
     assert!(!body["files_rewritten"].as_array().unwrap().is_empty());
+    assert_eq!(body["search"]["docs_deleted"], alice, "{body}");
     assert_eq!(
         server
             .sql_count(&format!(
@@ -327,6 +352,8 @@ async fn delete_by_query_removes_exactly_the_matching_rows_and_audits() {
             .await,
         0
     );
+    // Gone from search at once (other names with a word starting "alice" stay).
+    assert_eq!(search_count(&server).await, searchable - alice);
     assert_eq!(
         server.sql_count("SELECT count(*) FROM cloudtrail").await,
         others
@@ -362,6 +389,7 @@ async fn delete_by_query_removes_exactly_the_matching_rows_and_audits() {
         server.sql_count("SELECT count(*) FROM cloudtrail").await,
         others
     );
+    assert_eq!(search_count(&server).await, searchable - alice);
     assert!(server.terminate());
 }
 

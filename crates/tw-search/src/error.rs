@@ -40,6 +40,9 @@ pub enum SearchError {
         /// The hour index involved.
         path: PathBuf,
     },
+    /// Removing rows named by a deletion failed (the detailed error went to the request).
+    #[error("removing deleted rows from the search index failed: {0}")]
+    DeleteFailed(String),
     /// A stored document lacks a field every document is written with (a damaged index).
     #[error("search index {path} holds a document without {field}")]
     Corrupt {

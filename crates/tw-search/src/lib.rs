@@ -46,7 +46,7 @@ use tantivy::{Index, IndexReader, IndexSettings, ReloadPolicy};
 use tw_core::StreamName;
 
 pub use crate::error::SearchError;
-pub use crate::indexer::{FieldsOf, RetentionOf, SearchIndexer};
+pub use crate::indexer::{DeletionTicket, FieldsOf, RetentionOf, SearchDeletion, SearchIndexer};
 pub use crate::query::{MAX_LIMIT, SearchHit, SearchRequest, SearchResult, parse_time_bound};
 
 /// One hour in Unix milliseconds.
@@ -218,6 +218,8 @@ pub struct SearchIndexes {
     fields: Fields,
     schema: Schema,
     open: Arc<Mutex<OpenHours>>,
+    /// Deletions queued for the indexer (see `indexer::delete`).
+    deletions: Arc<Mutex<Vec<crate::indexer::PendingDeletion>>>,
     /// Indexes of an older layout were found at open and not yet replaced.
     stale_layout: bool,
 }
@@ -253,6 +255,7 @@ impl SearchIndexes {
             fields,
             schema,
             open: Arc::new(Mutex::new(OpenHours::default())),
+            deletions: Arc::default(),
             stale_layout,
         })
     }
@@ -406,6 +409,12 @@ impl SearchIndexes {
         }
     }
 
+    pub(crate) fn deletions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<crate::indexer::PendingDeletion>> {
+        self.deletions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, OpenHours> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -460,5 +469,7 @@ fn create_index(dir: &Path, path: &Path, hour_ms: i64) -> Result<(), SearchError
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_delete;
 #[cfg(test)]
 mod tests_lang;

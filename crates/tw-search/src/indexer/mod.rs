@@ -21,6 +21,11 @@ use tw_pipeline::{Consumer, ConsumerError, EventBatch, Parsed, StreamPartition};
 use crate::on_demand::OnDemandDirectory;
 use crate::{Fields, HourIndex, SearchError, SearchIndexes, hour_of};
 
+mod delete;
+
+pub(crate) use delete::PendingDeletion;
+pub use delete::{DeletionTicket, SearchDeletion};
+
 /// Name under which the indexer's offsets are stored.
 pub(crate) const CONSUMER_NAME: &str = "search";
 
@@ -61,6 +66,8 @@ pub struct SearchIndexer {
     fields_of: Option<FieldsOf>,
     retention_of: Option<RetentionOf>,
     last_retention_ms: i64,
+    /// Rows named by a deletion before the indexer reached them (see `delete`).
+    skipped: delete::Skipped,
 }
 
 impl std::fmt::Debug for SearchIndexer {
@@ -85,6 +92,7 @@ impl SearchIndexer {
             fields_of: None,
             retention_of: None,
             last_retention_ms: i64::MIN,
+            skipped: Default::default(),
         }
     }
 
@@ -178,6 +186,10 @@ impl SearchIndexer {
             if record.offset < next {
                 continue; // a retried batch: already added
             }
+            if self.is_skipped(&key, record.offset) {
+                self.handled.insert(key.clone(), record.offset + 1);
+                continue; // deleted before it was indexed
+            }
             let hour = hour_of(record.event_time_ms);
             let open = self.writer(&batch.stream, hour)?;
             if record.offset >= open.watermarks.get(&batch.partition).copied().unwrap_or(0) {
@@ -250,6 +262,7 @@ impl SearchIndexer {
             }
         }
         self.durable = self.handled.clone();
+        self.prune_skipped();
         if self.pending_docs > 0 {
             metrics::counter!("tidewatch_search_indexed_total").increment(self.pending_docs as u64);
             metrics::histogram!("tidewatch_search_commit_seconds")
@@ -573,6 +586,7 @@ impl Consumer for SearchIndexer {
                 tracing::warn!(%error, "search retention failed");
             }
         }
+        self.apply_deletions().map_err(consumer_error)?;
         self.commit_if_due(now_ms).map_err(consumer_error)
     }
 
@@ -588,6 +602,7 @@ impl Consumer for SearchIndexer {
         self.writers.retain(|(s, _), _| s != stream);
         self.handled.retain(|(s, _), _| s != stream);
         self.durable.retain(|(s, _), _| s != stream);
+        self.skipped.retain(|(s, _), _| s != stream);
         self.indexes.remove_stream(stream).map_err(consumer_error)
     }
 
