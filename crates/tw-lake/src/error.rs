@@ -121,6 +121,9 @@ pub enum LakeError {
         /// Number of parsed events.
         events: usize,
     },
+    /// Query rows handed to [`crate::rows_to_events`] lack what every lake row has.
+    #[error("lake rows cannot be read as events: {0}")]
+    RowShape(String),
 }
 
 impl LakeError {

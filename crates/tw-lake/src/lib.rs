@@ -61,6 +61,7 @@ mod scan;
 mod schema_view;
 mod storage;
 mod supersede;
+mod unflatten;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -84,6 +85,7 @@ pub use crate::retention::RetentionReport;
 pub use crate::schema_view::{ColumnInfo, StreamSchema, WideningInfo};
 pub use crate::storage::{LakeLocation, LakeStorage, StoredObject};
 pub use crate::supersede::superseded;
+pub use crate::unflatten::{LakeRow, rows_to_events};
 pub use crate::writer::LakeWriter;
 pub use tw_s3::{S3Connection, S3Url};
 

@@ -10,7 +10,7 @@ mod routes;
 mod rules;
 
 pub use error::ApiError;
-pub use replay::{MAX_REPLAY_EVENTS, ReplayOutcome, replay_events, replay_stored};
+pub use replay::{LakeHistory, MAX_REPLAY_EVENTS, ReplayOutcome, replay_events, replay_stored};
 pub use rules::{RuleChange, RuleRegistry, RuleRegistryError, RuleSet};
 
 use std::sync::Arc;

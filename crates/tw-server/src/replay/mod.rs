@@ -2,12 +2,14 @@
 //! or a range of stored records — the same code that evaluates live, never a second
 //! implementation.
 //!
-//! Stored records are read from every partition and merged by ingest time, the order in which
+//! Stored records are read from every partition of the log, and from the lake where only the
+//! lake holds them (`lake`), merged by ingest time, the order in which
 //! live detection sees them (reading partition after partition would put every later
 //! partition's events behind the first one's watermark, as late). At the end the engine is
 //! told every event was delivered ([`tw_detect::Engine::finish`]), so windows that ended by the
 //! newest event close and "below" bounds and `until` sequences are decided.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,6 +19,11 @@ use tw_detect::{CompiledRule, Engine, EngineConfig};
 use tw_log::Log;
 
 use crate::ApiError;
+
+mod lake;
+
+pub use lake::LakeHistory;
+use lake::LakePages;
 
 /// Most stored events one replay reads.
 pub const MAX_REPLAY_EVENTS: u64 = 10_000_000;
@@ -75,19 +82,85 @@ pub fn replay_events(
     }
 }
 
-/// One partition's cursor in the merge.
-struct Cursor {
-    partition: u32,
-    next: u64,
-    end: u64,
-    buffered: std::collections::VecDeque<Record>,
+/// Where a cursor of the merge reads.
+enum Source {
+    /// One partition of the log, from `next` up to `end`.
+    Log { partition: u32, next: u64, end: u64 },
+    /// The rows of every partition that only the lake holds (see `lake`).
+    Lake(LakePages),
 }
 
-/// Runs `rule` over the stored records of its stream whose ingest time is in `[from, to]`.
-/// `progress(read, total)` is called now and then (`total` is the number of records in the
-/// offset ranges, an upper bound).
+/// One cursor of the merge: its source and the records read from it, with their partitions,
+/// not evaluated yet.
+struct Cursor {
+    source: Source,
+    buffered: VecDeque<(u32, Record)>,
+    done: bool,
+}
+
+impl Cursor {
+    /// Reads more when nothing is buffered; a log partition is done at its end or past `to`.
+    fn refill(
+        &mut self,
+        log: &dyn Log,
+        stream: &StreamName,
+        from: i64,
+        to: i64,
+    ) -> Result<(), ApiError> {
+        if !self.buffered.is_empty() || self.done {
+            return Ok(());
+        }
+        match &mut self.source {
+            Source::Log {
+                partition,
+                next,
+                end,
+            } => {
+                if *next >= *end {
+                    self.done = true;
+                    return Ok(());
+                }
+                let batch = log.read(stream, *partition, *next, READ_CHUNK, 4 << 20)?;
+                match batch.last() {
+                    Some(last) => *next = last.offset + 1,
+                    None => *next = *end,
+                }
+                let partition = *partition;
+                self.buffered.extend(
+                    (batch.into_iter())
+                        .filter(|r| r.ingest_time_ms >= from)
+                        .map(|r| (partition, r)),
+                );
+                if self
+                    .buffered
+                    .back()
+                    .is_some_and(|(_, r)| r.ingest_time_ms > to)
+                {
+                    self.buffered.retain(|(_, r)| r.ingest_time_ms <= to);
+                    *next = *end;
+                }
+            }
+            Source::Lake(pages) => {
+                let page = pages.next_page()?;
+                self.done = page.is_empty();
+                self.buffered.extend(page);
+            }
+        }
+        Ok(())
+    }
+
+    fn head_time(&self) -> Option<i64> {
+        self.buffered.front().map(|(_, r)| r.ingest_time_ms)
+    }
+}
+
+/// Runs `rule` over the stored records of its stream whose ingest time is in `[from, to]`:
+/// those the log holds, and, with `lake`, those only the lake holds (past the log's retention,
+/// or imported). `progress(read, total)` is called now and then (`total` is the number of
+/// records in the offset ranges, an upper bound).
 pub fn replay_stored(
     log: &dyn Log,
+    lake: Option<&LakeHistory>,
     rule: Arc<CompiledRule>,
     config: &EngineConfig,
     from: i64,
@@ -96,70 +169,68 @@ pub fn replay_stored(
 ) -> Result<ReplayOutcome, ApiError> {
     let stream =
         StreamName::new(&rule.rule().stream).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let partitions = log
-        .partitions(&stream)
-        .ok_or_else(|| ApiError::not_found(format!("stream {stream} does not exist")))?;
-    let mut cursors = Vec::with_capacity(partitions as usize);
-    for partition in 0..partitions {
-        let next = log.offset_for_time(&stream, partition, from)?;
-        let end = log.end_offset(&stream, partition)?;
+    let partitions = log.partitions(&stream);
+    if partitions.is_none() && lake.is_none() {
+        return Err(ApiError::not_found(format!(
+            "stream {stream} does not exist"
+        )));
+    }
+    let mut cursors = Vec::new();
+    let mut total = 0;
+    if let Some(lake) = lake
+        && let Some(pages) = LakePages::open(lake, log, &stream, from, to)?
+    {
+        total += pages.total;
         cursors.push(Cursor {
-            partition,
-            next,
-            end,
-            buffered: Default::default(),
+            source: Source::Lake(pages),
+            buffered: VecDeque::new(),
+            done: false,
         });
     }
-    let total: u64 = cursors.iter().map(|c| c.end.saturating_sub(c.next)).sum();
+    for partition in 0..partitions.unwrap_or(0) {
+        let next = log.offset_for_time(&stream, partition, from)?;
+        let end = log.end_offset(&stream, partition)?;
+        total += end.saturating_sub(next);
+        cursors.push(Cursor {
+            source: Source::Log {
+                partition,
+                next,
+                end,
+            },
+            buffered: VecDeque::new(),
+            done: false,
+        });
+    }
     let mut engine = engine_for(rule, config);
     let whole = FieldSelection::new([&FieldPath::new("")]);
     let mut outcome = ReplayOutcome::default();
     let mut last_report = 0;
     progress(0, total);
     loop {
-        // Refill empty buffers; a partition is done at its end or past `to`.
         for cursor in &mut cursors {
-            if cursor.buffered.is_empty() && cursor.next < cursor.end {
-                let batch =
-                    log.read(&stream, cursor.partition, cursor.next, READ_CHUNK, 4 << 20)?;
-                match batch.last() {
-                    Some(last) => cursor.next = last.offset + 1,
-                    None => cursor.next = cursor.end,
-                }
-                cursor
-                    .buffered
-                    .extend(batch.into_iter().filter(|r| r.ingest_time_ms >= from));
-                if cursor
-                    .buffered
-                    .back()
-                    .is_some_and(|r| r.ingest_time_ms > to)
-                {
-                    cursor.buffered.retain(|r| r.ingest_time_ms <= to);
-                    cursor.next = cursor.end;
-                }
-            }
+            cursor.refill(log, &stream, from, to)?;
         }
-        // The partition whose next record was ingested first, then its run of records up to
-        // the next partition's head: evaluated as one batch.
+        // The cursor whose next record was ingested first, then its run of records of one
+        // partition up to the next cursor's head: evaluated as one batch.
         let Some(index) = (0..cursors.len())
             .filter(|&i| !cursors[i].buffered.is_empty())
-            .min_by_key(|&i| cursors[i].buffered[0].ingest_time_ms)
+            .min_by_key(|&i| cursors[i].head_time())
         else {
             break;
         };
-        let limit = cursors
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| *i != index && !c.buffered.is_empty())
-            .map(|(_, c)| c.buffered[0].ingest_time_ms)
+        let limit = (cursors.iter().enumerate())
+            .filter(|(i, _)| *i != index)
+            .filter_map(|(_, c)| c.head_time())
             .min()
             .unwrap_or(i64::MAX);
         let cursor = &mut cursors[index];
+        let partition = cursor.buffered[0].0;
         let mut records = Vec::new();
-        while let Some(head) = cursor.buffered.front()
+        while let Some((head_partition, head)) = cursor.buffered.front()
+            && *head_partition == partition
             && (records.is_empty() || head.ingest_time_ms <= limit)
         {
-            records.extend(cursor.buffered.pop_front());
+            records.extend(cursor.buffered.pop_front().map(|(_, r)| r));
         }
         // Whole trees (a dry-run rule reads what it likes), with the parser's word for each
         // payload, so an event the rule keeps or alerts on is taken as its text unread.
@@ -173,7 +244,7 @@ pub fn replay_stored(
         outcome.evaluated += records.len() as u64;
         outcome.alerts.extend(engine.evaluate_checked(
             stream.as_str(),
-            cursor.partition,
+            partition,
             &records,
             &events,
             &checked,

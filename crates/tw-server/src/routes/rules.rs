@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tw_core::{StreamName, now_ms};
 use tw_detect::{Rule, RuleFormat, parse_rule};
 
-use crate::replay::{ReplayOutcome, replay_events, replay_stored};
+use crate::replay::{LakeHistory, ReplayOutcome, replay_events, replay_stored};
 use crate::rules::{RuleChange, RuleRegistryError};
 use crate::{ApiError, AppState, who};
 
@@ -255,9 +255,25 @@ pub(crate) async fn test(
         .is_some_and(|v| v.contains("application/x-ndjson"));
     let log = state.log.clone();
     let rule_id = rule.id.clone();
+    // The lake too, where it holds rows of the stream (the log's retention may be shorter).
+    let lake = StreamName::new(&rule.stream)
+        .ok()
+        .filter(|stream| state.lake.table_schema(stream).is_some())
+        .map(|_| LakeHistory {
+            query: state.query.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        });
     if !streaming {
         let outcome = tokio::task::spawn_blocking(move || {
-            replay_stored(log.as_ref(), compiled, &config, from, to, &mut |_, _| {})
+            replay_stored(
+                log.as_ref(),
+                lake.as_ref(),
+                compiled,
+                &config,
+                from,
+                to,
+                &mut |_, _| {},
+            )
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
@@ -265,7 +281,7 @@ pub(crate) async fn test(
     }
     // Validate before answering 200: a missing stream is still a 404.
     let stream = StreamName::new(&rule.stream).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if state.log.partitions(&stream).is_none() {
+    if state.log.partitions(&stream).is_none() && lake.is_none() {
         return Err(ApiError::not_found(format!(
             "stream {stream} does not exist"
         )));
@@ -280,7 +296,16 @@ pub(crate) async fn test(
         let mut report = |read: u64, total: u64| {
             let _ = lines.blocking_send(line(json!({"progress": {"read": read, "total": total}})));
         };
-        let last = match replay_stored(log.as_ref(), compiled, &config, from, to, &mut report) {
+        let outcome = replay_stored(
+            log.as_ref(),
+            lake.as_ref(),
+            compiled,
+            &config,
+            from,
+            to,
+            &mut report,
+        );
+        let last = match outcome {
             Ok(outcome) => json!({"result": result_json(&rule_id, &outcome, started.elapsed())}),
             Err(error) => json!({"error": error.to_string()}),
         };
