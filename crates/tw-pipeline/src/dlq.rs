@@ -99,12 +99,15 @@ impl DeadLetterQueue {
         Ok(Self { log, stream })
     }
 
-    /// Appends dead letters durably; resolves after fsync.
+    /// Appends dead letters durably; resolves after fsync. A caller must not report the
+    /// letters as kept when this fails: the queue is where refused records are not lost.
     pub fn push(&self, letters: Vec<DeadLetter>) -> BoxFuture<'static, Result<(), LogError>> {
         if letters.is_empty() {
             return Box::pin(async { Ok(()) });
         }
-        metrics::counter!("tidewatch_dlq_records_total").increment(letters.len() as u64);
+        let count = letters.len() as u64;
+        // Every letter of one push comes from one place (the callers build them per stage).
+        let stage = letters[0].stage.clone();
         let now = now_ms();
         let records = letters
             .iter()
@@ -116,7 +119,19 @@ impl DeadLetterQueue {
             })
             .collect();
         let append = self.log.append(&self.stream, 0, records);
-        Box::pin(async move { append.await.map(|_| ()) })
+        Box::pin(async move {
+            match append.await {
+                Ok(_) => {
+                    metrics::counter!("tidewatch_dlq_records_total").increment(count);
+                    Ok(())
+                }
+                Err(error) => {
+                    metrics::counter!("tidewatch_dlq_write_errors_total", "stage" => stage)
+                        .increment(1);
+                    Err(error)
+                }
+            }
+        })
     }
 
     /// Lists up to `limit` entries from id `from`, optionally only those of one stream.

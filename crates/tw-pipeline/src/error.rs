@@ -47,6 +47,17 @@ pub enum IngestError {
     /// The log refused or failed the append.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The dead-letter queue did not store the request's refused records. The request fails
+    /// as a whole rather than answer that they were kept; a retry may succeed (the events
+    /// appended with them may then be stored twice: at least once).
+    #[error("could not store {count} rejected record(s) in the dead-letter queue: {source}")]
+    DeadLetterWrite {
+        /// Refused records that were not stored.
+        count: usize,
+        /// Why.
+        #[source]
+        source: LogError,
+    },
     /// Persisting the stream registry failed.
     #[error("stream registry i/o error on {path}: {message}")]
     Registry {
@@ -62,14 +73,16 @@ impl IngestError {
     pub fn is_client_error(&self) -> bool {
         match self {
             IngestError::Log(LogError::RecordTooLarge { .. }) => true,
-            IngestError::Log(_) | IngestError::Registry { .. } | IngestError::StreamDeleting(_) => {
-                false
-            }
+            IngestError::Log(_)
+            | IngestError::DeadLetterWrite { .. }
+            | IngestError::Registry { .. }
+            | IngestError::StreamDeleting(_) => false,
             _ => true,
         }
     }
 
-    /// Whether retrying later may succeed (disk full, log shutting down).
+    /// Whether retrying later may succeed (disk full, log shutting down, the dead-letter queue
+    /// failing).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -77,6 +90,9 @@ impl IngestError {
             IngestError::Log(
                 LogError::DiskFull { .. } | LogError::Closed | LogError::UnknownStream(_)
             ) | IngestError::StreamDeleting(_)
+                // Whatever the queue's trouble, the client still holds the records: it must be
+                // told to send them again (503), not that the server failed them for good.
+                | IngestError::DeadLetterWrite { .. }
         )
     }
 }

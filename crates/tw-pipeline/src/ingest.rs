@@ -173,7 +173,7 @@ impl Ingestor {
         for result in appended {
             result?;
         }
-        dead_lettered?;
+        dead_lettered.map_err(|source| dead_letter_failure(stream, rejected.len(), source))?;
         let label = stream.to_string();
         metrics::counter!("tidewatch_events_in_total", "stream" => label.clone())
             .increment(accepted as u64);
@@ -191,6 +191,12 @@ impl Ingestor {
                 .collect(),
         })
     }
+}
+
+/// The error of a request whose refused records the dead-letter queue did not store.
+fn dead_letter_failure(stream: &StreamName, count: usize, source: tw_log::LogError) -> IngestError {
+    tracing::error!(%stream, count, error = %source, "could not store rejected records in the dead-letter queue; failing the request");
+    IngestError::DeadLetterWrite { count, source }
 }
 
 fn partition_of(
@@ -341,7 +347,7 @@ impl Ingestor {
             futures::future::join_all(waiting.iter_mut().map(|(_, _, append)| append)),
             self.dlq.push(letters)
         );
-        dead_lettered?;
+        dead_lettered.map_err(|source| dead_letter_failure(stream, rejected, source))?;
         let mut accepted = 0usize;
         for ((partition, indexes, _), result) in waiting.iter().zip(appended) {
             match result {

@@ -10,14 +10,17 @@
 //! Consumer side: [`Consumer`] is the one plug-in point for stages that read the log (detection,
 //! the lake). The runner reads each partition from the consumer's committed offset, parses
 //! each record once into an [`EventBatch`], hands it over, and commits only the offsets the
-//! consumer reports safe.
+//! consumer reports safe, and never past a record whose dead letter is not stored yet. A
+//! consumer that keeps failing shows it in its [`ConsumerProgress`] (readiness) and metrics.
 
 mod consumer;
 mod decode;
 mod delete;
 mod dlq;
 mod error;
+mod health;
 mod ingest;
+mod letters;
 mod progress;
 mod registry;
 mod runner;
@@ -33,7 +36,7 @@ pub use delete::{DELETE_WAIT, StreamDeletion};
 pub use dlq::{DLQ_STREAM, DeadLetter, DeadLetterQueue, DlqEntry};
 pub use error::IngestError;
 pub use ingest::{CompatRecord, IngestOutcome, Ingestor, RecordOutcome, RejectedRecord};
-pub use progress::ConsumerProgress;
+pub use progress::{ConsumerProgress, DEFAULT_UNREADY_AFTER_FAILING, Failing, Unready};
 pub use registry::{DeletionMark, StreamDefaults, StreamRegistry, StreamState, write_atomically};
 pub use runner::{RunnerConfig, RunningConsumer, spawn_consumer};
 pub use split::BodySplitter;

@@ -10,8 +10,10 @@ use tw_core::{Offset, Record, StreamName, now_ms};
 use tw_log::{Log, LogError, OffsetStore};
 use tw_os::ThreadPriority;
 
-use crate::dlq::{DeadLetter, DeadLetterQueue};
-use crate::progress::ConsumerProgress;
+use crate::dlq::DeadLetterQueue;
+use crate::health::ConsumerHealth;
+use crate::letters::PendingLetters;
+use crate::progress::{ConsumerProgress, DEFAULT_UNREADY_AFTER_FAILING, Duty};
 use crate::{Consumer, EventBatch, StreamPartition, UnusableRecord};
 
 /// Tuning of a consumer runner.
@@ -39,6 +41,9 @@ pub struct RunnerConfig {
     /// handed over as read (the lake and search do not care about the order across
     /// partitions).
     pub merge_partitions: Option<Duration>,
+    /// How long the consumer may keep failing (a batch, its dead letters, a tick) before
+    /// readiness reports the node not ready ([`ConsumerProgress::unready`]).
+    pub unready_after_failing: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -51,6 +56,7 @@ impl Default for RunnerConfig {
             idle_sleep: Duration::from_millis(2),
             priority: ThreadPriority::Normal,
             merge_partitions: None,
+            unready_after_failing: DEFAULT_UNREADY_AFTER_FAILING,
         }
     }
 }
@@ -73,7 +79,7 @@ pub fn spawn_consumer(
     config: RunnerConfig,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<RunningConsumer> {
-    let progress = Arc::new(ConsumerProgress::default());
+    let progress = Arc::new(ConsumerProgress::new(config.unready_after_failing));
     let shared = progress.clone();
     let name = consumer.name().to_string();
     let thread = std::thread::Builder::new()
@@ -83,6 +89,8 @@ pub fn spawn_consumer(
                 lower_thread_priority(&name, config.priority);
             }
             let mut runner = Runner {
+                health: ConsumerHealth::new(&name, shared.clone()),
+                letters: PendingLetters::new(&name),
                 consumer,
                 log,
                 offsets,
@@ -99,7 +107,7 @@ pub fn spawn_consumer(
             };
             if let Err(message) = runner.run() {
                 tracing::error!(consumer = %name, %message, "consumer stopped");
-                *shared.failed.write().unwrap_or_else(|p| p.into_inner()) = Some(message);
+                runner.health.stopped(message);
             }
         })?;
     Ok(RunningConsumer { progress, thread })
@@ -121,6 +129,10 @@ struct Runner {
     config: RunnerConfig,
     shutdown: Arc<AtomicBool>,
     progress: Arc<ConsumerProgress>,
+    /// Metrics and failure state operators and readiness see.
+    health: ConsumerHealth,
+    /// Dead letters found but not yet stored in the queue.
+    letters: PendingLetters,
     positions: BTreeMap<StreamPartition, Offset>,
     committed: BTreeMap<StreamPartition, Offset>,
     /// The incarnation of each stream being read: when the log's differs (or the stream is
@@ -136,6 +148,10 @@ struct Runner {
 
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Pause before retrying a failed batch (or its dead letters) in place; doubles while the
+/// failures repeat.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 impl Runner {
     fn run(&mut self) -> Result<(), String> {
@@ -156,12 +172,16 @@ impl Runner {
         while !self.shutdown.load(Ordering::Relaxed) {
             let did_work = self.poll_once()?;
             if last_tick.elapsed() >= self.config.tick_interval {
-                if let Err(error) = self.consumer.tick(now_ms()) {
-                    if !self.consumer.restart_after_failure() {
-                        return Err(error.to_string());
+                match self.consumer.tick(now_ms()) {
+                    Ok(()) => self.health.succeeded(&Duty::Tick),
+                    Err(error) => {
+                        if !self.consumer.restart_after_failure() {
+                            return Err(error.to_string());
+                        }
+                        tracing::error!(%error, "consumer failed a tick");
+                        self.failed(Duty::Tick, &error.to_string());
+                        self.restart();
                     }
-                    tracing::error!(%error, "consumer failed a tick");
-                    self.restart();
                 }
                 last_tick = Instant::now();
             }
@@ -175,7 +195,25 @@ impl Runner {
             commits.borrow_and_update();
         }
         self.consumer.flush().map_err(|e| e.to_string())?;
+        // Letters of records the flush made safe; one last try for any still pending. Those
+        // the queue refuses hold the commit back (`commit`), so the next start finds them again.
+        self.letters.add(self.consumer.take_unusable());
+        if let Err(error) = self.letters.store(&self.dlq) {
+            tracing::error!(%error, consumer = self.consumer.name(), "could not store dead letters at shutdown; their records will be read again at the next start");
+        }
         self.commit()
+    }
+
+    /// Notes a failed attempt at `duty` (metrics, readiness, lag gauges).
+    fn failed(&self, duty: Duty, error: &str) {
+        self.health
+            .failed(duty, error, self.log.as_ref(), &self.positions);
+    }
+
+    /// Whether to give up retrying a batch of `stream`: shutting down, or the stream was
+    /// deleted meanwhile (the next poll forgets it rather than retrying forever).
+    fn abandoning(&self, stream: &StreamName, incarnation: u64) -> bool {
+        self.shutdown.load(Ordering::Relaxed) || self.log.incarnation(stream) != Some(incarnation)
     }
 
     /// Starts the consumer again from its committed and safe offsets, as a process restart
@@ -277,12 +315,14 @@ impl Runner {
     fn forget(&mut self, stream: &StreamName) -> Result<(), String> {
         if let Err(error) = self.consumer.forget_stream(stream) {
             tracing::error!(%error, %stream, "consumer failed to forget a deleted stream; retrying");
-            metrics::counter!("tidewatch_consumer_errors_total", "consumer" => self.consumer.name().to_string()).increment(1);
+            self.failed(Duty::Forget(stream.clone()), &error.to_string());
             self.next_forget = Instant::now() + self.forget_backoff;
             self.forget_backoff = (self.forget_backoff * 2).min(RESTART_BACKOFF_MAX);
             return Ok(());
         }
+        self.health.forgot(stream);
         self.forget_backoff = RESTART_BACKOFF_MIN;
+        self.letters.forget(stream);
         self.positions.retain(|(s, _), _| s != stream);
         self.incarnations.remove(stream);
         self.progress.forget(stream);
@@ -416,16 +456,13 @@ impl Runner {
         let Some(last) = records.last() else {
             return Ok(false);
         };
-        let next = last.offset + 1;
+        let (next, last_ingest_ms) = (last.offset + 1, last.ingest_time_ms);
         let batch = self.parse(stream, partition, records);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = RETRY_BACKOFF_MIN;
         while let Err(error) = self.consumer.handle(&batch) {
             tracing::error!(%error, %stream, partition, "consumer failed a batch; retrying");
-            metrics::counter!("tidewatch_consumer_errors_total", "consumer" => self.consumer.name().to_string()).increment(1);
-            if self.shutdown.load(Ordering::Relaxed)
-                || self.log.incarnation(stream) != Some(incarnation)
-            {
-                // Deleted meanwhile: the next poll forgets it rather than retrying forever.
+            self.failed(Duty::Batch(key.clone()), &error.to_string());
+            if self.abandoning(stream, incarnation) {
                 return Ok(false);
             }
             if self.consumer.restart_after_failure() {
@@ -433,39 +470,35 @@ impl Runner {
                 return Ok(false);
             }
             std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
         self.restart_backoff = RESTART_BACKOFF_MIN;
-        let unusable = self.consumer.take_unusable();
-        self.dead_letters(unusable);
+        self.letters.add(self.consumer.take_unusable());
+        // The batch is done only once its dead letters are stored: moving past it before would
+        // lose them if the queue never takes them. Only the write is retried: the consumer has
+        // the batch, and handing it over again would repeat its effects.
+        while let Err(error) = self.letters.store(&self.dlq) {
+            tracing::error!(%error, %stream, partition, "could not store dead letters; holding the batch until the queue takes them");
+            self.failed(Duty::Batch(key.clone()), &error.to_string());
+            if self.abandoning(stream, incarnation) {
+                return Ok(false);
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        }
+        self.health.succeeded(&Duty::Batch(key.clone()));
         self.positions.insert(key.clone(), next);
         self.progress.set(key, next);
-        let lag = self
-            .log
-            .end_offset(stream, partition)
-            .unwrap_or(next)
-            .saturating_sub(next);
-        let labels = [
-            ("consumer", self.consumer.name().to_string()),
-            ("stream", stream.to_string()),
-            ("partition", partition.to_string()),
-        ];
-        metrics::gauge!("tidewatch_consumer_lag_events", &labels).set(lag as f64);
-        let behind_ms = if lag == 0 {
-            0
-        } else {
-            now_ms() - batch.records.last().map_or(0, |r| r.ingest_time_ms)
-        };
-        metrics::gauge!("tidewatch_consumer_lag_seconds", &labels)
-            .set(behind_ms.max(0) as f64 / 1000.0);
+        self.health
+            .batch_lag(self.log.as_ref(), stream, partition, next, last_ingest_ms);
         Ok(true)
     }
 
     /// Parses each payload once. A payload that is not a JSON object (only possible for data
     /// written by other tools or damaged on disk, since ingest validates) goes to the
-    /// dead-letter queue instead of the batch.
+    /// dead-letter queue (with the batch's other letters, once handled) instead of the batch.
     fn parse(
-        &self,
+        &mut self,
         stream: &StreamName,
         partition: u32,
         records: Vec<tw_core::Record>,
@@ -500,7 +533,7 @@ impl Runner {
                 }
             }
         }
-        self.dead_letters(unusable);
+        self.letters.add(unusable);
         EventBatch {
             stream: stream.clone(),
             partition,
@@ -511,34 +544,10 @@ impl Runner {
         }
     }
 
-    /// Sends records this consumer cannot use to the dead-letter queue, with its name as the
-    /// stage.
-    fn dead_letters(&self, unusable: Vec<UnusableRecord>) {
-        if unusable.is_empty() {
-            return;
-        }
-        let stage = format!("consumer:{}", self.consumer.name());
-        let letters = unusable
-            .into_iter()
-            .map(|record| DeadLetter {
-                source_partition: Some(record.partition),
-                source_offset: Some(record.offset),
-                ..DeadLetter::new(
-                    record.stream.as_str(),
-                    &stage,
-                    record.reason,
-                    &record.payload,
-                )
-            })
-            .collect();
-        if let Err(error) = futures::executor::block_on(self.dlq.push(letters)) {
-            tracing::error!(%error, "could not write dead letters");
-        }
-    }
-
     fn commit(&mut self) -> Result<(), String> {
         let mut merged = self.committed.clone();
         merged.extend(self.consumer.safe_offsets());
+        self.letters.cap(&mut merged);
         // Only when something moved: each commit is a write, an fsync and a rename.
         if merged != self.committed {
             self.offsets
