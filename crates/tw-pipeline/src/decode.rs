@@ -3,7 +3,9 @@
 use std::io::Read;
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tw_core::FieldSelection;
 
 use crate::IngestError;
@@ -127,33 +129,36 @@ pub fn split_events_selecting(
     match body.get(trimmed_start) {
         None => Ok((Vec::new(), Vec::new())),
         Some(b'[') => {
-            let items: Vec<Value> = serde_json::from_slice(body)
+            let items: Vec<&RawValue> = serde_json::from_slice(body)
                 .map_err(|error| IngestError::BadJson(error.to_string()))?;
-            Ok(collect_elements(items, limits))
+            Ok(collect_elements(body, &items, limits, selection))
         }
         Some(b'{') => {
             // A whole-body document (pretty-printed object or CloudTrail file) fails fast at the
-            // second line of NDJSON, so trying it first costs one line.
-            if let Ok(document) = serde_json::from_slice::<Value>(body) {
-                return Ok(match document {
-                    Value::Object(mut object) if records_wrapper(&object) => {
-                        match object.remove("Records") {
-                            Some(Value::Array(records)) => collect_elements(records, limits),
-                            _ => (Vec::new(), Vec::new()),
-                        }
-                    }
-                    single => {
-                        let (mut events, mut rejected) = (Vec::new(), Vec::new());
-                        let raw = Bytes::from(serde_json::to_vec(&single).unwrap_or_default());
-                        push_checked(1, single, raw, limits, &mut events, &mut rejected);
-                        (events, rejected)
-                    }
-                });
+            // second line of NDJSON (the wrapper at its first key), so trying it first costs
+            // one line.
+            if let Ok(wrapper) = serde_json::from_slice::<RecordsWrapper>(body) {
+                return Ok(collect_elements(body, &wrapper.records, limits, selection));
+            }
+            if let Ok(single) = serde_json::from_slice::<&RawValue>(body) {
+                let raw = body.slice_ref(single.get().as_bytes());
+                let (mut events, mut rejected) = (Vec::new(), Vec::new());
+                let size = raw.len();
+                take_line(1, raw, size, limits, selection, &mut events, &mut rejected);
+                return Ok((events, rejected));
             }
             Ok(split_lines(body, limits, selection))
         }
         Some(_) => Ok(split_lines(body, limits, selection)),
     }
+}
+
+/// A CloudTrail-style file: one member, `Records`, an array of events.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsWrapper<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<&'a RawValue>,
 }
 
 fn parse_line(raw: &[u8], selection: Option<&FieldSelection>) -> Result<Value, String> {
@@ -166,19 +171,30 @@ fn parse_line(raw: &[u8], selection: Option<&FieldSelection>) -> Result<Value, S
     }
 }
 
-fn records_wrapper(object: &serde_json::Map<String, Value>) -> bool {
-    object.len() == 1 && matches!(object.get("Records"), Some(Value::Array(_)))
-}
-
+/// The elements of an array (or of `Records`) as events: each stored as the exact bytes it
+/// was sent as (its slice of the body), parsed like an NDJSON line; its line number is its
+/// position in the array, from 1.
 fn collect_elements(
-    items: Vec<Value>,
+    body: &Bytes,
+    items: &[&RawValue],
     limits: &IngestLimits,
+    selection: Option<&FieldSelection>,
 ) -> (Vec<ParsedEvent>, Vec<Rejection>) {
     let mut events = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
-    for (index, value) in items.into_iter().enumerate() {
-        let raw = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
-        push_checked(index + 1, value, raw, limits, &mut events, &mut rejected);
+    for (index, item) in items.iter().enumerate() {
+        // Borrowed from `body` by the parser, so a slice of it rather than a copy.
+        let raw = body.slice_ref(item.get().as_bytes());
+        let size = raw.len();
+        take_line(
+            index + 1,
+            raw,
+            size,
+            limits,
+            selection,
+            &mut events,
+            &mut rejected,
+        );
     }
     (events, rejected)
 }
@@ -337,6 +353,27 @@ mod tests {
     }
 
     #[test]
+    fn array_and_records_elements_are_stored_as_sent() {
+        // Key order, spacing and number forms as sent: not re-serialised.
+        let (events, rejected) = split(" [ {\"z\": 1, \"a\" : 1.50},\n{\"b\":\"\\u00e9\"} , [2] ]");
+        assert_eq!(&events[0].raw[..], b"{\"z\": 1, \"a\" : 1.50}");
+        assert_eq!(&events[1].raw[..], b"{\"b\":\"\\u00e9\"}");
+        assert_eq!(events[1].value["b"], "\u{e9}");
+        assert_eq!((rejected[0].line, &rejected[0].raw[..]), (3, &b"[2]"[..]));
+        let (events, _) = split("{\"Records\": [{\"eventTime\": \"t\",  \"eventName\":\"X\"}]}");
+        assert_eq!(
+            &events[0].raw[..],
+            b"{\"eventTime\": \"t\",  \"eventName\":\"X\"}"
+        );
+        let (events, _) = split("\n{\"z\": 1,\n \"a\": 2}\n");
+        assert_eq!(&events[0].raw[..], b"{\"z\": 1,\n \"a\": 2}");
+        // A document with more than `Records` is one event, not a wrapper.
+        let (events, _) = split("{\"Records\": [{\"a\": 1}], \"other\": 1}");
+        assert_eq!(events.len(), 1);
+        assert!(events[0].value.get("Records").is_some());
+    }
+
+    #[test]
     fn a_single_oversized_object_is_rejected_like_a_line() {
         let limits = IngestLimits {
             max_event_bytes: 100,
@@ -350,9 +387,21 @@ mod tests {
 
     #[test]
     fn deep_nesting_and_invalid_utf8_are_rejected_not_fatal() {
+        // The array is read without recursion; its one element is too deep to parse, and is
+        // rejected with its bytes rather than failing the body.
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let (events, rejected) =
+            split_events(&Bytes::from(deep), &IngestLimits::default()).unwrap();
+        assert_eq!((events.len(), rejected.len()), (0, 1));
+        assert!(
+            rejected[0].reason.contains("recursion limit"),
+            "{}",
+            rejected[0].reason
+        );
+        assert_eq!(rejected[0].raw.len(), 199_998);
+        let unclosed = "[".repeat(100_000);
         assert!(matches!(
-            split_events(&Bytes::from(deep), &IngestLimits::default()),
+            split_events(&Bytes::from(unclosed), &IngestLimits::default()),
             Err(IngestError::BadJson(_))
         ));
         let mut body = b"{\"a\":\"".to_vec();
