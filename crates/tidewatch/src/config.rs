@@ -92,6 +92,9 @@ pub struct LogSection {
     pub segment_max_bytes: u64,
     /// Extra wait to gather a bigger group commit (0: commit whatever queued during the last fsync).
     pub commit_interval_ms: u64,
+    /// Retention of the dead-letter queue (`_dlq`), which no stream configuration reaches:
+    /// `{ max_age_secs = …, max_bytes = … }`; empty keeps every dead letter.
+    pub dlq_retention: tw_core::Retention,
 }
 
 impl Default for LogSection {
@@ -99,6 +102,7 @@ impl Default for LogSection {
         Self {
             segment_max_bytes: 64 << 20,
             commit_interval_ms: 0,
+            dlq_retention: tw_core::Retention::default(),
         }
     }
 }

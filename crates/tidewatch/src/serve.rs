@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tw_alerts::{AlertStore, Dispatcher};
-use tw_core::{StreamConfig, now_ms};
+use tw_core::{Retention, StreamConfig, StreamName, now_ms};
 use tw_detect::{EngineConfig, RuleFormat, parse_rule};
 use tw_lake::{Lake, LakeConfig};
 use tw_log::{DiskLog, Log, LogConfig, OffsetStore};
@@ -251,7 +251,11 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         consumers: state.consumers.clone(),
     });
     let dedup_maintenance = tokio::spawn(tw_compat::maintain(dedup));
-    let retention = tokio::spawn(enforce_retention(log.clone(), ingestor.clone()));
+    let retention = tokio::spawn(enforce_retention(
+        log.clone(),
+        ingestor.clone(),
+        config.log.dlq_retention.clone(),
+    ));
     let lake_maintenance = tokio::spawn(crate::lake_maintenance::run(
         lake.clone(),
         Duration::from_secs(config.lake.compaction.interval_secs),
@@ -453,30 +457,35 @@ fn load_rule_file(
         .map_err(|e| FileError::Other(e.to_string()))
 }
 
-/// Applies each stream's log retention once a minute.
-async fn enforce_retention(log: Arc<dyn Log>, ingestor: Arc<Ingestor>) {
+/// Applies each stream's log retention once a minute (the first time at start), and
+/// `dlq_retention` to the dead-letter queue.
+async fn enforce_retention(log: Arc<dyn Log>, ingestor: Arc<Ingestor>, dlq_retention: Retention) {
     let mut interval = tokio::time::interval(Duration::from_secs(60));
+    let dlq = StreamName::internal(tw_pipeline::DLQ_STREAM);
     loop {
         interval.tick().await;
+        let mut partitions: Vec<(StreamName, u32, Retention)> = Vec::new();
         for stream in ingestor.registry().list() {
-            if stream.config.retention.max_age_secs.is_none()
-                && stream.config.retention.max_bytes.is_none()
-            {
-                continue;
-            }
-            for partition in 0..stream.config.partitions {
-                let (log, name, retention) = (
-                    log.clone(),
-                    stream.name.clone(),
-                    stream.config.retention.clone(),
+            let retention = &stream.config.retention;
+            if retention.max_age_secs.is_some() || retention.max_bytes.is_some() {
+                partitions.extend(
+                    (0..stream.config.partitions)
+                        .map(|p| (stream.name.clone(), p, retention.clone())),
                 );
-                let outcome = tokio::task::spawn_blocking(move || {
-                    log.apply_retention(&name, partition, &retention, now_ms())
-                })
-                .await;
-                if let Ok(Err(error)) = outcome {
-                    tracing::warn!(%error, stream = %stream.name, partition, "retention failed");
-                }
+            }
+        }
+        if dlq_retention.max_age_secs.is_some() || dlq_retention.max_bytes.is_some() {
+            partitions.push((dlq.clone(), 0, dlq_retention.clone()));
+        }
+        for (name, partition, retention) in partitions {
+            let log = log.clone();
+            let stream = name.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                log.apply_retention(&stream, partition, &retention, now_ms())
+            })
+            .await;
+            if let Ok(Err(error)) = outcome {
+                tracing::warn!(%error, stream = %name, partition, "retention failed");
             }
         }
     }
