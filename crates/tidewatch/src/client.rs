@@ -76,35 +76,60 @@ pub async fn send(
         };
         let mut lines = BufReader::with_capacity(1 << 20, reader);
         let mut batch = Vec::with_capacity(batch_bytes + 4096);
-        let (mut count, mut first_line) = (0usize, 1usize);
+        // For each line of the batch, where it came from: the input's line, and the element
+        // of a CloudTrail file on that line (unwrapped into one line per record).
+        let mut origins: Vec<(usize, Option<usize>)> = Vec::new();
+        let mut input_line = 0usize;
         loop {
+            let start = batch.len();
             let read = lines
                 .read_until(b'\n', &mut batch)
                 .with_context(|| format!("reading {}", input.display()))?;
             if read > 0 {
-                count += 1;
+                input_line += 1;
                 bar.inc(read as u64);
+                let line = batch.split_off(start);
+                match records_of_line(&line) {
+                    Some(records) => {
+                        for (index, record) in records.iter().enumerate() {
+                            batch.extend_from_slice(record.get().as_bytes());
+                            batch.push(b'\n');
+                            origins.push((input_line, Some(index + 1)));
+                        }
+                    }
+                    None => {
+                        batch.extend_from_slice(&line);
+                        origins.push((input_line, None));
+                    }
+                }
             }
             if (read == 0 && !batch.is_empty())
-                || count >= batch_lines
+                || origins.len() >= batch_lines
                 || batch.len() >= batch_bytes
             {
+                if !batch.ends_with(b"\n") {
+                    batch.push(b'\n');
+                }
                 let outcome =
                     post_with_retries(&client, &url, std::mem::take(&mut batch), None).await?;
                 accepted += outcome["accepted"].as_u64().unwrap_or(0);
                 for rejection in outcome["rejected"].as_array().into_iter().flatten() {
                     rejected += 1;
-                    let line = rejection["line"].as_u64().unwrap_or(0) as usize + first_line - 1;
+                    let line = rejection["line"].as_u64().unwrap_or(0) as usize;
+                    let place = match origins.get(line.wrapping_sub(1)) {
+                        Some((line, Some(record))) => format!("{line} (record {record})"),
+                        Some((line, None)) => line.to_string(),
+                        None => "?".to_string(),
+                    };
                     bar.suspend(|| {
                         eprintln!(
-                            "{}:{line}: {}",
+                            "{}:{place}: {}",
                             input.display(),
                             rejection["reason"].as_str().unwrap_or("?")
                         )
                     });
                 }
-                first_line += count;
-                count = 0;
+                origins.clear();
             }
             if read == 0 {
                 break;
@@ -196,6 +221,27 @@ pub(crate) fn expand_directories_matching(
         }
     }
     Ok(inputs)
+}
+
+/// The records of a line that is a whole CloudTrail file (`{"Records": [...]}` and nothing
+/// else, as `zcat *.json.gz` gives one per line), as the exact text of each; `None` for any
+/// other line. The server unwraps such a document only when it is the whole body, so lines of
+/// several files are unwrapped here.
+fn records_of_line(line: &[u8]) -> Option<Vec<&serde_json::value::RawValue>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wrapper<'a> {
+        #[serde(rename = "Records", borrow)]
+        records: Vec<&'a serde_json::value::RawValue>,
+    }
+    let text = line.trim_ascii();
+    let key = text.strip_prefix(b"{")?.trim_ascii_start();
+    if !key.starts_with(b"\"Records\"") {
+        return None;
+    }
+    // Elements of a one-line file hold no line break, so each stays one line of the batch.
+    let wrapper: Wrapper = serde_json::from_slice(text).ok()?;
+    (!wrapper.records.iter().any(|r| r.get().contains('\n'))).then_some(wrapper.records)
 }
 
 /// Whether a file must be sent as one body rather than in batches of lines: a `.json` file

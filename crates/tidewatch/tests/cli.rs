@@ -97,6 +97,21 @@ async fn gen_send_and_query_from_the_command_line() {
     assert!(!ok, "a rejected line makes send exit non-zero");
     assert!(err.contains("-:2: invalid JSON"), "{err}");
     assert!(err.contains("1 accepted, 1 rejected"), "{err}");
+    // CloudTrail files one per line (as `zcat *.json.gz` pipes them): each record is an
+    // event, and a bad record is named by its line and place in the file.
+    let (ok, _, err) = run(
+        &["send", "--server", &server.url, "--stream", "ct", "-"],
+        Some(
+            b"{\"Records\": [{\"eventName\":\"A\"}, {\"eventName\":\"B\"}]}\n\
+              {\"Records\":[{\"eventName\":\"C\"},7]}\n",
+        ),
+    );
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("-:2 (record 2): an event must be a JSON object"),
+        "{err}"
+    );
+    assert!(err.contains("3 accepted, 1 rejected"), "{err}");
 
     let (ok, out, err) = run(
         &[
@@ -110,7 +125,7 @@ async fn gen_send_and_query_from_the_command_line() {
         None,
     );
     assert!(ok, "{err}");
-    assert_eq!(out, "n\n2501\n");
+    assert_eq!(out, "n\n2504\n");
     let (ok, out, _) = run(
         &[
             "query",
