@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, RuleStats};
+use crate::engine::Engine;
+use crate::limits::RuleStats;
 use crate::state::{RuleState, Suppressions};
 
 /// Format version of checkpoints written by this build.

@@ -11,6 +11,7 @@ use tw_core::FieldPath;
 
 use crate::cidr::Cidr;
 use crate::document::{Comparison, Condition, FieldCondition, FieldOp, Rule};
+use crate::field_ref::FieldRelation;
 use crate::matcher::{CompareOp, Literal, Matcher, Test, TextKind, cheapest_first};
 use crate::parse::MAX_CONDITION_DEPTH;
 use crate::spec::{Kind, Suppress};
@@ -49,6 +50,11 @@ impl CompiledRule {
     /// Whether this is a stateful rule (threshold, distinct, sequence or new value).
     pub fn is_aggregate(&self) -> bool {
         self.kind.is_some()
+    }
+
+    /// The rule's own key limit (`max_keys`); `None`: the engine's default applies.
+    pub fn max_keys(&self) -> Option<u64> {
+        self.rule.max_keys
     }
 
     /// Window length of a threshold or distinct-count rule, in milliseconds.
@@ -125,8 +131,9 @@ impl CompiledRule {
 
     /// Whether two compiled rules evaluate identically (same id, stream, condition and
     /// stateful section, suppression included); title, description, severity, tags, sinks,
-    /// shadow and version may differ. The engine keeps state across a rule update exactly
-    /// when this holds.
+    /// shadow, version and `max_keys` may differ. The engine keeps state across a rule update
+    /// exactly when this holds (a new `max_keys` applies to the kept state: a lower one
+    /// evicts the oldest keys beyond it at the next new key).
     pub fn same_definition(&self, other: &CompiledRule) -> bool {
         self.definition_fingerprint() == other.definition_fingerprint()
     }
@@ -145,6 +152,9 @@ impl CompiledRule {
                 "tags",
                 "sinks",
                 "shadow",
+                // A bound on the state, not on what the rule detects: raising it after an
+                // eviction warning must not throw away the windows it is meant to protect.
+                "max_keys",
             ] {
                 object.remove(key);
             }
@@ -244,7 +254,7 @@ impl Compiler {
             ok = false;
         }
         let op_at = format!("{at}.{}", leaf.op.name());
-        if any_field && matches!(leaf.op, FieldOp::Exists(_) | FieldOp::EqualsField(_)) {
+        if any_field && (matches!(leaf.op, FieldOp::Exists(_)) || leaf.op.is_field_reference()) {
             self.problem(
                 op_at.clone(),
                 format!(
@@ -396,18 +406,19 @@ impl Compiler {
                 }
             }
             FieldOp::EqualsField(other) => {
-                if let Some(message) = field_path_problem(other) {
-                    self.problem(op_at.clone(), message);
-                    return None;
-                }
-                if !ok {
-                    return None;
-                }
-                return Some(Matcher::FieldRef {
-                    path: self.path_index(&leaf.field),
-                    other: self.path_index(other),
-                    ignore_case,
-                });
+                return self.field_ref(leaf, other, FieldRelation::Equal, ok, op_at);
+            }
+            FieldOp::NotEqualsField(other) => {
+                return self.field_ref(leaf, other, FieldRelation::NotEqual, ok, op_at);
+            }
+            FieldOp::CompareField { comparison, other } => {
+                let relation = match comparison {
+                    Comparison::Gt => FieldRelation::Gt,
+                    Comparison::Gte => FieldRelation::Gte,
+                    Comparison::Lt => FieldRelation::Lt,
+                    Comparison::Lte => FieldRelation::Lte,
+                };
+                return self.field_ref(leaf, other, relation, ok, op_at);
             }
         }?;
         if !ok {
@@ -422,6 +433,31 @@ impl Compiler {
         Some(Matcher::Leaf {
             path: self.path_index(&leaf.field),
             test,
+        })
+    }
+
+    /// A field-to-field comparison of `leaf`'s field with `other` (`ok`: the rest of the leaf
+    /// is valid).
+    fn field_ref(
+        &mut self,
+        leaf: &FieldCondition,
+        other: &str,
+        relation: FieldRelation,
+        ok: bool,
+        op_at: String,
+    ) -> Option<Matcher> {
+        if let Some(message) = field_path_problem(other) {
+            self.problem(op_at, message);
+            return None;
+        }
+        if !ok {
+            return None;
+        }
+        Some(Matcher::FieldRef {
+            path: self.path_index(&leaf.field),
+            other: self.path_index(other),
+            relation,
+            ignore_case: leaf.ignore_case,
         })
     }
 }

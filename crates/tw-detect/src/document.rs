@@ -50,6 +50,10 @@ pub struct Rule {
     pub suppress: Option<Suppression>,
     /// Alerts are recorded but not sent to sinks.
     pub shadow: bool,
+    /// Most keys this rule's state keeps (windows × groups, sequence keys, new-value pairs,
+    /// suppression groups), 1 to [`crate::MAX_RULE_KEYS`]; `None`: the engine's
+    /// `max_groups_per_rule`. Only for stateful rules and rules with `suppress`.
+    pub max_keys: Option<u64>,
 }
 
 /// A boolean condition over one event.
@@ -154,6 +158,17 @@ pub enum FieldOp {
     },
     /// Equal to the value of another field of the same event.
     EqualsField(String),
+    /// Not equal to the value of another field of the same event; false, like every
+    /// field-to-field operator, when either field is absent.
+    NotEqualsField(String),
+    /// Ordered against the value of another field of the same event (`gt_field`, ...):
+    /// numbers by value, times as instants, other strings as text (both of one kind).
+    CompareField {
+        /// The comparison, the field's value on the left.
+        comparison: Comparison,
+        /// The other field's path.
+        other: String,
+    },
 }
 
 impl FieldOp {
@@ -175,6 +190,13 @@ impl FieldOp {
             Self::Wildcard(_) => "wildcard",
             Self::Time { comparison, .. } => comparison.name(),
             Self::EqualsField(_) => "equals_field",
+            Self::NotEqualsField(_) => "not_equals_field",
+            Self::CompareField { comparison, .. } => match comparison {
+                Comparison::Gt => "gt_field",
+                Comparison::Gte => "gte_field",
+                Comparison::Lt => "lt_field",
+                Comparison::Lte => "lte_field",
+            },
         }
     }
 
@@ -190,6 +212,17 @@ impl FieldOp {
                 | Self::Regex(_)
                 | Self::Wildcard(_)
                 | Self::EqualsField(_)
+                | Self::NotEqualsField(_)
+                | Self::CompareField { .. }
+        )
+    }
+
+    /// Whether the operator compares with another field of the event (and so cannot apply to a
+    /// keyword search).
+    pub fn is_field_reference(&self) -> bool {
+        matches!(
+            self,
+            Self::EqualsField(_) | Self::NotEqualsField(_) | Self::CompareField { .. }
         )
     }
 }
@@ -210,6 +243,11 @@ pub(crate) const OPERATORS: &[&str] = &[
     "cidr",
     "wildcard",
     "equals_field",
+    "not_equals_field",
+    "gt_field",
+    "gte_field",
+    "lt_field",
+    "lte_field",
 ];
 
 fn string_or_list(items: &[String]) -> Value {
@@ -270,7 +308,9 @@ impl Condition {
                     | FieldOp::EndsWith(items) => string_or_list(items),
                     FieldOp::Cidr(items) | FieldOp::Wildcard(items) => string_or_list(items),
                     FieldOp::Time { at, .. } => Value::String(at.clone()),
-                    FieldOp::EqualsField(other) => Value::String(other.clone()),
+                    FieldOp::EqualsField(other)
+                    | FieldOp::NotEqualsField(other)
+                    | FieldOp::CompareField { other, .. } => Value::String(other.clone()),
                     FieldOp::Regex(text) => Value::String(text.clone()),
                     FieldOp::Exists(flag) => Value::Bool(*flag),
                     FieldOp::Gt(n) | FieldOp::Gte(n) | FieldOp::Lt(n) | FieldOp::Lte(n) => {
@@ -328,6 +368,7 @@ impl Rule {
             new_value: self.new_value.clone(),
             suppress: self.suppress.clone(),
             shadow: self.shadow,
+            max_keys: self.max_keys,
         }
     }
 

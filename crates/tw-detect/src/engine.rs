@@ -6,103 +6,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tw_core::{
     Alert, CheckedPayload, EventLocation, FieldPath, FieldSelection, Record, SelectedFields,
-    SharedEvent,
 };
 
+use crate::alert::single_event_alert;
 use crate::batch::{CHUNK, Chunk, Events, Hits, Mask, PathTree};
 use crate::compile::CompiledRule;
+use crate::limits::{EngineConfig, Limits, RuleStats};
 use crate::prefilter::Prefilter;
 use crate::spec::Kind;
 use crate::state::{Ctx, Hit, RuleState, Suppressions, WholeEvent, write_key};
-
-/// Engine settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EngineConfig {
-    /// How far behind the newest event time of a stream an event may be and still count in
-    /// its window; the watermark is `max event time − allowed_lateness_ms`.
-    pub allowed_lateness_ms: i64,
-    /// How far ahead of the time Tidewatch received it an event's time may move the
-    /// watermark. An event stamped further ahead (a producer's wrong clock, a typo'd year) is
-    /// still evaluated, but it moves the watermark only to its receive time plus this much:
-    /// one event dated 2099 must not make every later event late. Negative: no limit (inline
-    /// dry runs, whose events carry no receive time of their own).
-    pub max_time_ahead_ms: i64,
-    /// Most keys one stateful rule keeps ((group, window) entries, sliding groups, sequence
-    /// keys, remembered new-value pairs, suppression groups); beyond it the oldest are evicted
-    /// (counted in [`RuleStats::evicted_groups`]).
-    pub max_groups_per_rule: usize,
-    /// Most events copied into one threshold alert.
-    pub max_events_per_alert: usize,
-}
-
-fn default_allowed_lateness_ms() -> i64 {
-    60_000
-}
-fn default_max_time_ahead_ms() -> i64 {
-    300_000
-}
-fn default_max_groups_per_rule() -> usize {
-    100_000
-}
-fn default_max_events_per_alert() -> usize {
-    10
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            allowed_lateness_ms: default_allowed_lateness_ms(),
-            max_time_ahead_ms: default_max_time_ahead_ms(),
-            max_groups_per_rule: default_max_groups_per_rule(),
-            max_events_per_alert: default_max_events_per_alert(),
-        }
-    }
-}
-
-impl EngineConfig {
-    /// How far `record` moves its stream's newest event time: its event time, capped at
-    /// [`Self::max_time_ahead_ms`] past its receive time.
-    fn watermark_time(&self, record: &Record) -> i64 {
-        if self.max_time_ahead_ms < 0 {
-            return record.event_time_ms;
-        }
-        let limit = record.ingest_time_ms.saturating_add(self.max_time_ahead_ms);
-        record.event_time_ms.min(limit)
-    }
-}
-
-/// Counters of one loaded rule, cumulative since the rule was (re)loaded with its current
-/// definition.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleStats {
-    /// Id of the rule.
-    pub rule_id: String,
-    /// Events the condition was evaluated on (late events are not evaluated).
-    pub evaluated: u64,
-    /// Events that satisfied the condition.
-    pub matched: u64,
-    /// Alerts raised.
-    pub alerts: u64,
-    /// Events of a stateful rule's stream that came after the watermark had decided what they
-    /// could change (a closed window, a passed instant); counted here and not evaluated.
-    pub late_events: u64,
-    /// Keys dropped because the rule hit `max_groups_per_rule`.
-    pub evicted_groups: u64,
-    /// Keys currently held (state size).
-    pub active_groups: u64,
-    /// Alerts not raised because of the rule's `suppress`.
-    #[serde(default)]
-    pub suppressed: u64,
-    /// Time spent evaluating the rule's condition on each chunk of events and handling its
-    /// hits (one hit in 16 timed, and scaled), in nanoseconds.
-    #[serde(default)]
-    pub eval_nanos: u64,
-}
 
 /// One enabled rule as loaded into the engine.
 pub(crate) struct ActiveRule {
@@ -117,13 +32,16 @@ pub(crate) struct ActiveRule {
     step_maps: Vec<Vec<usize>>,
     /// Sequences: which events of the current chunk satisfy each step, then `until`.
     step_masks: Vec<Mask>,
+    /// The rule's own limits (its `max_keys` or the engine's), taken from the rule as loaded
+    /// now: an edit that changes only `max_keys` keeps the state and applies the new limit.
+    limits: Limits,
     pub(crate) stats: RuleStats,
     pub(crate) state: RuleState,
     pub(crate) suppressions: Suppressions,
 }
 
 impl ActiveRule {
-    fn fresh(rule: &Arc<CompiledRule>, maps: PathMaps) -> Self {
+    fn fresh(rule: &Arc<CompiledRule>, maps: PathMaps, limits: Limits) -> Self {
         Self {
             rule: Arc::clone(rule),
             path_map: maps.condition,
@@ -131,6 +49,7 @@ impl ActiveRule {
             value_map: maps.value,
             step_maps: maps.steps,
             step_masks: Vec::new(),
+            limits,
             stats: RuleStats {
                 rule_id: rule.id().to_string(),
                 ..RuleStats::default()
@@ -141,18 +60,11 @@ impl ActiveRule {
     }
 
     /// Applies suppression and stamps the alerts raised by this rule.
-    fn raise(
-        &mut self,
-        raised: Vec<Alert>,
-        stream: &str,
-        now_ms: i64,
-        limits: &Limits,
-        out: &mut Vec<Alert>,
-    ) {
+    fn raise(&mut self, raised: Vec<Alert>, stream: &str, now_ms: i64, out: &mut Vec<Alert>) {
         for mut alert in raised {
             if !self
                 .suppressions
-                .admit(&self.rule, &alert, limits.max_groups, &mut self.stats)
+                .admit(&self.rule, &alert, self.limits.max_groups, &mut self.stats)
             {
                 continue;
             }
@@ -163,21 +75,14 @@ impl ActiveRule {
         }
     }
 
-    fn advance(
-        &mut self,
-        watermark: i64,
-        limits: &Limits,
-        stream: &str,
-        now_ms: i64,
-        out: &mut Vec<Alert>,
-    ) {
+    fn advance(&mut self, watermark: i64, stream: &str, now_ms: i64, out: &mut Vec<Alert>) {
         let mut ctx = Ctx {
             rule: &self.rule,
-            limits,
+            limits: &self.limits,
             stats: &mut self.stats,
         };
         let raised = self.state.advance(&mut ctx, watermark);
-        self.raise(raised, stream, now_ms, limits, out);
+        self.raise(raised, stream, now_ms, out);
         self.suppressions.advance(&self.rule, watermark);
     }
 }
@@ -232,13 +137,6 @@ impl Engine {
         &self.config
     }
 
-    fn limits(&self) -> Limits {
-        Limits {
-            max_groups: self.config.max_groups_per_rule.max(1),
-            max_events: self.config.max_events_per_alert,
-        }
-    }
-
     /// Replaces the rule set. State and counters are kept for rules whose id and definition
     /// ([`CompiledRule::same_definition`]) are unchanged, and dropped for changed or removed
     /// rules. Disabled rules are not loaded. When an id appears twice, the last wins. Returns
@@ -260,6 +158,7 @@ impl Engine {
             if latest.get(rule.id()) != Some(&index) || !rule.rule().enabled {
                 continue;
             }
+            let limits = Limits::for_rule(&self.config, rule);
             let stream_name = rule.rule().stream.clone();
             let stream = self.streams.entry(stream_name.clone()).or_default();
             let mut index_of = |path: &FieldPath| {
@@ -299,15 +198,16 @@ impl Engine {
                     group_map: maps.group,
                     value_map: maps.value,
                     step_maps: maps.steps,
+                    limits,
                     ..old
                 },
                 Some(_) => {
                     if rule.is_aggregate() {
                         reset.push(rule.id().to_string());
                     }
-                    ActiveRule::fresh(rule, maps)
+                    ActiveRule::fresh(rule, maps, limits)
                 }
-                None => ActiveRule::fresh(rule, maps),
+                None => ActiveRule::fresh(rule, maps, limits),
             };
             stream.rules.push(active);
         }
@@ -352,6 +252,7 @@ impl Engine {
             .map(|active| {
                 let mut stats = active.stats.clone();
                 stats.active_groups = (active.state.keys() + active.suppressions.keys()) as u64;
+                stats.max_keys = active.limits.max_groups as u64;
                 stats
             })
             .collect();
@@ -389,8 +290,8 @@ impl Engine {
     /// [`evaluate`](Self::evaluate) for records whose payloads the parser vouched for:
     /// `checked[i]`, where present, is the word for `records[i].payload`
     /// ([`tw_core::FieldSelection::parse_checked`]), and an event taken whole from such a
-    /// record is not read a second time ([`SharedEvent::from_checked`]). The path of the
-    /// detection consumer and of replays, which parse every record anyway.
+    /// record is not read a second time ([`tw_core::SharedEvent::from_checked`]). The path of
+    /// the detection consumer and of replays, which parse every record anyway.
     pub fn evaluate_checked(
         &mut self,
         stream: &str,
@@ -452,7 +353,6 @@ impl Engine {
         // As many as the last batch raised: an alert is large, and growing the vector by
         // doubling copied each one about twice in alert-heavy workloads.
         let mut alerts = Vec::with_capacity(self.scratch.alerts_hint);
-        let limits = self.limits();
         let Scratch {
             candidates,
             lowercase,
@@ -595,7 +495,7 @@ impl Engine {
                     _ => {
                         let mut ctx = Ctx {
                             rule: &active.rule,
-                            limits: &limits,
+                            limits: &active.limits,
                             stats: &mut active.stats,
                         };
                         if group_of.0 != Some(at) || group_of.1 != active.group_map {
@@ -618,7 +518,7 @@ impl Engine {
                         active.state.observe(&mut ctx, &hit)
                     }
                 };
-                active.raise(raised, stream, now_ms, &limits, &mut alerts);
+                active.raise(raised, stream, now_ms, &mut alerts);
                 if let Some(started) = started {
                     let nanos = started.elapsed().as_nanos() as u64;
                     active.stats.eval_nanos += nanos.saturating_mul(TIMING_SAMPLE as u64);
@@ -629,7 +529,7 @@ impl Engine {
             self.max_event_time.insert(stream.to_string(), max);
             let watermark = max.saturating_sub(lateness);
             for active in rules.iter_mut() {
-                active.advance(watermark, &limits, stream, now_ms, &mut alerts);
+                active.advance(watermark, stream, now_ms, &mut alerts);
             }
         }
         *alerts_hint = alerts.len().min(MAX_ALERTS_HINT);
@@ -642,7 +542,6 @@ impl Engine {
     /// newest event stay open: they are not complete.
     pub fn finish(&mut self, stream: &str, now_ms: i64) -> Vec<Alert> {
         let mut alerts = Vec::new();
-        let limits = self.limits();
         let (Some(max), Some(rules)) = (
             self.max_event_time.get(stream).copied(),
             self.streams.get_mut(stream),
@@ -650,7 +549,7 @@ impl Engine {
             return alerts;
         };
         for active in rules.rules.iter_mut() {
-            active.advance(max, &limits, stream, now_ms, &mut alerts);
+            active.advance(max, stream, now_ms, &mut alerts);
         }
         alerts
     }
@@ -680,60 +579,3 @@ const MAX_ALERTS_HINT: usize = 16_384;
 /// One hit in this many is timed per rule for [`RuleStats::eval_nanos`] (and counted this many
 /// times): two clock reads per hit cost more than handling a hit that raises nothing.
 const TIMING_SAMPLE: usize = 16;
-
-/// Limits the window state needs from the configuration.
-pub(crate) struct Limits {
-    pub(crate) max_groups: usize,
-    pub(crate) max_events: usize,
-}
-
-/// Fields every alert of `rule` shares; the caller sets `stream` and `created_at_ms`.
-pub(crate) fn alert_base(rule: &CompiledRule, dedup_key: String, event_time_ms: i64) -> Alert {
-    let definition = rule.rule();
-    Alert {
-        id: Alert::id_for(&dedup_key),
-        dedup_key,
-        rule_id: definition.id.clone(),
-        rule_title: definition.title.clone(),
-        rule_version: definition.version,
-        severity: definition.severity,
-        stream: String::new(),
-        event_time_ms,
-        created_at_ms: 0,
-        group: None,
-        window: None,
-        value: None,
-        events: Vec::new(),
-        event_refs: Vec::new(),
-        tags: definition.tags.clone(),
-    }
-}
-
-fn single_event_alert(
-    rule: &CompiledRule,
-    stream: &str,
-    event: &SharedEvent,
-    event_time_ms: i64,
-    location: EventLocation,
-) -> Alert {
-    // `"{rule id}|{stream}|{partition}|{offset}"`, by hand: `format!` cost as much as the
-    // rest of the alert.
-    let (mut partition, mut offset) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let (partition, offset) = (
-        partition.format(location.partition),
-        offset.format(location.offset),
-    );
-    let id = rule.id();
-    let mut key =
-        String::with_capacity(id.len() + stream.len() + partition.len() + offset.len() + 3);
-    for (index, part) in [id, stream, partition, offset].into_iter().enumerate() {
-        if index > 0 {
-            key.push('|');
-        }
-        key.push_str(part);
-    }
-    let mut alert = alert_base(rule, key, event_time_ms);
-    alert.events = vec![event.clone()];
-    alert.event_refs = vec![location];
-    alert
-}

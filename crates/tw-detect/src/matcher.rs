@@ -16,6 +16,7 @@ use regex::Regex;
 use serde_json::{Number, Value};
 
 use crate::cidr::Cidr;
+use crate::field_ref::{FieldRelation, field_ref_holds};
 use crate::wildcard::{Wildcard, find};
 
 /// A compiled condition; leaves refer to field paths by index into the rule's path table.
@@ -35,10 +36,11 @@ pub(crate) enum Matcher {
         path: usize,
         test: Test,
     },
-    /// The values at two paths are equal (scalars; numbers by value, text as text).
+    /// The values at two paths relate as `relation` says ([`crate::field_ref`]).
     FieldRef {
         path: usize,
         other: usize,
+        relation: FieldRelation,
         ignore_case: bool,
     },
 }
@@ -143,7 +145,7 @@ impl Literal {
 }
 
 /// Numeric equality: exact for two integers (no precision loss above 2^53), else as f64.
-fn numbers_equal(a: &Number, b: &Number) -> bool {
+pub(crate) fn numbers_equal(a: &Number, b: &Number) -> bool {
     if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
         return x == y;
     }
@@ -239,7 +241,8 @@ fn text_test(kind: TextKind, field: &str, needle: &str, ignore_case: bool) -> bo
     }
 }
 
-fn number_of(value: &Value) -> Option<f64> {
+/// A number, or a string that reads as one (what `gt`/`lt` compare).
+pub(crate) fn number_of(value: &Value) -> Option<f64> {
     match value {
         Value::Number(number) => number.as_f64(),
         Value::String(text) => text.trim().parse::<f64>().ok().filter(|n| !n.is_nan()),
@@ -334,25 +337,6 @@ fn compare<T: PartialOrd>(op: CompareOp, value: T, bound: T) -> bool {
     }
 }
 
-/// Field-to-field equality of two scalars: numbers by value, everything else as text.
-fn values_equal(a: &Value, b: &Value, ignore_case: bool) -> bool {
-    if let (Value::Number(x), Value::Number(y)) = (a, b) {
-        return numbers_equal(x, y);
-    }
-    let (mut buffer_a, mut buffer_b) = (TextBuffer::new(), TextBuffer::new());
-    match (scalar_text(a, &mut buffer_a), scalar_text(b, &mut buffer_b)) {
-        (Some(x), Some(y)) if ignore_case => {
-            if x.is_ascii() && y.is_ascii() {
-                x.eq_ignore_ascii_case(y)
-            } else {
-                x.to_lowercase() == y.to_lowercase()
-            }
-        }
-        (Some(x), Some(y)) => x == y,
-        _ => false,
-    }
-}
-
 impl Test {
     /// Rough relative cost of one evaluation (see [`Matcher::cost`]).
     pub(crate) fn cost(&self) -> u32 {
@@ -395,7 +379,11 @@ impl Matcher {
             Self::Leaf { test, .. } => test.cost(),
             // Walks the whole event.
             Self::AnyField { test, .. } => 50 + 10 * test.cost(),
-            Self::FieldRef { .. } => 4,
+            Self::FieldRef { relation, .. } => match relation {
+                FieldRelation::Equal | FieldRelation::NotEqual => 4,
+                // May parse numbers or times on both sides.
+                _ => 8,
+            },
         }
     }
 
@@ -422,16 +410,9 @@ impl Matcher {
             Self::FieldRef {
                 path,
                 other,
+                relation,
                 ignore_case,
-            } => field_ref_holds(resolve(*path), resolve(*other), *ignore_case),
+            } => field_ref_holds(resolve(*path), resolve(*other), *relation, *ignore_case),
         }
     }
-}
-
-/// Whether the values at the two paths of a field-to-field comparison are equal.
-pub(crate) fn field_ref_holds(a: Option<&Value>, b: Option<&Value>, ignore_case: bool) -> bool {
-    let (Some(a), Some(b)) = (a, b) else {
-        return false;
-    };
-    !a.is_null() && !b.is_null() && values_equal(a, b, ignore_case)
 }

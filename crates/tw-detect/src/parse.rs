@@ -80,6 +80,7 @@ const RULE_FIELDS: &[&str] = &[
     "new_value",
     "suppress",
     "shadow",
+    "max_keys",
 ];
 /// Keys that make a condition mapping something other than the short form
 /// `{path: {operator: operand}}`.
@@ -302,6 +303,7 @@ impl Walker {
             new_value: sections.new_value,
             suppress: sections.suppress,
             shadow: sections.shadow,
+            max_keys: sections.max_keys,
         })
     }
 
@@ -505,6 +507,16 @@ impl Walker {
             "cidr" => FieldOp::Cidr(self.one_or_many(operand, &at)),
             "wildcard" => FieldOp::Wildcard(self.one_or_many(operand, &at)),
             "equals_field" => FieldOp::EqualsField(self.string(operand, &at)?),
+            "not_equals_field" => FieldOp::NotEqualsField(self.string(operand, &at)?),
+            "gt_field" | "gte_field" | "lt_field" | "lte_field" => FieldOp::CompareField {
+                comparison: match *name {
+                    "gt_field" => Comparison::Gt,
+                    "gte_field" => Comparison::Gte,
+                    "lt_field" => Comparison::Lt,
+                    _ => Comparison::Lte,
+                },
+                other: self.string(operand, &at)?,
+            },
             "gt" | "gte" | "lt" | "lte" if operand.is_string() => FieldOp::Time {
                 comparison: match *name {
                     "gt" => Comparison::Gt,

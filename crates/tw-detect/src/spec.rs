@@ -7,6 +7,7 @@ use tw_core::FieldPath;
 use crate::RuleProblem;
 use crate::document::{Condition, Rule};
 use crate::duration::parse_duration_ms;
+use crate::limits::MAX_RULE_KEYS;
 use crate::stateful::{CountBound, CountOp, Sections};
 
 /// Largest `count` bound of a distinct-count rule: values are kept exactly up to the bound.
@@ -126,6 +127,7 @@ fn step(
         sequence: None,
         new_value: None,
         suppress: None,
+        max_keys: None,
         ..rule.clone()
     };
     match single.compile() {
@@ -266,7 +268,38 @@ pub(crate) fn compile_sections(
     } else {
         None
     };
+    if let Some(keys) = sections.max_keys {
+        // From the sections as written, not as compiled: a rule whose window is mistyped still
+        // keeps state, and its one problem is the window.
+        let keeps_state = sections.threshold.is_some()
+            || sections.distinct.is_some()
+            || sections.sequence.is_some()
+            || sections.new_value.is_some()
+            || sections.suppress.is_some();
+        max_keys_problems(keys, keeps_state, problems);
+    }
     (kind, suppress)
+}
+
+/// Checks a rule's `max_keys`: in range, and on a rule that keeps keys at all.
+fn max_keys_problems(keys: u64, keeps_state: bool, problems: &mut Vec<RuleProblem>) {
+    if keys == 0 {
+        problems.push(RuleProblem::new(
+            "max_keys",
+            "must be at least 1 (remove `max_keys` to use the server's limit)",
+        ));
+    } else if keys > MAX_RULE_KEYS {
+        problems.push(RuleProblem::new(
+            "max_keys",
+            format!("{keys} is more than the most a rule may keep ({MAX_RULE_KEYS} keys)"),
+        ));
+    }
+    if !keeps_state {
+        problems.push(RuleProblem::new(
+            "max_keys",
+            "applies only to a rule that keeps state (threshold, distinct, sequence, new_value or suppress)",
+        ));
+    }
 }
 
 fn shape(sliding: bool) -> WindowKind {

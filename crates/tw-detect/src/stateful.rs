@@ -1,6 +1,7 @@
 //! The stateful sections of a rule document — `threshold`, `distinct`, `sequence`,
-//! `new_value` — and `suppress`: their types, how they are read from a JSON value (every
-//! problem located), and how they are written back.
+//! `new_value` — with `suppress` and `max_keys` (the bound on the state of all of them): their
+//! types, how they are read from a JSON value (every problem located), and how they are
+//! written back.
 //!
 //! A rule has at most one of the four kinds; without any it is a single-event rule.
 
@@ -153,6 +154,8 @@ pub(crate) struct Sections {
     pub(crate) new_value: Option<NewValue>,
     pub(crate) suppress: Option<Suppression>,
     pub(crate) shadow: bool,
+    /// The rule's own key limit (range checked when compiled).
+    pub(crate) max_keys: Option<u64>,
 }
 
 const THRESHOLD_FIELDS: &[&str] = &["count", "more_than", "window", "sliding", "group_by"];
@@ -451,6 +454,17 @@ impl Reader<'_> {
             }
         }
     }
+
+    fn max_keys(&mut self, value: &Value) -> Option<u64> {
+        let keys = value.as_u64();
+        if keys.is_none() {
+            self.problem(
+                "max_keys",
+                format!("expected a positive whole number of keys, found {value}"),
+            );
+        }
+        keys
+    }
 }
 
 /// Reads the stateful sections of a rule object; problems are appended to `problems`.
@@ -478,6 +492,9 @@ pub(crate) fn read_sections(
             .then(|| reader.suppress(&object["suppress"]))
             .flatten(),
         shadow: reader.flag(object, "", "shadow"),
+        max_keys: present("max_keys")
+            .then(|| reader.max_keys(&object["max_keys"]))
+            .flatten(),
     };
     let kinds: Vec<&str> = ["threshold", "distinct", "sequence", "new_value"]
         .into_iter()
@@ -559,5 +576,9 @@ pub(crate) fn write_sections(sections: &Sections, object: &mut Map<String, Value
     }
     if sections.shadow {
         object.insert("shadow".into(), Value::Bool(true));
+    }
+    // Written only when set, so the documents (and fingerprints) of other rules are unchanged.
+    if let Some(keys) = sections.max_keys {
+        object.insert("max_keys".into(), Value::from(keys));
     }
 }

@@ -46,6 +46,16 @@ const TEXTS: &[&str] = &[
     "x*y",
     "5",
     "true",
+    "10",
+    "2026-01-01T00:30:00Z",
+    "2026-01-01T01:00:00+02:00",
+];
+const FIELD_COMPARISONS: &[&str] = &[
+    "not_equals_field",
+    "gt_field",
+    "gte_field",
+    "lt_field",
+    "lte_field",
 ];
 const NEEDLES: &[&str] = &["get", "Object", "kali", "ß", "10.", "marker", "", "x*", "5"];
 
@@ -87,7 +97,7 @@ fn event(rng: &mut Rng, index: u64) -> Value {
 fn leaf(rng: &mut Rng) -> Value {
     let field = rng.pick(FIELDS);
     let ignore_case = rng.below(3) == 0;
-    let mut leaf = match rng.below(14) {
+    let mut leaf = match rng.below(16) {
         0 => json!({"equals": rng.pick(TEXTS)}),
         1 => json!({"equals": rng.below(10)}),
         2 => json!({"in": [rng.pick(TEXTS), rng.pick(TEXTS)]}),
@@ -103,6 +113,8 @@ fn leaf(rng: &mut Rng) -> Value {
             json!({"cidr": rng.pick(&["10.0.0.0/8", "192.168.0.0/16", "::1/128", "2001:db8::/32"])})
         }
         12 => json!({"equals_field": rng.pick(FIELDS)}),
+        13 => json!({rng.pick(FIELD_COMPARISONS): rng.pick(FIELDS)}),
+        14 => json!({rng.pick(FIELD_COMPARISONS): rng.pick(FIELDS)}),
         _ => json!({"contains": rng.pick(NEEDLES)}),
     };
     let keyword = rng.below(12) == 0;
@@ -118,8 +130,11 @@ fn leaf(rng: &mut Rng) -> Value {
         "equals_field",
     ]
     .iter()
+    .chain(FIELD_COMPARISONS)
     .any(|op| object.contains_key(*op));
-    let usable_as_keyword = !object.contains_key("exists") && !object.contains_key("equals_field");
+    let usable_as_keyword = !object.contains_key("exists")
+        && !object.contains_key("equals_field")
+        && !FIELD_COMPARISONS.iter().any(|op| object.contains_key(*op));
     object.insert(
         "field".into(),
         json!(if keyword && usable_as_keyword {
@@ -262,4 +277,97 @@ fn chunked_evaluation_equals_per_event_evaluation() {
         matched_somewhere > 1000,
         "the generated rules match something: {matched_somewhere}"
     );
+}
+
+/// Field-to-field operators on every pair of a set of values covering each kind (numbers,
+/// numeric strings, times, text, booleans, null, arrays, objects, absent): chunks and rows
+/// decide as the per-event evaluation does, pair by pair.
+#[test]
+fn field_comparisons_decide_alike_on_every_pair_of_kinds() {
+    let values = [
+        json!(1),
+        json!(2.5),
+        json!(-3),
+        json!(u64::MAX),
+        json!("2"),
+        json!("10"),
+        json!("2026-01-01T00:30:00Z"),
+        json!("2026-01-01T01:00:00+02:00"),
+        json!("2026-01-01 00:30:00"),
+        json!("apple"),
+        json!("Apple"),
+        json!("Straße"),
+        json!(true),
+        Value::Null,
+        json!([1]),
+        json!({"x": 1}),
+    ];
+    let mut events: Vec<Value> = Vec::new();
+    for a in &values {
+        for b in &values {
+            events.push(json!({"a": a, "b": b}));
+        }
+        events.push(json!({"a": a}));
+        events.push(json!({"b": a}));
+    }
+    let rules: Vec<Arc<CompiledRule>> = FIELD_COMPARISONS
+        .iter()
+        .chain(&["equals_field"])
+        .flat_map(|op| [(op, false), (op, true)])
+        .enumerate()
+        .map(|(index, (op, ignore_case))| {
+            let document = json!({
+                "id": format!("r{index}"),
+                "title": "pairs",
+                "stream": "s",
+                "match": {"field": "a", *op: "b", "ignore_case": ignore_case},
+            });
+            let rule = parse_rule(&document.to_string(), RuleFormat::Json).unwrap();
+            Arc::new(rule.compile().unwrap())
+        })
+        .collect();
+    let records: Vec<Record> = events
+        .iter()
+        .enumerate()
+        .map(|(offset, event)| Record {
+            offset: offset as u64,
+            ingest_time_ms: 1_000,
+            event_time_ms: 1_000,
+            key: Bytes::new(),
+            payload: Bytes::from(serde_json::to_vec(event).unwrap()),
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for (offset, event) in events.iter().enumerate() {
+        for rule in &rules {
+            if rule.matches(event) {
+                expected.push((offset as u64, rule.id().to_string()));
+            }
+        }
+    }
+    let alerts = |alerts: Vec<tw_core::Alert>| -> Vec<(u64, String)> {
+        alerts
+            .into_iter()
+            .map(|alert| (alert.event_refs[0].offset, alert.rule_id))
+            .collect()
+    };
+    let mut by_trees = Engine::new(EngineConfig::default());
+    by_trees.set_rules(rules.clone());
+    assert_eq!(
+        alerts(by_trees.evaluate("s", 0, &records, &events, 0)),
+        expected
+    );
+    let mut by_rows = Engine::new(EngineConfig::default());
+    by_rows.set_rules(rules.clone());
+    let rows: Vec<_> = records
+        .iter()
+        .map(|record| by_rows.selection().parse_fields(&record.payload).unwrap())
+        .collect();
+    let from_rows = by_rows.evaluate_fields("s", 0, &records, &rows, &[], 0);
+    assert_eq!(alerts(from_rows), expected);
+    // Every operator holds somewhere and fails somewhere: the pairs exercise each of them.
+    for rule in &rules {
+        let holds = expected.iter().filter(|(_, id)| id == rule.id()).count();
+        assert!((1..events.len()).contains(&holds), "{}: {holds}", rule.id());
+    }
 }

@@ -348,6 +348,7 @@ fn set_rules_keeps_unchanged_state_and_resets_changed_rules() {
         stats_of(&engine, "t"),
         RuleStats {
             rule_id: "t".into(),
+            max_keys: EngineConfig::default().max_groups_per_rule as u64,
             ..RuleStats::default()
         }
     );

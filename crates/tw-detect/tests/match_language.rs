@@ -1,4 +1,4 @@
-//! The match-language additions: wildcards, time comparisons, field-to-field equality,
+//! The match-language additions: wildcards, time comparisons, field-to-field comparison,
 //! keyword (any-field) search, value thresholds and named selections with a condition string.
 
 use serde_json::{Value, json};
@@ -144,6 +144,158 @@ fn field_to_field_comparison() {
         &[(json!({"a": "X", "b": "x"}), true)],
     );
     refused("{field: a, equals_field: 'b..c'}", "empty segment");
+}
+
+#[test]
+fn field_to_field_inequality_needs_both_fields() {
+    check(
+        "{field: a, not_equals_field: b}",
+        &[
+            (json!({"a": 1, "b": 2}), true),
+            (json!({"a": "x", "b": "y"}), true),
+            (json!({"a": true, "b": false}), true),
+            (json!({"a": 5, "b": 5.0}), false),
+            (json!({"a": "5", "b": 5}), false),
+            (json!({"a": "x", "b": "X"}), true),
+            // Unlike `not: {equals_field}`: a missing, null or non-scalar side never holds.
+            (json!({"a": "x"}), false),
+            (json!({"a": "x", "b": null}), false),
+            (json!({"a": ["x"], "b": "y"}), false),
+            (json!({"a": {"x": 1}, "b": "y"}), false),
+        ],
+    );
+    check(
+        "{not: {field: a, equals_field: b}}",
+        &[(json!({"a": "x"}), true)],
+    );
+    check(
+        "{field: a, not_equals_field: b, ignore_case: true}",
+        &[
+            (json!({"a": "Straße", "b": "STRASSE"}), true),
+            (json!({"a": "Admin", "b": "admin"}), false),
+        ],
+    );
+}
+
+#[test]
+fn field_to_field_ordering_compares_numbers_times_and_text_each_as_such() {
+    check(
+        "{field: a, gt_field: b}",
+        &[
+            (json!({"a": 2, "b": 1}), true),
+            (json!({"a": 1, "b": 1.0}), false),
+            (json!({"a": -1.5, "b": -2}), true),
+            // Numeric strings are numbers (text order would put "10" before "9").
+            (json!({"a": "10", "b": "9"}), true),
+            (json!({"a": "10", "b": 9}), true),
+            (json!({"a": " 1e3 ", "b": 999}), true),
+            // Times are instants: 00:30 UTC is after 01:00+02:00 (23:00 UTC the day before),
+            // though its text sorts first.
+            (
+                json!({"a": "2026-01-01T00:30:00Z", "b": "2026-01-01T01:00:00+02:00"}),
+                true,
+            ),
+            (
+                json!({"a": "2026-01-01 00:00:00.5", "b": "2026-01-01T00:00:00Z"}),
+                true,
+            ),
+            // Other strings by code point: lowercase after uppercase.
+            (json!({"a": "b", "b": "a"}), true),
+            (json!({"a": "a", "b": "B"}), true),
+            (json!({"a": "apple", "b": "apple"}), false),
+            // Mixed kinds never hold, in either direction.
+            (json!({"a": "x", "b": 1}), false),
+            (json!({"a": "2026-01-01T00:00:00Z", "b": 1}), false),
+            (json!({"a": "2026-01-01T00:00:00Z", "b": "2025"}), false),
+            (json!({"a": "zzz", "b": "2026-01-01T00:00:00Z"}), false),
+            (json!({"a": true, "b": false}), false),
+            // Missing, null and non-scalar sides never hold.
+            (json!({"a": 2}), false),
+            (json!({"a": 2, "b": null}), false),
+            (json!({"a": [2], "b": 1}), false),
+        ],
+    );
+    check(
+        "{field: a, lt_field: b}",
+        &[
+            (json!({"a": 1, "b": 2}), true),
+            (json!({"a": 2, "b": 2}), false),
+            (json!({"a": "x", "b": 1}), false),
+            (json!({"a": 1, "b": "x"}), false),
+        ],
+    );
+    check(
+        "{field: a, gte_field: b}",
+        &[
+            (json!({"a": 2, "b": 2.0}), true),
+            (
+                json!({"a": "2026-01-01T02:00:00+02:00", "b": "2026-01-01T00:00:00Z"}),
+                true,
+            ),
+            (json!({"a": 1, "b": 2}), false),
+        ],
+    );
+    check(
+        "{field: a, lte_field: b}",
+        &[
+            (json!({"a": "same", "b": "same"}), true),
+            (json!({"a": "a", "b": "B"}), false),
+        ],
+    );
+    check(
+        "{field: a, lte_field: b, ignore_case: true}",
+        &[
+            (json!({"a": "a", "b": "B"}), true),
+            (json!({"a": "C", "b": "b"}), false),
+        ],
+    );
+    check(
+        "{field: a, lt_field: b, ignore_case: true}",
+        &[(json!({"a": "APPLE", "b": "apple"}), false)],
+    );
+}
+
+#[test]
+fn field_to_field_operators_are_checked_like_equals_field() {
+    for op in [
+        "not_equals_field",
+        "gt_field",
+        "gte_field",
+        "lt_field",
+        "lte_field",
+    ] {
+        refused(
+            &format!("{{field: a, {op}: 'b..c'}}"),
+            &format!("match.{op}: invalid field path \"b..c\" (empty segment)"),
+        );
+        refused(
+            &format!("{{field: a, {op}: 5}}"),
+            &format!("match.{op}: expected a string, found a number"),
+        );
+        refused(
+            &format!("{{field: '*', {op}: b}}"),
+            &format!("match.{op}: `{op}` does not apply to a keyword search"),
+        );
+        // Written back as read.
+        let compiled = rule(&format!("{{field: a, {op}: b, ignore_case: true}}")).unwrap();
+        assert_eq!(
+            compiled.rule().to_value()["match"],
+            json!({"field": "a", op: "b", "ignore_case": true})
+        );
+        let again = serde_json::to_string(compiled.rule()).unwrap();
+        assert_eq!(
+            &parse_rule(&again, RuleFormat::Json).unwrap(),
+            compiled.rule()
+        );
+    }
+    // The short form takes them too.
+    check(
+        "{a: {gt_field: b}}",
+        &[
+            (json!({"a": 3, "b": 2}), true),
+            (json!({"a": 1, "b": 2}), false),
+        ],
+    );
 }
 
 #[test]

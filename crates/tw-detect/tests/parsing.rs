@@ -113,7 +113,7 @@ fn unknown_fields_are_rejected_everywhere() {
     assert_eq!(
         problems("id: r\ntitle: T\nstream: s\nseverty: high\n"),
         [
-            "severty: unknown field (expected one of id, version, title, description, severity, stream, enabled, tags, sinks, match, threshold, distinct, sequence, new_value, suppress, shadow)"
+            "severty: unknown field (expected one of id, version, title, description, severity, stream, enabled, tags, sinks, match, threshold, distinct, sequence, new_value, suppress, shadow, max_keys)"
         ]
     );
     assert_eq!(
@@ -290,7 +290,7 @@ fn structural_type_errors_are_located() {
             "id: r\ntitle: T\nstream: s\nmatch: {all: [{field: a}, {foo: [1]}, {any: [], x: 1}]}\n"
         ),
         [
-            "match.all[0]: missing operator (one of equals, in, contains, startswith, endswith, regex, exists, gt, gte, lt, lte, cidr, wildcard, equals_field)",
+            "match.all[0]: missing operator (one of equals, in, contains, startswith, endswith, regex, exists, gt, gte, lt, lte, cidr, wildcard, equals_field, not_equals_field, gt_field, gte_field, lt_field, lte_field)",
             "match.all[1].foo: expected an operator mapping (`{gt: 1000}`) or a value, found a list",
             "match.all[2]: expected exactly one of `all`, `any`, `not`, `selections` with `condition`, or a field condition (`field` with one operator)",
         ]

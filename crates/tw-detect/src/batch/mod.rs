@@ -24,7 +24,8 @@ use std::net::IpAddr;
 use serde_json::Value;
 use tw_core::SelectedFields;
 
-use crate::matcher::{Matcher, Test, field_ref_holds};
+use crate::field_ref::field_ref_holds;
+use crate::matcher::{Matcher, Test};
 pub(crate) use hits::Hits;
 pub(crate) use ids::NO_ID;
 pub(crate) use ids::ValueIds;
@@ -262,11 +263,13 @@ impl<'a, 't> Chunk<'a, 't> {
             Matcher::FieldRef {
                 path,
                 other,
+                relation,
                 ignore_case,
             } => {
                 let (path, other) = (path_map[*path], path_map[*other]);
                 self.each(mask, |chunk, at| {
-                    field_ref_holds(chunk.value(path, at), chunk.value(other, at), *ignore_case)
+                    let (value, other) = (chunk.value(path, at), chunk.value(other, at));
+                    field_ref_holds(value, other, *relation, *ignore_case)
                 })
             }
         }

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tw_core::{Alert, CheckedPayload, EventLocation, FieldPath, Record, SharedEvent};
 
+use crate::alert::alert_base;
 use crate::compile::CompiledRule;
-use crate::engine::{Limits, RuleStats, alert_base};
+use crate::limits::{Limits, RuleStats};
 use crate::spec::{Kind, WindowKind};
 
 pub(crate) use suppress::Suppressions;
@@ -244,7 +245,10 @@ pub(crate) fn with_group<'c, V, A: Ord, R>(
     }
     let max = ctx.limits.max_groups;
     if map.len() >= max {
-        let evicted = evict_oldest(map, eviction_batch(max), age);
+        // Down to a batch below the limit, whatever the size: an edit that lowered the rule's
+        // `max_keys` kept a state that may hold more.
+        let excess = map.len() - max + eviction_batch(max);
+        let evicted = evict_oldest(map, excess, age);
         ctx.stats.evicted_groups += evicted as u64;
     }
     work(map.entry(key.to_string()).or_insert_with(make), ctx)

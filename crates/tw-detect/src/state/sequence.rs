@@ -403,7 +403,7 @@ mod tests {
     /// as the engine drives it, and once with every pass scanning every key from its start.
     #[test]
     fn until_passes_confirm_what_a_full_scan_confirms() {
-        use crate::engine::{Limits, RuleStats};
+        use crate::limits::{Limits, RuleStats};
         use crate::state::{Ctx, Hit, WholeEvent};
         use tw_core::Record;
 

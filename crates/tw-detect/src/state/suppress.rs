@@ -6,7 +6,7 @@ use tw_core::Alert;
 
 use super::{Map, group_key};
 use crate::compile::CompiledRule;
-use crate::engine::RuleStats;
+use crate::limits::RuleStats;
 
 /// Event time of the last alert raised per suppression group.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -48,9 +48,10 @@ impl Suppressions {
             return false;
         }
         if !self.last.contains_key(&key) && self.last.len() >= max_keys {
-            // Forget the groups that alerted longest ago.
-            let evicted =
-                super::evict_oldest(&mut self.last, super::eviction_batch(max_keys), |t| *t);
+            // Forget the groups that alerted longest ago, down to a batch below the limit (a
+            // lowered `max_keys` may find more).
+            let excess = self.last.len() - max_keys + super::eviction_batch(max_keys);
+            let evicted = super::evict_oldest(&mut self.last, excess, |t| *t);
             stats.evicted_groups += evicted as u64;
         }
         let slot = self.last.entry(key).or_insert(alert.event_time_ms);
