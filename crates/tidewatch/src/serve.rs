@@ -83,7 +83,10 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         dlq.clone(),
         limits,
     ));
-    let rules = Arc::new(RuleRegistry::open(&data.join("rules")).context("opening rules")?);
+    let rules = Arc::new(
+        RuleRegistry::open(&data.join("rules"), Arc::new(config.sigma.clone()))
+            .context("opening rules")?,
+    );
     if let Some(dir) = &config.rules_dir {
         load_rules_dir(&rules, dir, &config.sigma)?;
     }
@@ -433,26 +436,43 @@ fn load_rule_file(
     sigma: &tw_sigma::SigmaConfig,
 ) -> Result<(), FileError> {
     let text = std::fs::read_to_string(path).map_err(|e| FileError::Other(e.to_string()))?;
-    let mut parsed: Vec<tw_detect::Rule> = if tw_sigma::is_sigma(&text) {
-        tw_sigma::translate_file(&text, sigma, &|id| rules.get(id)).map_err(|e| match e {
-            tw_sigma::SigmaError::UnknownRule { .. } => FileError::UnknownRule(e.to_string()),
-            other => FileError::Other(other.to_string()),
+    let translation = if tw_sigma::is_sigma(&text) {
+        tw_sigma::translate_file_with_sources(&text, sigma, &|id| rules.get(id)).map_err(|e| {
+            match e {
+                tw_sigma::SigmaError::UnknownRule { .. } => FileError::UnknownRule(e.to_string()),
+                other => FileError::Other(other.to_string()),
+            }
         })?
     } else {
-        vec![parse_rule(&text, format).map_err(|e| FileError::Other(e.to_string()))?]
+        let rule = parse_rule(&text, format).map_err(|e| FileError::Other(e.to_string()))?;
+        tw_sigma::Translation {
+            rules: vec![rule],
+            sources: Default::default(),
+        }
     };
+    let mut parsed = translation.rules;
     for rule in &mut parsed {
         if let Some(stored) = rules.get(&rule.id) {
             rule.version = stored.version;
         }
     }
-    // Only rules that differ from the stored ones get a new version.
-    parsed.retain(|rule| rules.get(&rule.id).as_ref() != Some(rule));
+    // Only rules that differ from the stored ones get a new version, and correlations over
+    // stored rules stored before they kept their source (so that they follow those rules).
+    parsed.retain(|rule| {
+        rules.get(&rule.id).as_ref() != Some(rule)
+            || (translation.sources.contains_key(&rule.id) && !rules.follows(&rule.id))
+    });
     if parsed.is_empty() {
         return Ok(());
     }
+    // A correlation over stored rules keeps its source: it follows them from now on.
     rules
-        .upsert_all(parsed, &format!("file:{}", path.display()), true)
+        .upsert_all_with_sources(
+            parsed,
+            translation.sources,
+            &format!("file:{}", path.display()),
+            true,
+        )
         .map(|_| ())
         .map_err(|e| FileError::Other(e.to_string()))
 }

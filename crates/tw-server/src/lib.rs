@@ -11,7 +11,7 @@ mod rules;
 
 pub use error::ApiError;
 pub use replay::{LakeHistory, MAX_REPLAY_EVENTS, ReplayOutcome, replay_events, replay_stored};
-pub use rules::{RuleChange, RuleRegistry, RuleRegistryError, RuleSet};
+pub use rules::{RuleChange, RuleRegistry, RuleRegistryError, RuleSet, Upserted};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,14 @@
 //! The rule registry: rules persisted as JSON, every change versioned and recorded, and the
 //! compiled set published to the detection consumer through a watch channel.
+//!
+//! Invariants: an operation is planned in full (every rule it stores compiles, every Sigma
+//! correlation it touches translates) before anything is written, so a refused operation
+//! changes nothing; a stored Sigma correlation over stored rules is always the translation of
+//! their current versions ([`followers`]), and none of those rules can be deleted under it.
+
+mod followers;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tw_core::now_ms;
 use tw_detect::{CompiledRule, Rule};
+use tw_sigma::{CorrelationSource, SigmaConfig, SigmaError};
+
+use followers::Follower;
 
 /// The compiled rules in force, as published to detection.
 pub type RuleSet = Arc<Vec<Arc<CompiledRule>>>;
@@ -25,6 +37,10 @@ pub struct RuleChange {
     pub who: String,
     /// `create`, `update`, `enable`, `disable` or `delete`.
     pub action: String,
+    /// Why, when nobody asked for this change itself: a Sigma correlation stored again
+    /// because a rule it refers to changed (`base rule x (now version 3) changed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The rule before the change.
     pub before: Option<Rule>,
     /// The rule after the change.
@@ -43,6 +59,31 @@ pub enum RuleRegistryError {
     /// A rule with that id exists already (POST creates, PUT replaces).
     #[error("rule {0} already exists; use PUT /api/v1/rules/{0} to change it")]
     Exists(String),
+    /// The rule is a base rule of stored Sigma correlations, which would lose it.
+    #[error(
+        "rule {id} cannot be deleted: the Sigma correlation(s) {} refer to it; delete them, or change them to refer to other rules, first",
+        .correlations.join(", ")
+    )]
+    InUse {
+        /// The rule that was to be deleted.
+        id: String,
+        /// The correlations that refer to it.
+        correlations: Vec<String>,
+    },
+    /// A Sigma correlation that refers to the rule cannot be translated with its new version
+    /// (it became stateful, moved to another stream, lost its condition...).
+    #[error(
+        "rule {base} cannot be changed so: the Sigma correlation {correlation} refers to it and cannot follow: {error}"
+    )]
+    BreaksCorrelation {
+        /// The rule being changed.
+        base: String,
+        /// The correlation that cannot follow.
+        correlation: String,
+        /// Why its translation fails.
+        #[source]
+        error: SigmaError,
+    },
     /// Persisting failed.
     #[error("rule storage error on {path}: {message}")]
     Io {
@@ -53,21 +94,74 @@ pub enum RuleRegistryError {
     },
 }
 
-/// Rules by id, persisted under `{dir}/{id}.json` with `{dir}/{id}.history.ndjson`.
+/// Rules by id, persisted under `{dir}/{id}.json` with `{dir}/{id}.history.ndjson`; the
+/// sources of Sigma correlations over stored rules under `{dir}/correlations/`.
 pub struct RuleRegistry {
     dir: PathBuf,
-    rules: Mutex<BTreeMap<String, Rule>>,
+    /// How correlations are translated again when a rule they refer to changes.
+    sigma: Arc<SigmaConfig>,
+    contents: Mutex<Contents>,
     published: watch::Sender<RuleSet>,
 }
 
+/// The rules, and the correlations among them that follow some of the others.
+struct Contents {
+    rules: BTreeMap<String, Rule>,
+    followers: BTreeMap<String, Follower>,
+}
+
+/// What an upsert stored.
+#[derive(Debug)]
+pub struct Upserted {
+    /// Each rule given, as stored, with its version before (`None` when created).
+    pub rules: Vec<(Rule, Option<Rule>)>,
+    /// The Sigma correlations stored again because a rule they refer to changed.
+    pub followed: Vec<String>,
+}
+
+/// The writes of one operation, planned in full before any is made.
+#[derive(Default)]
+struct Plan {
+    /// Correlation sources to write (or remove), before any rule: see `followers`.
+    followers: Vec<(String, Option<Follower>)>,
+    /// Rule changes, in order.
+    changes: Vec<Planned>,
+    /// Correlation sources to remove after the rule changes (of deleted correlations: a
+    /// source without its rule is dropped at start).
+    forget: Vec<String>,
+}
+
+/// One planned rule change.
+struct Planned {
+    id: String,
+    /// `None`: the rule is deleted.
+    after: Option<Rule>,
+    before: Option<Rule>,
+    action: &'static str,
+    who: String,
+    reason: Option<String>,
+}
+
+impl Plan {
+    /// A rule as it will be once the plan is written.
+    fn lookup(&self, contents: &Contents, id: &str) -> Option<Rule> {
+        match self.changes.iter().rev().find(|change| change.id == id) {
+            Some(change) => change.after.clone(),
+            None => contents.rules.get(id).cloned(),
+        }
+    }
+}
+
 impl RuleRegistry {
-    /// Loads the persisted rules. A stored rule that no longer compiles is an error naming it.
-    pub fn open(dir: &Path) -> Result<Self, RuleRegistryError> {
+    /// Loads the persisted rules, and completes an operation a stop cut short (a correlation
+    /// not yet stored again after a rule it refers to changed). A stored rule that no longer
+    /// compiles is an error naming it. `sigma` translates correlations again.
+    pub fn open(dir: &Path, sigma: Arc<SigmaConfig>) -> Result<Self, RuleRegistryError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
         let mut rules = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
             let path = entry.map_err(|e| io_error(dir, e))?.path();
-            let is_rule = path.extension().is_some_and(|e| e == "json");
+            let is_rule = path.extension().is_some_and(|e| e == "json") && path.is_file();
             if !is_rule {
                 continue;
             }
@@ -76,13 +170,17 @@ impl RuleRegistry {
                 .map_err(|e| RuleRegistryError::Invalid(format!("{}: {e}", path.display())))?;
             rules.insert(rule.id.clone(), rule);
         }
+        let followers = followers::load(dir)?;
         let compiled = compile_all(&rules)?;
         let (published, _) = watch::channel(compiled);
-        Ok(Self {
+        let registry = Self {
             dir: dir.to_path_buf(),
-            rules: Mutex::new(rules),
+            sigma,
+            contents: Mutex::new(Contents { rules, followers }),
             published,
-        })
+        };
+        registry.complete_interrupted()?;
+        Ok(registry)
     }
 
     /// Receives every new compiled rule set (the current one first).
@@ -97,33 +195,29 @@ impl RuleRegistry {
 
     /// Every rule, sorted by id.
     pub fn list(&self) -> Vec<Rule> {
-        self.lock().values().cloned().collect()
+        self.lock().rules.values().cloned().collect()
     }
 
     /// One rule.
     pub fn get(&self, id: &str) -> Option<Rule> {
-        self.lock().get(id).cloned()
+        self.lock().rules.get(id).cloned()
+    }
+
+    /// Whether rule `id` is a Sigma correlation that follows the stored rules it refers to.
+    pub fn follows(&self, id: &str) -> bool {
+        self.lock().followers.contains_key(id)
     }
 
     /// Creates a rule (error if the id exists) or, with `replace`, creates or replaces it.
     /// Returns the stored rule and whether it existed before.
     pub fn upsert(
         &self,
-        mut rule: Rule,
+        rule: Rule,
         who: &str,
         replace: bool,
     ) -> Result<(Rule, Option<Rule>), RuleRegistryError> {
-        rule.compile()
-            .map_err(|e| RuleRegistryError::Invalid(e.to_string()))?;
-        let mut rules = self.lock();
-        let before = rules.get(&rule.id).cloned();
-        if before.is_some() && !replace {
-            return Err(RuleRegistryError::Exists(rule.id));
-        }
-        rule.version = before.as_ref().map_or(1, |b| b.version + 1);
-        let action = if before.is_some() { "update" } else { "create" };
-        self.store(&mut rules, rule.clone(), before.clone(), who, action)?;
-        Ok((rule, before))
+        let mut stored = self.upsert_all(vec![rule], who, replace)?;
+        Ok(stored.remove(0))
     }
 
     /// Creates (or, with `replace`, creates or replaces) several rules together: every rule
@@ -136,6 +230,23 @@ impl RuleRegistry {
         who: &str,
         replace: bool,
     ) -> Result<Vec<(Rule, Option<Rule>)>, RuleRegistryError> {
+        self.upsert_all_with_sources(rules, BTreeMap::new(), who, replace)
+            .map(|upserted| upserted.rules)
+    }
+
+    /// [`Self::upsert_all`] for a translated Sigma file: each correlation with a source in
+    /// `sources` (by rule id) follows the stored rules it refers to from now on. A rule stored
+    /// without a source stops following (a correlation replaced by a native rule). Every
+    /// stored correlation that refers to one of `rules` is translated again and, when its
+    /// translation changed, stored as a new version; one that cannot be refuses the whole
+    /// upsert.
+    pub fn upsert_all_with_sources(
+        &self,
+        rules: Vec<Rule>,
+        sources: BTreeMap<String, CorrelationSource>,
+        who: &str,
+        replace: bool,
+    ) -> Result<Upserted, RuleRegistryError> {
         for rule in &rules {
             rule.compile().map_err(|e| {
                 // One rule: the message of `upsert`; several: say which.
@@ -146,13 +257,16 @@ impl RuleRegistry {
                 })
             })?;
         }
-        let mut stored = self.lock();
-        if !replace && let Some(existing) = rules.iter().find(|r| stored.contains_key(&r.id)) {
+        let mut contents = self.lock();
+        if !replace
+            && let Some(existing) = rules.iter().find(|r| contents.rules.contains_key(&r.id))
+        {
             return Err(RuleRegistryError::Exists(existing.id.clone()));
         }
-        let mut out = Vec::with_capacity(rules.len());
+        let given = rules.len();
+        let mut plan = Plan::default();
         for mut rule in rules {
-            let before = stored.get(&rule.id).cloned();
+            let before = contents.rules.get(&rule.id).cloned();
             rule.version = match &before {
                 Some(before) => before.version + 1,
                 // A rule created again after a deletion continues its history's numbering:
@@ -160,50 +274,91 @@ impl RuleRegistry {
                 // two different rules under one name.
                 None => self.history(&rule.id)?.last().map_or(1, |c| c.version + 1),
             };
-            let action = if before.is_some() { "update" } else { "create" };
-            self.store(&mut stored, rule.clone(), before.clone(), who, action)?;
-            out.push((rule, before));
+            if contents.followers.contains_key(&rule.id) && !sources.contains_key(&rule.id) {
+                plan.followers.push((rule.id.clone(), None));
+            }
+            plan.changes.push(Planned {
+                id: rule.id.clone(),
+                action: if before.is_some() { "update" } else { "create" },
+                after: Some(rule),
+                before,
+                who: who.to_string(),
+                reason: None,
+            });
         }
-        Ok(out)
+        let followed = self.follow(&contents, &mut plan, sources, who)?;
+        let stored = plan.changes[..given]
+            .iter()
+            .filter_map(|change| Some((change.after.clone()?, change.before.clone())))
+            .collect();
+        self.commit(&mut contents, plan)?;
+        Ok(Upserted {
+            rules: stored,
+            followed,
+        })
     }
 
-    /// Enables or disables a rule (a new version).
+    /// Enables or disables a rule (a new version). Correlations referring to it keep
+    /// evaluating its condition either way, as Sigma's do.
     pub fn set_enabled(
         &self,
         id: &str,
         enabled: bool,
         who: &str,
     ) -> Result<Rule, RuleRegistryError> {
-        let mut rules = self.lock();
-        let before = rules
+        let mut contents = self.lock();
+        let before = contents
+            .rules
             .get(id)
             .cloned()
             .ok_or_else(|| RuleRegistryError::NotFound(id.to_string()))?;
         let mut rule = before.clone();
         rule.enabled = enabled;
         rule.version += 1;
-        let action = if enabled { "enable" } else { "disable" };
-        self.store(&mut rules, rule.clone(), Some(before), who, action)?;
+        let mut plan = Plan::default();
+        plan.changes.push(Planned {
+            id: id.to_string(),
+            after: Some(rule.clone()),
+            before: Some(before),
+            action: if enabled { "enable" } else { "disable" },
+            who: who.to_string(),
+            reason: None,
+        });
+        self.follow(&contents, &mut plan, BTreeMap::new(), who)?;
+        self.commit(&mut contents, plan)?;
         Ok(rule)
     }
 
-    /// Deletes a rule; its history stays.
+    /// Deletes a rule; its history stays. A rule stored Sigma correlations refer to is not
+    /// deleted ([`RuleRegistryError::InUse`]): the correlations would silently stop meaning
+    /// what their authors wrote.
     pub fn delete(&self, id: &str, who: &str) -> Result<Rule, RuleRegistryError> {
-        let mut rules = self.lock();
-        let before = rules
-            .remove(id)
+        let mut contents = self.lock();
+        let before = contents
+            .rules
+            .get(id)
+            .cloned()
             .ok_or_else(|| RuleRegistryError::NotFound(id.to_string()))?;
-        let path = self.rule_path(id);
-        std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
-        self.record(&RuleChange {
-            version: before.version,
-            at_ms: now_ms(),
-            who: who.into(),
-            action: "delete".into(),
-            before: Some(before.clone()),
+        let correlations = users_of(&contents, id);
+        if !correlations.is_empty() {
+            return Err(RuleRegistryError::InUse {
+                id: id.to_string(),
+                correlations,
+            });
+        }
+        let mut plan = Plan::default();
+        plan.changes.push(Planned {
+            id: id.to_string(),
             after: None,
-        })?;
-        self.publish(&rules)?;
+            before: Some(before.clone()),
+            action: "delete",
+            who: who.to_string(),
+            reason: None,
+        });
+        if contents.followers.contains_key(id) {
+            plan.forget.push(id.to_string());
+        }
+        self.commit(&mut contents, plan)?;
         Ok(before)
     }
 
@@ -222,31 +377,56 @@ impl RuleRegistry {
             .collect())
     }
 
-    fn store(
-        &self,
-        rules: &mut BTreeMap<String, Rule>,
-        rule: Rule,
-        before: Option<Rule>,
-        who: &str,
-        action: &str,
-    ) -> Result<(), RuleRegistryError> {
-        let path = self.rule_path(&rule.id);
-        let bytes = serde_json::to_vec_pretty(&rule)
-            .map_err(|e| RuleRegistryError::Invalid(e.to_string()))?;
-        tw_pipeline::write_atomically(&path, &bytes).map_err(|e| RuleRegistryError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        self.record(&RuleChange {
-            version: rule.version,
-            at_ms: now_ms(),
-            who: who.into(),
-            action: action.into(),
-            before,
-            after: Some(rule.clone()),
-        })?;
-        rules.insert(rule.id.clone(), rule);
-        self.publish(rules)
+    /// Writes a plan: correlation sources first, then the rules (file, then history), then
+    /// the sources of deleted correlations go; the new rule set is published once, so
+    /// detection never sees a rule changed without the correlations that follow it.
+    fn commit(&self, contents: &mut Contents, plan: Plan) -> Result<(), RuleRegistryError> {
+        for (id, follower) in plan.followers {
+            followers::save(&self.dir, &id, follower.as_ref())?;
+            match follower {
+                Some(follower) => contents.followers.insert(id, follower),
+                None => contents.followers.remove(&id),
+            };
+        }
+        for change in plan.changes {
+            let path = self.rule_path(&change.id);
+            match &change.after {
+                Some(rule) => {
+                    let bytes = serde_json::to_vec_pretty(rule)
+                        .map_err(|e| RuleRegistryError::Invalid(e.to_string()))?;
+                    tw_pipeline::write_atomically(&path, &bytes).map_err(|e| {
+                        RuleRegistryError::Io {
+                            path: path.display().to_string(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                }
+                None => std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?,
+            }
+            let version = change
+                .after
+                .as_ref()
+                .or(change.before.as_ref())
+                .map_or(0, |rule| rule.version);
+            self.record(&RuleChange {
+                version,
+                at_ms: now_ms(),
+                who: change.who,
+                action: change.action.into(),
+                reason: change.reason,
+                before: change.before,
+                after: change.after.clone(),
+            })?;
+            match change.after {
+                Some(rule) => contents.rules.insert(change.id, rule),
+                None => contents.rules.remove(&change.id),
+            };
+        }
+        for id in plan.forget {
+            followers::save(&self.dir, &id, None)?;
+            contents.followers.remove(&id);
+        }
+        self.publish(&contents.rules)
     }
 
     fn publish(&self, rules: &BTreeMap<String, Rule>) -> Result<(), RuleRegistryError> {
@@ -283,9 +463,23 @@ impl RuleRegistry {
         self.dir.join(format!("{id}.history.ndjson"))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Rule>> {
-        self.rules.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Contents> {
+        self.contents.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The stored correlations (other than `id` itself) that refer to rule `id`.
+fn users_of(contents: &Contents, id: &str) -> Vec<String> {
+    contents
+        .followers
+        .iter()
+        .filter(|(correlation, follower)| {
+            correlation.as_str() != id
+                && follower.refers_to(id)
+                && contents.rules.contains_key(*correlation)
+        })
+        .map(|(correlation, _)| correlation.clone())
+        .collect()
 }
 
 fn compile_all(rules: &BTreeMap<String, Rule>) -> Result<RuleSet, RuleRegistryError> {
@@ -300,7 +494,7 @@ fn compile_all(rules: &BTreeMap<String, Rule>) -> Result<RuleSet, RuleRegistryEr
         .map(Arc::new)
 }
 
-fn io_error(path: &Path, error: std::io::Error) -> RuleRegistryError {
+pub(crate) fn io_error(path: &Path, error: std::io::Error) -> RuleRegistryError {
     RuleRegistryError::Io {
         path: path.display().to_string(),
         message: error.to_string(),

@@ -5,15 +5,28 @@
 //! a correlation document refers to rules by `name` or `id`, resolved first in the same file,
 //! then among the rules already loaded (by rule id, which is a Sigma rule's `id`). A detection
 //! rule referred to by a correlation loads as a rule of its own only with `generate: true`.
-//! Every document must translate, or the whole file is refused.
+//! Every document must translate, or the whole file is refused. A correlation that refers to
+//! rules stored on their own comes with its source (`Translation::sources`), from which it is
+//! translated again when they change.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 use tw_detect::Rule;
 
-use crate::correlation;
-use crate::{SigmaConfig, SigmaError, parse_documents, translate_value};
+use crate::source::{Base, CorrelationSource};
+use crate::{SigmaConfig, SigmaError, correlation, parse_documents, translate_value};
+
+/// The rules a Sigma file loads, and what each correlation among them was translated from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translation {
+    /// The rules, the file's main rule first (see [`translate_file`]).
+    pub rules: Vec<Rule>,
+    /// The source of each correlation that refers to rules stored on their own, by the
+    /// correlation's rule id: stored with the rule, it lets the correlation be translated
+    /// again when one of those rules changes ([`crate::translate_correlation`]).
+    pub sources: BTreeMap<String, CorrelationSource>,
+}
 
 /// Translates every document of a Sigma file. The first rule is the file's main rule: its
 /// first correlation, or its first detection rule when it has no correlation.
@@ -25,6 +38,16 @@ pub fn translate_file(
     config: &SigmaConfig,
     loaded: &dyn Fn(&str) -> Option<Rule>,
 ) -> Result<Vec<Rule>, SigmaError> {
+    translate_file_with_sources(text, config, loaded).map(|translation| translation.rules)
+}
+
+/// [`translate_file`], with the sources of the correlations that refer to rules stored on
+/// their own (loaded ones, or the file's own with `generate: true`).
+pub fn translate_file_with_sources(
+    text: &str,
+    config: &SigmaConfig,
+    loaded: &dyn Fn(&str) -> Option<Rule>,
+) -> Result<Translation, SigmaError> {
     let documents = parse_documents(text)?;
     if documents.is_empty() {
         return Err(SigmaError::invalid(
@@ -95,6 +118,8 @@ pub fn translate_file(
         }
     }
     let mut correlations = Vec::new();
+    // Where each correlation's references resolved: a document of the file, or a loaded rule.
+    let mut resolutions: Vec<Vec<Resolved>> = Vec::new();
     // Detection documents referred to by a correlation, and whether one asks to generate them.
     let mut referred: BTreeMap<usize, bool> = BTreeMap::new();
     for (index, object) in objects.iter().enumerate() {
@@ -103,6 +128,7 @@ pub fn translate_file(
         }
         let section = correlation::read(object).map_err(|e| locate(index, e))?;
         let mut bases = Vec::with_capacity(section.rules.len());
+        let mut resolved = Vec::with_capacity(section.rules.len());
         for (position, reference) in section.rules.iter().enumerate() {
             let place = format!("correlation.rules[{position}]");
             let base = match by_reference.get(reference.as_str()) {
@@ -120,39 +146,47 @@ pub fn translate_file(
                 Some(target) => {
                     let generate = referred.entry(*target).or_default();
                     *generate |= section.generate;
+                    resolved.push(Resolved::InFile(*target));
                     detections[target].clone()
                 }
-                None => match loaded(reference) {
-                    Some(rule) if is_stateful(&rule) => {
-                        return Err(locate(
-                            index,
-                            SigmaError::unsupported(
-                                format!(
-                                    "a correlation of the stateful rule `{reference}` (chained correlations; refer to single-event rules)"
-                                ),
-                                place,
-                            ),
-                        ));
-                    }
-                    Some(rule) => rule,
-                    None => {
-                        return Err(locate(
-                            index,
-                            SigmaError::UnknownRule {
-                                reference: reference.clone(),
-                                place,
-                            },
-                        ));
-                    }
-                },
+                None => {
+                    let rule =
+                        resolve_loaded(reference, place, loaded).map_err(|e| locate(index, e))?;
+                    resolved.push(Resolved::Loaded(rule.id.clone()));
+                    rule
+                }
             };
             bases.push((reference.clone(), base));
         }
         let rule =
             correlation::build(object, &section, &bases, config).map_err(|e| locate(index, e))?;
-        correlations.push(rule);
+        correlations.push((index, rule));
+        resolutions.push(resolved);
     }
-    let mut rules = correlations;
+    // A base rule of the file is stored on its own once any correlation generates it: every
+    // correlation referring to it then follows its stored version.
+    let stored_in_file = |target: usize| referred.get(&target).copied().unwrap_or(true);
+    let mut sources = BTreeMap::new();
+    for ((index, rule), resolved) in correlations.iter().zip(resolutions) {
+        let bases: Vec<Base> = resolved
+            .into_iter()
+            .map(|resolved| match resolved {
+                Resolved::Loaded(id) => Base::Stored { id },
+                Resolved::InFile(target) if stored_in_file(target) => Base::Stored {
+                    id: detections[&target].id.clone(),
+                },
+                Resolved::InFile(target) => Base::InFile {
+                    document: documents[target].clone(),
+                },
+            })
+            .collect();
+        // Without a base rule stored on its own, nothing can change under the correlation.
+        if bases.iter().any(|base| matches!(base, Base::Stored { .. })) {
+            let document = documents[*index].clone();
+            sources.insert(rule.id.clone(), CorrelationSource { document, bases });
+        }
+    }
+    let mut rules: Vec<Rule> = correlations.into_iter().map(|(_, rule)| rule).collect();
     for (index, rule) in detections {
         if referred.get(&index).is_none_or(|generate| *generate) {
             rules.push(rule);
@@ -173,11 +207,40 @@ pub fn translate_file(
             keep_stored_settings(rule, &stored);
         }
     }
-    Ok(rules)
+    Ok(Translation { rules, sources })
+}
+
+/// Where a correlation's reference resolved while its file is translated.
+enum Resolved {
+    /// A detection document of the file, by index.
+    InFile(usize),
+    /// A loaded rule, by id.
+    Loaded(String),
+}
+
+/// A loaded rule a correlation refers to by id: refused when missing or stateful.
+pub(crate) fn resolve_loaded(
+    reference: &str,
+    place: String,
+    loaded: &dyn Fn(&str) -> Option<Rule>,
+) -> Result<Rule, SigmaError> {
+    match loaded(reference) {
+        Some(rule) if is_stateful(&rule) => Err(SigmaError::unsupported(
+            format!(
+                "a correlation of the stateful rule `{reference}` (chained correlations; refer to single-event rules)"
+            ),
+            place,
+        )),
+        Some(rule) => Ok(rule),
+        None => Err(SigmaError::UnknownRule {
+            reference: reference.to_string(),
+            place,
+        }),
+    }
 }
 
 /// Copies the settings Sigma has no field for from the stored version of a rule.
-fn keep_stored_settings(rule: &mut Rule, stored: &Rule) {
+pub(crate) fn keep_stored_settings(rule: &mut Rule, stored: &Rule) {
     rule.enabled = stored.enabled;
     rule.shadow = stored.shadow;
     rule.sinks.clone_from(&stored.sinks);

@@ -5,7 +5,8 @@
 //! modifier of the Sigma specification, and the condition (kept as written: it becomes the
 //! condition string of named selections, which `tw-detect` evaluates); and Sigma correlation
 //! rules (event_count, value_count, temporal, temporal_ordered), which become the native
-//! stateful kinds over their base rules' conditions ([`translate_file`]).
+//! stateful kinds over their base rules' conditions ([`translate_file`]), and translate again
+//! from their [`CorrelationSource`] when a base rule stored on its own changes.
 //!
 //! Invariants:
 //! - a translation either yields a rule that validates, or fails with an error naming the
@@ -19,14 +20,16 @@ mod config;
 mod correlation;
 mod detection;
 mod modifiers;
+mod source;
 mod transforms;
 
 use serde_json::{Map, Value};
 use tw_core::Severity;
 use tw_detect::{Condition, Rule, Selections};
 
-pub use collection::translate_file;
+pub use collection::{Translation, translate_file, translate_file_with_sources};
 pub use config::{FieldMapping, LogsourceMapping, SigmaConfig};
+pub use source::{Base, CorrelationSource, translate_correlation};
 
 /// Why a Sigma document could not be translated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! Rule CRUD, enable/disable, history and dry-run (`POST /api/v1/rules/test`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tw_core::{StreamName, now_ms};
 use tw_detect::{Rule, RuleFormat, parse_rule};
+use tw_sigma::Translation;
 
 use crate::replay::{LakeHistory, ReplayOutcome, replay_events, replay_stored};
 use crate::rules::{RuleChange, RuleRegistryError};
@@ -23,7 +25,9 @@ impl From<RuleRegistryError> for ApiError {
         let status = match &error {
             RuleRegistryError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RuleRegistryError::NotFound(_) => StatusCode::NOT_FOUND,
-            RuleRegistryError::Exists(_) => StatusCode::CONFLICT,
+            RuleRegistryError::Exists(_)
+            | RuleRegistryError::InUse { .. }
+            | RuleRegistryError::BreaksCorrelation { .. } => StatusCode::CONFLICT,
             RuleRegistryError::Io { .. } => return ApiError::Internal(error.to_string()),
         };
         ApiError::BadRequest {
@@ -50,15 +54,20 @@ fn format_of(headers: &HeaderMap) -> RuleFormat {
 
 /// A Sigma file translated with the server's Sigma settings; a correlation's references that
 /// the file does not hold are looked up among the stored rules. The main rule comes first.
-fn translate_sigma(state: &AppState, text: &str) -> Result<Vec<Rule>, String> {
-    tw_sigma::translate_file(text, &state.sigma, &|id| state.rules.get(id))
+fn translate_sigma(state: &AppState, text: &str) -> Result<Translation, String> {
+    tw_sigma::translate_file_with_sources(text, &state.sigma, &|id| state.rules.get(id))
         .map_err(|e| e.to_string())
 }
 
 /// A native rule (YAML or JSON), or a Sigma file (YAML with top-level `detection:` and
 /// `logsource:`, or `correlation:`): the rules to store, the main one first (a Sigma
-/// correlation with `generate: true` also stores the rules it refers to).
-fn parse_body(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Vec<Rule>, ApiError> {
+/// correlation with `generate: true` also stores the rules it refers to), and the sources of
+/// the correlations that follow stored rules.
+fn parse_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Translation, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("rule body is not UTF-8"))?;
     let unprocessable = |message: String| ApiError::BadRequest {
@@ -69,18 +78,25 @@ fn parse_body(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Vec
         return translate_sigma(state, text).map_err(unprocessable);
     }
     parse_rule(text, format_of(headers))
-        .map(|rule| vec![rule])
+        .map(|rule| Translation {
+            rules: vec![rule],
+            sources: BTreeMap::new(),
+        })
         .map_err(|e| unprocessable(e.to_string()))
 }
 
-/// The main rule as JSON, with `also_stored` listing the ids of the other rules of the body.
-fn with_others(main: &Rule, others: &[(Rule, Option<Rule>)]) -> Value {
+/// The main rule as JSON, with `also_stored` listing the ids of the other rules of the body
+/// and `correlations_updated` the Sigma correlations stored again because they follow one.
+fn with_others(main: &Rule, others: &[(Rule, Option<Rule>)], followed: &[String]) -> Value {
     let mut value = serde_json::to_value(main).unwrap_or(Value::Null);
-    if !others.is_empty()
-        && let Value::Object(object) = &mut value
-    {
-        let ids: Vec<&str> = others.iter().map(|(rule, _)| rule.id.as_str()).collect();
-        object.insert("also_stored".into(), json!(ids));
+    if let Value::Object(object) = &mut value {
+        if !others.is_empty() {
+            let ids: Vec<&str> = others.iter().map(|(rule, _)| rule.id.as_str()).collect();
+            object.insert("also_stored".into(), json!(ids));
+        }
+        if !followed.is_empty() {
+            object.insert("correlations_updated".into(), json!(followed));
+        }
     }
     value
 }
@@ -105,10 +121,19 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let rules = parse_body(&state, &headers, &body)?;
-    let mut stored = state.rules.upsert_all(rules, &who(&headers), false)?;
+    let translation = parse_body(&state, &headers, &body)?;
+    let upserted = state.rules.upsert_all_with_sources(
+        translation.rules,
+        translation.sources,
+        &who(&headers),
+        false,
+    )?;
+    let mut stored = upserted.rules;
     let (main, _) = stored.remove(0);
-    Ok((StatusCode::CREATED, Json(with_others(&main, &stored))))
+    Ok((
+        StatusCode::CREATED,
+        Json(with_others(&main, &stored, &upserted.followed)),
+    ))
 }
 
 pub(crate) async fn put(
@@ -117,14 +142,20 @@ pub(crate) async fn put(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let rules = parse_body(&state, &headers, &body)?;
-    if rules[0].id != id {
+    let translation = parse_body(&state, &headers, &body)?;
+    if translation.rules[0].id != id {
         return Err(ApiError::bad_request(format!(
             "the rule's id {:?} does not match the URL's {id:?}",
-            rules[0].id
+            translation.rules[0].id
         )));
     }
-    let mut all = state.rules.upsert_all(rules, &who(&headers), true)?;
+    let upserted = state.rules.upsert_all_with_sources(
+        translation.rules,
+        translation.sources,
+        &who(&headers),
+        true,
+    )?;
+    let mut all = upserted.rules;
     let (stored, before) = all.remove(0);
     // Window state survives when only bookkeeping changed (title, severity, sinks...).
     let state_kept = match (&before, stored.compile()) {
@@ -137,6 +168,9 @@ pub(crate) async fn put(
     if !all.is_empty() {
         let ids: Vec<&str> = all.iter().map(|(rule, _)| rule.id.as_str()).collect();
         answer["also_stored"] = json!(ids);
+    }
+    if !upserted.followed.is_empty() {
+        answer["correlations_updated"] = json!(upserted.followed);
     }
     Ok(Json(answer))
 }
@@ -215,7 +249,7 @@ pub(crate) async fn test(
     // A Sigma rule can be dry-run before it is stored, like a native one (a file's main rule:
     // a correlation is dry-run, not the rules it refers to).
     let parsed = if tw_sigma::is_sigma(&text) {
-        translate_sigma(&state, &text).map(|mut rules| rules.remove(0))
+        translate_sigma(&state, &text).map(|mut translation| translation.rules.remove(0))
     } else {
         parse_rule(&text, RuleFormat::Auto).map_err(|e| e.to_string())
     };
