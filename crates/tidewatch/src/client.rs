@@ -20,7 +20,8 @@ pub fn with_api_key(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder
     }
 }
 
-/// Sends NDJSON files (or stdin with `-`) to a stream in batches, retrying retryable failures.
+/// Sends NDJSON files (or stdin with `-`) to a stream in batches, retrying retryable failures
+/// under each batch's idempotency key (exactly once: see [`post_with_retries`]).
 pub async fn send(
     server: &str,
     stream: &str,
@@ -272,17 +273,46 @@ fn is_whole_document(path: &Path) -> anyhow::Result<bool> {
     })
 }
 
+/// A fresh idempotency key: a random (version 4) UUID.
+fn new_idempotency_key() -> anyhow::Result<String> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system's random number generator failed"))?;
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
+}
+
 /// POSTs one body; `whole_document` is `Some(gzip)` for a JSON document sent as it is on
 /// disk (gzip bodies with `Content-Encoding: gzip`), `None` for a batch of NDJSON lines.
+///
+/// Every attempt carries the batch's `Idempotency-Key`: an attempt whose answer was lost (a
+/// timeout, a dropped connection, a 503 after a part was stored) may have been stored, and
+/// the server stores a repeat of it only where the first did not, answering for the whole
+/// batch. So the batch is stored exactly once unless the server lost what it remembers of the
+/// key (its data directory, or 24 hours between attempts).
 async fn post_with_retries(
     client: &reqwest::Client,
     url: &str,
     body: Vec<u8>,
     whole_document: Option<bool>,
 ) -> anyhow::Result<Value> {
+    let key = new_idempotency_key()?;
     let mut backoff = Duration::from_millis(200);
     for attempt in 1..=MAX_ATTEMPTS {
-        let mut request = with_api_key(client.post(url)).body(body.clone());
+        let mut request = with_api_key(client.post(url))
+            .header("idempotency-key", &key)
+            .body(body.clone());
         request = match whole_document {
             None => request.header("content-type", "application/x-ndjson"),
             Some(gzip) => {
@@ -297,6 +327,14 @@ async fn post_with_retries(
         let outcome = request.send().await;
         match outcome {
             Ok(response) if response.status().is_success() => return Ok(response.json().await?),
+            // An earlier attempt (its answer lost) is still being processed: its answer, or
+            // the rest of the batch, comes with a later attempt.
+            Ok(response) if response.status() == reqwest::StatusCode::CONFLICT => {
+                tracing::warn!(
+                    attempt,
+                    "an earlier attempt of this batch is still being processed; retrying"
+                )
+            }
             Ok(response) if response.status().is_client_error() => {
                 let status = response.status();
                 bail!(

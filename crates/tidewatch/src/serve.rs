@@ -222,10 +222,15 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         stop_consumers.clone(),
     )?;
 
+    // One store of remembered ids for the native API's idempotency keys and the compatible
+    // APIs' request ids and `_id`s.
+    let dedup = tw_pipeline::DedupStore::open(log.clone(), tw_pipeline::dedup::DEFAULT_HORIZON_MS)
+        .context("opening the remembered request ids")?;
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         log: log.clone(),
         ingestor: ingestor.clone(),
+        dedup: dedup.clone(),
         rules,
         alerts,
         lake: lake.clone(),
@@ -244,8 +249,6 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         stopping: stopping.clone(),
     });
     let auth = Arc::new(tw_compat::Auth::new(config.auth.clone()));
-    let dedup = tw_compat::DedupStore::open(log.clone(), tw_compat::dedup::DEFAULT_HORIZON_MS)
-        .context("opening the remembered request ids")?;
     let compat = Arc::new(tw_compat::CompatState {
         ingestor: ingestor.clone(),
         log: log.clone(),
@@ -253,7 +256,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         dedup: dedup.clone(),
         consumers: state.consumers.clone(),
     });
-    let dedup_maintenance = tokio::spawn(tw_compat::maintain(dedup));
+    let dedup_maintenance = tokio::spawn(dedup.run_maintenance());
     let retention = tokio::spawn(enforce_retention(
         log.clone(),
         ingestor.clone(),

@@ -105,6 +105,17 @@ impl IntoResponse for AwsError {
     }
 }
 
+/// The metric label of an operation named by `X-Amz-Target`: the operation itself when it is
+/// one of `known`, else `unknown`. The header is the client's text: used as a label as is, a
+/// client sending made-up targets would create a metric series for each one.
+pub fn operation_label(operation: &str, known: &[&'static str]) -> &'static str {
+    known
+        .iter()
+        .find(|name| **name == operation)
+        .copied()
+        .unwrap_or("unknown")
+}
+
 /// A 200 (or other status) with an AWS JSON body and a request id.
 pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
     json_bytes_response(

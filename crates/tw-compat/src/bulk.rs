@@ -4,7 +4,7 @@
 //! An index is a stream. `create` and `index` actions store their document; `delete` and
 //! `update` are refused per item (the log is append-only). Each item is answered on its own
 //! (HTTP 200, `errors: true` when any failed) and an item is answered 201 only once stored.
-//! `_id` is a dedup key remembered durably ([`crate::dedup`]): a known `_id` is answered 409
+//! `_id` is a dedup key remembered durably ([`tw_pipeline::dedup`]): a known `_id` is answered 409
 //! `version_conflict_engine_exception` for `create` and 200 `noop` for `index` — nothing is
 //! stored twice, and a retried bulk request is safe. A malformed action line fails the whole
 //! request before anything is stored, as in Elasticsearch.
@@ -13,7 +13,9 @@
 //! stored; when the first was refused (invalid JSON, schema) or failed, the second is tried on
 //! its own. A request naming several indexes is answered per item even when one index cannot
 //! be written at all (disk full, stream being deleted): the other indexes' items are stored
-//! and answered 201, that index's items 503 (or 400 for a request it can never accept). Should
+//! and answered 201, that index's items 503 (or 400 for a request it can never accept). When
+//! the dead-letter queue cannot be written, only the refused items are answered 503 (their
+//! letters are not kept; the retry refuses and keeps them) while the stored ones are 201. Should
 //! remembering the stored ids fail, they are remembered in memory only (until a restart)
 //! rather than stored documents answered as failed.
 //!
@@ -34,8 +36,8 @@ use tw_core::StreamName;
 use tw_pipeline::{CompatRecord, ContentEncoding, IngestError, RecordOutcome, decode_body};
 
 use crate::CompatState;
-use crate::dedup::{Claim, Claims, DedupKey, dedup_key};
 use crate::es_http::{auth_error, es_error, es_response_bytes};
+use tw_pipeline::dedup::{Claim, Claims, DedupKey, dedup_key};
 
 /// `POST /_bulk`.
 pub(crate) async fn bulk(
@@ -44,7 +46,7 @@ pub(crate) async fn bulk(
     RawQuery(_query): RawQuery,
     body: Bytes,
 ) -> Response {
-    run_bulk(&state, None, &headers, body).await
+    run_bulk_detached(state, None, headers, body).await
 }
 
 /// `POST /{index}/_bulk`: `index` is the default for actions that name none.
@@ -54,7 +56,30 @@ pub(crate) async fn bulk_index(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    run_bulk(&state, Some(index), &headers, body).await
+    run_bulk_detached(state, Some(index), headers, body).await
+}
+
+/// Runs a bulk request in a task of its own: a client giving up on it (its timeout) must not
+/// cancel it between the appends and the remembering of the stored `_id`s, or its retry would
+/// store those documents again.
+async fn run_bulk_detached(
+    state: Arc<CompatState>,
+    default_index: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let answer_headers = headers.clone();
+    let task = tokio::spawn(async move { run_bulk(&state, default_index, &headers, body).await });
+    match task.await {
+        Ok(response) => response,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => es_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &answer_headers,
+            "tidewatch_exception",
+            "the server is stopping; retry",
+        ),
+    }
 }
 
 /// Per stream: the records to store and, for each, its item number and dedup key.

@@ -10,10 +10,11 @@
 //! The HTTP endpoint has no per-record failures: a request is answered 200 once every valid
 //! record is stored and every invalid one dead-lettered, else 4xx/5xx and Firehose retries the
 //! whole request with the same `X-Amz-Firehose-Request-Id`. The id is remembered durably
-//! ([`crate::dedup`]) once the request's records are stored, so a retry (even after a restart)
+//! ([`tw_pipeline::dedup`]) once the request's records are stored, so a retry (even after a restart)
 //! is answered 200 without storing anything twice. A request that fails part-way (one
-//! partition's append failed) is answered 503 after remembering, just as durably, which of its
-//! records are done (stored or dead-lettered): its retry stores only the others.
+//! partition's append failed, or the dead-letter queue did) is answered 503 after remembering,
+//! just as durably, which of its records are done (stored or dead-lettered): its retry stores
+//! only the others.
 
 use std::sync::Arc;
 
@@ -28,11 +29,14 @@ use tw_core::{StreamName, now_ms};
 use tw_pipeline::{CompatRecord, ContentEncoding, IngestError, RecordOutcome, decode_body};
 
 use crate::CompatState;
-use crate::aws::{AwsError, decode_data, json_response, parse_input};
-use crate::dedup::{Claim, DedupKey, dedup_key};
+use crate::aws::{AwsError, decode_data, json_response, operation_label, parse_input};
+use tw_pipeline::dedup::{Claim, DedupKey, dedup_key};
 
 /// Most records in one `PutRecordBatch` (as in Firehose).
 const MAX_BATCH_RECORDS: usize = 500;
+
+/// The API operations [`dispatch`] runs (every other one is refused).
+const OPERATIONS: [&str; 2] = ["PutRecord", "PutRecordBatch"];
 
 /// Runs one Firehose API operation.
 pub(crate) async fn dispatch(
@@ -40,7 +44,7 @@ pub(crate) async fn dispatch(
     operation: &str,
     body: &[u8],
 ) -> Result<Response, AwsError> {
-    metrics::counter!("tidewatch_compat_requests_total", "api" => "firehose", "operation" => operation.to_string())
+    metrics::counter!("tidewatch_compat_requests_total", "api" => "firehose", "operation" => operation_label(operation, &OPERATIONS))
         .increment(1);
     let answer = match operation {
         "PutRecord" => put_record(state, parse_input(body)?).await?,
@@ -232,7 +236,23 @@ pub(crate) async fn http_endpoint(
         metrics::counter!("tidewatch_auth_denied_total", "api" => "firehose").increment(1);
         return delivery_answer(denied.status, &shown_id, Some(denied.message));
     }
-    match deliver(&state, &stream, &headers, header_id, body).await {
+    // In a task of its own: a Firehose giving up on the request (its timeout) must not cancel
+    // it between the append and the remembering of the request id, or its retry would store
+    // the records again.
+    let task = {
+        let (state, headers, header_id) = (state.clone(), headers.clone(), header_id.clone());
+        tokio::spawn(async move { deliver(&state, &stream, &headers, header_id, body).await })
+    };
+    let delivered = match task.await {
+        Ok(delivered) => delivered,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            header_id,
+            "the server is stopping; retry".into(),
+        )),
+    };
+    match delivered {
         Ok(request_id) => delivery_answer(StatusCode::OK, &request_id, None),
         Err((status, request_id, message)) => delivery_answer(
             status,

@@ -19,7 +19,6 @@ pub mod auth;
 mod aws;
 mod base64_fast;
 pub mod bulk;
-pub mod dedup;
 mod es_http;
 pub mod es_setup;
 pub mod firehose;
@@ -39,7 +38,10 @@ use tw_log::Log;
 use tw_pipeline::Ingestor;
 
 pub use auth::{Auth, AuthConfig, AwsKey, require_api_key};
-pub use dedup::DedupStore;
+/// The remembered ids, shared with the native API's idempotency keys (in `tw-pipeline`, which
+/// both reach); re-exported under their old path.
+pub use tw_pipeline::dedup;
+pub use tw_pipeline::dedup::DedupStore;
 
 use crate::aws::AwsError;
 
@@ -74,18 +76,6 @@ pub fn router(state: Arc<CompatState>) -> Router {
         .with_state(state.clone())
         .merge(es_setup::router(state))
         .layer(DefaultBodyLimit::max(body_limit))
-}
-
-/// Forgets expired ids every ten minutes (runs until aborted).
-pub async fn maintain(dedup: Arc<DedupStore>) {
-    let mut interval = tokio::time::interval(std::time::Duration::from_secs(600));
-    loop {
-        interval.tick().await;
-        let dedup = dedup.clone();
-        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || dedup.maintain()).await {
-            tracing::warn!(%error, "expiring remembered ids failed");
-        }
-    }
 }
 
 /// `POST /`: the AWS JSON protocol, routed by `X-Amz-Target`.

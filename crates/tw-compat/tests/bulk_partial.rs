@@ -144,3 +144,48 @@ async fn a_repeated_id_is_a_duplicate_only_of_a_stored_document() {
     assert_eq!(numbers(&server, "s"), [2, 3, 6]);
     assert_eq!(server.dlq.len().unwrap(), 3);
 }
+
+#[tokio::test]
+async fn a_dead_letter_failure_fails_only_the_refused_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), AuthConfig::default()).await;
+    // The dead-letter queue cannot be written; the stream can.
+    server.log.fail_appends(tw_pipeline::DLQ_STREAM, 0);
+    let body = concat!(
+        "{\"index\":{\"_index\":\"s\",\"_id\":\"a\"}}\n{\"n\":1}\n",
+        "{\"index\":{\"_index\":\"s\",\"_id\":\"b\"}}\nnot json\n",
+        "{\"create\":{\"_index\":\"s\",\"_id\":\"c\"}}\n{\"n\":3}\n",
+    );
+    let (status, answer) = bulk(&server, body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        items(&answer),
+        [
+            ("index".into(), 201, None),
+            (
+                "index".into(),
+                503,
+                Some("unavailable_shards_exception".into())
+            ),
+            ("create".into(), 201, None),
+        ],
+        "stored items are answered stored, only the refused one is retryable: {answer}"
+    );
+    let reason = answer["items"][1]["index"]["error"]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(
+        reason.contains("dead-letter queue") && reason.contains("invalid JSON"),
+        "{reason}"
+    );
+    assert_eq!(numbers(&server, "s"), [1, 3]);
+    assert!(server.dlq.is_empty().unwrap());
+
+    // The client retries: the stored documents are known, the refused one is kept this time.
+    server.log.heal();
+    let (_, answer) = bulk(&server, body).await;
+    let statuses: Vec<u64> = items(&answer).into_iter().map(|(_, s, _)| s).collect();
+    assert_eq!(statuses, [200, 400, 409], "{answer}");
+    assert_eq!(numbers(&server, "s"), [1, 3], "nothing stored twice");
+    assert_eq!(server.dlq.len().unwrap(), 1);
+}

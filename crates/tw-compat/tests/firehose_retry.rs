@@ -94,3 +94,23 @@ async fn a_retry_after_a_partial_failure_stores_only_what_was_not_stored() {
     assert_eq!(deliver(&server, "req-2").await, 200);
     assert_eq!(numbers(&server).len(), 20);
 }
+
+#[tokio::test]
+async fn a_retry_after_a_dead_letter_failure_does_not_store_the_records_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), AuthConfig::default()).await;
+    // Every record is stored, but the bad one's dead letter cannot be written.
+    server.log.fail_appends(tw_pipeline::DLQ_STREAM, 0);
+    assert_eq!(deliver(&server, "req-dlq").await, 503);
+    assert_eq!(numbers(&server), (0..10).collect::<Vec<_>>());
+    assert!(server.dlq.is_empty().unwrap());
+
+    server.log.heal();
+    assert_eq!(deliver(&server, "req-dlq").await, 200);
+    assert_eq!(
+        numbers(&server),
+        (0..10).collect::<Vec<_>>(),
+        "the stored records are not stored again"
+    );
+    assert_eq!(server.dlq.len().unwrap(), 1, "the bad record is kept now");
+}

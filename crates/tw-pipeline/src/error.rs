@@ -49,7 +49,8 @@ pub enum IngestError {
     Log(#[from] LogError),
     /// The dead-letter queue did not store the request's refused records. The request fails
     /// as a whole rather than answer that they were kept; a retry may succeed (the events
-    /// appended with them may then be stored twice: at least once).
+    /// appended with them are then stored twice, unless the request carries an idempotency
+    /// key: see [`crate::Ingestor::ingest_keyed`]).
     #[error("could not store {count} rejected record(s) in the dead-letter queue: {source}")]
     DeadLetterWrite {
         /// Refused records that were not stored.
@@ -57,6 +58,33 @@ pub enum IngestError {
         /// Why.
         #[source]
         source: LogError,
+    },
+    /// An `Idempotency-Key` that is empty, too long or holds characters outside its set.
+    #[error("invalid Idempotency-Key: {0}")]
+    BadIdempotencyKey(String),
+    /// A request with the same idempotency key (and stream) is being processed right now.
+    #[error("a request with Idempotency-Key {key:?} is being processed; retry once it is answered")]
+    IdempotencyKeyInFlight {
+        /// The key.
+        key: String,
+    },
+    /// The idempotency key was used before with another body: repeating it would answer for
+    /// events that were never stored.
+    #[error(
+        "Idempotency-Key {key:?} was used before for a different body on this stream; use a new key for new events"
+    )]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+    },
+    /// What is remembered of an earlier request with the key (its answer, or which of its
+    /// lines are stored) could not be read; nothing was stored.
+    #[error("what is remembered for Idempotency-Key {key:?} could not be read: {reason}")]
+    IdempotencyAnswerUnreadable {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
     },
     /// Persisting the stream registry failed.
     #[error("stream registry i/o error on {path}: {message}")]
@@ -75,6 +103,8 @@ impl IngestError {
             IngestError::Log(LogError::RecordTooLarge { .. }) => true,
             IngestError::Log(_)
             | IngestError::DeadLetterWrite { .. }
+            | IngestError::IdempotencyKeyInFlight { .. }
+            | IngestError::IdempotencyAnswerUnreadable { .. }
             | IngestError::Registry { .. }
             | IngestError::StreamDeleting(_) => false,
             _ => true,
@@ -93,6 +123,10 @@ impl IngestError {
                 // Whatever the queue's trouble, the client still holds the records: it must be
                 // told to send them again (503), not that the server failed them for good.
                 | IngestError::DeadLetterWrite { .. }
+                // The first request with the key is answered soon; then a repeat gets its
+                // answer (the native route answers 409 with Retry-After for this one).
+                | IngestError::IdempotencyKeyInFlight { .. }
+                | IngestError::IdempotencyAnswerUnreadable { .. }
         )
     }
 }

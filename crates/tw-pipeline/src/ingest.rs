@@ -33,6 +33,18 @@ pub struct RejectedRecord {
     pub reason: String,
 }
 
+/// What happened to a request's lines, also when a part of it failed: for callers that resume
+/// a failed request without storing its done lines again (idempotent ingest).
+#[derive(Debug, Default)]
+pub struct LineReport {
+    /// What is done: events stored and records refused (and dead-lettered).
+    pub outcome: IngestOutcome,
+    /// The lines of `outcome`, stored or dead-lettered (in no particular order).
+    pub done: Vec<usize>,
+    /// Why the other lines are not done (the first failure); `None` when every line is.
+    pub failure: Option<IngestError>,
+}
+
 /// Validates, partitions and durably appends events.
 pub struct Ingestor {
     log: Arc<dyn Log>,
@@ -86,12 +98,7 @@ impl Ingestor {
         encoding: ContentEncoding,
     ) -> Result<IngestOutcome, IngestError> {
         let stream = StreamName::new(stream).map_err(|e| IngestError::BadStream(e.to_string()))?;
-        let decoded = decode_body(body, encoding, &self.limits)?;
-        metrics::counter!("tidewatch_ingest_bytes_total", "stream" => stream.to_string())
-            .increment(decoded.len() as u64);
-        let state = self.registry.get_or_create(&stream)?;
-        let (events, rejected) =
-            split_events_selecting(&decoded, &self.limits, Some(&state.selection))?;
+        let (events, rejected) = self.split_body(&stream, body, encoding, &mut |_| {})?;
         self.ingest_events(&stream, events, rejected).await
     }
 
@@ -102,36 +109,91 @@ impl Ingestor {
     pub async fn ingest_chunks<S, E>(
         &self,
         stream: &str,
-        mut chunks: S,
+        chunks: S,
     ) -> Result<IngestOutcome, IngestError>
     where
         S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        use futures::StreamExt;
         let stream = StreamName::new(stream).map_err(|e| IngestError::BadStream(e.to_string()))?;
-        let state = self.registry.get_or_create(&stream)?;
-        let mut splitter = BodySplitter::new(&self.limits, Some(&state.selection));
-        while let Some(chunk) = chunks.next().await {
-            splitter.push(chunk.map_err(|e| IngestError::BodyRead(e.to_string()))?)?;
-        }
-        metrics::counter!("tidewatch_ingest_bytes_total", "stream" => stream.to_string())
-            .increment(splitter.received() as u64);
-        let (events, rejected) = splitter.finish()?;
+        let (events, rejected) = self.split_chunks(&stream, chunks, &mut |_| {}).await?;
         self.ingest_events(&stream, events, rejected).await
     }
 
-    /// Ingests events already split (and parsed) by a source.
+    /// Decodes and splits a whole body for `stream` (created if new); `observe` sees the
+    /// decoded body.
+    pub(crate) fn split_body(
+        &self,
+        stream: &StreamName,
+        body: Bytes,
+        encoding: ContentEncoding,
+        observe: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<(Vec<ParsedEvent>, Vec<Rejection>), IngestError> {
+        let decoded = decode_body(body, encoding, &self.limits)?;
+        let state = self.registry.get_or_create(stream)?;
+        observe(&decoded);
+        metrics::counter!("tidewatch_ingest_bytes_total", "stream" => stream.to_string())
+            .increment(decoded.len() as u64);
+        split_events_selecting(&decoded, &self.limits, Some(&state.selection))
+    }
+
+    /// Splits a plain body for `stream` (created if new) as it arrives; `observe` sees each
+    /// chunk.
+    pub(crate) async fn split_chunks<S, E>(
+        &self,
+        stream: &StreamName,
+        mut chunks: S,
+        observe: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<(Vec<ParsedEvent>, Vec<Rejection>), IngestError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        use futures::StreamExt;
+        let state = self.registry.get_or_create(stream)?;
+        let mut splitter = BodySplitter::new(&self.limits, Some(&state.selection));
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| IngestError::BodyRead(e.to_string()))?;
+            observe(&chunk);
+            splitter.push(chunk)?;
+        }
+        metrics::counter!("tidewatch_ingest_bytes_total", "stream" => stream.to_string())
+            .increment(splitter.received() as u64);
+        splitter.finish()
+    }
+
+    /// Ingests events already split (and parsed) by a source. A request stored in part (one
+    /// partition's append failed, or the dead-letter queue did) is an error: see
+    /// [`ingest_events_by_line`](Self::ingest_events_by_line) for what was done.
     pub async fn ingest_events(
         &self,
         stream: &StreamName,
         events: Vec<ParsedEvent>,
-        mut rejected: Vec<Rejection>,
+        rejected: Vec<Rejection>,
     ) -> Result<IngestOutcome, IngestError> {
+        let report = self.ingest_events_by_line(stream, events, rejected).await?;
+        match report.failure {
+            Some(error) => Err(error),
+            None => Ok(report.outcome),
+        }
+    }
+
+    /// Ingests events already split, reporting line by line what is done when a part failed:
+    /// the events of a partition whose append succeeded are stored, the refused records are
+    /// dead-lettered unless the queue failed. `Err` only when nothing was done (the stream is
+    /// unusable).
+    pub async fn ingest_events_by_line(
+        &self,
+        stream: &StreamName,
+        events: Vec<ParsedEvent>,
+        mut rejected: Vec<Rejection>,
+    ) -> Result<LineReport, IngestError> {
         let state = self.registry.get_or_create(stream)?;
         let now = now_ms();
         let partitions = state.config.partitions;
-        let mut per_partition: Vec<Vec<AppendRecord>> = vec![Vec::new(); partitions as usize];
+        // Per partition: the records and the line of each.
+        let mut per_partition: Vec<(Vec<AppendRecord>, Vec<usize>)> =
+            vec![(Vec::new(), Vec::new()); partitions as usize];
         let mut round_robin = state.next_round_robin(events.len());
         for event in events {
             if let Some(Err(reason)) = state
@@ -148,19 +210,21 @@ impl Ingestor {
             }
             let (partition, key) = partition_of(&state, &event, &mut round_robin, partitions);
             let event_time_ms = state.event_time_of(&event.value, now);
-            per_partition[partition as usize].push(AppendRecord {
+            let (records, lines) = &mut per_partition[partition as usize];
+            records.push(AppendRecord {
                 ingest_time_ms: now,
                 event_time_ms,
                 key,
                 payload: event.raw,
             });
+            lines.push(event.line);
         }
-        let accepted: usize = per_partition.iter().map(Vec::len).sum();
-        let appends = per_partition
-            .into_iter()
-            .enumerate()
-            .filter(|(_, records)| !records.is_empty())
-            .map(|(partition, records)| self.log.append(stream, partition as u32, records));
+        let mut waiting = Vec::new();
+        for (partition, (records, lines)) in per_partition.into_iter().enumerate() {
+            if !records.is_empty() {
+                waiting.push((lines, self.log.append(stream, partition as u32, records)));
+            }
+        }
         let letters = rejected
             .iter()
             .map(|r| DeadLetter {
@@ -168,28 +232,50 @@ impl Ingestor {
                 ..DeadLetter::new(stream.as_str(), "ingest", r.reason.clone(), &r.raw)
             })
             .collect();
-        let (appended, dead_lettered) =
-            futures::join!(futures::future::join_all(appends), self.dlq.push(letters));
-        for result in appended {
-            result?;
+        let (appended, dead_lettered) = futures::join!(
+            futures::future::join_all(waiting.iter_mut().map(|(_, append)| append)),
+            self.dlq.push(letters)
+        );
+        let mut report = LineReport::default();
+        for ((lines, _), result) in waiting.iter().zip(appended) {
+            match result {
+                Ok(_) => {
+                    report.outcome.accepted += lines.len();
+                    report.done.extend_from_slice(lines);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %stream, "ingest append failed");
+                    report.failure.get_or_insert(error.into());
+                }
+            }
         }
-        dead_lettered.map_err(|source| dead_letter_failure(stream, rejected.len(), source))?;
+        let dead_lettered = match dead_lettered {
+            Ok(()) => {
+                report.done.extend(rejected.iter().map(|r| r.line));
+                rejected.len()
+            }
+            Err(source) => {
+                let failure = dead_letter_failure(stream, rejected.len(), source);
+                // An append failure, when both failed, is the one the client hears first.
+                report.failure.get_or_insert(failure);
+                rejected.clear();
+                0
+            }
+        };
         let label = stream.to_string();
         metrics::counter!("tidewatch_events_in_total", "stream" => label.clone())
-            .increment(accepted as u64);
+            .increment(report.outcome.accepted as u64);
         metrics::counter!("tidewatch_events_rejected_total", "stream" => label)
-            .increment(rejected.len() as u64);
+            .increment(dead_lettered as u64);
         rejected.sort_by_key(|r| r.line);
-        Ok(IngestOutcome {
-            accepted,
-            rejected: rejected
-                .into_iter()
-                .map(|r| RejectedRecord {
-                    line: r.line,
-                    reason: r.reason,
-                })
-                .collect(),
-        })
+        report.outcome.rejected = rejected
+            .into_iter()
+            .map(|r| RejectedRecord {
+                line: r.line,
+                reason: r.reason,
+            })
+            .collect();
+        Ok(report)
     }
 }
 
@@ -262,7 +348,10 @@ impl Ingestor {
     /// compatible APIs, whose protocols report partial failures record by record. Records are
     /// appended per partition in the order given; a failed partition append fails only the
     /// records of that partition. Resolves after every stored record and every dead letter is
-    /// durable. `Err` only when the stream itself is unusable or the dead-letter queue failed.
+    /// durable. `Err` only when the stream itself is unusable (nothing was done). When the
+    /// dead-letter queue fails, the refused records are [`RecordOutcome::Failed`] (retryable:
+    /// nothing kept of them) while the stored ones stay `Stored`, so a client retrying its
+    /// failed records stores nothing twice.
     pub async fn ingest_records(
         &self,
         stream: &StreamName,
@@ -347,7 +436,20 @@ impl Ingestor {
             futures::future::join_all(waiting.iter_mut().map(|(_, _, append)| append)),
             self.dlq.push(letters)
         );
-        dead_lettered.map_err(|source| dead_letter_failure(stream, rejected, source))?;
+        let mut rejected = rejected;
+        if let Err(error) = dead_lettered {
+            tracing::error!(%stream, count = rejected, %error, "could not store rejected records in the dead-letter queue; answering them as failed");
+            for outcome in outcomes.iter_mut() {
+                if let Some(RecordOutcome::Rejected { reason }) = outcome {
+                    *outcome = Some(RecordOutcome::Failed {
+                        reason: format!(
+                            "refused ({reason}), and keeping it in the dead-letter queue failed ({error}): retry it"
+                        ),
+                    });
+                }
+            }
+            rejected = 0;
+        }
         let mut accepted = 0usize;
         for ((partition, indexes, _), result) in waiting.iter().zip(appended) {
             match result {

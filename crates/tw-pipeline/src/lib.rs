@@ -5,7 +5,11 @@
 //! optionally gzip with a bound on the decompressed size), parse each record once, validate it
 //! against the stream's schema, extract the partition key and the event time, and split the
 //! batch by partition for the log. Every record that fails is reported to the caller and kept
-//! in the dead-letter queue with its original bytes and the reason.
+//! in the dead-letter queue with its original bytes and the reason. A request may carry an
+//! idempotency key ([`Ingestor::ingest_keyed`]): it is then stored once however often it is
+//! sent, its repeats get its answer, and a repeat of one that failed part-way stores only what
+//! was not stored. The keys, like the compatible APIs' request ids and `_id`s, are remembered
+//! in [`dedup`]'s [`DedupStore`].
 //!
 //! Consumer side: [`Consumer`] is the one plug-in point for stages that read the log (detection,
 //! the lake). The runner reads each partition from the consumer's committed offset, parses
@@ -15,11 +19,13 @@
 
 mod consumer;
 mod decode;
+pub mod dedup;
 mod delete;
 mod dlq;
 mod error;
 mod health;
 mod ingest;
+mod keyed;
 mod letters;
 mod progress;
 mod registry;
@@ -32,10 +38,14 @@ pub use decode::{
     ContentEncoding, IngestLimits, ParsedEvent, Rejection, decode_body, split_events,
     split_events_selecting,
 };
+pub use dedup::DedupStore;
 pub use delete::{DELETE_WAIT, StreamDeletion};
 pub use dlq::{DLQ_STREAM, DeadLetter, DeadLetterQueue, DlqEntry};
 pub use error::IngestError;
-pub use ingest::{CompatRecord, IngestOutcome, Ingestor, RecordOutcome, RejectedRecord};
+pub use ingest::{
+    CompatRecord, IngestOutcome, Ingestor, LineReport, RecordOutcome, RejectedRecord,
+};
+pub use keyed::{IdempotencyKey, KeyedBody, KeyedOutcome, MAX_KEY_CHARS};
 pub use progress::{ConsumerProgress, DEFAULT_UNREADY_AFTER_FAILING, Failing, Unready};
 pub use registry::{DeletionMark, StreamDefaults, StreamRegistry, StreamState, write_atomically};
 pub use runner::{RunnerConfig, RunningConsumer, spawn_consumer};

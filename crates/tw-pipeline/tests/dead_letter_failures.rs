@@ -1,7 +1,8 @@
 //! "Nothing lost on bad input" when the dead-letter queue itself fails: a consumer holds the
 //! batch (and its commits) until the queue has the batch's letters, a consumer restarted from
 //! older offsets does not dead-letter a record twice, and an ingest request whose rejected
-//! lines could not be kept fails with a retryable error instead of claiming they were.
+//! lines could not be kept fails with a retryable error instead of claiming they were (per
+//! record for the compatible APIs' `ingest_records`).
 
 mod common;
 
@@ -19,8 +20,8 @@ use tw_core::{AppendRecord, Offset, PartitionId, Record, Retention, StreamName};
 use tw_log::{DiskLog, Log, LogConfig, LogError, OffsetStore};
 use tw_pipeline::{
     CompatRecord, Consumer, ConsumerError, ContentEncoding, DLQ_STREAM, DeadLetterQueue,
-    EventBatch, IngestError, IngestLimits, Ingestor, RunnerConfig, StreamDefaults, StreamPartition,
-    StreamRegistry, spawn_consumer,
+    EventBatch, IngestError, IngestLimits, Ingestor, RecordOutcome, RunnerConfig, StreamDefaults,
+    StreamPartition, StreamRegistry, spawn_consumer,
 };
 
 /// A disk log whose appends to the dead-letter queue fail while `dlq_broken` is set.
@@ -344,16 +345,29 @@ async fn ingest_fails_retryably_when_rejected_lines_cannot_be_kept() {
         key: Bytes::new(),
         payload: Bytes::from_static(b"[1]"),
     }];
-    let error = ingestor
+    // Per record: the refused record whose letter could not be written is failed (retryable),
+    // the stored one stays stored, so a client retrying its failed records stores nothing
+    // twice (a whole-request error made `_bulk` answer the stored items 503 too).
+    let mut records = records;
+    records.push(CompatRecord {
+        partition: None,
+        key: Bytes::new(),
+        payload: Bytes::from_static(b"{\"ok\":1}"),
+    });
+    let outcomes = ingestor
         .ingest_records(&stream, records.clone())
         .await
-        .unwrap_err();
+        .unwrap();
     assert!(
-        matches!(error, IngestError::DeadLetterWrite { count: 1, .. }),
-        "{error:?}"
+        matches!(&outcomes[0], RecordOutcome::Failed { reason } if reason.contains("dead-letter queue") && reason.contains("an event must be a JSON object")),
+        "{outcomes:?}"
     );
-    assert!(error.is_retryable(), "{error}");
+    assert!(
+        matches!(outcomes[1], RecordOutcome::Stored { .. }),
+        "{outcomes:?}"
+    );
     assert!(dlq.is_empty().unwrap());
+    records.pop();
 
     // The client's retry, once the queue works again, keeps the lines.
     log.dlq_broken.store(false, Ordering::SeqCst);

@@ -31,6 +31,9 @@ pub struct AppState {
     pub log: Arc<dyn Log>,
     /// The one append path.
     pub ingestor: Arc<Ingestor>,
+    /// Remembered idempotency keys of the native ingest (shared with the compatible APIs'
+    /// request ids and `_id`s).
+    pub dedup: Arc<tw_pipeline::DedupStore>,
     /// Rules, versioned.
     pub rules: Arc<RuleRegistry>,
     /// Stored alerts.

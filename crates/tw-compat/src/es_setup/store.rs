@@ -1,7 +1,7 @@
 //! The index templates, legacy templates and ILM policies agents PUT at startup, kept durably.
 //!
 //! They live in the internal log stream `_compat_es_setup` (one partition), like the dedup ids
-//! of [`crate::dedup`]: under the data dir, with the log's fsync and CRC framing, and on
+//! of [`tw_pipeline::dedup`]: under the data dir, with the log's fsync and CRC framing, and on
 //! JetStream when the log is. Each PUT that changes a definition appends one JSON record
 //! (format version, kind, name, body, version, time); opening reads the stream back and the
 //! last record of a name wins. No retention applies to the stream (it is in no stream's

@@ -31,8 +31,22 @@ use tw_core::{StreamConfig, StreamName};
 use tw_pipeline::StreamState;
 
 use crate::CompatState;
-use crate::aws::{AwsError, json_bytes_response, json_response, parse_input};
+use crate::aws::{AwsError, json_bytes_response, json_response, operation_label, parse_input};
 use crate::shards::{hash_key_range, sequence_number, shard_id};
+
+/// The operations [`dispatch`] runs (every other one is refused).
+const OPERATIONS: [&str; 10] = [
+    "CreateStream",
+    "DeleteStream",
+    "DescribeStream",
+    "DescribeStreamSummary",
+    "ListStreams",
+    "ListShards",
+    "PutRecord",
+    "PutRecords",
+    "GetShardIterator",
+    "GetRecords",
+];
 
 /// Runs one Kinesis operation (`X-Amz-Target: Kinesis_20131202.{operation}`) on a request
 /// body whose credentials were checked; `region` goes into the ARNs answered.
@@ -42,7 +56,7 @@ pub async fn dispatch(
     body: &[u8],
     region: &str,
 ) -> Result<Response, AwsError> {
-    metrics::counter!("tidewatch_compat_requests_total", "api" => "kinesis", "operation" => operation.to_string())
+    metrics::counter!("tidewatch_compat_requests_total", "api" => "kinesis", "operation" => operation_label(operation, &OPERATIONS))
         .increment(1);
     let answer = match operation {
         "CreateStream" => create_stream(state, parse_input(body)?)?,

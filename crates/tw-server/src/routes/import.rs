@@ -1,7 +1,9 @@
 //! `POST /api/v1/streams/{stream}/import`: one file's content (NDJSON, JSON array, CloudTrail
 //! `Records`, or Parquet; gzip by `Content-Encoding` or by its magic bytes) goes straight into
 //! the stream's lake through the server's own [`tw_lake::Lake`] — the one writer of the
-//! catalog — never through the log. Refused records are answered per line and dead-lettered.
+//! catalog — never through the log. Refused records are answered per line and dead-lettered;
+//! when the dead-letter queue cannot be written the import fails as a whole (nothing of it is
+//! kept) with a retryable 503.
 //! The body is the file itself rather than a path on the server: the server then reads only
 //! what the caller sends, and the client may run anywhere.
 
@@ -14,7 +16,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tw_core::{StreamName, now_ms};
 use tw_lake::{ImportFormat, ImportReport, ImportSource, LakeError};
-use tw_pipeline::{ContentEncoding, DeadLetter, IngestLimits, decode_body};
+use tw_pipeline::{ContentEncoding, DeadLetter, IngestError, IngestLimits, decode_body};
 
 use crate::{ApiError, AppState};
 
@@ -71,9 +73,11 @@ pub(crate) async fn import(
     let lake = state.lake.clone();
     let dlq = state.ingestor.dlq().clone();
     let runtime = tokio::runtime::Handle::current();
-    let report = tokio::task::spawn_blocking(move || {
+    let (imported, dead_letter_failure) = tokio::task::spawn_blocking(move || {
         let source_name = source.name.clone();
-        lake.import(&stream, &rules, source, &limits, &mut |rejected| {
+        // The lake sees only a message; the queue's own error is kept to answer with.
+        let mut failure = None;
+        let imported = lake.import(&stream, &rules, source, &limits, &mut |rejected| {
             let letters = rejected
                 .iter()
                 .map(|r| DeadLetter {
@@ -87,19 +91,62 @@ pub(crate) async fn import(
                 })
                 .collect();
             // A blocking-pool thread, not a runtime worker: waiting here is allowed.
-            runtime
-                .block_on(dlq.push(letters))
-                .map_err(|e| e.to_string())
-        })
+            runtime.block_on(dlq.push(letters)).map_err(|source| {
+                let message = source.to_string();
+                failure = Some(IngestError::DeadLetterWrite {
+                    count: rejected.len(),
+                    source,
+                });
+                message
+            })
+        });
+        (imported, failure)
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("import task failed: {e}")))?
-    .map_err(|error| match error {
+    .map_err(|e| ApiError::Internal(format!("import task failed: {e}")))?;
+    let report = imported.map_err(|error| import_error(error, dead_letter_failure))?;
+    Ok(Json(report))
+}
+
+/// The answer to a failed import. A dead-letter queue that could not be written fails the
+/// import as a whole (nothing of it is kept: the lake removes its files and manifest), so the
+/// client is told to retry (503) like the native ingest, not that its file is bad.
+fn import_error(error: LakeError, dead_letter_failure: Option<IngestError>) -> ApiError {
+    if let Some(failure) = dead_letter_failure {
+        tracing::error!(%error, "import failed: its refused records could not be dead-lettered");
+        return failure.into();
+    }
+    match error {
         LakeError::ImportSource { .. } => ApiError::BadRequest {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message: error.to_string(),
         },
         other => ApiError::Internal(format!("import failed: {other}")),
-    })?;
-    Ok(Json(report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_failure_is_a_retryable_503_not_a_bad_file() {
+        let lake_error = || LakeError::ImportSource {
+            source_name: "f.ndjson".into(),
+            reason: "the refused records could not be dead-lettered: disk full".into(),
+        };
+        let failure = IngestError::DeadLetterWrite {
+            count: 2,
+            source: tw_log::LogError::DiskFull {
+                path: "_dlq".into(),
+            },
+        };
+        let response = import_error(lake_error(), Some(failure)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let bad_file = import_error(lake_error(), None).into_response();
+        assert_eq!(bad_file.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
 }
