@@ -29,6 +29,8 @@ use tw_server::RuleSet;
 pub const DETECT_CONSUMER: &str = "detect";
 /// How often the state is checkpointed (when anything was read since the last one).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Least time between two eviction warnings of one rule (the metric counts every eviction).
+const EVICTION_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Positions as stored in a checkpoint: (stream, partition, next offset).
 type StoredPositions = Vec<(String, u32, Offset)>;
@@ -53,6 +55,9 @@ pub struct DetectionConsumer {
     last_checkpoint: Instant,
     /// Counters already exported per rule (metrics are bumped by the difference).
     exported: HashMap<String, RuleStats>,
+    /// Per rule, when its evictions were last logged and how many came since (logged at the
+    /// first eviction, then at most once per [`EVICTION_LOG_INTERVAL`]).
+    eviction_log: HashMap<String, (Option<Instant>, u64)>,
     /// Alerts raised but not yet stored (the store failed); stored before anything else.
     pending: Vec<tw_core::Alert>,
 }
@@ -80,6 +85,7 @@ impl DetectionConsumer {
             checkpoint_path,
             last_checkpoint: Instant::now(),
             exported: HashMap::new(),
+            eviction_log: HashMap::new(),
             pending: Vec::new(),
         }
     }
@@ -202,7 +208,6 @@ impl DetectionConsumer {
     /// Exports per-rule counters (by difference, since the engine's restart on a rule change)
     /// and logs evictions.
     fn export_metrics(&mut self) {
-        let limit = self.engine.config().max_groups_per_rule;
         for stats in self.engine.stats() {
             let before = self.exported.remove(&stats.rule_id).unwrap_or_default();
             let delta = |now: u64, then: u64| if now >= then { now - then } else { now };
@@ -243,7 +248,13 @@ impl DetectionConsumer {
             if evicted > 0 {
                 metrics::counter!("tidewatch_rule_evicted_keys_total", "rule" => rule.clone())
                     .increment(evicted);
-                tracing::warn!(rule = %rule, evicted, limit, "rule state reached its key limit (detect.max_keys_per_rule): the oldest keys were evicted and their windows, sequences or history forgotten");
+                let (last, unlogged) = self.eviction_log.entry(rule.clone()).or_default();
+                *unlogged += evicted;
+                if last.is_none_or(|at| at.elapsed() >= EVICTION_LOG_INTERVAL) {
+                    tracing::warn!(rule = %rule, evicted = *unlogged, limit = stats.max_keys, "rule state reached its key limit (the rule's max_keys, else detect.max_keys_per_rule): the oldest keys were evicted and their windows, sequences or history forgotten");
+                    *last = Some(Instant::now());
+                    *unlogged = 0;
+                }
             }
             metrics::gauge!("tidewatch_rule_state_keys", "rule" => rule.clone())
                 .set(stats.active_groups as f64);
