@@ -49,10 +49,24 @@ async fn hostile_bodies_are_refused_and_nothing_breaks() {
         )
     };
 
-    // A million-deep nested array: refused as invalid JSON, quickly, without a stack overflow.
-    let deep = format!("{}{}", "[".repeat(1_000_000), "]".repeat(1_000_000)).into_bytes();
+    // A million-deep nested array, quickly and without a stack overflow: the array is read
+    // without recursion and its one element is refused (too large, too deep) and
+    // dead-lettered; unclosed, the body is not JSON at all.
+    let deep = format!("{}{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
+    let (status, outcome) = server.send("s", deep).await;
+    assert_eq!(
+        (status, outcome["accepted"].as_u64()),
+        (200, Some(0)),
+        "{outcome}"
+    );
+    assert_eq!(
+        outcome["rejected"].as_array().map(Vec::len),
+        Some(1),
+        "{outcome}"
+    );
+    let unclosed = "[".repeat(1_000_000).into_bytes();
     let (status, error) =
-        status_and_error(post(deep, "application/json", None).await.unwrap()).await;
+        status_and_error(post(unclosed, "application/json", None).await.unwrap()).await;
     assert_eq!(status, 400, "{error}");
     assert!(error.contains("invalid JSON"), "{error}");
 
@@ -86,8 +100,9 @@ async fn hostile_bodies_are_refused_and_nothing_breaks() {
     );
     let (_, dlq) = server.get("/api/v1/dlq?stream=s").await;
     let letters = dlq["entries"].as_array().unwrap();
-    assert_eq!(letters.len(), 2);
-    assert_eq!(letters[1]["raw_base64"], true);
+    // The deep array's element, the deep line, the bad UTF-8 line.
+    assert_eq!(letters.len(), 3);
+    assert_eq!(letters[2]["raw_base64"], true);
 
     // An event over the per-event limit.
     let big = format!("{{\"x\":\"{}\"}}", "a".repeat(70_000));
