@@ -56,7 +56,9 @@ async fn an_index_that_cannot_be_written_fails_only_its_own_items() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), AuthConfig::default()).await;
     // `broken` cannot be created (the disk is full for it); `good` can.
-    server.log.fail_creates("broken");
+    server
+        .log
+        .fail_creates_when(|stream| stream.as_str() == "broken");
     let body = concat!(
         "{\"index\":{\"_index\":\"good\",\"_id\":\"g1\"}}\n{\"n\":1}\n",
         "{\"index\":{\"_index\":\"broken\",\"_id\":\"b1\"}}\n{\"n\":2}\n",
@@ -150,7 +152,9 @@ async fn a_dead_letter_failure_fails_only_the_refused_items() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), AuthConfig::default()).await;
     // The dead-letter queue cannot be written; the stream can.
-    server.log.fail_appends(tw_pipeline::DLQ_STREAM, 0);
+    server.log.fail_appends_when(|stream, partition| {
+        stream.as_str() == tw_pipeline::DLQ_STREAM && partition == 0
+    });
     let body = concat!(
         "{\"index\":{\"_index\":\"s\",\"_id\":\"a\"}}\n{\"n\":1}\n",
         "{\"index\":{\"_index\":\"s\",\"_id\":\"b\"}}\nnot json\n",

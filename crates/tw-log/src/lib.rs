@@ -20,7 +20,8 @@
 //! Code map: `disk` (the [`DiskLog`] and its directory layout), `partition` (reads, time
 //! lookup, retention), `segment` (segment files, sparse index, recovery), `index_file`
 //! (persisted summaries of sealed segments), `writer` (the group commit thread), `frame` (the
-//! record frame), `offsets` ([`OffsetStore`]).
+//! record frame), `offsets` ([`OffsetStore`]); with the `testing` feature, `testing` (a log
+//! that fails chosen appends, for the tests of other crates).
 
 mod disk;
 mod error;
@@ -30,6 +31,8 @@ mod index_file;
 mod offsets;
 mod partition;
 mod segment;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod writer;
 
 pub use disk::{DiskLog, LogConfig};

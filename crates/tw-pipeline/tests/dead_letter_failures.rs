@@ -7,16 +7,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Recorder, Seen};
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use tw_core::{AppendRecord, Offset, PartitionId, Record, Retention, StreamName};
+use tw_core::{AppendRecord, Offset, StreamName};
+use tw_log::testing::FaultyLog;
 use tw_log::{DiskLog, Log, LogConfig, LogError, OffsetStore};
 use tw_pipeline::{
     CompatRecord, Consumer, ConsumerError, ContentEncoding, DLQ_STREAM, DeadLetterQueue,
@@ -24,96 +22,18 @@ use tw_pipeline::{
     StreamPartition, StreamRegistry, spawn_consumer,
 };
 
-/// A disk log whose appends to the dead-letter queue fail while `dlq_broken` is set.
-struct BrokenDlq {
-    inner: Arc<dyn Log>,
-    dlq_broken: AtomicBool,
-}
-
-impl Log for BrokenDlq {
-    fn create_stream(&self, stream: &StreamName, partitions: u32) -> Result<(), LogError> {
-        self.inner.create_stream(stream, partitions)
+/// A disk log in `dir` whose appends to the dead-letter queue fail (with an i/o error, not a
+/// full disk: the queue's trouble may be any) from the start when `dlq_broken`.
+fn open_log(dir: &std::path::Path, dlq_broken: bool) -> Arc<FaultyLog> {
+    let disk = DiskLog::open(LogConfig::new(dir.join("log"))).unwrap();
+    let log = FaultyLog::new(disk).with_error(|path| LogError::Io {
+        path: path.into(),
+        source: std::io::Error::other("injected failure"),
+    });
+    if dlq_broken {
+        log.fail_appends_when(|stream, _| stream.as_str() == DLQ_STREAM);
     }
-    fn delete_stream(&self, stream: &StreamName) -> Result<(), LogError> {
-        self.inner.delete_stream(stream)
-    }
-    fn incarnation(&self, stream: &StreamName) -> Option<u64> {
-        self.inner.incarnation(stream)
-    }
-    fn partitions(&self, stream: &StreamName) -> Option<u32> {
-        self.inner.partitions(stream)
-    }
-    fn streams(&self) -> Vec<(StreamName, u32)> {
-        self.inner.streams()
-    }
-    fn append(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        records: Vec<AppendRecord>,
-    ) -> BoxFuture<'static, Result<Range<Offset>, LogError>> {
-        if *stream == StreamName::internal(DLQ_STREAM) && self.dlq_broken.load(Ordering::SeqCst) {
-            let error = LogError::Io {
-                path: "_dlq".into(),
-                source: std::io::Error::other("injected failure"),
-            };
-            return futures::future::ready(Err(error)).boxed();
-        }
-        self.inner.append(stream, partition, records)
-    }
-    fn read(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        from: Offset,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Record>, LogError> {
-        self.inner
-            .read(stream, partition, from, max_records, max_bytes)
-    }
-    fn start_offset(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-    ) -> Result<Offset, LogError> {
-        self.inner.start_offset(stream, partition)
-    }
-    fn end_offset(&self, stream: &StreamName, partition: PartitionId) -> Result<Offset, LogError> {
-        self.inner.end_offset(stream, partition)
-    }
-    fn offset_for_time(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        ingest_time_ms: i64,
-    ) -> Result<Offset, LogError> {
-        self.inner
-            .offset_for_time(stream, partition, ingest_time_ms)
-    }
-    fn apply_retention(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        retention: &Retention,
-        now_ms: i64,
-    ) -> Result<usize, LogError> {
-        self.inner
-            .apply_retention(stream, partition, retention, now_ms)
-    }
-    fn size_bytes(&self, stream: &StreamName, partition: PartitionId) -> Result<u64, LogError> {
-        self.inner.size_bytes(stream, partition)
-    }
-    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.subscribe()
-    }
-}
-
-fn open_log(dir: &std::path::Path, dlq_broken: bool) -> Arc<BrokenDlq> {
-    Arc::new(BrokenDlq {
-        inner: DiskLog::open(LogConfig::new(dir.join("log"))).unwrap(),
-        dlq_broken: AtomicBool::new(dlq_broken),
-    })
+    Arc::new(log)
 }
 
 fn payloads(payloads: &[&'static str]) -> Vec<AppendRecord> {
@@ -204,7 +124,7 @@ async fn a_batch_is_held_until_the_queue_has_its_dead_letters_and_commits_never_
     );
 
     // Healed: the next start reads the record again and stores its letter, once.
-    log.dlq_broken.store(false, Ordering::SeqCst);
+    log.heal();
     let seen = Seen::default();
     let stop = Arc::new(AtomicBool::new(false));
     let running = spawn(seen.clone(), stop.clone());
@@ -370,7 +290,7 @@ async fn ingest_fails_retryably_when_rejected_lines_cannot_be_kept() {
     records.pop();
 
     // The client's retry, once the queue works again, keeps the lines.
-    log.dlq_broken.store(false, Ordering::SeqCst);
+    log.heal();
     let outcome = ingestor
         .ingest_body("s", body, ContentEncoding::Identity)
         .await

@@ -4,123 +4,20 @@
 //! duplicate while the first is in flight is refused; a key reused for another body is refused.
 //! Every check counts the stored events exactly.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::io::Write;
-use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use tw_core::{AppendRecord, Offset, PartitionId, Record, Retention, StreamConfig, StreamName};
-use tw_log::{DiskLog, Log, LogConfig, LogError};
+use tw_core::{StreamConfig, StreamName};
+use tw_log::testing::FaultyLog;
+use tw_log::{DiskLog, Log, LogConfig};
 use tw_pipeline::dedup::{DEFAULT_HORIZON_MS, DedupStore};
 use tw_pipeline::{
     ContentEncoding, DLQ_STREAM, DeadLetterQueue, IdempotencyKey, IngestError, IngestLimits,
     Ingestor, KeyedBody, KeyedOutcome, StreamDefaults, StreamRegistry,
 };
-
-/// A disk log whose appends to chosen `(stream, partition)`s fail as on a full disk.
-struct FaultyLog {
-    inner: Arc<DiskLog>,
-    failing: Mutex<HashSet<(String, PartitionId)>>,
-}
-
-impl FaultyLog {
-    fn fail(&self, stream: &str, partition: PartitionId) {
-        self.failing
-            .lock()
-            .unwrap()
-            .insert((stream.to_string(), partition));
-    }
-
-    fn heal(&self) {
-        self.failing.lock().unwrap().clear();
-    }
-}
-
-impl Log for FaultyLog {
-    fn create_stream(&self, stream: &StreamName, partitions: u32) -> Result<(), LogError> {
-        self.inner.create_stream(stream, partitions)
-    }
-    fn delete_stream(&self, stream: &StreamName) -> Result<(), LogError> {
-        self.inner.delete_stream(stream)
-    }
-    fn incarnation(&self, stream: &StreamName) -> Option<u64> {
-        self.inner.incarnation(stream)
-    }
-    fn partitions(&self, stream: &StreamName) -> Option<u32> {
-        self.inner.partitions(stream)
-    }
-    fn streams(&self) -> Vec<(StreamName, u32)> {
-        self.inner.streams()
-    }
-    fn append(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        records: Vec<AppendRecord>,
-    ) -> BoxFuture<'static, Result<Range<Offset>, LogError>> {
-        let failing = self
-            .failing
-            .lock()
-            .unwrap()
-            .contains(&(stream.to_string(), partition));
-        if failing {
-            let path = format!("(injected) {stream}/{partition}").into();
-            return futures::future::ready(Err(LogError::DiskFull { path })).boxed();
-        }
-        self.inner.append(stream, partition, records)
-    }
-    fn read(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        from: Offset,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Record>, LogError> {
-        self.inner
-            .read(stream, partition, from, max_records, max_bytes)
-    }
-    fn start_offset(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-    ) -> Result<Offset, LogError> {
-        self.inner.start_offset(stream, partition)
-    }
-    fn end_offset(&self, stream: &StreamName, partition: PartitionId) -> Result<Offset, LogError> {
-        self.inner.end_offset(stream, partition)
-    }
-    fn offset_for_time(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        ingest_time_ms: i64,
-    ) -> Result<Offset, LogError> {
-        self.inner
-            .offset_for_time(stream, partition, ingest_time_ms)
-    }
-    fn apply_retention(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        retention: &Retention,
-        now_ms: i64,
-    ) -> Result<usize, LogError> {
-        self.inner
-            .apply_retention(stream, partition, retention, now_ms)
-    }
-    fn size_bytes(&self, stream: &StreamName, partition: PartitionId) -> Result<u64, LogError> {
-        self.inner.size_bytes(stream, partition)
-    }
-    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.subscribe()
-    }
-}
 
 /// The ingest path over a [`FaultyLog`] in `dir`, with its dedup store.
 struct Node {
@@ -132,10 +29,8 @@ struct Node {
 
 impl Node {
     fn open(dir: &Path) -> Node {
-        let log = Arc::new(FaultyLog {
-            inner: DiskLog::open(LogConfig::new(dir.join("log"))).unwrap(),
-            failing: Mutex::default(),
-        });
+        let disk = DiskLog::open(LogConfig::new(dir.join("log"))).unwrap();
+        let log = Arc::new(FaultyLog::new(disk));
         let shared: Arc<dyn Log> = log.clone();
         let registry = Arc::new(
             StreamRegistry::open(
@@ -285,7 +180,8 @@ async fn a_retry_after_a_partial_failure_stores_only_what_was_not_stored() {
     {
         let node = Node::open(dir.path());
         node.two_partitions("p");
-        node.log.fail("p", 1);
+        node.log
+            .fail_appends_when(|stream, partition| stream.as_str() == "p" && partition == 1);
         let error = node.send("p", "batch-7", &body).await.unwrap_err();
         assert!(error.is_retryable(), "{error}");
         let stored = node.numbers("p");
@@ -321,7 +217,8 @@ async fn a_dead_letter_failure_is_retried_without_storing_the_events_again() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(dir.path());
     let body = body(3, 4);
-    node.log.fail(DLQ_STREAM, 0);
+    node.log
+        .fail_appends_when(|stream, partition| stream.as_str() == DLQ_STREAM && partition == 0);
     let error = node.send("d", "k", &body).await.unwrap_err();
     assert!(
         matches!(error, IngestError::DeadLetterWrite { count: 1, .. }),

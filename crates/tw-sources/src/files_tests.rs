@@ -3,16 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use object_store::local::LocalFileSystem;
 use tokio::sync::watch;
-use tw_core::{AppendRecord, Offset, PartitionId, Record, Retention, StreamName};
-use tw_log::{DiskLog, Log, LogConfig, LogError};
+use tw_core::StreamName;
+use tw_log::testing::FaultyLog;
+use tw_log::{DiskLog, Log, LogConfig};
 use tw_pipeline::{
     DLQ_STREAM, DeadLetterQueue, IngestLimits, Ingestor, StreamDefaults, StreamRegistry,
     split_events,
@@ -21,126 +20,13 @@ use tw_pipeline::{
 use super::*;
 use crate::recover::log_positions;
 
-/// The disk log, whose disk can fill up after a number of appends, and which can raise a
-/// shutdown signal at an append (the source then stops before its next batch).
-struct TestLog {
-    disk: Arc<dyn Log>,
-    appends: AtomicUsize,
-    /// Appends numbered past this fail with `DiskFull`.
-    full_after: AtomicUsize,
-    /// Raised at the append of this number.
-    stop_at: Mutex<Option<(usize, watch::Sender<bool>)>>,
-}
-
-impl TestLog {
-    /// The disk is full after `appends` more appends.
-    fn fill_after(&self, appends: usize) {
-        let done = self.appends.load(Ordering::SeqCst);
-        self.full_after.store(done + appends, Ordering::SeqCst);
-    }
-
-    fn free(&self) {
-        self.full_after.store(usize::MAX, Ordering::SeqCst);
-    }
-
-    /// A shutdown signal raised at the `appends`-th append from now.
-    fn stop_after(&self, appends: usize) -> watch::Receiver<bool> {
-        let (sender, receiver) = watch::channel(false);
-        let at = self.appends.load(Ordering::SeqCst) + appends;
-        *self.stop_at.lock().unwrap() = Some((at, sender));
-        receiver
-    }
-}
-
-impl Log for TestLog {
-    fn create_stream(&self, stream: &StreamName, partitions: u32) -> Result<(), LogError> {
-        self.disk.create_stream(stream, partitions)
-    }
-    fn delete_stream(&self, stream: &StreamName) -> Result<(), LogError> {
-        self.disk.delete_stream(stream)
-    }
-    fn incarnation(&self, stream: &StreamName) -> Option<u64> {
-        self.disk.incarnation(stream)
-    }
-    fn partitions(&self, stream: &StreamName) -> Option<u32> {
-        self.disk.partitions(stream)
-    }
-    fn streams(&self) -> Vec<(StreamName, u32)> {
-        self.disk.streams()
-    }
-    fn append(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        records: Vec<AppendRecord>,
-    ) -> BoxFuture<'static, Result<Range<Offset>, LogError>> {
-        let number = self.appends.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some((at, sender)) = &*self.stop_at.lock().unwrap()
-            && number >= *at
-        {
-            let _ = sender.send(true);
-        }
-        if number > self.full_after.load(Ordering::SeqCst) {
-            return Box::pin(async {
-                Err(LogError::DiskFull {
-                    path: "test".into(),
-                })
-            });
-        }
-        self.disk.append(stream, partition, records)
-    }
-    fn read(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        from: Offset,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Record>, LogError> {
-        self.disk
-            .read(stream, partition, from, max_records, max_bytes)
-    }
-    fn start_offset(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-    ) -> Result<Offset, LogError> {
-        self.disk.start_offset(stream, partition)
-    }
-    fn end_offset(&self, stream: &StreamName, partition: PartitionId) -> Result<Offset, LogError> {
-        self.disk.end_offset(stream, partition)
-    }
-    fn offset_for_time(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        ingest_time_ms: i64,
-    ) -> Result<Offset, LogError> {
-        self.disk.offset_for_time(stream, partition, ingest_time_ms)
-    }
-    fn apply_retention(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        retention: &Retention,
-        now_ms: i64,
-    ) -> Result<usize, LogError> {
-        self.disk
-            .apply_retention(stream, partition, retention, now_ms)
-    }
-    fn size_bytes(&self, stream: &StreamName, partition: PartitionId) -> Result<u64, LogError> {
-        self.disk.size_bytes(stream, partition)
-    }
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.disk.subscribe()
-    }
-}
-
 struct Fixture {
     _dir: tempfile::TempDir,
     watched: std::path::PathBuf,
     state_dir: std::path::PathBuf,
-    test_log: Arc<TestLog>,
+    /// The log under `log`, whose disk can fill up after a number of appends, and which can
+    /// raise a shutdown signal at an append (the source then stops before its next batch).
+    test_log: Arc<FaultyLog>,
     log: Arc<dyn Log>,
     ingestor: Arc<Ingestor>,
     limits: IngestLimits,
@@ -150,12 +36,8 @@ fn fixture(limits: IngestLimits) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let watched = dir.path().join("watched");
     std::fs::create_dir_all(&watched).unwrap();
-    let test_log = Arc::new(TestLog {
-        disk: DiskLog::open(LogConfig::new(dir.path().join("log"))).unwrap(),
-        appends: AtomicUsize::new(0),
-        full_after: AtomicUsize::new(usize::MAX),
-        stop_at: Mutex::new(None),
-    });
+    let disk = DiskLog::open(LogConfig::new(dir.path().join("log"))).unwrap();
+    let test_log = Arc::new(FaultyLog::new(disk));
     let log: Arc<dyn Log> = test_log.clone();
     let dlq = DeadLetterQueue::open(log.clone()).unwrap();
     let mut defaults = StreamDefaults::default();
@@ -175,6 +57,26 @@ fn fixture(limits: IngestLimits) -> Fixture {
 }
 
 impl Fixture {
+    /// The disk is full after `appends` more appends (until `test_log.heal()`).
+    fn fill_disk_after(&self, appends: usize) {
+        let seen = AtomicUsize::new(0);
+        self.test_log
+            .fail_appends_when(move |_, _| seen.fetch_add(1, Ordering::SeqCst) + 1 > appends);
+    }
+
+    /// A shutdown signal raised at the `appends`-th append from now.
+    fn stop_after(&self, appends: usize) -> watch::Receiver<bool> {
+        let (sender, receiver) = watch::channel(false);
+        let seen = AtomicUsize::new(0);
+        self.test_log.fail_appends_when(move |_, _| {
+            if seen.fetch_add(1, Ordering::SeqCst) + 1 >= appends {
+                let _ = sender.send(true);
+            }
+            false
+        });
+        receiver
+    }
+
     fn source(&self, batch_records: usize) -> FileSource {
         let store = Arc::new(LocalFileSystem::new_with_prefix(&self.watched).unwrap());
         FileSource::new(
@@ -501,7 +403,7 @@ async fn a_file_stopped_by_a_full_disk_is_resumed_before_an_earlier_new_file() {
     let f = fixture(IngestLimits::default());
     f.write("m.ndjson", ndjson("m", 20).as_bytes());
     let mut source = f.source(4);
-    f.test_log.fill_after(4);
+    f.fill_disk_after(4);
     let error = source.poll_once(&no_shutdown()).await.unwrap_err();
     assert!(
         matches!(&error, SourceError::Ingest(e) if e.is_retryable()),
@@ -518,7 +420,7 @@ async fn a_file_stopped_by_a_full_disk_is_resumed_before_an_earlier_new_file() {
     );
 
     // Space is freed; a file whose key sorts first arrives before the next poll.
-    f.test_log.free();
+    f.test_log.heal();
     f.write("a.ndjson", ndjson("a", 3).as_bytes());
     source.poll_once(&no_shutdown()).await.unwrap();
 
@@ -533,7 +435,7 @@ async fn a_file_stopped_by_a_full_disk_is_resumed_before_an_earlier_new_file() {
 async fn a_file_stopped_by_a_shutdown_is_resumed_first_after_a_restart() {
     let f = fixture(IngestLimits::default());
     f.write("m.ndjson", ndjson("m", 20).as_bytes());
-    let stop = f.test_log.stop_after(4);
+    let stop = f.stop_after(4);
     f.source(4).poll_once(&stop).await.unwrap();
     let progress = FileState::open(&f.state_dir)
         .unwrap()
@@ -638,9 +540,9 @@ async fn an_unreadable_file_with_an_interrupted_append_holds_back_new_files() {
     let text = ndjson("m", 20);
     f.write("m.ndjson", text.as_bytes());
     let mut source = f.source(4);
-    f.test_log.fill_after(4);
+    f.fill_disk_after(4);
     source.poll_once(&no_shutdown()).await.unwrap_err();
-    f.test_log.free();
+    f.test_log.heal();
     let before = f.stored();
 
     f.make_unreadable("m.ndjson");
@@ -668,7 +570,7 @@ async fn an_unreadable_started_file_without_an_append_in_flight_lets_new_files_p
     let f = fixture(IngestLimits::default());
     let text = ndjson("m", 20);
     f.write("m.ndjson", text.as_bytes());
-    let stop = f.test_log.stop_after(4);
+    let stop = f.stop_after(4);
     f.source(4).poll_once(&stop).await.unwrap();
 
     f.make_unreadable("m.ndjson");
@@ -688,9 +590,9 @@ async fn a_started_file_that_was_removed_is_recorded_as_failed() {
     let f = fixture(IngestLimits::default());
     f.write("m.ndjson", ndjson("m", 20).as_bytes());
     let mut source = f.source(4);
-    f.test_log.fill_after(4);
+    f.fill_disk_after(4);
     source.poll_once(&no_shutdown()).await.unwrap_err();
-    f.test_log.free();
+    f.test_log.heal();
     let before = f.stored();
     assert!(!before.is_empty());
 
@@ -724,14 +626,14 @@ async fn an_interrupted_append_is_completed_before_another_started_file_is_resum
     let text = ndjson("x", 20);
     // b: started, stopped after its first batch (no append in flight).
     f.write("b.ndjson", text.as_bytes());
-    let stop = f.test_log.stop_after(1);
+    let stop = f.stop_after(1);
     f.source(4).poll_once(&stop).await.unwrap();
     // m: same content, started while b could not be read, interrupted by a full disk in the
     // middle of an append of records that b has not taken yet.
     f.make_unreadable("b.ndjson");
     f.write("m.ndjson", text.as_bytes());
     let mut source = f.source(4);
-    f.test_log.fill_after(4);
+    f.fill_disk_after(4);
     source.poll_once(&no_shutdown()).await.unwrap_err();
     let state = FileState::open(&f.state_dir).unwrap();
     let (b, m) = (
@@ -746,7 +648,7 @@ async fn an_interrupted_append_is_completed_before_another_started_file_is_resum
     );
 
     f.make_readable("b.ndjson", text.as_bytes());
-    f.test_log.free();
+    f.test_log.heal();
     source.poll_once(&no_shutdown()).await.unwrap();
 
     let expected: BTreeMap<String, usize> = each_once(&[("x", 20)])

@@ -3,148 +3,16 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashSet;
-use std::future::Future;
-use std::ops::Range;
 use std::path::Path;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tw_compat::{Auth, AuthConfig, CompatState, DedupStore};
-use tw_core::{AppendRecord, Offset, PartitionId, Record, Retention, StreamName};
-use tw_log::{DiskLog, Log, LogConfig, LogError};
+use tw_core::StreamName;
+use tw_log::testing::FaultyLog;
+use tw_log::{DiskLog, Log, LogConfig};
 use tw_pipeline::{DeadLetterQueue, IngestLimits, Ingestor, StreamDefaults, StreamRegistry};
-
-type Appended = Pin<Box<dyn Future<Output = Result<Range<Offset>, LogError>> + Send + 'static>>;
-
-/// A disk log whose appends to chosen partitions, and creations of chosen streams, fail as
-/// on a full disk.
-pub struct FaultyLog {
-    inner: Arc<DiskLog>,
-    failing_appends: Mutex<HashSet<(String, PartitionId)>>,
-    failing_creates: Mutex<HashSet<String>>,
-}
-
-impl FaultyLog {
-    fn disk_full(stream: &str) -> LogError {
-        LogError::DiskFull {
-            path: format!("(injected) {stream}").into(),
-        }
-    }
-
-    /// Appends to `stream`'s `partition` fail from now on.
-    pub fn fail_appends(&self, stream: &str, partition: PartitionId) {
-        self.failing_appends
-            .lock()
-            .unwrap()
-            .insert((stream.to_string(), partition));
-    }
-
-    /// Creating `stream` fails from now on.
-    pub fn fail_creates(&self, stream: &str) {
-        self.failing_creates
-            .lock()
-            .unwrap()
-            .insert(stream.to_string());
-    }
-
-    /// Everything works again.
-    pub fn heal(&self) {
-        self.failing_appends.lock().unwrap().clear();
-        self.failing_creates.lock().unwrap().clear();
-    }
-}
-
-impl Log for FaultyLog {
-    fn create_stream(&self, stream: &StreamName, partitions: u32) -> Result<(), LogError> {
-        if self
-            .failing_creates
-            .lock()
-            .unwrap()
-            .contains(stream.as_str())
-        {
-            return Err(Self::disk_full(stream.as_str()));
-        }
-        self.inner.create_stream(stream, partitions)
-    }
-    fn delete_stream(&self, stream: &StreamName) -> Result<(), LogError> {
-        self.inner.delete_stream(stream)
-    }
-    fn incarnation(&self, stream: &StreamName) -> Option<u64> {
-        self.inner.incarnation(stream)
-    }
-    fn partitions(&self, stream: &StreamName) -> Option<u32> {
-        self.inner.partitions(stream)
-    }
-    fn streams(&self) -> Vec<(StreamName, u32)> {
-        self.inner.streams()
-    }
-    fn append(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        records: Vec<AppendRecord>,
-    ) -> Appended {
-        let failing = self
-            .failing_appends
-            .lock()
-            .unwrap()
-            .contains(&(stream.to_string(), partition));
-        if failing {
-            let error = Self::disk_full(stream.as_str());
-            return Box::pin(async move { Err(error) });
-        }
-        self.inner.append(stream, partition, records)
-    }
-    fn read(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        from: Offset,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Record>, LogError> {
-        self.inner
-            .read(stream, partition, from, max_records, max_bytes)
-    }
-    fn start_offset(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-    ) -> Result<Offset, LogError> {
-        self.inner.start_offset(stream, partition)
-    }
-    fn end_offset(&self, stream: &StreamName, partition: PartitionId) -> Result<Offset, LogError> {
-        self.inner.end_offset(stream, partition)
-    }
-    fn offset_for_time(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        ingest_time_ms: i64,
-    ) -> Result<Offset, LogError> {
-        self.inner
-            .offset_for_time(stream, partition, ingest_time_ms)
-    }
-    fn apply_retention(
-        &self,
-        stream: &StreamName,
-        partition: PartitionId,
-        retention: &Retention,
-        now_ms: i64,
-    ) -> Result<usize, LogError> {
-        self.inner
-            .apply_retention(stream, partition, retention, now_ms)
-    }
-    fn size_bytes(&self, stream: &StreamName, partition: PartitionId) -> Result<u64, LogError> {
-        self.inner.size_bytes(stream, partition)
-    }
-    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.subscribe()
-    }
-}
 
 /// A running compat router over a [`FaultyLog`] in a data directory.
 pub struct Server {
@@ -158,11 +26,8 @@ pub struct Server {
 impl Server {
     /// Starts a server with its data under `dir`, with `auth` (default: open).
     pub async fn start(dir: &Path, auth: AuthConfig) -> Server {
-        let log = Arc::new(FaultyLog {
-            inner: DiskLog::open(LogConfig::new(dir.join("log"))).unwrap(),
-            failing_appends: Mutex::default(),
-            failing_creates: Mutex::default(),
-        });
+        let disk = DiskLog::open(LogConfig::new(dir.join("log"))).unwrap();
+        let log = Arc::new(FaultyLog::new(disk));
         let shared: Arc<dyn Log> = log.clone();
         let dlq = DeadLetterQueue::open(shared.clone()).unwrap();
         let registry = Arc::new(
