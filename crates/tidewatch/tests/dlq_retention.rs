@@ -25,7 +25,11 @@ async fn dead_letters_older_than_the_retention_are_deleted() {
     for chunk in bad.chunks(200) {
         let (status, body) = server.send("web", chunk.join("\n")).await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(body["rejected"].as_array().map(Vec::len), Some(200), "{body}");
+        assert_eq!(
+            body["rejected"].as_array().map(Vec::len),
+            Some(200),
+            "{body}"
+        );
     }
     let (_, listed) = server.get("/api/v1/dlq?limit=1").await;
     assert_eq!(listed["entries"][0]["id"], 0, "{listed}");
