@@ -69,12 +69,19 @@ pub async fn send(
         } else {
             let file = std::fs::File::open(input)
                 .with_context(|| format!("opening {}", input.display()))?;
+            // The bar's total is the files' sizes on disk: count the bytes read from the file,
+            // before decompression, or a gzip file would fill it several times over.
+            let file = Counted {
+                inner: file,
+                bar: bar.clone(),
+            };
             if input.extension().is_some_and(|e| e == "gz") {
                 Box::new(flate2::read::MultiGzDecoder::new(file))
             } else {
                 Box::new(file)
             }
         };
+        let from_file = input.as_os_str() != "-";
         let mut lines = BufReader::with_capacity(1 << 20, reader);
         let mut batch = Vec::with_capacity(batch_bytes + 4096);
         // For each line of the batch, where it came from: the input's line, and the element
@@ -88,7 +95,9 @@ pub async fn send(
                 .with_context(|| format!("reading {}", input.display()))?;
             if read > 0 {
                 input_line += 1;
-                bar.inc(read as u64);
+                if !from_file {
+                    bar.inc(read as u64);
+                }
                 let line = batch.split_off(start);
                 match records_of_line(&line) {
                     Some(records) => {
@@ -222,6 +231,20 @@ pub(crate) fn expand_directories_matching(
         }
     }
     Ok(inputs)
+}
+
+/// A file that advances the progress bar by the bytes read from it.
+struct Counted {
+    inner: std::fs::File,
+    bar: ProgressBar,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.bar.inc(read as u64);
+        Ok(read)
+    }
 }
 
 /// The records of a line that is a whole CloudTrail file (`{"Records": [...]}` and nothing
