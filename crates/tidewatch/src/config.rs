@@ -40,6 +40,9 @@ pub struct Config {
     pub rules_dir: Option<PathBuf>,
     /// How long a graceful stop may take before in-flight work is abandoned (it stays in the log).
     pub shutdown_timeout_secs: u64,
+    /// A consumer (lake, search, detection) failing for longer than this makes `/readyz`
+    /// answer 503.
+    pub unready_after_failing_secs: u64,
     /// The durable log.
     pub log: LogSection,
     /// Ingest limits.
@@ -70,6 +73,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./tidewatch-data"),
             rules_dir: None,
             shutdown_timeout_secs: 30,
+            unready_after_failing_secs: 30,
             log: LogSection::default(),
             ingest: IngestSection::default(),
             streams: StreamsSection::default(),
@@ -420,6 +424,11 @@ impl Config {
         };
         let size = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
         at_least("shutdown_timeout_secs", self.shutdown_timeout_secs, 1);
+        at_least(
+            "unready_after_failing_secs",
+            self.unready_after_failing_secs,
+            1,
+        );
         at_least(
             "log.segment_max_bytes",
             self.log.segment_max_bytes,

@@ -134,9 +134,13 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     // The lake and search consumers (and the Parquet encoding and index merges they start)
     // run at a lower priority than ingest and detection: when the CPUs are busy, alerts and
     // acknowledgements come first, then the lake, and search catches up when there is slack.
+    let runner_defaults = RunnerConfig {
+        unready_after_failing: Duration::from_secs(config.unready_after_failing_secs),
+        ..RunnerConfig::default()
+    };
     let background = |priority| RunnerConfig {
         priority,
-        ..RunnerConfig::default()
+        ..runner_defaults.clone()
     };
     let lake_consumer = spawn_consumer(
         Box::new(lake.writer()),
@@ -217,7 +221,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             merge_partitions: Some(Duration::from_millis(
                 (config.detect.allowed_lateness_ms / 4).clamp(1, 1000) as u64,
             )),
-            ..RunnerConfig::default()
+            ..runner_defaults.clone()
         },
         stop_consumers.clone(),
     )?;

@@ -196,6 +196,7 @@ listen = "localhost"
 data_dir = ""
 rules_dir = ""
 shutdown_timeout_secs = 0
+unready_after_failing_secs = 0
 [log]
 segment_max_bytes = 100
 [ingest]
@@ -251,6 +252,7 @@ url = "https://"
         "data_dir must not be empty",
         "rules_dir must not be empty",
         "shutdown_timeout_secs must be at least 1, got 0",
+        "unready_after_failing_secs must be at least 1, got 0",
         "log.segment_max_bytes must be at least 65536, got 100",
         "ingest.max_body_bytes must be at least 1",
         "ingest.max_decompressed_bytes must be at least 1",
