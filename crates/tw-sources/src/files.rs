@@ -34,29 +34,20 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::watch;
 use tw_core::{StreamName, now_ms};
 use tw_log::Log;
-use tw_pipeline::{
-    ContentEncoding, DeadLetter, IngestLimits, Ingestor, ParsedEvent, Rejection, StreamState,
-    decode_body, split_events_selecting,
-};
+use tw_pipeline::{DeadLetter, Ingestor, ParsedEvent, Rejection};
 
 use crate::SourceError;
 use crate::config::PollConfig;
+use crate::file_format::{
+    Unit, decode_file, encoding, file_limits, is_candidate, split_units, take_while_line,
+    units_after,
+};
 use crate::listing::Lister;
 use crate::recover::{log_positions, remove_stored};
 use crate::state::{FileOutcome, FileState, Pending, Progress, finished_entry};
 
 /// At most this much of an undecodable file is kept in its dead letter.
 const FAILED_FILE_SAMPLE_BYTES: usize = 4096;
-
-/// The suffixes a watcher picks up (compared in lowercase).
-const SUFFIXES: [&str; 4] = [".json", ".ndjson", ".json.gz", ".ndjson.gz"];
-
-/// Whether the watcher takes the object at `key`: a known suffix, and no hidden component
-/// (writers commonly write `.name.tmp` and rename when complete).
-pub fn is_candidate(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
-    SUFFIXES.iter().any(|s| lower.ends_with(s)) && !key.split('/').any(|part| part.starts_with('.'))
-}
 
 /// One file watcher.
 pub struct FileSource {
@@ -123,20 +114,6 @@ pub struct FileSourceParts {
     pub poll: PollConfig,
     /// Opened state.
     pub state: FileState,
-}
-
-enum Unit {
-    Event(ParsedEvent),
-    Rejected(Rejection),
-}
-
-impl Unit {
-    fn line(&self) -> usize {
-        match self {
-            Unit::Event(e) => e.line,
-            Unit::Rejected(r) => r.line,
-        }
-    }
 }
 
 /// What became of one file.
@@ -375,12 +352,7 @@ impl FileSource {
         let size = object.meta.size;
         let mut progress = saved.unwrap_or_else(|| Progress::start(&key, size));
         let limits = *self.ingestor.limits();
-        // A file did not come over HTTP: the bound is on what it holds, the decompressed size
-        // (a plain file is its own decompressed content).
-        let file_limits = IngestLimits {
-            max_body_bytes: limits.max_decompressed_bytes,
-            ..limits
-        };
+        let file_limits = file_limits(limits);
         if size > file_limits.max_body_bytes as u64 {
             let reason = format!(
                 "file of {size} bytes exceeds the limit of {} bytes (ingest.max_decompressed_bytes)",
@@ -396,11 +368,7 @@ impl FileSource {
                 });
             }
         };
-        let encoding = if key.to_ascii_lowercase().ends_with(".gz") {
-            ContentEncoding::Gzip
-        } else {
-            ContentEncoding::Identity
-        };
+        let encoding = encoding(&key);
         let stream_state = self.ingestor.registry().get_or_create(&self.stream)?;
         // Inflating and parsing a whole file is CPU work: off the async workers.
         let split = tokio::task::spawn_blocking(move || {
@@ -412,13 +380,7 @@ impl FileSource {
             Ok(split) => split,
             Err((reason, sample)) => return self.fail(progress, reason, sample).await,
         };
-        let mut units: Vec<Unit> = events
-            .into_iter()
-            .map(Unit::Event)
-            .chain(rejected.into_iter().map(Unit::Rejected))
-            .filter(|unit| unit.line() > progress.acked_line)
-            .collect();
-        units.sort_by_key(Unit::line);
+        let units = units_after(events, rejected, progress.acked_line);
 
         match self.append_units(&mut progress, units, shutdown).await {
             Ok(FileEnd::Finished) => {}
@@ -580,44 +542,6 @@ impl FileSource {
         self.metrics.failed.increment(1);
         Ok(FileEnd::Finished)
     }
-}
-
-/// Inflates (bounded) and splits a file like an HTTP body; on failure, the reason and the
-/// bytes to sample in the dead letter.
-fn decode_file(
-    body: Bytes,
-    encoding: ContentEncoding,
-    file_limits: &IngestLimits,
-    limits: &IngestLimits,
-    stream: &StreamState,
-) -> Result<(Vec<ParsedEvent>, Vec<Rejection>), (String, Bytes)> {
-    let decoded =
-        decode_body(body.clone(), encoding, file_limits).map_err(|e| (e.to_string(), body))?;
-    split_events_selecting(&decoded, limits, Some(stream.selection()))
-        .map_err(|e| (e.to_string(), decoded.clone()))
-}
-
-fn take_while_line(
-    units: &mut std::iter::Peekable<std::vec::IntoIter<Unit>>,
-    keep: impl Fn(usize) -> bool,
-) -> Vec<Unit> {
-    let mut batch = Vec::new();
-    while let Some(unit) = units.next_if(|unit| keep(unit.line())) {
-        batch.push(unit);
-    }
-    batch
-}
-
-fn split_units(units: Vec<Unit>) -> (Vec<ParsedEvent>, Vec<Rejection>) {
-    let mut events = Vec::with_capacity(units.len());
-    let mut rejected = Vec::new();
-    for unit in units {
-        match unit {
-            Unit::Event(event) => events.push(event),
-            Unit::Rejected(rejection) => rejected.push(rejection),
-        }
-    }
-    (events, rejected)
 }
 
 #[cfg(test)]

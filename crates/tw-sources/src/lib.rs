@@ -22,6 +22,7 @@
 
 mod config;
 mod error;
+mod file_format;
 mod files;
 mod listing;
 mod nats;
@@ -43,7 +44,8 @@ pub use config::{
     DirSourceConfig, NatsSourceConfig, PollConfig, S3SourceConfig, SourceConfig, validate_sources,
 };
 pub use error::SourceError;
-pub use files::{FileSource, FileSourceParts, is_candidate};
+pub use file_format::is_candidate;
+pub use files::{FileSource, FileSourceParts};
 pub use listing::{Listed, Lister, Unlisted};
 pub use nats::NatsSource;
 pub use state::{FileOutcome, FileState, FinishedFile, Pending, Progress};
