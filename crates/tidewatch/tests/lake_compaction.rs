@@ -303,7 +303,7 @@ async fn delete_by_query_removes_exactly_the_matching_rows_and_audits() {
     server
         .eventually(
             "search covers every event",
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             || async { search_count(&server).await >= alice },
         )
         .await;
