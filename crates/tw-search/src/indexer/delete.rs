@@ -96,12 +96,18 @@ impl SearchIndexer {
     /// the request's ticket and returned: the writer may be unusable after it.
     pub(crate) fn apply_deletions(&mut self) -> Result<(), SearchError> {
         let queued = std::mem::take(&mut *self.indexes.deletions());
-        for request in queued {
+        let mut queued = queued.into_iter();
+        while let Some(request) = queued.next() {
             let outcome = self.delete(&request.stream, &request.by_hour);
             let failed = outcome.as_ref().err().map(ToString::to_string);
             // The requester may have stopped waiting: nothing else to tell.
             let _ = request.reply.send(outcome);
             if let Some(message) = failed {
+                // The requests after it wait for the restarted indexer, first in line.
+                let mut pending = self.indexes.deletions();
+                let later = std::mem::take(&mut *pending);
+                pending.extend(queued);
+                pending.extend(later);
                 return Err(SearchError::DeleteFailed(message));
             }
         }
