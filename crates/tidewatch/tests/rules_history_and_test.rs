@@ -471,5 +471,20 @@ async fn backtests_reach_past_the_logs_retention_through_the_lake() {
         .collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (0..3000).step_by(10).collect::<Vec<_>>());
+    // A range ending after the second request: its rows only, though they are all past the
+    // log's retention (the lake's pages must stop at `to` too).
+    let rows = server
+        .sql("SELECT CAST(max(_ingest_time) AS BIGINT) AS t, CAST(min(_ingest_time) AS BIGINT) AS next FROM short WHERE n >= 1000 OR n < 1000 GROUP BY n >= 1000 ORDER BY t")
+        .await;
+    let (to, third_starts) = (
+        rows[0]["t"].as_i64().unwrap(),
+        rows[1]["next"].as_i64().unwrap(),
+    );
+    assert!(
+        third_starts > to,
+        "the third request was stored after the second: {rows:?}"
+    );
+    let (_, body) = dry_run(&server, json!({"rule": rule, "from": 0, "to": to})).await;
+    assert_eq!(body["evaluated"], 1000, "{body}");
     assert!(server.terminate());
 }

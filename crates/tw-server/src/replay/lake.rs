@@ -47,6 +47,7 @@ pub(super) struct LakePages {
     pub(super) total: u64,
     window_start: i64,
     window_ms: i64,
+    /// Ingest time of the newest row in the range (the range ends there).
     last: i64,
     /// The last row returned, when the window continues past it.
     after: Option<(i64, PartitionId, Offset)>,
@@ -125,7 +126,8 @@ impl LakePages {
                  ORDER BY _ingest_time, _partition, _offset LIMIT {PAGE_ROWS}",
                 self.stream,
                 self.not_in_log,
-                time_range(self.window_start, window_end - 1),
+                // Never past the newest row of the range: a window may reach beyond `to`.
+                time_range(self.window_start, (window_end - 1).min(self.last)),
             );
             let result = self
                 .history
