@@ -454,11 +454,22 @@ async fn backtests_reach_past_the_logs_retention_through_the_lake() {
     // Retention runs at start (then once a minute).
     assert!(server.terminate());
     let server = Server::start(&data, Some(&config), &[]);
-    let (_, stream) = server.get("/api/v1/streams/short").await;
-    let dropped: u64 = (stream["partitions"].as_array().unwrap().iter())
-        .map(|p| p["start_offset"].as_u64().unwrap())
-        .sum();
-    assert!(dropped > 0, "retention dropped segments: {stream}");
+    // Retention runs partition by partition after the start: wait until it has cut both
+    // (a backtest racing it would miss the rows it deletes meanwhile).
+    let starts = || async {
+        let (_, stream) = server.get("/api/v1/streams/short").await;
+        (stream["partitions"].as_array().unwrap().iter())
+            .map(|p| p["start_offset"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    server
+        .eventually(
+            "retention cut every partition",
+            Duration::from_secs(30),
+            || async { starts().await.iter().all(|start| *start > 0) },
+        )
+        .await;
+    let dropped: u64 = starts().await.iter().sum();
     let rule = "id: bad\ntitle: B\nstream: short\nmatch: {field: kind, equals: bad}\n";
     let (status, body) = dry_run(&server, json!({"rule": rule})).await;
     assert_eq!(status, 200, "{body}");

@@ -297,6 +297,20 @@ pub(crate) async fn test(
             query: state.query.clone(),
             runtime: tokio::runtime::Handle::current(),
         });
+    if lake.is_some() {
+        // As before any query: the lake shows its files once its consumer has started and
+        // caught up (a file past the hot start is hidden until then), right after a restart
+        // too.
+        let stream = StreamName::new(&rule.stream).ok();
+        state
+            .lake_progress
+            .wait_caught_up(
+                state.log.as_ref(),
+                stream.as_ref(),
+                state.query_freshness_wait,
+            )
+            .await;
+    }
     if !streaming {
         let outcome = tokio::task::spawn_blocking(move || {
             replay_stored(
