@@ -18,6 +18,7 @@ use tw_core::{Offset, PartitionId, Record, StreamName};
 use tw_log::Log;
 use tw_query::QueryEngine;
 
+use super::Pending;
 use crate::ApiError;
 
 /// Rows per query.
@@ -110,7 +111,7 @@ impl LakePages {
     }
 
     /// The next page of rows as records with their partitions, in order; empty at the end.
-    pub(super) fn next_page(&mut self) -> Result<Vec<(PartitionId, Record)>, ApiError> {
+    pub(super) fn next_page(&mut self) -> Result<Vec<Pending>, ApiError> {
         while self.window_start <= self.last {
             let window_end = self.window_start.saturating_add(self.window_ms);
             let keyset = match self.after {
@@ -137,22 +138,24 @@ impl LakePages {
             for batch in &result.batches {
                 let rows = tw_lake::rows_to_events(batch)
                     .map_err(|error| ApiError::Internal(error.to_string()))?;
-                for row in rows {
-                    let payload = serde_json::to_vec(&row.event)
-                        .map_err(|error| ApiError::Internal(error.to_string()))?;
-                    let record = Record {
+                // The rebuilt tree goes to the engine as it is (no text to serialise and parse
+                // again): an empty payload tells it to take the event from the tree.
+                page.extend(rows.into_iter().map(|row| Pending {
+                    partition: row.partition,
+                    record: Record {
                         offset: row.offset,
                         ingest_time_ms: row.ingest_time_ms,
                         event_time_ms: row.time_ms,
                         key: Bytes::new(),
-                        payload: Bytes::from(payload),
-                    };
-                    page.push((row.partition, record));
-                }
+                        payload: Bytes::new(),
+                    },
+                    event: Some(row.event),
+                }));
             }
             if page.len() >= PAGE_ROWS {
-                let (partition, record) = page.last().expect("a full page");
-                self.after = Some((record.ingest_time_ms, *partition, record.offset));
+                let last = page.last().expect("a full page");
+                let record = &last.record;
+                self.after = Some((record.ingest_time_ms, last.partition, record.offset));
                 return Ok(page);
             }
             // The window is done: the next starts where it ended, wider if this one was empty.

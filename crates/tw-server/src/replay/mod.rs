@@ -90,11 +90,18 @@ enum Source {
     Lake(LakePages),
 }
 
-/// One cursor of the merge: its source and the records read from it, with their partitions,
-/// not evaluated yet.
+/// A record read but not evaluated yet, with its partition; a lake row comes with its event,
+/// rebuilt from the columns (its payload is empty: there are no bytes as sent to read).
+struct Pending {
+    partition: u32,
+    record: Record,
+    event: Option<Value>,
+}
+
+/// One cursor of the merge: its source and the records read from it, not evaluated yet.
 struct Cursor {
     source: Source,
-    buffered: VecDeque<(u32, Record)>,
+    buffered: VecDeque<Pending>,
     done: bool,
 }
 
@@ -128,15 +135,15 @@ impl Cursor {
                 let partition = *partition;
                 self.buffered.extend(
                     (batch.into_iter())
-                        .filter(|r| r.ingest_time_ms >= from)
-                        .map(|r| (partition, r)),
+                        .filter(|record| record.ingest_time_ms >= from)
+                        .map(|record| Pending {
+                            partition,
+                            record,
+                            event: None,
+                        }),
                 );
-                if self
-                    .buffered
-                    .back()
-                    .is_some_and(|(_, r)| r.ingest_time_ms > to)
-                {
-                    self.buffered.retain(|(_, r)| r.ingest_time_ms <= to);
+                if (self.buffered.back()).is_some_and(|p| p.record.ingest_time_ms > to) {
+                    self.buffered.retain(|p| p.record.ingest_time_ms <= to);
                     *next = *end;
                 }
             }
@@ -150,7 +157,7 @@ impl Cursor {
     }
 
     fn head_time(&self) -> Option<i64> {
-        self.buffered.front().map(|(_, r)| r.ingest_time_ms)
+        self.buffered.front().map(|p| p.record.ingest_time_ms)
     }
 }
 
@@ -224,23 +231,32 @@ pub fn replay_stored(
             .min()
             .unwrap_or(i64::MAX);
         let cursor = &mut cursors[index];
-        let partition = cursor.buffered[0].0;
-        let mut records = Vec::new();
-        while let Some((head_partition, head)) = cursor.buffered.front()
-            && *head_partition == partition
-            && (records.is_empty() || head.ingest_time_ms <= limit)
+        let partition = cursor.buffered[0].partition;
+        let mut run = Vec::new();
+        while let Some(head) = cursor.buffered.front()
+            && head.partition == partition
+            && (run.is_empty() || head.record.ingest_time_ms <= limit)
         {
-            records.extend(cursor.buffered.pop_front().map(|(_, r)| r));
+            run.extend(cursor.buffered.pop_front());
         }
         // Whole trees (a dry-run rule reads what it likes), with the parser's word for each
-        // payload, so an event the rule keeps or alerts on is taken as its text unread.
-        let (events, checked): (Vec<Value>, Vec<_>) = records
-            .iter()
-            .map(|r| match whole.parse_checked(&r.payload) {
-                Ok((event, checked)) => (event, Some(checked)),
-                Err(_) => (Value::Null, None),
-            })
-            .unzip();
+        // payload, so an event the rule keeps or alerts on is taken as its text unread; a lake
+        // row's event is already a tree.
+        let mut records = Vec::with_capacity(run.len());
+        let mut events = Vec::with_capacity(run.len());
+        let mut checked = Vec::with_capacity(run.len());
+        for Pending { record, event, .. } in run {
+            let (event, word) = match event {
+                Some(event) => (event, None),
+                None => match whole.parse_checked(&record.payload) {
+                    Ok((event, word)) => (event, Some(word)),
+                    Err(_) => (Value::Null, None),
+                },
+            };
+            records.push(record);
+            events.push(event);
+            checked.push(word);
+        }
         outcome.evaluated += records.len() as u64;
         outcome.alerts.extend(engine.evaluate_checked(
             stream.as_str(),
