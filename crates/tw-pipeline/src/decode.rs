@@ -218,9 +218,7 @@ fn split_lines(
         if trimmed.is_empty() {
             continue;
         }
-        let offset_in_line = trimmed.as_ptr() as usize - line.as_ptr() as usize;
-        let raw =
-            body.slice(line_start + offset_in_line..line_start + offset_in_line + trimmed.len());
+        let raw = body.slice_ref(trimmed);
         let size = raw.len();
         take_line(
             index + 1,

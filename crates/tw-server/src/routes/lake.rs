@@ -97,7 +97,7 @@ pub(crate) async fn delete(
             ),
         });
     }
-    let mut rows: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+    // (event time, partition, offset): search finds a row's hour by its time.
     let mut timed_rows = Vec::new();
     for batch in &result.batches {
         let (Some(partitions), Some(offsets), Some(times)) = (
@@ -117,10 +117,13 @@ pub(crate) async fn delete(
                 else {
                     continue;
                 };
-                rows.entry(partition).or_default().insert(offset);
                 timed_rows.push((time, partition, offset));
             }
         }
+    }
+    let mut rows: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+    for (_, partition, offset) in &timed_rows {
+        rows.entry(*partition).or_default().insert(*offset);
     }
     let matched: u64 = rows.values().map(|o| o.len() as u64).sum();
     let lake = state.lake.clone();
