@@ -1,13 +1,17 @@
 //! The calls Elasticsearch agents make at startup: templates and ILM policies are stored
-//! durably and answered back, indexes and data streams are streams, the license is a basic
-//! one, bad bodies get ES-shaped 400s, and every answer carries the ES headers.
+//! durably, answered back and deleted durably, indexes and data streams are streams (and
+//! `GET _data_stream` lists them), the license is a basic one, bad bodies get ES-shaped 400s,
+//! and every answer carries the ES headers. Deletions and data streams are also driven with
+//! the real elasticsearch-py client (`tests/scripts/`).
 
 mod common;
+#[path = "common/python.rs"]
+mod python;
 
 use common::{Answer, Server};
 use serde_json::{Value, json};
 use tw_compat::AuthConfig;
-use tw_core::StreamName;
+use tw_core::{StreamConfig, StreamName};
 
 fn assert_es(answer: &Answer, status: u16) {
     assert_eq!(
@@ -343,6 +347,147 @@ async fn indexes_and_data_streams_are_streams() {
     assert_eq!(bulk.status, 200);
     assert_es(&server.json("HEAD", "/clicks", None).await, 200);
     assert_eq!(server.json("PUT", "/clicks", None).await.status, 400);
+
+    // Each of them is a data stream; a name that is no stream is ES's 404.
+    let listed = server.json("GET", "/_data_stream", None).await;
+    assert_es(&listed, 200);
+    let names: Vec<Value> = listed.json()["data_streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [json!("clicks"), json!("logs-app-default"), json!("web")]
+    );
+    let missing = server.json("GET", "/_data_stream/nope", None).await;
+    assert_es(&missing, 404);
+    assert_eq!(
+        error_of(&missing),
+        (
+            "index_not_found_exception".into(),
+            "no such index [nope]".into()
+        )
+    );
+}
+
+/// The API key the servers of the client tests require.
+const KEY: &str = "k1";
+
+fn with_key() -> AuthConfig {
+    AuthConfig {
+        api_keys: vec![KEY.into()],
+        ..AuthConfig::default()
+    }
+}
+
+fn url(server: &Server) -> String {
+    format!("http://{}", server.address)
+}
+
+#[tokio::test]
+async fn deletes_of_templates_and_policies_survive_a_restart_with_elasticsearch_py() {
+    let python = python::require("elasticsearch");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), with_key()).await;
+    let left = python::run(&python, "es_delete.py", &[&url(&server), KEY, "delete"]).await;
+    assert_eq!(
+        left,
+        json!({"index_templates": ["keep"], "templates": ["old-keep"], "policies": ["keep-policy"]})
+    );
+    server.stop().await;
+    let server = Server::start(dir.path(), with_key()).await;
+    let left = python::run(
+        &python,
+        "es_delete.py",
+        &[&url(&server), KEY, "after_restart"],
+    )
+    .await;
+    assert_eq!(
+        left,
+        json!({"index_templates": [], "templates": [], "policies": ["gone-policy", "keep-policy"]})
+    );
+}
+
+#[tokio::test]
+async fn a_delete_whose_record_cannot_be_written_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), AuthConfig::default()).await;
+    let template = r#"{"index_patterns": ["t-*"]}"#;
+    assert_es(
+        &server
+            .json("PUT", "/_index_template/t", Some(template))
+            .await,
+        200,
+    );
+    let policy = r#"{"policy": {"phases": {}}}"#;
+    assert_es(
+        &server.json("PUT", "/_ilm/policy/p", Some(policy)).await,
+        200,
+    );
+    server
+        .log
+        .fail_appends_when(|stream, _| stream.as_str() == tw_compat::es_setup::store::SETUP_STREAM);
+    for path in ["/_index_template/t", "/_ilm/policy/p"] {
+        let refused = server.json("DELETE", path, None).await;
+        assert_es(&refused, 503);
+        assert_eq!(error_of(&refused).0, "tidewatch_exception");
+        assert_es(&server.json("GET", path, None).await, 200);
+    }
+    server.log.heal();
+    server.stop().await;
+    let server = Server::start(dir.path(), AuthConfig::default()).await;
+    for path in ["/_index_template/t", "/_ilm/policy/p"] {
+        assert_es(&server.json("GET", path, None).await, 200);
+        let deleted = server.json("DELETE", path, None).await;
+        assert_es(&deleted, 200);
+        assert_eq!(deleted.json(), json!({"acknowledged": true}));
+    }
+    server.stop().await;
+    let server = Server::start(dir.path(), AuthConfig::default()).await;
+    assert_es(&server.json("GET", "/_index_template/t", None).await, 404);
+    let missing = server.json("DELETE", "/_ilm/policy/p", None).await;
+    assert_es(&missing, 404);
+    assert_eq!(
+        error_of(&missing),
+        (
+            "resource_not_found_exception".into(),
+            "Lifecycle policy not found: p".into()
+        )
+    );
+}
+
+#[tokio::test]
+async fn data_streams_are_the_streams_with_elasticsearch_py() {
+    let python = python::require("elasticsearch");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), with_key()).await;
+    // A stream of the native API, with its own event-time field.
+    let registry = server.ingestor.registry();
+    let audit = StreamName::new("audit").unwrap();
+    let config = StreamConfig {
+        event_time_field: Some("ts".into()),
+        ..registry.default_config(&audit)
+    };
+    registry.put(&audit, config, false).unwrap();
+    let listed = python::run(&python, "es_data_streams.py", &[&url(&server), KEY]).await;
+    let listed = listed["data_streams"].as_array().unwrap();
+    let names: Vec<&str> = listed.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    let streams: Vec<String> = registry
+        .list()
+        .iter()
+        .filter(|stream| !stream.name.is_internal())
+        .map(|stream| stream.name.to_string())
+        .collect();
+    assert_eq!(names, streams, "exactly the user streams");
+    assert_eq!(names, ["audit", "clicks", "logs-app-default"]);
+    assert_eq!(
+        listed[0]["timestamp_field"],
+        json!({"name": "ts"}),
+        "the stream's own event-time field"
+    );
+    assert_eq!(server.records("clicks").len(), 20, "what _bulk stored");
 }
 
 #[tokio::test]

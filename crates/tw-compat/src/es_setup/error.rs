@@ -23,7 +23,11 @@ pub enum SetupError {
     /// A template or policy that is not stored.
     #[error("{0}")]
     NotFound(String),
-    /// An index (stream) that does not exist.
+    /// A template a DELETE names that is not stored (ES answers DELETE with its own type, and
+    /// GET with `resource_not_found_exception`); the names, comma-separated.
+    #[error("index_template [{0}] missing")]
+    TemplateMissing(String),
+    /// An index or data stream (a stream) that does not exist.
     #[error("no such index [{0}]")]
     NoSuchIndex(String),
     /// Creating an index or data stream that already exists.
@@ -70,7 +74,9 @@ impl SetupError {
             | SetupError::IllegalArgument(_)
             | SetupError::InvalidIndexName(_)
             | SetupError::AlreadyExists(_) => StatusCode::BAD_REQUEST,
-            SetupError::NotFound(_) | SetupError::NoSuchIndex(_) => StatusCode::NOT_FOUND,
+            SetupError::NotFound(_)
+            | SetupError::TemplateMissing(_)
+            | SetupError::NoSuchIndex(_) => StatusCode::NOT_FOUND,
             SetupError::Ingest(error) => crate::ingest_status(error),
             SetupError::Unreadable { .. } | SetupError::Stopped { .. } | SetupError::Encode(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -86,6 +92,7 @@ impl SetupError {
             SetupError::IllegalArgument(_) => "illegal_argument_exception",
             SetupError::InvalidIndexName(_) => "invalid_index_name_exception",
             SetupError::NotFound(_) => "resource_not_found_exception",
+            SetupError::TemplateMissing(_) => "index_template_missing_exception",
             SetupError::NoSuchIndex(_) => "index_not_found_exception",
             SetupError::AlreadyExists(_) => "resource_already_exists_exception",
             SetupError::Unreadable { .. }

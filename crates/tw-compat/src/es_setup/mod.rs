@@ -1,6 +1,7 @@
 //! The calls Elasticsearch agents (Filebeat, Logstash, elasticsearch-py users) make at startup
 //! before they write: the license, the X-Pack feature list, composable and legacy index
-//! templates, ILM policies, and index / data stream creation and existence ([`indices`]).
+//! templates, ILM policies and their deletion ([`delete`]), index / data stream creation and
+//! existence ([`indices`]), and the data streams' descriptions ([`data_streams`]).
 //!
 //! Templates and policies are stored durably ([`store`]) and answered back by GET, so an
 //! agent's "does my template exist? else PUT it" sequence succeeds and converges. They do not
@@ -13,6 +14,8 @@
 //! whose error type and reason name the problem ([`SetupError`]); every call needs the same
 //! API key as `_bulk` when `[auth]` is on.
 
+mod data_streams;
+mod delete;
 mod error;
 mod indices;
 pub mod store;
@@ -24,7 +27,7 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, put};
+use axum::routing::get;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, OnceCell};
@@ -86,7 +89,8 @@ pub(crate) fn router(compat: Arc<CompatState>) -> Router {
             get(get_index_templates)
                 .head(head_index_template)
                 .put(put_index_template)
-                .post(put_index_template),
+                .post(put_index_template)
+                .delete(delete::delete_index_template),
         )
         .route("/_template", get(get_all_legacy_templates))
         .route(
@@ -94,11 +98,21 @@ pub(crate) fn router(compat: Arc<CompatState>) -> Router {
             get(get_legacy_templates)
                 .head(head_legacy_template)
                 .put(put_legacy_template)
-                .post(put_legacy_template),
+                .post(put_legacy_template)
+                .delete(delete::delete_legacy_template),
         )
         .route("/_ilm/policy", get(get_all_policies))
-        .route("/_ilm/policy/{name}", get(get_policies).put(put_policy))
-        .route("/_data_stream/{name}", put(indices::put_data_stream))
+        .route(
+            "/_ilm/policy/{name}",
+            get(get_policies)
+                .put(put_policy)
+                .delete(delete::delete_policy),
+        )
+        .route("/_data_stream", get(data_streams::get_all_data_streams))
+        .route(
+            "/_data_stream/{name}",
+            get(data_streams::get_data_streams).put(indices::put_data_stream),
+        )
         .route(
             "/{index}",
             get(indices::get_index)

@@ -3,13 +3,14 @@
 //! They live in the internal log stream `_compat_es_setup` (one partition), like the dedup ids
 //! of [`tw_pipeline::dedup`]: under the data dir, with the log's fsync and CRC framing, and on
 //! JetStream when the log is. Each PUT that changes a definition appends one JSON record
-//! (format version, kind, name, body, version, time); opening reads the stream back and the
-//! last record of a name wins. No retention applies to the stream (it is in no stream's
-//! registry), so a definition stays until replaced.
+//! (format 1: kind, name, body, version, time); each DELETE appends one record naming every
+//! definition it removes (format 2), so a crash keeps all of a DELETE or none of it. Opening
+//! reads the stream back in order: the last record of a name wins. No retention applies to the
+//! stream (it is in no stream's registry), so a definition stays until replaced or deleted.
 //!
-//! Invariant: a PUT is acknowledged only after its record is durable, and the in-memory map
-//! changes in the order of the log's records (writes are serialised), so what GET answers is
-//! what a restart reads back.
+//! Invariant: a PUT or DELETE is acknowledged only after its record is durable, and the
+//! in-memory map changes in the order of the log's records (writes are serialised), so what
+//! GET answers is what a restart reads back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,8 +27,14 @@ use super::error::SetupError;
 /// Name of the internal stream of setup definitions.
 pub const SETUP_STREAM: &str = "_compat_es_setup";
 
-/// The format version of a stored record (bump it when the record's shape changes).
+/// The format of a definition record ([`StoredRecord`]); every record starts with its format,
+/// and a new shape gets a new number, so an older Tidewatch refuses a store it cannot read
+/// rather than misread it.
 const FORMAT: u32 = 1;
+
+/// The format of a deletion record ([`StoredDeletion`]). A Tidewatch that knows only format 1
+/// refuses to open a store with deletions instead of resurrecting the deleted definitions.
+const DELETION_FORMAT: u32 = 2;
 
 /// What kind of definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -64,6 +71,22 @@ struct StoredRecord {
     modified_ms: i64,
 }
 
+/// One deletion record of the stream: every name one DELETE removed.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredDeletion {
+    format: u32,
+    kind: Kind,
+    names: Vec<String>,
+    deleted_ms: i64,
+}
+
+/// The part of a record every format shares.
+#[derive(Deserialize)]
+struct RecordFormat {
+    format: u32,
+}
+
 /// What a PUT did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Put {
@@ -79,7 +102,7 @@ pub enum Put {
 pub struct SetupStore {
     log: Arc<dyn Log>,
     stream: StreamName,
-    /// Held across the append of a PUT so the map follows the log's order.
+    /// Held across the append of a PUT or DELETE so the map follows the log's order.
     definitions: Mutex<BTreeMap<(Kind, String), Definition>>,
 }
 
@@ -96,30 +119,12 @@ impl SetupStore {
             let Some(last) = records.last() else { break };
             next = last.offset + 1;
             for record in records {
-                let stored: StoredRecord =
-                    serde_json::from_slice(&record.payload).map_err(|e| {
-                        SetupError::Unreadable {
-                            offset: record.offset,
-                            reason: e.to_string(),
-                        }
-                    })?;
-                if stored.format != FORMAT {
-                    return Err(SetupError::Unreadable {
+                apply(&mut definitions, &record.payload).map_err(|reason| {
+                    SetupError::Unreadable {
                         offset: record.offset,
-                        reason: format!(
-                            "format {} is not {FORMAT} (written by a newer Tidewatch?)",
-                            stored.format
-                        ),
-                    });
-                }
-                definitions.insert(
-                    (stored.kind, stored.name),
-                    Definition {
-                        body: stored.body,
-                        version: stored.version,
-                        modified_ms: stored.modified_ms,
-                    },
-                );
+                        reason,
+                    }
+                })?;
             }
         }
         tracing::debug!(
@@ -209,6 +214,86 @@ impl SetupStore {
         );
         Ok(outcome)
     }
+
+    /// Removes the definitions of `kind` that `select` picks from the stored names (given
+    /// sorted), durably and together: one record names them all. `select` runs under the
+    /// store's lock, so what it decides from is what it deletes; its error is returned as is
+    /// and writes nothing. Returns the names removed (none: nothing was written).
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        select: impl FnOnce(&[&str]) -> Result<Vec<String>, SetupError>,
+    ) -> Result<Vec<String>, SetupError> {
+        let mut definitions = self.definitions.lock().await;
+        let stored: Vec<&str> = definitions
+            .keys()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, name)| name.as_str())
+            .collect();
+        let mut names = select(&stored)?;
+        names.sort();
+        names.dedup();
+        names.retain(|name| definitions.contains_key(&(kind, name.clone())));
+        if names.is_empty() {
+            return Ok(names);
+        }
+        let deletion = StoredDeletion {
+            format: DELETION_FORMAT,
+            kind,
+            names,
+            deleted_ms: now_ms(),
+        };
+        let payload = serde_json::to_vec(&deletion).map_err(SetupError::Encode)?;
+        let record = AppendRecord {
+            ingest_time_ms: deletion.deleted_ms,
+            event_time_ms: deletion.deleted_ms,
+            key: Bytes::new(),
+            payload: Bytes::from(payload),
+        };
+        self.log.append(&self.stream, 0, vec![record]).await?;
+        for name in &deletion.names {
+            definitions.remove(&(kind, name.clone()));
+        }
+        Ok(deletion.names)
+    }
+}
+
+/// Applies one stored record to the definitions read so far.
+fn apply(
+    definitions: &mut BTreeMap<(Kind, String), Definition>,
+    payload: &[u8],
+) -> Result<(), String> {
+    let format = serde_json::from_slice::<RecordFormat>(payload)
+        .map_err(|e| e.to_string())?
+        .format;
+    match format {
+        FORMAT => {
+            let stored: StoredRecord =
+                serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+            definitions.insert(
+                (stored.kind, stored.name),
+                Definition {
+                    body: stored.body,
+                    version: stored.version,
+                    modified_ms: stored.modified_ms,
+                },
+            );
+        }
+        DELETION_FORMAT => {
+            let stored: StoredDeletion =
+                serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+            for name in stored.names {
+                definitions.remove(&(stored.kind, name));
+            }
+        }
+        other => {
+            return Err(format!(
+                "format {other} is not {FORMAT} or {DELETION_FORMAT} (written by a newer \
+                 Tidewatch?)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How ES names a kind in its messages.
@@ -221,7 +306,7 @@ pub fn kind_label(kind: Kind) -> &'static str {
 }
 
 /// Whether `name` matches `pattern`, where `*` stands for any run of characters.
-fn glob_matches(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_matches(pattern: &str, name: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = name.strip_prefix(first) else {
@@ -307,5 +392,103 @@ mod tests {
             .map(|(name, _)| name)
             .collect();
         assert_eq!(names, ["logs"]);
+    }
+
+    #[tokio::test]
+    async fn deletions_survive_a_reopen_and_remove_all_their_names_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let open_log = || -> Arc<dyn Log> { DiskLog::open(LogConfig::new(dir.path())).unwrap() };
+        let stream = StreamName::internal(SETUP_STREAM);
+        let body = json!({"index_patterns": ["x-*"]});
+        {
+            let log = open_log();
+            let store = SetupStore::open(log.clone()).unwrap();
+            for name in ["a", "b", "c"] {
+                store
+                    .put(Kind::IndexTemplate, name, body.clone(), false)
+                    .await
+                    .unwrap();
+            }
+            store
+                .put(Kind::LegacyTemplate, "a", body.clone(), false)
+                .await
+                .unwrap();
+            let written = log.end_offset(&stream, 0).unwrap();
+            let refused = store
+                .delete(Kind::IndexTemplate, |_| {
+                    Err(SetupError::NotFound("no".into()))
+                })
+                .await;
+            assert!(matches!(refused, Err(SetupError::NotFound(_))));
+            let nothing = store.delete(Kind::IndexTemplate, |_| Ok(vec![])).await;
+            assert!(nothing.unwrap().is_empty());
+            assert_eq!(
+                log.end_offset(&stream, 0).unwrap(),
+                written,
+                "a refused or empty deletion writes nothing"
+            );
+            let deleted = store
+                .delete(Kind::IndexTemplate, |stored| {
+                    assert_eq!(stored, ["a", "b", "c"], "only the kind's names, sorted");
+                    Ok(vec!["c".into(), "a".into(), "a".into(), "zz".into()])
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                deleted,
+                ["a", "c"],
+                "sorted, once each, only what was stored"
+            );
+            assert_eq!(
+                log.end_offset(&stream, 0).unwrap(),
+                written + 1,
+                "one record for the whole deletion"
+            );
+            assert!(store.get(Kind::IndexTemplate, "a").await.is_none());
+        }
+        let store = SetupStore::open(open_log()).unwrap();
+        let names = |found: Vec<(String, Definition)>| -> Vec<String> {
+            found.into_iter().map(|(name, _)| name).collect()
+        };
+        assert_eq!(names(store.matching(Kind::IndexTemplate, "*").await), ["b"]);
+        assert_eq!(
+            names(store.matching(Kind::LegacyTemplate, "*").await),
+            ["a"],
+            "kinds are separate namespaces"
+        );
+        // A name PUT again after its deletion starts over, as in ES.
+        store
+            .put(
+                Kind::IndexTemplate,
+                "a",
+                json!({"index_patterns": "y"}),
+                true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get(Kind::IndexTemplate, "a").await.unwrap().version,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_of_an_unknown_format_is_refused_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn Log> = DiskLog::open(LogConfig::new(dir.path())).unwrap();
+        let stream = StreamName::internal(SETUP_STREAM);
+        log.create_stream(&stream, 1).unwrap();
+        let record = AppendRecord {
+            ingest_time_ms: 0,
+            event_time_ms: 0,
+            key: Bytes::new(),
+            payload: Bytes::from_static(br#"{"format": 3, "kind": "ilm_policy"}"#),
+        };
+        log.append(&stream, 0, vec![record]).await.unwrap();
+        let error = SetupStore::open(log).err().unwrap();
+        assert!(
+            matches!(&error, SetupError::Unreadable { offset: 0, reason } if reason.contains("format 3")),
+            "{error}"
+        );
     }
 }
