@@ -111,6 +111,11 @@ impl Default for LogSection {
     }
 }
 
+/// The largest `max_event_bytes`: half the log's record limit. A stored record holds the
+/// event and its partition key, taken from the event; a dead letter holds a refused event in
+/// base64 (a third longer) when JSON's escapes would make its text longer.
+const MAX_EVENT_BYTES: usize = tw_log::DEFAULT_MAX_RECORD_BYTES / 2;
+
 /// `[ingest]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -416,6 +421,12 @@ impl Config {
             .is_some_and(|dir| dir.as_os_str().is_empty())
         {
             problems.push("rules_dir must not be empty (leave it out for none)".into());
+        }
+        if self.ingest.max_event_bytes > MAX_EVENT_BYTES {
+            problems.push(format!(
+                "ingest.max_event_bytes must be at most {MAX_EVENT_BYTES} (4 MiB), got {}",
+                self.ingest.max_event_bytes
+            ));
         }
         let mut at_least = |setting: &str, value: u64, minimum: u64| {
             if value < minimum {

@@ -63,16 +63,19 @@ pub struct LogConfig {
 }
 
 impl LogConfig {
-    /// The defaults: 64 MiB segments, pure group commit, 8 MiB records.
+    /// The defaults: 64 MiB segments, pure group commit, [`DEFAULT_MAX_RECORD_BYTES`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         LogConfig {
             dir: dir.into(),
             segment_max_bytes: 64 * 1024 * 1024,
             commit_interval_ms: 0,
-            max_record_bytes: 8 * 1024 * 1024,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
+
+/// The default largest record (key + payload bytes): 8 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 8 * 1024 * 1024;
 
 /// What `meta.json` holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -544,6 +547,10 @@ impl Log for DiskLog {
 
     fn size_bytes(&self, stream: &StreamName, partition: PartitionId) -> Result<u64, LogError> {
         Ok(self.partition(stream, partition)?.size_bytes())
+    }
+
+    fn max_record_bytes(&self) -> usize {
+        self.record_limit()
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {

@@ -35,7 +35,7 @@ mod segment;
 pub mod testing;
 mod writer;
 
-pub use disk::{DiskLog, LogConfig};
+pub use disk::{DEFAULT_MAX_RECORD_BYTES, DiskLog, LogConfig};
 pub use error::LogError;
 pub use fsutil::write_file_atomically;
 pub use offsets::OffsetStore;
@@ -121,6 +121,10 @@ pub trait Log: Send + Sync + 'static {
 
     /// Bytes on disk of one partition.
     fn size_bytes(&self, stream: &StreamName, partition: PartitionId) -> Result<u64, LogError>;
+
+    /// Largest record (key + payload bytes) [`Log::append`] accepts; a larger one fails the
+    /// append with [`LogError::RecordTooLarge`].
+    fn max_record_bytes(&self) -> usize;
 
     /// A counter bumped after every group commit: consumers wait on it for new data.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;

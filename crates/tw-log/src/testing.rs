@@ -129,6 +129,9 @@ impl Log for FaultyLog {
     fn end_offset(&self, stream: &StreamName, partition: PartitionId) -> Result<Offset, LogError> {
         self.inner.end_offset(stream, partition)
     }
+    fn max_record_bytes(&self) -> usize {
+        self.inner.max_record_bytes()
+    }
     fn offset_for_time(
         &self,
         stream: &StreamName,

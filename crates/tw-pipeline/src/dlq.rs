@@ -40,6 +40,12 @@ pub struct DeadLetter {
     /// Whether `raw` is base64.
     #[serde(default)]
     pub raw_base64: bool,
+    /// Set when `raw` holds only the beginning of the record: its whole length in bytes. A
+    /// letter must fit in one record of the log, and JSON escaping can make a record's text
+    /// several times longer; the whole record stays in its stream at `source_offset` until
+    /// the stream's retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_truncated_from: Option<usize>,
 }
 
 impl DeadLetter {
@@ -59,6 +65,71 @@ impl DeadLetter {
             received_at_ms: now_ms(),
             raw,
             raw_base64,
+            raw_truncated_from: None,
+        }
+    }
+
+    /// The letter as one record payload of at most `limit` bytes: as it is, else with `raw` in
+    /// base64 when that fits, else with `raw` (and, were it ever needed, `reason`) cut to fit
+    /// and [`DeadLetter::raw_truncated_from`] set. Without
+    /// this, a letter of a record near the log's limit would be refused by the log, and a
+    /// consumer waiting for its letter to be stored would retry it forever.
+    fn encode_within(&self, limit: usize) -> Vec<u8> {
+        let encoded = serde_json::to_vec(self).unwrap_or_default();
+        if encoded.len() <= limit {
+            return encoded;
+        }
+        let original = self.raw_bytes();
+        if !self.raw_base64 {
+            // Escapes made the text longer than its base64 (control characters take six
+            // bytes each): base64 keeps it whole.
+            let binary = DeadLetter {
+                raw: base64::engine::general_purpose::STANDARD.encode(&original),
+                raw_base64: true,
+                ..self.clone()
+            };
+            let encoded = serde_json::to_vec(&binary).unwrap_or_default();
+            if encoded.len() <= limit {
+                return encoded;
+            }
+        }
+        let mut letter = DeadLetter {
+            raw_truncated_from: Some(self.raw_truncated_from.unwrap_or(original.len())),
+            ..self.clone()
+        };
+        // Each pass keeps the share of the bytes that fit at the last pass's ratio of encoded
+        // to raw length, minus a margin: the kept part shrinks every pass, and an empty `raw`
+        // fits unless the rest alone does not.
+        let mut keep = original.len();
+        let mut encoded_len = encoded.len();
+        loop {
+            let over = encoded_len.saturating_sub(limit) + 64;
+            let scale = encoded_len.max(1) as f64 / keep.max(1) as f64;
+            keep = keep.saturating_sub((over as f64 / scale).ceil() as usize + 1);
+            letter.set_raw_prefix(&original, keep);
+            let encoded = serde_json::to_vec(&letter).unwrap_or_default();
+            if encoded.len() <= limit {
+                return encoded;
+            }
+            if keep == 0 {
+                // Only a reason longer than the log's limit gets here.
+                let cut = letter.reason.floor_char_boundary(limit / 8);
+                letter.reason.truncate(cut);
+                return serde_json::to_vec(&letter).unwrap_or_default();
+            }
+            encoded_len = encoded.len();
+        }
+    }
+
+    /// Sets `raw` to the first `keep` bytes of `original` (fewer for text, to end on a
+    /// character boundary; base64 keeps whole 3-byte groups).
+    fn set_raw_prefix(&mut self, original: &[u8], keep: usize) {
+        if self.raw_base64 {
+            let keep = keep.min(original.len()) / 3 * 3;
+            self.raw = base64::engine::general_purpose::STANDARD.encode(&original[..keep]);
+        } else {
+            let cut = self.raw.floor_char_boundary(keep);
+            self.raw.truncate(cut);
         }
     }
 
@@ -109,13 +180,18 @@ impl DeadLetterQueue {
         // Every letter of one push comes from one place (the callers build them per stage).
         let stage = letters[0].stage.clone();
         let now = now_ms();
+        let record_limit = self.log.max_record_bytes();
         let records = letters
             .iter()
-            .map(|letter| AppendRecord {
-                ingest_time_ms: now,
-                event_time_ms: letter.received_at_ms,
-                key: Bytes::from(letter.stream.clone()),
-                payload: Bytes::from(serde_json::to_vec(letter).unwrap_or_default()),
+            .map(|letter| {
+                let key = Bytes::from(letter.stream.clone());
+                let limit = record_limit.saturating_sub(key.len());
+                AppendRecord {
+                    ingest_time_ms: now,
+                    event_time_ms: letter.received_at_ms,
+                    payload: Bytes::from(letter.encode_within(limit)),
+                    key,
+                }
             })
             .collect();
         let append = self.log.append(&self.stream, 0, records);
@@ -178,5 +254,87 @@ impl DeadLetterQueue {
     /// Whether the queue holds nothing.
     pub fn is_empty(&self) -> Result<bool, LogError> {
         Ok(self.len()? == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tw_log::{DiskLog, LogConfig};
+
+    fn queue(dir: &std::path::Path, max_record_bytes: usize) -> DeadLetterQueue {
+        let log = DiskLog::open(LogConfig {
+            max_record_bytes,
+            ..LogConfig::new(dir)
+        })
+        .unwrap();
+        DeadLetterQueue::open(log).unwrap()
+    }
+
+    fn push_one(queue: &DeadLetterQueue, raw: &[u8]) -> DeadLetter {
+        let letter = DeadLetter::new("web", "consumer:lake", "bad".into(), raw);
+        futures::executor::block_on(queue.push(vec![letter])).unwrap();
+        let mut entries = queue.list(0, 10, None).unwrap();
+        assert_eq!(entries.len(), 1);
+        entries.remove(0).letter
+    }
+
+    #[test]
+    fn letters_that_fit_are_stored_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path(), 4096);
+        let letter = push_one(&queue, b"{\"a\":\"\x01\"}");
+        assert_eq!(letter.raw_bytes(), b"{\"a\":\"\x01\"}");
+        assert_eq!(letter.raw_truncated_from, None);
+    }
+
+    #[test]
+    fn text_escaped_past_the_record_limit_is_kept_whole_in_base64_when_that_fits() {
+        let raw = vec![0x01u8; 2000];
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path(), 4096);
+        let letter = push_one(&queue, &raw);
+        assert!(letter.raw_base64);
+        assert_eq!(letter.raw_truncated_from, None);
+        assert_eq!(letter.raw_bytes(), raw);
+    }
+
+    #[test]
+    fn text_escaped_past_the_record_limit_is_cut_to_fit() {
+        // A record of control characters: JSON writes each as `\u00XX`, six bytes.
+        let raw = vec![0x01u8; 3000];
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path(), 4096);
+        let letter = push_one(&queue, &raw);
+        assert_eq!(letter.raw_truncated_from, Some(3000));
+        let kept = letter.raw_bytes();
+        assert!(kept.len() > 400 && kept.len() < 700, "{}", kept.len());
+        assert!(raw.starts_with(&kept));
+        assert_eq!(letter.reason, "bad");
+    }
+
+    #[test]
+    fn multibyte_text_is_cut_on_a_character_boundary() {
+        let raw = "é\"".repeat(2000).into_bytes();
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path(), 2048);
+        let letter = push_one(&queue, &raw);
+        assert_eq!(letter.raw_truncated_from, Some(raw.len()));
+        let kept = letter.raw_bytes();
+        assert!(std::str::from_utf8(&kept).is_ok());
+        assert!(raw.starts_with(&kept) && kept.len() > 1000, "{}", kept.len());
+    }
+
+    #[test]
+    fn binary_records_keep_whole_base64_groups() {
+        let raw: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8 | 0x80).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path(), 4096);
+        let letter = push_one(&queue, &raw);
+        assert!(letter.raw_base64);
+        assert_eq!(letter.raw_truncated_from, Some(6000));
+        let kept = letter.raw_bytes();
+        assert!(kept.len() > 2000 && kept.len() % 3 == 0, "{}", kept.len());
+        assert!(raw.starts_with(&kept));
     }
 }

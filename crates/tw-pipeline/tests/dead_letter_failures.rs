@@ -2,7 +2,8 @@
 //! batch (and its commits) until the queue has the batch's letters, a consumer restarted from
 //! older offsets does not dead-letter a record twice, and an ingest request whose rejected
 //! lines could not be kept fails with a retryable error instead of claiming they were (per
-//! record for the compatible APIs' `ingest_records`).
+//! record for the compatible APIs' `ingest_records`). A letter whose record fills the log's
+//! limit is stored all the same (cut to fit), not retried forever.
 
 mod common;
 
@@ -183,6 +184,59 @@ impl Consumer for Restarting {
     fn flush(&mut self) -> Result<(), ConsumerError> {
         Ok(())
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_for_a_record_at_the_logs_limit_is_stored_cut_and_the_consumer_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 64 * 1024;
+    let log: Arc<dyn Log> = DiskLog::open(LogConfig {
+        max_record_bytes: limit,
+        ..LogConfig::new(dir.path().join("log"))
+    })
+    .unwrap();
+    let stream = StreamName::new("s").unwrap();
+    log.create_stream(&stream, 1).unwrap();
+    // Not JSON, and each control character takes six bytes in the letter's JSON: the letter
+    // of this record would be six times the log's limit, and a third over it in base64.
+    let huge = vec![0x01u8; limit];
+    let mut records = payloads(&["{\"a\":0}"]);
+    records.push(AppendRecord {
+        payload: Bytes::from(huge.clone()),
+        ..records[0].clone()
+    });
+    records.extend(payloads(&["{\"a\":2}"]));
+    log.append(&stream, 0, records).await.unwrap();
+    let dlq = DeadLetterQueue::open(log.clone()).unwrap();
+    let offsets = Arc::new(OffsetStore::open(dir.path().join("offsets")).unwrap());
+    let seen = Seen::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = spawn_consumer(
+        Recorder::boxed(seen.clone(), Duration::ZERO),
+        log.clone(),
+        offsets,
+        dlq.clone(),
+        RunnerConfig::default(),
+        stop.clone(),
+    )
+    .unwrap();
+    let progress = running.progress.clone();
+    eventually("the consumer past the huge record", || {
+        progress.position(&stream, 0) == Some(3)
+    })
+    .await;
+    assert_eq!(progress.failing(), None);
+    let entries = dlq.list(0, 10, None).unwrap();
+    assert_eq!(entries.len(), 1);
+    let letter = &entries[0].letter;
+    assert_eq!(letter.source_offset, Some(1));
+    assert_eq!(letter.raw_truncated_from, Some(limit));
+    let kept = letter.raw_bytes();
+    assert!(!kept.is_empty() && huge.starts_with(&kept));
+    let handed: Vec<Offset> = seen.lock().unwrap().iter().map(|s| s.1).collect();
+    assert_eq!(handed, vec![0, 2]);
+    stop.store(true, Ordering::Relaxed);
+    running.thread.join().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -303,3 +303,19 @@ fn the_defaults_are_valid() {
     let config = Config::for_serve(None, &[], Flags::default()).unwrap();
     assert_eq!(config.listen, "127.0.0.1:7070");
 }
+
+#[test]
+fn events_may_be_at_most_half_a_log_record() {
+    let at_limit = format!("[ingest]\nmax_event_bytes = {}\n", 4 << 20);
+    Config::parse(Some(&at_limit), None, &[])
+        .unwrap()
+        .validate()
+        .unwrap();
+    let over = format!("[ingest]\nmax_event_bytes = {}\n", (4 << 20) + 1);
+    let config = Config::parse(Some(&over), None, &[]).unwrap();
+    let text = format!("{:#}", config.validate().unwrap_err());
+    assert!(
+        text.contains("ingest.max_event_bytes must be at most 4194304 (4 MiB), got 4194305"),
+        "{text}"
+    );
+}

@@ -80,6 +80,10 @@ pub(crate) async fn replay(
         }
     };
     // One ingest call per stream, one record per line: the ingest path reports per line again.
+    // A letter holding only the beginning of its record cannot give the record back.
+    let (entries, truncated): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|entry| entry.letter.raw_truncated_from.is_none());
     let mut by_stream: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for entry in &entries {
         let body = by_stream.entry(entry.letter.stream.clone()).or_default();
@@ -102,7 +106,12 @@ pub(crate) async fn replay(
         rejected += outcome.rejected.len();
     }
     Ok(Json(
-        json!({ "replayed": entries.len(), "accepted": accepted, "rejected_again": rejected }),
+        json!({
+            "replayed": entries.len(),
+            "accepted": accepted,
+            "rejected_again": rejected,
+            "not_replayed_truncated": truncated.iter().map(|e| e.id).collect::<Vec<_>>(),
+        }),
     ))
 }
 
