@@ -306,9 +306,8 @@ fn writer_start_compaction_and_delete_treat_imported_files_as_flushed() {
     assert_eq!(fixture.rows(), left);
 }
 
-#[test]
-fn parquet_columns_map_by_name_and_structs_flatten() {
-    let fixture = Fixture::new();
+/// A Parquet file as other tools write them: a timestamp, strings, a struct and a list.
+fn foreign_parquet() -> Vec<u8> {
     let identity = StructArray::from(vec![
         (
             Arc::new(Field::new("userName", DataType::Utf8, true)),
@@ -353,7 +352,13 @@ fn parquet_columns_map_by_name_and_structs_flatten() {
     .unwrap();
     let mut writer = ArrowWriter::try_new(Vec::new(), schema, None).unwrap();
     writer.write(&batch).unwrap();
-    let content = writer.into_inner().unwrap();
+    writer.into_inner().unwrap()
+}
+
+#[test]
+fn parquet_columns_map_by_name_and_structs_flatten() {
+    let fixture = Fixture::new();
+    let content = foreign_parquet();
 
     let report = fixture.import("other-tool.parquet", content);
     assert_eq!((report.rows_imported, report.rows_rejected), (2, 0));
@@ -421,6 +426,64 @@ fn unreadable_sources_are_refused_whole_and_leave_nothing() {
     }
     assert!(fixture.files().is_empty());
     assert!(!fixture.dir.path().join("lake").join(IMPORTS_DIR).exists());
+}
+
+/// Mutation fuzzing of the Parquet path (seeded): a damaged file from another tool is imported
+/// (when the damage is in values) or refused with an error naming it, never a panic. The
+/// mutations aim at what a reader trusts: lengths and offsets in the footer and page headers.
+#[test]
+fn mutated_parquet_files_are_imported_or_refused_never_a_panic() {
+    let fixture = Fixture::new();
+    let original = foreign_parquet();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |below: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % below.max(1) as u64) as usize
+    };
+    let (mut imported, mut refused) = (0, 0);
+    for round in 0..2000 {
+        let mut content = original.clone();
+        for _ in 0..1 + next(3) {
+            // Half the mutations land in the last 200 bytes: the footer (schema, row groups,
+            // offsets), where a wrong number sends a reader furthest.
+            let len = content.len();
+            let at = if next(2) == 0 {
+                len - 1 - next(200.min(len))
+            } else {
+                next(len)
+            };
+            match next(4) {
+                0 => content[at] ^= 1 << next(8),
+                1 => content[at] = next(256) as u8,
+                2 => {
+                    let end = (at + 4).min(len);
+                    content[at..end].copy_from_slice(&[0x7f, 0xff, 0xff, 0xff][..end - at]);
+                }
+                _ => {
+                    // A cut that keeps the magic bytes at the end, as a torn copy would not.
+                    content.drain(at.min(len - 8)..len - 8);
+                }
+            }
+        }
+        let name = format!("mutated-{round}.parquet");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fixture.import_with(&name, content.clone(), &mut Vec::new())
+        }));
+        match result {
+            Err(_) => panic!("round {round}: the import panicked"),
+            Ok(Ok(_)) => imported += 1,
+            Ok(Err(error)) => {
+                assert!(
+                    error.to_string().contains(&name),
+                    "round {round}: an error that does not name the file: {error}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(imported > 0 && refused > 0, "{imported} {refused}");
 }
 
 #[test]
