@@ -29,7 +29,9 @@ use std::collections::BTreeMap;
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
 use serde::{Deserialize, Serialize};
 use tw_core::{Offset, PartitionId, Record, StreamName, now_ms};
 use tw_pipeline::{IngestLimits, ParsedEvent, RejectedRecord, Rejection, StreamState};
@@ -445,21 +447,31 @@ impl SourceRows {
                 })
             }
             ImportFormat::Parquet => {
-                let builder = ParquetRecordBatchReaderBuilder::try_new(source.content.clone())
+                let reader = unless_panicking(source, || {
+                    // The Arrow schema some writers embed (`ARROW:schema`) is not read: its decoder
+                    // panics on some damaged files (arrow-ipc 59, found by fuzzing), and the
+                    // Parquet schema gives every type the import turns into JSON.
+                    let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+                    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+                        source.content.clone(),
+                        options,
+                    )
                     .map_err(|error| refuse(format!("not a readable Parquet file: {error}")))?;
-                for field in builder.schema().fields() {
-                    if !convertible(field.data_type()) {
-                        return Err(refuse(format!(
-                            "column {} has type {}, which has no JSON form to import",
-                            field.name(),
-                            field.data_type()
-                        )));
+                    for field in builder.schema().fields() {
+                        if !convertible(field.data_type()) {
+                            return Err(refuse(format!(
+                                "column {} has type {}, which has no JSON form to import",
+                                field.name(),
+                                field.data_type()
+                            )));
+                        }
                     }
-                }
-                let reader = builder
-                    .with_batch_size(chunk_rows)
-                    .build()
-                    .map_err(|error| refuse(format!("not a readable Parquet file: {error}")))?;
+                    let reader = builder
+                        .with_batch_size(chunk_rows)
+                        .build()
+                        .map_err(|error| refuse(format!("not a readable Parquet file: {error}")))?;
+                    Ok(reader)
+                })?;
                 Ok(SourceRows::Parquet(reader, 0))
             }
         }
@@ -482,7 +494,7 @@ impl SourceRows {
                 Ok((!chunk.is_empty() || !rejected.is_empty()).then_some((chunk, rejected)))
             }
             SourceRows::Parquet(reader, rows_read) => {
-                let Some(batch) = reader.next() else {
+                let Some(batch) = unless_panicking(source, || Ok(reader.next()))? else {
                     return Ok(None);
                 };
                 let batch = batch.map_err(|error| LakeError::ImportSource {
@@ -495,6 +507,28 @@ impl SourceRows {
             }
         }
     }
+}
+
+/// Runs a step of the Parquet reader, turning a panic into a refusal of the file. The
+/// `parquet` crate asserts on some impossible values instead of returning an error (a negative
+/// column chunk offset in 59.3, found by fuzzing), and a file from another tool must be
+/// refused with a reason, not take the import down. Nothing of the lake is touched inside:
+/// the reader only decodes, so the unwound state is the reader's own, dropped with the error.
+fn unless_panicking<T>(
+    source: &ImportSource,
+    step: impl FnOnce() -> Result<T, LakeError>,
+) -> Result<T, LakeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|m| m.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(LakeError::ImportSource {
+            source_name: source.name.clone(),
+            reason: format!("not a readable Parquet file: the Parquet reader failed ({message})"),
+        })
+    })
 }
 
 /// Whether arrow's JSON writer has a form for values of `data_type` (everything Parquet
