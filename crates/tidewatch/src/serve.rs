@@ -444,11 +444,9 @@ fn load_rule_file(
 ) -> Result<(), FileError> {
     let text = std::fs::read_to_string(path).map_err(|e| FileError::Other(e.to_string()))?;
     let translation = if tw_sigma::is_sigma(&text) {
-        tw_sigma::translate_file_with_sources(&text, sigma, &|id| rules.get(id)).map_err(|e| {
-            match e {
-                tw_sigma::SigmaError::UnknownRule { .. } => FileError::UnknownRule(e.to_string()),
-                other => FileError::Other(other.to_string()),
-            }
+        tw_sigma::translate_file_with_stored(&text, sigma, rules).map_err(|e| match e {
+            tw_sigma::SigmaError::UnknownRule { .. } => FileError::UnknownRule(e.to_string()),
+            other => FileError::Other(other.to_string()),
         })?
     } else {
         let rule = parse_rule(&text, format).map_err(|e| FileError::Other(e.to_string()))?;

@@ -130,10 +130,10 @@ impl CompiledRule {
     }
 
     /// Whether two compiled rules evaluate identically (same id, stream, condition and
-    /// stateful section, suppression included); title, description, severity, tags, sinks,
-    /// shadow, version and `max_keys` may differ. The engine keeps state across a rule update
-    /// exactly when this holds (a new `max_keys` applies to the kept state: a lower one
-    /// evicts the oldest keys beyond it at the next new key).
+    /// stateful section, suppression included); title, description, severity, tags,
+    /// `sigma_name`, sinks, shadow, version and `max_keys` may differ. The engine keeps state
+    /// across a rule update exactly when this holds (a new `max_keys` applies to the kept
+    /// state: a lower one evicts the oldest keys beyond it at the next new key).
     pub fn same_definition(&self, other: &CompiledRule) -> bool {
         self.definition_fingerprint() == other.definition_fingerprint()
     }
@@ -150,6 +150,7 @@ impl CompiledRule {
                 "severity",
                 "enabled",
                 "tags",
+                "sigma_name",
                 "sinks",
                 "shadow",
                 // A bound on the state, not on what the rule detects: raising it after an

@@ -34,6 +34,10 @@ pub struct Rule {
     pub enabled: bool,
     /// Free-form tags, for example ATT&CK technique ids.
     pub tags: Vec<String>,
+    /// The `name` of the Sigma rule this rule was translated from: a Sigma correlation
+    /// stored later may refer to the rule by it. `None` for rules without one (native rules,
+    /// rules stored before names were kept).
+    pub sigma_name: Option<String>,
     /// Names of configured sinks to notify; empty means every sink.
     pub sinks: Vec<String>,
     /// The condition an event must satisfy; `None` matches every event of the stream.
@@ -348,6 +352,10 @@ impl Rule {
             "tags".into(),
             Value::Array(self.tags.iter().cloned().map(Value::String).collect()),
         );
+        // Written only when set: the stored form of rules without one is unchanged.
+        if let Some(name) = &self.sigma_name {
+            object.insert("sigma_name".into(), Value::String(name.clone()));
+        }
         object.insert(
             "sinks".into(),
             Value::Array(self.sinks.iter().cloned().map(Value::String).collect()),

@@ -72,6 +72,7 @@ const RULE_FIELDS: &[&str] = &[
     "stream",
     "enabled",
     "tags",
+    "sigma_name",
     "sinks",
     "match",
     "threshold",
@@ -277,6 +278,16 @@ impl Walker {
             .get("sinks")
             .map(|value| self.string_list(value, "sinks"))
             .unwrap_or_default();
+        let sigma_name = match object.get("sigma_name") {
+            None | Some(Value::Null) => None,
+            Some(value) => self.string(value, "sigma_name").filter(|name| {
+                let empty = name.trim().is_empty();
+                if empty {
+                    self.problem("sigma_name", "must not be empty (leave it out instead)");
+                }
+                !empty
+            }),
+        };
         let condition = match object.get("match") {
             None | Some(Value::Null) => None,
             Some(value) => self.condition(value, "match", 1),
@@ -295,6 +306,7 @@ impl Walker {
             stream,
             enabled,
             tags,
+            sigma_name,
             sinks,
             condition,
             threshold: sections.threshold,

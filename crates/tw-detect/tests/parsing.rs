@@ -113,7 +113,7 @@ fn unknown_fields_are_rejected_everywhere() {
     assert_eq!(
         problems("id: r\ntitle: T\nstream: s\nseverty: high\n"),
         [
-            "severty: unknown field (expected one of id, version, title, description, severity, stream, enabled, tags, sinks, match, threshold, distinct, sequence, new_value, suppress, shadow, max_keys)"
+            "severty: unknown field (expected one of id, version, title, description, severity, stream, enabled, tags, sigma_name, sinks, match, threshold, distinct, sequence, new_value, suppress, shadow, max_keys)"
         ]
     );
     assert_eq!(

@@ -3,7 +3,8 @@
 //! A file holds one document or several separated by `---` (the Sigma convention for a
 //! correlation and the rules it refers to). Detection documents translate one by one;
 //! a correlation document refers to rules by `name` or `id`, resolved first in the same file,
-//! then among the rules already loaded (by rule id, which is a Sigma rule's `id`). A detection
+//! then among the rules already stored (by rule id, which is a Sigma rule's `id`, else by the
+//! Sigma `name` a rule was stored with: see [`crate::StoredRules`]). A detection
 //! rule referred to by a correlation loads as a rule of its own only with `generate: true`.
 //! Every document must translate, or the whole file is refused. A correlation that refers to
 //! rules stored on their own comes with its source (`Translation::sources`), from which it is
@@ -15,6 +16,7 @@ use serde_json::{Map, Value};
 use tw_detect::Rule;
 
 use crate::source::{Base, CorrelationSource};
+use crate::stored::{StoredRules, resolve_stored};
 use crate::{SigmaConfig, SigmaError, correlation, parse_documents, translate_value};
 
 /// The rules a Sigma file loads, and what each correlation among them was translated from.
@@ -30,7 +32,8 @@ pub struct Translation {
 
 /// Translates every document of a Sigma file. The first rule is the file's main rule: its
 /// first correlation, or its first detection rule when it has no correlation.
-/// `loaded` finds a rule already loaded by id (for references the file does not resolve);
+/// `loaded` finds a rule already loaded by id (for references the file does not resolve; see
+/// [`translate_file_with_stored`] to find them by Sigma name too);
 /// a rule of the file that is loaded already keeps its stored `enabled`, `shadow`, `sinks`
 /// and `suppress`, which Sigma has no field for.
 pub fn translate_file(
@@ -42,11 +45,23 @@ pub fn translate_file(
 }
 
 /// [`translate_file`], with the sources of the correlations that refer to rules stored on
-/// their own (loaded ones, or the file's own with `generate: true`).
+/// their own (loaded ones, or the file's own with `generate: true`). Loaded rules are found by
+/// id only: [`translate_file_with_stored`] also finds them by Sigma name.
 pub fn translate_file_with_sources(
     text: &str,
     config: &SigmaConfig,
     loaded: &dyn Fn(&str) -> Option<Rule>,
+) -> Result<Translation, SigmaError> {
+    translate_file_with_stored(text, config, &loaded)
+}
+
+/// [`translate_file_with_sources`] over the stored rules, which a correlation's reference that
+/// its file does not resolve finds by id, else by the Sigma name a rule was stored with (one
+/// rule only: a name several stored rules have is refused, [`SigmaError::AmbiguousRule`]).
+pub fn translate_file_with_stored(
+    text: &str,
+    config: &SigmaConfig,
+    stored: &dyn StoredRules,
 ) -> Result<Translation, SigmaError> {
     let documents = parse_documents(text)?;
     if documents.is_empty() {
@@ -73,6 +88,15 @@ pub fn translate_file_with_sources(
             },
             SigmaError::UnknownRule { reference, place } => SigmaError::UnknownRule {
                 reference,
+                place: at(place),
+            },
+            SigmaError::AmbiguousRule {
+                reference,
+                ids,
+                place,
+            } => SigmaError::AmbiguousRule {
+                reference,
+                ids,
                 place: at(place),
             },
             SigmaError::Rule(error) => SigmaError::Invalid {
@@ -118,7 +142,7 @@ pub fn translate_file_with_sources(
         }
     }
     let mut correlations = Vec::new();
-    // Where each correlation's references resolved: a document of the file, or a loaded rule.
+    // Where each correlation's references resolved: a document of the file, or a stored rule.
     let mut resolutions: Vec<Vec<Resolved>> = Vec::new();
     // Detection documents referred to by a correlation, and whether one asks to generate them.
     let mut referred: BTreeMap<usize, bool> = BTreeMap::new();
@@ -151,8 +175,8 @@ pub fn translate_file_with_sources(
                 }
                 None => {
                     let rule =
-                        resolve_loaded(reference, place, loaded).map_err(|e| locate(index, e))?;
-                    resolved.push(Resolved::Loaded(rule.id.clone()));
+                        resolve_stored(reference, place, stored).map_err(|e| locate(index, e))?;
+                    resolved.push(Resolved::Stored(rule.id.clone()));
                     rule
                 }
             };
@@ -171,7 +195,7 @@ pub fn translate_file_with_sources(
         let bases: Vec<Base> = resolved
             .into_iter()
             .map(|resolved| match resolved {
-                Resolved::Loaded(id) => Base::Stored { id },
+                Resolved::Stored(id) => Base::Stored { id },
                 Resolved::InFile(target) if stored_in_file(target) => Base::Stored {
                     id: detections[&target].id.clone(),
                 },
@@ -203,8 +227,8 @@ pub fn translate_file_with_sources(
         // What Sigma cannot say, the stored rule keeps: a rule disabled, put in shadow mode,
         // routed to some sinks or given a suppression through the API stays so when its file
         // is loaded again (at every start with `--rules-dir`, or by `rules import`).
-        if let Some(stored) = loaded(&rule.id) {
-            keep_stored_settings(rule, &stored);
+        if let Some(previous) = stored.rule(&rule.id) {
+            keep_stored_settings(rule, &previous);
         }
     }
     Ok(Translation { rules, sources })
@@ -214,29 +238,8 @@ pub fn translate_file_with_sources(
 enum Resolved {
     /// A detection document of the file, by index.
     InFile(usize),
-    /// A loaded rule, by id.
-    Loaded(String),
-}
-
-/// A loaded rule a correlation refers to by id: refused when missing or stateful.
-pub(crate) fn resolve_loaded(
-    reference: &str,
-    place: String,
-    loaded: &dyn Fn(&str) -> Option<Rule>,
-) -> Result<Rule, SigmaError> {
-    match loaded(reference) {
-        Some(rule) if is_stateful(&rule) => Err(SigmaError::unsupported(
-            format!(
-                "a correlation of the stateful rule `{reference}` (chained correlations; refer to single-event rules)"
-            ),
-            place,
-        )),
-        Some(rule) => Ok(rule),
-        None => Err(SigmaError::UnknownRule {
-            reference: reference.to_string(),
-            place,
-        }),
-    }
+    /// A stored rule, by id (whether the reference was its id or its Sigma name).
+    Stored(String),
 }
 
 /// Copies the settings Sigma has no field for from the stored version of a rule.
@@ -251,12 +254,4 @@ pub(crate) fn keep_stored_settings(rule: &mut Rule, stored: &Rule) {
 
 fn is_correlation(object: &Map<String, Value>) -> bool {
     object.contains_key("correlation")
-}
-
-/// Whether a loaded rule is itself an aggregate (it cannot be a correlation's base rule).
-fn is_stateful(rule: &Rule) -> bool {
-    rule.threshold.is_some()
-        || rule.distinct.is_some()
-        || rule.sequence.is_some()
-        || rule.new_value.is_some()
 }

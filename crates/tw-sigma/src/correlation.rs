@@ -14,7 +14,7 @@
 use serde_json::{Map, Value};
 use tw_detect::{Condition, MAX_SEQUENCE_STEPS, Rule};
 
-use crate::{SigmaConfig, SigmaError, optional_text, required_text, severity_of, tags_of};
+use crate::{SigmaConfig, SigmaError, name_of, optional_text, required_text, severity_of, tags_of};
 
 /// Keys of the `correlation` section this crate reads.
 const KNOWN_KEYS: &[&str] = &[
@@ -370,6 +370,7 @@ pub(crate) fn build(
     let description = optional_text(document, "description")?;
     let severity = severity_of(document)?;
     let tags = tags_of(document)?;
+    let name = name_of(document)?;
     let first_stream = &bases[0].1.stream;
     if let Some((reference, other)) = bases.iter().find(|(_, r)| &r.stream != first_stream) {
         return Err(SigmaError::unsupported(
@@ -467,6 +468,9 @@ pub(crate) fn build(
         "tags".into(),
         Value::Array(tags.into_iter().map(Value::String).collect()),
     );
+    if let Some(name) = name {
+        native.insert("sigma_name".into(), Value::String(name));
+    }
     native.insert("match".into(), matched.to_value());
     let rule = Rule::from_value(&Value::Object(native))?;
     rule.validate()?;

@@ -6,7 +6,9 @@
 //! condition string of named selections, which `tw-detect` evaluates); and Sigma correlation
 //! rules (event_count, value_count, temporal, temporal_ordered), which become the native
 //! stateful kinds over their base rules' conditions ([`translate_file`]), and translate again
-//! from their [`CorrelationSource`] when a base rule stored on its own changes.
+//! from their [`CorrelationSource`] when a base rule stored on its own changes. A correlation
+//! refers to its base rules by `id` or `name`, in its own file or among the [`StoredRules`]
+//! (every rule keeps its Sigma `name` as [`Rule::sigma_name`]).
 //!
 //! Invariants:
 //! - a translation either yields a rule that validates, or fails with an error naming the
@@ -21,15 +23,19 @@ mod correlation;
 mod detection;
 mod modifiers;
 mod source;
+mod stored;
 mod transforms;
 
 use serde_json::{Map, Value};
 use tw_core::Severity;
 use tw_detect::{Condition, Rule, Selections};
 
-pub use collection::{Translation, translate_file, translate_file_with_sources};
+pub use collection::{
+    Translation, translate_file, translate_file_with_sources, translate_file_with_stored,
+};
 pub use config::{FieldMapping, LogsourceMapping, SigmaConfig};
 pub use source::{Base, CorrelationSource, translate_correlation};
+pub use stored::StoredRules;
 
 /// Why a Sigma document could not be translated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,13 +59,26 @@ pub enum SigmaError {
         /// Where in the document.
         place: String,
     },
-    /// A correlation refers to a rule that is neither in its file nor loaded.
+    /// A correlation refers to a rule that is neither in its file nor stored.
     #[error(
-        "correlation refers to rule `{reference}`, which is neither in the same file (by `name` or `id`) nor loaded (by id) (at {place})"
+        "correlation refers to rule `{reference}`, which is neither in the same file (by `name` or `id`) nor stored (by `id` or `name`) (at {place})"
     )]
     UnknownRule {
         /// The reference as written.
         reference: String,
+        /// Where in the document (`correlation.rules[1]`).
+        place: String,
+    },
+    /// A correlation refers by name to a rule when several stored rules have that name.
+    #[error(
+        "correlation refers to rule `{reference}`, a name that several stored rules have ({}): refer to one of them by id (at {place})",
+        .ids.join(", ")
+    )]
+    AmbiguousRule {
+        /// The reference as written.
+        reference: String,
+        /// The ids of the stored rules with that name, sorted.
+        ids: Vec<String>,
         /// Where in the document (`correlation.rules[1]`).
         place: String,
     },
@@ -186,6 +205,7 @@ pub fn translate_value(value: &Value, config: &SigmaConfig) -> Result<Rule, Sigm
     let description = optional_text(document, "description")?;
     let severity = severity_of(document)?;
     let tags = tags_of(document)?;
+    let name = name_of(document)?;
     let logsource = match document.get("logsource") {
         Some(Value::Object(logsource)) => logsource,
         _ => return Err(SigmaError::invalid("expected a mapping", "logsource")),
@@ -213,6 +233,9 @@ pub fn translate_value(value: &Value, config: &SigmaConfig) -> Result<Rule, Sigm
         "tags".into(),
         Value::Array(tags.into_iter().map(Value::String).collect()),
     );
+    if let Some(name) = name {
+        document.insert("sigma_name".into(), Value::String(name));
+    }
     document.insert("match".into(), condition.to_value());
     let rule = Rule::from_value(&Value::Object(document))?;
     rule.validate()?;
@@ -227,6 +250,17 @@ pub(crate) fn severity_of(document: &Map<String, Value>) -> Result<Severity, Sig
             .parse::<Severity>()
             .map_err(|message| SigmaError::invalid(message, "level")),
         Some(_) => Err(SigmaError::invalid("expected a string", "level")),
+    }
+}
+
+/// The `name` (by which correlations refer to the rule), when the document has one; a blank
+/// one is none (no reference can use it).
+pub(crate) fn name_of(document: &Map<String, Value>) -> Result<Option<String>, SigmaError> {
+    match document.get("name") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(name)) if name.trim().is_empty() => Ok(None),
+        Some(Value::String(name)) => Ok(Some(name.clone())),
+        Some(_) => Err(SigmaError::invalid("expected a string", "name")),
     }
 }
 

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tw_detect::Rule;
 
-use crate::collection::{keep_stored_settings, resolve_loaded};
+use crate::collection::keep_stored_settings;
+use crate::stored::resolve_stored;
 use crate::{SigmaConfig, SigmaError, correlation, translate_value};
 
 /// The Sigma correlation document and where each of its references resolved.
@@ -28,8 +29,9 @@ pub struct CorrelationSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Base {
-    /// A rule stored on its own (a rule loaded earlier, or one of the same file stored with
-    /// `generate: true`): its current version is used at every translation.
+    /// A rule stored on its own (a rule loaded earlier, referred to by id or by its Sigma
+    /// name, or one of the same file stored with `generate: true`): its current version is
+    /// used at every translation.
     Stored {
         /// The rule id.
         id: String,
@@ -86,9 +88,10 @@ pub fn translate_correlation(
         let place = format!("correlation.rules[{position}]");
         let rule = match base {
             Base::InFile { document } => translate_value(document, config)?,
-            // The stored rule is found by its id: a reference by `name` to a rule of the same
-            // file stored with `generate` resolved to that id.
-            Base::Stored { id } => resolve_loaded(id, place, loaded)?,
+            // The stored rule is found by its id (only): a reference by `name` (to a rule of the
+            // same file stored with `generate`, or to a rule stored earlier) resolved to that
+            // id when the correlation was stored.
+            Base::Stored { id } => resolve_stored(id, place, &loaded)?,
         };
         bases.push((reference.clone(), rule));
     }

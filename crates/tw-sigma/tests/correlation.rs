@@ -198,7 +198,7 @@ fn references_resolve_to_loaded_rules_by_id_and_a_missing_one_is_named() {
     assert!(matches!(error, SigmaError::UnknownRule { .. }));
     assert_eq!(
         error.to_string(),
-        "correlation refers to rule `53ba33fd-3a50-4468-a5ef-c583635cfa92`, which is neither in the same file (by `name` or `id`) nor loaded (by id) (at correlation.rules[0])"
+        "correlation refers to rule `53ba33fd-3a50-4468-a5ef-c583635cfa92`, which is neither in the same file (by `name` or `id`) nor stored (by `id` or `name`) (at correlation.rules[0])"
     );
     // A loaded aggregate rule cannot be a base rule.
     let mut stateful = loaded.clone();

@@ -53,9 +53,10 @@ fn format_of(headers: &HeaderMap) -> RuleFormat {
 }
 
 /// A Sigma file translated with the server's Sigma settings; a correlation's references that
-/// the file does not hold are looked up among the stored rules. The main rule comes first.
+/// the file does not hold are looked up among the stored rules (by id, else by Sigma name).
+/// The main rule comes first.
 fn translate_sigma(state: &AppState, text: &str) -> Result<Translation, String> {
-    tw_sigma::translate_file_with_sources(text, &state.sigma, &|id| state.rules.get(id))
+    tw_sigma::translate_file_with_stored(text, &state.sigma, state.rules.as_ref())
         .map_err(|e| e.to_string())
 }
 

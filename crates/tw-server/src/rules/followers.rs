@@ -6,6 +6,10 @@
 //! correlation is translated again from the rules' new versions and stored as a new version
 //! in the same operation, and a base rule still in use cannot be deleted.
 //!
+//! A correlation's reference to a stored rule is by id or by the Sigma name the rule was
+//! stored with (the registry is the [`StoredRules`] a Sigma file is translated over); either
+//! way the source records the rule's id, so the correlation follows that rule.
+//!
 //! Crash safety: a follower file is written before the rules of its operation, and records the
 //! correlation version it describes and the base versions it was translated from. At start, a
 //! follower ahead of its correlation (or recording other base versions than the stored ones)
@@ -16,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tw_detect::Rule;
-use tw_sigma::{CorrelationSource, SigmaConfig, SigmaError, translate_correlation};
+use tw_sigma::{CorrelationSource, SigmaConfig, SigmaError, StoredRules, translate_correlation};
 
 use super::{Contents, Plan, Planned, RuleRegistry, RuleRegistryError, io_error};
 
@@ -70,6 +74,24 @@ impl Follower {
             .into_iter()
             .filter(|id| lookup(id).map(|rule| rule.version) != self.bases.get(*id).copied())
             .map(str::to_string)
+            .collect()
+    }
+}
+
+/// The stored rules, by id and by Sigma name, for the references of a Sigma file's
+/// correlations.
+impl StoredRules for RuleRegistry {
+    fn rule(&self, id: &str) -> Option<Rule> {
+        self.get(id)
+    }
+
+    fn ids_named(&self, name: &str) -> Vec<String> {
+        // A scan: names are looked up only when a correlation is stored, and rules are few.
+        self.lock()
+            .rules
+            .values()
+            .filter(|rule| rule.sigma_name.as_deref() == Some(name))
+            .map(|rule| rule.id.clone())
             .collect()
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tw_detect::Rule;
-use tw_sigma::{SigmaConfig, translate_file_with_sources};
+use tw_sigma::{SigmaConfig, SigmaError, translate_file_with_sources, translate_file_with_stored};
 
 use super::{RuleRegistry, RuleRegistryError};
 
@@ -31,8 +31,7 @@ fn open(dir: &std::path::Path) -> RuleRegistry {
 
 /// Posts a Sigma file as the API does: translated over the stored rules, with its sources.
 fn post(registry: &RuleRegistry, text: &str, who: &str) -> Result<Vec<String>, RuleRegistryError> {
-    let translation =
-        translate_file_with_sources(text, &SigmaConfig::default(), &|id| registry.get(id)).unwrap();
+    let translation = translate_file_with_stored(text, &SigmaConfig::default(), registry).unwrap();
     registry
         .upsert_all_with_sources(translation.rules, translation.sources, who, true)
         .map(|upserted| upserted.followed)
@@ -179,4 +178,50 @@ fn source() -> tw_sigma::CorrelationSource {
         .sources
         .remove(CORRELATION)
         .unwrap()
+}
+
+/// The base rule with a Sigma name, and a correlation referring to it by that name.
+fn named_base(id: &str, event_id: u32) -> String {
+    base(event_id).replace(
+        &format!("id: {BASE}\n"),
+        &format!("id: {id}\nname: failed\n"),
+    )
+}
+
+#[test]
+fn a_correlation_refers_to_a_stored_rule_by_its_sigma_name_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path());
+    post(&registry, &named_base(BASE, 4625), "alice").unwrap();
+    // Persisted with the rule, so found after a restart.
+    assert_eq!(
+        stored_rule(dir.path(), BASE).sigma_name.as_deref(),
+        Some("failed")
+    );
+    drop(registry);
+    let registry = open(dir.path());
+    let by_name = correlation().replace(&format!("rules: [{BASE}]"), "rules: [failed]");
+    post(&registry, &by_name, "alice").unwrap();
+    assert!(registry.follows(CORRELATION));
+    assert!(counts(&registry, 4625));
+    // It follows the rule by id: an edit reaches it, a deletion is refused.
+    let followed = post(&registry, &named_base(BASE, 529), "bob").unwrap();
+    assert_eq!(followed, [CORRELATION]);
+    assert!(counts(&registry, 529) && !counts(&registry, 4625));
+    assert!(matches!(
+        registry.delete(BASE, "bob"),
+        Err(RuleRegistryError::InUse { .. })
+    ));
+    // A second rule with the name makes a new reference to it ambiguous.
+    post(&registry, &named_base("another-failed-login", 1), "carol").unwrap();
+    let error = translate_file_with_stored(
+        &by_name.replace(CORRELATION, "corr-2"),
+        &SigmaConfig::default(),
+        &registry,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&error, SigmaError::AmbiguousRule { ids, .. } if ids == &["another-failed-login", BASE]),
+        "{error}"
+    );
 }
