@@ -6,6 +6,12 @@
 //!
 //! Regression: the correlation kept a copy of the base rule's condition taken when it was
 //! stored, so an edit of the base rule never reached it.
+//!
+//! The same holds for a correlation posted on its own that refers to a stored rule by the
+//! rule's Sigma `name` (as the Sigma specification allows); a name two stored rules have, or
+//! none, is refused naming it, and from `--rules-dir` (files load one by one) the reference
+//! works whatever the order of the files. Regression: a reference by name resolved only to a
+//! rule of the correlation's own file (`neither in the same file ... nor loaded (by id)`).
 
 mod common;
 
@@ -18,6 +24,7 @@ use serde_json::{Value, json};
 
 const BASE: &str = "5d7c1a0e-2b6f-4c1e-9a8d-3f4e5a6b7c01";
 const CORRELATION: &str = "corr-repeated";
+const NAME: &str = "denied_call";
 
 /// The base rule: a CloudTrail event with this name and error code.
 fn base(event_name: &str) -> String {
@@ -30,6 +37,20 @@ fn base(event_name: &str) -> String {
 fn correlation() -> String {
     format!(
         "title: Repeated denials\nid: {CORRELATION}\nlevel: high\ncorrelation:\n    type: event_count\n    rules:\n        - {BASE}\n    group-by:\n        - userIdentity.userName\n    timespan: 1m\n    condition:\n        gte: 2\n"
+    )
+}
+
+/// The base rule, named [`NAME`]: a CloudTrail event with this name and error code.
+fn named_base(id: &str, event_name: &str) -> String {
+    format!(
+        "title: Denied {event_name}\nid: {id}\nname: {NAME}\nlogsource:\n    product: aws\n    service: cloudtrail\ndetection:\n    selection:\n        eventName: {event_name}\n        errorCode: AccessDenied\n    condition: selection\nlevel: low\n"
+    )
+}
+
+/// Twice the events of the rule `reference` for one user within a minute.
+fn correlation_referring(id: &str, reference: &str) -> String {
+    format!(
+        "title: Denied twice\nid: {id}\nlevel: high\ncorrelation:\n    type: event_count\n    rules:\n        - {reference}\n    group-by:\n        - userIdentity.userName\n    timespan: 1m\n    condition:\n        gte: 2\n"
     )
 }
 
@@ -113,6 +134,15 @@ async fn wait_evaluated(server: &Server, count: usize) {
             },
         )
         .await;
+}
+
+async fn send_events(server: &Server, events: Vec<String>) {
+    assert_eq!(server.send("cloudtrail", events.join("\n")).await.0, 200);
+}
+
+/// The error message of a refused request.
+fn error_of(answer: &Value) -> String {
+    answer["error"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,4 +323,134 @@ async fn a_correlation_of_the_rules_dir_follows_its_base_rule() {
         last["who"].as_str().unwrap().ends_with("base.yml"),
         "{last}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correlation_posted_alone_refers_to_a_stored_rule_by_its_sigma_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None, &[]);
+    // One partition: events reach detection in event-time order.
+    let created = server
+        .client
+        .put(format!("{}/api/v1/streams/cloudtrail", server.url))
+        .json(&json!({"partitions": 1, "event_time_field": "eventTime"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+
+    // Stored with its name, then referred to by it alone.
+    let (status, answer) = server.post_rule(&named_base(BASE, "ConsoleLogin")).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["sigma_name"], NAME, "{answer}");
+    let (status, answer) = server
+        .post_rule(&correlation_referring(CORRELATION, NAME))
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    send_events(&server, pair("ConsoleLogin", "alice")).await;
+    wait_for_alert(&server, "alice").await;
+
+    // An edit of the base rule reaches the correlation: GetObject counts, ConsoleLogin no more.
+    let response = server
+        .client
+        .put(format!("{}/api/v1/rules/{BASE}", server.url))
+        .header("content-type", "application/yaml")
+        .header("x-tidewatch-user", "bob")
+        .body(named_base(BASE, "GetObject"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer["correlations_updated"],
+        json!([CORRELATION]),
+        "{answer}"
+    );
+    let mut events = pair("ConsoleLogin", "bob");
+    events.extend(pair("GetObject", "carol"));
+    send_events(&server, events).await;
+    wait_evaluated(&server, 6).await;
+    wait_for_alert(&server, "carol").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        alerted(&server).await,
+        BTreeSet::from(["alice".into(), "carol".into()])
+    );
+    let (_, history) = server
+        .get(&format!("/api/v1/rules/{CORRELATION}/history"))
+        .await;
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last["reason"],
+        format!("base rule {BASE} (now version 2) changed"),
+        "{last}"
+    );
+
+    // In use, the base rule is not deleted.
+    let refused = server
+        .client
+        .delete(format!("{}/api/v1/rules/{BASE}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let message = error_of(&refused.json().await.unwrap());
+    assert!(message.contains(CORRELATION), "{message}");
+
+    // A second rule with the same name: a new reference to the name is ambiguous, and refused
+    // naming both rules; the stored correlation keeps following the rule it resolved to.
+    let other = "0c9d8e7f-6a5b-4c3d-8e2f-1a0b9c8d7e6f";
+    let (status, answer) = server.post_rule(&named_base(other, "DeleteObject")).await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = server
+        .post_rule(&correlation_referring("corr-2", NAME))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    let message = error_of(&answer);
+    assert!(
+        message.contains(&format!(
+            "`{NAME}`, a name that several stored rules have ({other}, {BASE})"
+        )),
+        "{message}"
+    );
+    assert_eq!(server.get("/api/v1/rules/corr-2").await.0, 404);
+    // A name no rule has is refused naming it.
+    let (status, answer) = server
+        .post_rule(&correlation_referring("corr-3", "nobody"))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    let message = error_of(&answer);
+    assert!(
+        message.contains("refers to rule `nobody`, which is neither"),
+        "{message}"
+    );
+}
+
+/// `--rules-dir` loads files one by one: a correlation file that sorts before the file of the
+/// rule it names is loaded once that rule is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correlation_of_the_rules_dir_refers_to_a_rule_of_another_file_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    common::write(
+        &rules,
+        "a_correlation.yml",
+        &correlation_referring(CORRELATION, NAME),
+    );
+    common::write(&rules, "b_base.yml", &named_base(BASE, "ConsoleLogin"));
+    let rules_arg = rules.display().to_string();
+    let server = Server::start(&dir.path().join("data"), None, &["--rules-dir", &rules_arg]);
+    let (status, rule) = server.get(&format!("/api/v1/rules/{CORRELATION}")).await;
+    assert_eq!(status, 200, "{rule}");
+    let condition = rule["match"].to_string();
+    assert!(condition.contains("ConsoleLogin"), "{condition}");
+    // It follows the rule it named: deleting that rule is refused.
+    let refused = server
+        .client
+        .delete(format!("{}/api/v1/rules/{BASE}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
 }
