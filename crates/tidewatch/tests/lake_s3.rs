@@ -4,15 +4,13 @@
 //! not work is a clear error at start.
 
 mod common;
-#[path = "common/moto.rs"]
-mod moto;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Server, generate, start_acked_sender, write};
-use moto::{KEY, Moto, python};
+use tw_s3::testing::{KEY, Moto};
 
 const BUCKET: &str = "tidewatch-lake";
 const PREFIX: &str = "prod/lake";
@@ -61,8 +59,7 @@ fn hive_hour(key: &str, stream: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lake_on_s3_holds_every_event_once_under_the_hive_layout() {
-    let python = python();
-    let moto = Moto::start(&python);
+    let moto = Moto::start();
     moto.create_bucket(BUCKET);
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "t.toml", &config(&moto, BUCKET));
@@ -157,8 +154,7 @@ async fn the_lake_on_s3_holds_every_event_once_under_the_hive_layout() {
 async fn kill_nine_during_ingest_into_an_s3_lake_keeps_exactly_once() {
     const ROUNDS: u64 = 2;
     const BATCH: u64 = 200;
-    let python = python();
-    let moto = Moto::start(&python);
+    let moto = Moto::start();
     moto.create_bucket(BUCKET);
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "t.toml", &config(&moto, BUCKET));
@@ -226,8 +222,7 @@ async fn kill_nine_during_ingest_into_an_s3_lake_keeps_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lake_location_that_does_not_work_is_a_clear_error_at_start() {
-    let python = python();
-    let moto = Moto::start(&python);
+    let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         // No such bucket on the server: the first listing says so.
@@ -282,8 +277,7 @@ fn data_keys(moto: &Moto, bucket: &str, stream: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_and_delete_by_query_work_on_an_s3_lake() {
-    let python = python();
-    let moto = Moto::start(&python);
+    let moto = Moto::start();
     let bucket = "tidewatch-compact";
     moto.create_bucket(bucket);
     let dir = tempfile::tempdir().unwrap();

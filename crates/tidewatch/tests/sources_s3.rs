@@ -3,15 +3,13 @@
 //! across a restart; objects outside the prefix and undecodable objects are not ingested.
 
 mod common;
-#[path = "common/moto.rs"]
-mod moto;
 
 use std::io::Write;
 use std::time::Duration;
 
 use common::{Server, write};
-use moto::{Moto, python};
 use serde_json::Value;
+use tw_s3::testing::Moto;
 
 const BUCKET: &str = "trail-bucket";
 
@@ -51,8 +49,7 @@ async fn counts(server: &Server) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_prefix_is_ingested_exactly_once_across_restarts() {
-    let python = python();
-    let moto = Moto::start(&python);
+    let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     let local = |name: &str, bytes: Vec<u8>| {
         let path = dir.path().join(name);

@@ -5,15 +5,12 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tw_lake::{Lake, LakeConfig, LakeLocation, LakeStorage, S3Connection, S3Url, StoredObject};
+use tw_lake::{Lake, LakeConfig, LakeLocation, LakeStorage, S3Url, StoredObject};
 use tw_pipeline::{Consumer, StreamPartition};
+use tw_s3::testing::Moto;
 
 fn expected(partitions: &[(i32, i64)]) -> Vec<(i32, i64)> {
     let mut rows: Vec<(i32, i64)> = partitions
@@ -31,90 +28,11 @@ fn committed(entries: &[(&str, u32, u64)]) -> std::collections::BTreeMap<StreamP
         .collect()
 }
 
-/// moto's S3 server on a free port with one bucket, killed on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start(bucket: &str) -> Moto {
-        let python = std::env::var("TIDEWATCH_TEST_PYTHON").unwrap_or_else(|_| {
-            panic!(
-                "TIDEWATCH_TEST_PYTHON is not set: export \
-                 TIDEWATCH_TEST_PYTHON=$HOME/.cache/tidewatch/test-venv/bin/python (scripts/test.sh builds it)"
-            )
-        });
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto server");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !listening(port) {
-            assert!(Instant::now() < deadline, "moto server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let moto = Moto { child, endpoint };
-        // The port may accept before moto serves (seen refused on a loaded machine): retry
-        // until the deadline.
-        let created = loop {
-            let created = Command::new(&python)
-                .args([
-                    "-c",
-                    "import sys, boto3; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
-                     aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket=sys.argv[2])",
-                    &moto.endpoint,
-                    bucket,
-                ])
-                .output()
-                .expect("run boto3");
-            if created.status.success() || Instant::now() >= deadline {
-                break created;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        assert!(
-            created.status.success(),
-            "creating the bucket failed: {}",
-            String::from_utf8_lossy(&created.stderr)
-        );
-        moto
-    }
-
-    fn location(&self, url: &str) -> LakeLocation {
-        LakeLocation::S3 {
-            url: S3Url::parse(url).unwrap(),
-            connection: S3Connection {
-                endpoint: Some(self.endpoint.clone()),
-                region: Some("us-east-1".into()),
-                access_key_id: Some("testing".into()),
-                secret_access_key: Some("testing".into()),
-                allow_http: true,
-                ..S3Connection::default()
-            },
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The lake at `url` on `moto`.
+fn location(moto: &Moto, url: &str) -> LakeLocation {
+    LakeLocation::S3 {
+        url: S3Url::parse(url).unwrap(),
+        connection: moto.connection(),
     }
 }
 
@@ -124,8 +42,9 @@ fn names(objects: &[StoredObject]) -> Vec<&str> {
 
 #[test]
 fn storage_on_s3_puts_gets_lists_and_deletes_like_the_disk() {
-    let moto = Moto::start("lake");
-    let storage = LakeStorage::open(&moto.location("s3://lake/some/prefix")).unwrap();
+    let moto = Moto::start();
+    moto.create_bucket("lake");
+    let storage = LakeStorage::open(&location(&moto, "s3://lake/some/prefix")).unwrap();
     storage
         .put(
             "ct/year=2024/hour=10/a.parquet",
@@ -194,7 +113,7 @@ fn storage_on_s3_puts_gets_lists_and_deletes_like_the_disk() {
     assert_eq!(inside, Some(Bytes::from_static(b"c")));
 
     // A bucket that does not exist is an error naming it, not a hang.
-    let missing = LakeStorage::open(&moto.location("s3://no-such-bucket")).unwrap();
+    let missing = LakeStorage::open(&location(&moto, "s3://no-such-bucket")).unwrap();
     let error = missing.list("").unwrap_err().to_string();
     assert!(error.contains("s3://no-such-bucket"), "{error}");
 }
@@ -219,10 +138,11 @@ fn stored_keys(lake: &Lake, stream_name: &str) -> Vec<(i32, i64)> {
 
 #[test]
 fn start_deletes_and_cuts_s3_files_past_the_committed_offsets() {
-    let moto = Moto::start("lake");
+    let moto = Moto::start();
+    moto.create_bucket("lake");
     let config = || LakeConfig {
         flush_max_rows: 5,
-        location: moto.location("s3://lake/t"),
+        location: location(&moto, "s3://lake/t"),
         ..config(std::path::Path::new("unused"))
     };
     {
@@ -270,10 +190,11 @@ fn start_deletes_and_cuts_s3_files_past_the_committed_offsets() {
 
 #[test]
 fn compaction_and_retention_work_in_the_bucket() {
-    let moto = Moto::start("lake");
+    let moto = Moto::start();
+    moto.create_bucket("lake");
     let lake = Lake::open(LakeConfig {
         flush_max_rows: 5,
-        location: moto.location("s3://lake/t"),
+        location: location(&moto, "s3://lake/t"),
         compaction: tw_lake::CompactionConfig {
             grace_ms: 0,
             ..Default::default()
@@ -310,13 +231,4 @@ fn compaction_and_retention_work_in_the_bucket() {
     assert_eq!((report.hours_deleted, report.files_deleted), (1, 1));
     assert!(lake.storage().list("ct").unwrap().is_empty());
     assert!(!lake.storage().list("_catalog").unwrap().is_empty());
-}
-
-/// Whether a server listens on `port` of 127.0.0.1. A connection whose local end is the very
-/// port asked for is the kernel connecting the socket to itself (its ephemeral source port
-/// happened to be the free port the server has not bound yet), not a server.
-fn listening(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port))
-        .and_then(|stream| stream.local_addr())
-        .is_ok_and(|local| local.port() != port)
 }

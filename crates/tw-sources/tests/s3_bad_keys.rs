@@ -5,114 +5,19 @@
 //! before and after it, on any page, is taken exactly once.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::sync::watch;
 use tw_core::StreamName;
 use tw_log::{DiskLog, Log, LogConfig};
 use tw_pipeline::{DeadLetterQueue, IngestLimits, Ingestor, StreamDefaults, StreamRegistry};
+use tw_s3::testing::Moto;
 use tw_sources::{FileState, Source, SourceConfig, SourceContext};
 
 const BUCKET: &str = "bad-keys";
 /// Keys per listing page, small so that the objects span several pages.
-const PAGE_KEYS: usize = 4;
-
-/// The interpreter of `TIDEWATCH_TEST_PYTHON` (else `python3`), checked to have boto3 and
-/// moto's server (`scripts/test.sh` installs them).
-fn python() -> String {
-    let python = std::env::var("TIDEWATCH_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args(["-c", "import boto3, moto.server"])
-        .status();
-    assert!(
-        probe.is_ok_and(|s| s.success()),
-        "this test needs boto3 and moto[server] for Python: run scripts/test.sh (it installs \
-         them), or set TIDEWATCH_TEST_PYTHON to a python that has them"
-    );
-    python
-}
-
-/// moto's S3 server on a free port, killed on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-    python: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let python = python();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .env("MOTO_S3_DEFAULT_MAX_KEYS", PAGE_KEYS.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto server");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            python,
-        }
-    }
-
-    /// Creates the bucket and puts `objects` (key, body) with boto3, keys exactly as given.
-    fn put(&self, objects: &[(String, String)]) {
-        let script = r#"
-import json, sys, boto3
-endpoint, bucket, objects = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                  aws_access_key_id="testing", aws_secret_access_key="testing")
-try:
-    s3.create_bucket(Bucket=bucket)
-except s3.exceptions.BucketAlreadyOwnedByYou:
-    pass
-for key, body in objects:
-    s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
-"#;
-        let output = Command::new(&self.python)
-            .args(["-c", script, &self.endpoint, BUCKET])
-            .arg(serde_json::to_string(objects).unwrap())
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .output()
-            .expect("run boto3");
-        assert!(
-            output.status.success(),
-            "boto3 failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+const PAGE_KEYS: &str = "4";
 
 #[derive(Deserialize)]
 struct Config {
@@ -145,10 +50,10 @@ fn stored(log: &dyn Log) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_object_store_cannot_represent_do_not_block_the_bucket() {
-    let moto = Moto::start();
+    let moto = Moto::start_with_env(&[("MOTO_S3_DEFAULT_MAX_KEYS", PAGE_KEYS)]);
     // 13 good objects over several pages of 4, with bad keys first of all ('/' sorts before
     // letters), in the middle, two in a row, and last.
-    let good: Vec<(String, String)> = (0..13)
+    let mut objects: Vec<(String, String)> = (0..13)
         .map(|i| {
             (
                 format!("logs/f{i:02}.ndjson"),
@@ -163,9 +68,8 @@ async fn keys_object_store_cannot_represent_do_not_block_the_bucket() {
         "logs/f09//z.ndjson",
         "logs/zz//last.ndjson",
     ];
-    let mut objects = good.clone();
     objects.extend(bad.iter().map(|k| (k.to_string(), ndjson("bad", 1))));
-    moto.put(&objects);
+    moto.put(BUCKET, &objects);
 
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn Log> = DiskLog::open(LogConfig::new(dir.path().join("log"))).unwrap();
