@@ -2,6 +2,7 @@
 //! suffix, no hidden component), the bound on a file, gzip by suffix, and the decoding by the
 //! pipeline's own decoder (NDJSON, JSON array, CloudTrail `{"Records": [...]}`) into events
 //! and refused records in line order ([`Unit`]), which the watcher appends batch by batch.
+//! The NATS source decodes each message with the same [`decode_file`].
 //!
 //! No I/O here: the bytes come from `files`, which reads the object and records the outcome.
 
@@ -39,17 +40,19 @@ pub(crate) fn encoding(key: &str) -> ContentEncoding {
     }
 }
 
-/// Inflates (bounded) and splits a file like an HTTP body; on failure, the reason and the
-/// bytes to sample in the dead letter.
+/// Inflates and splits one body like an HTTP body: a watched file (`body_limits` from
+/// [`file_limits`]) or a NATS message (the ingest limits). The inflation is bounded by
+/// `body_limits` (`max_body_bytes` on the bytes given, `max_decompressed_bytes` on what they
+/// inflate to); on failure, the reason and the bytes to sample in the dead letter.
 pub(crate) fn decode_file(
     body: Bytes,
     encoding: ContentEncoding,
-    file_limits: &IngestLimits,
+    body_limits: &IngestLimits,
     limits: &IngestLimits,
     stream: &StreamState,
 ) -> Result<(Vec<ParsedEvent>, Vec<Rejection>), (String, Bytes)> {
     let decoded =
-        decode_body(body.clone(), encoding, file_limits).map_err(|e| (e.to_string(), body))?;
+        decode_body(body.clone(), encoding, body_limits).map_err(|e| (e.to_string(), body))?;
     split_events_selecting(&decoded, limits, Some(stream.selection()))
         .map_err(|e| (e.to_string(), decoded.clone()))
 }

@@ -1,8 +1,10 @@
 //! The NATS source: a subject's messages into a stream, through the same append path as HTTP.
 //!
 //! Each message is one body (NDJSON, a JSON object or array, a CloudTrail file; gzip when its
-//! `Content-Encoding` header says so), decoded by the pipeline. Messages are gathered into
-//! batches (`batch_messages`, `batch_wait_ms`) and appended together.
+//! `Content-Encoding` header says so, the header read as HTTP's, another encoding a dead
+//! letter), decoded as a watched file is (`file_format::decode_file`: bounded inflation, the
+//! pipeline's splitter). Messages are gathered into batches (`batch_messages`,
+//! `batch_wait_ms`) and appended together.
 //!
 //! Delivery:
 //! - **JetStream** (`jetstream_stream` set): a durable pull consumer with explicit acks; a
@@ -22,12 +24,11 @@ use futures::StreamExt;
 use metrics::Counter;
 use tokio::sync::watch;
 use tw_core::StreamName;
-use tw_pipeline::{
-    ContentEncoding, Ingestor, ParsedEvent, Rejection, decode_body, split_events_selecting,
-};
+use tw_pipeline::{ContentEncoding, Ingestor, ParsedEvent, Rejection};
 
 use crate::SourceError;
 use crate::config::NatsSourceConfig;
+use crate::file_format::decode_file;
 
 use std::sync::Arc;
 
@@ -180,9 +181,9 @@ impl NatsSource {
     /// Appends a core batch, retrying failures until they succeed or the server stops.
     async fn append_core(&self, batch: Vec<async_nats::Message>, shutdown: &watch::Receiver<bool>) {
         let count = batch.len();
-        let bodies: Vec<(Bytes, bool)> = batch
+        let bodies: Vec<Body> = batch
             .into_iter()
-            .map(|m| (m.payload, is_gzip(m.headers.as_ref())))
+            .map(|m| (m.payload, encoding(m.headers.as_ref())))
             .collect();
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -262,7 +263,7 @@ impl NatsSource {
             }
             let bodies = batch
                 .iter()
-                .map(|m| (m.payload.clone(), is_gzip(m.headers.as_ref())))
+                .map(|m| (m.payload.clone(), encoding(m.headers.as_ref())))
                 .collect();
             // Not acknowledged on failure: JetStream redelivers after the ack wait.
             self.append(bodies).await?;
@@ -276,16 +277,16 @@ impl NatsSource {
     }
 
     /// Decodes message bodies and appends their events durably (dead letters for bad ones).
-    async fn append(&self, bodies: Vec<(Bytes, bool)>) -> Result<(), SourceError> {
+    async fn append(&self, bodies: Vec<Body>) -> Result<(), SourceError> {
         let limits = *self.ingestor.limits();
         let selection = self.ingestor.registry().get_or_create(&self.stream)?;
         let mut events = Vec::new();
         let mut rejected = Vec::new();
         let count = bodies.len();
-        for (payload, gzip) in bodies {
+        for (payload, encoding) in bodies {
             split_message(
                 payload,
-                gzip,
+                encoding,
                 &limits,
                 &selection,
                 &mut events,
@@ -305,44 +306,168 @@ impl NatsSource {
     }
 }
 
-fn is_gzip(headers: Option<&async_nats::HeaderMap>) -> bool {
-    headers
-        .and_then(|h| h.get("Content-Encoding"))
-        .is_some_and(|v| v.as_str().trim().eq_ignore_ascii_case("gzip"))
+/// A message's payload and its `Content-Encoding` (or why the header is refused).
+type Body = (Bytes, Result<ContentEncoding, String>);
+
+/// The encoding a message's `Content-Encoding` header names, parsed as HTTP's is (none or
+/// identity, gzip or x-gzip; anything else is refused).
+fn encoding(headers: Option<&async_nats::HeaderMap>) -> Result<ContentEncoding, String> {
+    let header = headers.and_then(|h| h.get("Content-Encoding"));
+    ContentEncoding::from_header(header.map(|v| v.as_str())).map_err(|e| e.to_string())
 }
 
-/// One message's events and rejections; a body that cannot be decoded at all is one
-/// rejection carrying (the start of) its bytes.
+/// One message's events and rejections, decoded as a watched file is (bounded inflation,
+/// then the pipeline's splitter); a body that cannot be decoded at all is one rejection
+/// carrying (the start of) its bytes.
 fn split_message(
     payload: Bytes,
-    gzip: bool,
+    encoding: Result<ContentEncoding, String>,
     limits: &tw_pipeline::IngestLimits,
     stream: &tw_pipeline::StreamState,
     events: &mut Vec<ParsedEvent>,
     rejected: &mut Vec<Rejection>,
 ) {
-    let encoding = if gzip {
-        ContentEncoding::Gzip
-    } else {
-        ContentEncoding::Identity
-    };
-    let whole_message_rejected = |reason: String, raw: &Bytes| Rejection {
-        line: 1,
-        reason: format!("message: {reason}"),
-        raw: raw.slice(..raw.len().min(limits.max_event_bytes)),
-    };
-    let decoded = match decode_body(payload.clone(), encoding, limits) {
-        Ok(decoded) => decoded,
-        Err(error) => {
-            rejected.push(whole_message_rejected(error.to_string(), &payload));
-            return;
-        }
-    };
-    match split_events_selecting(&decoded, limits, Some(stream.selection())) {
+    let decoded = encoding
+        .map_err(|reason| (reason, payload.clone()))
+        .and_then(|encoding| decode_file(payload, encoding, limits, limits, stream));
+    match decoded {
         Ok((mut message_events, mut message_rejected)) => {
             events.append(&mut message_events);
             rejected.append(&mut message_rejected);
         }
-        Err(error) => rejected.push(whole_message_rejected(error.to_string(), &decoded)),
+        Err((reason, raw)) => rejected.push(Rejection {
+            line: 1,
+            reason: format!("message: {reason}"),
+            raw: raw.slice(..raw.len().min(limits.max_event_bytes)),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use tw_log::{DiskLog, Log, LogConfig};
+    use tw_pipeline::{IngestLimits, StreamDefaults, StreamRegistry, StreamState};
+
+    use super::*;
+
+    fn stream_state(dir: &std::path::Path) -> Arc<StreamState> {
+        let log: Arc<dyn Log> = DiskLog::open(LogConfig::new(dir.join("log"))).unwrap();
+        let registry =
+            StreamRegistry::open(&dir.join("streams"), log, StreamDefaults::default()).unwrap();
+        registry
+            .get_or_create(&StreamName::new("n").unwrap())
+            .unwrap()
+    }
+
+    fn gzip(bytes: &[u8]) -> Bytes {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes).unwrap();
+        Bytes::from(encoder.finish().unwrap())
+    }
+
+    fn headers(encoding: &str) -> async_nats::HeaderMap {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Content-Encoding", encoding);
+        headers
+    }
+
+    /// The events (as raw lines) and the rejection reasons of one message.
+    fn split(
+        payload: Bytes,
+        headers: Option<&async_nats::HeaderMap>,
+        limits: &IngestLimits,
+    ) -> (Vec<String>, Vec<(String, usize)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = stream_state(dir.path());
+        let (mut events, mut rejected) = (Vec::new(), Vec::new());
+        let encoding = encoding(headers);
+        split_message(
+            payload,
+            encoding,
+            limits,
+            &state,
+            &mut events,
+            &mut rejected,
+        );
+        (
+            events
+                .iter()
+                .map(|e| String::from_utf8_lossy(&e.raw).into_owned())
+                .collect(),
+            rejected
+                .iter()
+                .map(|r| (r.reason.clone(), r.raw.len()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_content_encoding_header_chooses_gzip() {
+        let limits = IngestLimits::default();
+        let ndjson = b"{\"a\":1}\n{\"a\":2}\n";
+        let both = vec!["{\"a\":1}".to_string(), "{\"a\":2}".to_string()];
+        assert_eq!(split(Bytes::from_static(ndjson), None, &limits).0, both);
+        assert_eq!(
+            split(
+                Bytes::from_static(ndjson),
+                Some(&headers("identity")),
+                &limits
+            )
+            .0,
+            both
+        );
+        for name in ["gzip", " GZip ", "x-gzip"] {
+            let (events, rejected) = split(gzip(ndjson), Some(&headers(name)), &limits);
+            assert_eq!((events, rejected), (both.clone(), vec![]), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn undecodable_messages_are_one_bounded_rejection() {
+        let limits = IngestLimits {
+            max_decompressed_bytes: 1 << 20,
+            max_event_bytes: 64,
+            ..IngestLimits::default()
+        };
+        // A gzip bomb: a few KiB that would inflate to 16 MiB stop at the limit.
+        let bomb = gzip(&vec![b' '; 16 << 20]);
+        assert!(bomb.len() < 64 << 10);
+        let (events, rejected) = split(bomb, Some(&headers("gzip")), &limits);
+        assert!(events.is_empty());
+        assert_eq!(rejected.len(), 1);
+        assert!(
+            rejected[0]
+                .0
+                .starts_with("message: decompressed body exceeds"),
+            "{rejected:?}"
+        );
+        assert_eq!(rejected[0].1, 64, "the sample is cut at max_event_bytes");
+
+        let (events, rejected) = split(
+            Bytes::from(vec![b'x'; 500]),
+            Some(&headers("gzip")),
+            &limits,
+        );
+        assert!(events.is_empty());
+        assert!(
+            rejected[0].0.starts_with("message: invalid gzip body"),
+            "{rejected:?}"
+        );
+
+        let (events, rejected) = split(
+            Bytes::from_static(b"{\"a\":1}"),
+            Some(&headers("br")),
+            &limits,
+        );
+        assert!(events.is_empty());
+        assert_eq!(rejected.len(), 1);
+        assert!(
+            rejected[0]
+                .0
+                .starts_with("message: unsupported content encoding \"br\""),
+            "{rejected:?}"
+        );
     }
 }
