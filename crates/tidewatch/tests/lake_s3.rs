@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Server, generate, start_acked_sender, write};
-use tw_s3::testing::{KEY, Moto};
+use tw_testkit::moto::{KEY, Moto};
 
 const BUCKET: &str = "tidewatch-lake";
 const PREFIX: &str = "prod/lake";

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Server, write};
 use serde_json::Value;
-use tw_s3::testing::Moto;
+use tw_testkit::moto::Moto;
 
 const BUCKET: &str = "trail-bucket";
 

@@ -10,7 +10,7 @@ use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tw_lake::{Lake, LakeConfig, LakeLocation, LakeStorage, S3Url, StoredObject};
 use tw_pipeline::{Consumer, StreamPartition};
-use tw_s3::testing::Moto;
+use tw_testkit::moto::Moto;
 
 fn expected(partitions: &[(i32, i64)]) -> Vec<(i32, i64)> {
     let mut rows: Vec<(i32, i64)> = partitions

@@ -322,7 +322,11 @@ mod tests {
         assert_eq!(letter.raw_truncated_from, Some(raw.len()));
         let kept = letter.raw_bytes();
         assert!(std::str::from_utf8(&kept).is_ok());
-        assert!(raw.starts_with(&kept) && kept.len() > 1000, "{}", kept.len());
+        assert!(
+            raw.starts_with(&kept) && kept.len() > 1000,
+            "{}",
+            kept.len()
+        );
     }
 
     #[test]

@@ -6,15 +6,9 @@
 //! Precedence: the `AWS_*` environment variables `object_store` reads (`AWS_REGION`,
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ENDPOINT`, …, then
 //! instance/container credentials) < the settings given here.
-//!
-//! With the `testing` feature, `testing`: moto's S3 server launched for the tests of the
-//! crates above (never in the binary).
 
 use object_store::aws::AmazonS3Builder;
 use serde::Deserialize;
-
-#[cfg(feature = "testing")]
-pub mod testing;
 
 /// How to reach S3: endpoint, region, credentials, addressing style. Every field is optional.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]

@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use tw_core::StreamName;
 use tw_log::{DiskLog, Log, LogConfig};
 use tw_pipeline::{DeadLetterQueue, IngestLimits, Ingestor, StreamDefaults, StreamRegistry};
-use tw_s3::testing::Moto;
 use tw_sources::{FileState, Source, SourceConfig, SourceContext};
+use tw_testkit::moto::Moto;
 
 const BUCKET: &str = "bad-keys";
 /// Keys per listing page, small so that the objects span several pages.

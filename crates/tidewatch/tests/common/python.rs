@@ -1,7 +1,8 @@
 //! Runs Python scripts with the real client libraries (boto3, elasticsearch) from the test venv.
 //!
-//! The interpreter comes from `TIDEWATCH_TEST_PYTHON` (set by `scripts/test.sh`). A missing
-//! interpreter or module fails the test with a message saying how to get it, never a skip.
+//! The interpreter is `tw_testkit::python`'s (`TIDEWATCH_TEST_PYTHON`, set by `scripts/test.sh`,
+//! else the test venv). A missing interpreter or module fails the test with a message saying
+//! how to get it, never a skip.
 
 #![allow(dead_code)]
 
@@ -12,23 +13,7 @@ use serde_json::Value;
 
 /// The interpreter, after checking it imports every module in `modules`.
 pub fn require(modules: &[&str]) -> String {
-    let python = std::env::var("TIDEWATCH_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "TIDEWATCH_TEST_PYTHON is not set: run scripts/test.sh (it builds the venv with boto3 and \
-             elasticsearch), or export TIDEWATCH_TEST_PYTHON=$HOME/.cache/tidewatch/test-venv/bin/python"
-        )
-    });
-    let probe = Command::new(&python)
-        .args(["-c", &format!("import {}", modules.join(", "))])
-        .output();
-    match probe {
-        Ok(output) if output.status.success() => python,
-        Ok(output) => panic!(
-            "{python} cannot import {modules:?} (run scripts/test.sh to install them): {}",
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Err(error) => panic!("cannot run {python}: {error}"),
-    }
+    tw_testkit::python::require(modules)
 }
 
 /// Writes `script` into `dir`, runs it with `args` and `env`, and returns the JSON document it

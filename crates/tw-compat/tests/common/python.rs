@@ -2,8 +2,9 @@
 //! (elasticsearch-py) from the test venv, as `crates/tidewatch/tests/common/python.rs` does
 //! for the binary's tests (a test crate cannot share another crate's test modules).
 //!
-//! The interpreter comes from `TIDEWATCH_TEST_PYTHON` (set by `scripts/test.sh`). A missing
-//! interpreter or module fails the test with a message saying how to get it, never a skip.
+//! The interpreter is `tw_testkit::python`'s (`TIDEWATCH_TEST_PYTHON`, set by `scripts/test.sh`,
+//! else the test venv). A missing interpreter or module fails the test with a message saying
+//! how to get it, never a skip.
 
 use std::process::Command;
 
@@ -11,23 +12,7 @@ use serde_json::Value;
 
 /// The interpreter, after checking it imports `module`.
 pub fn require(module: &str) -> String {
-    let python = std::env::var("TIDEWATCH_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "TIDEWATCH_TEST_PYTHON is not set: run scripts/test.sh (it builds the venv with \
-             elasticsearch), or export TIDEWATCH_TEST_PYTHON=$HOME/.cache/tidewatch/test-venv/bin/python"
-        )
-    });
-    let probe = Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .output();
-    match probe {
-        Ok(output) if output.status.success() => python,
-        Ok(output) => panic!(
-            "{python} cannot import {module} (run scripts/test.sh to install it): {}",
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Err(error) => panic!("cannot run {python}: {error}"),
-    }
+    tw_testkit::python::require(&[module])
 }
 
 /// Runs `tests/scripts/{script}` with `args` and returns the JSON document it prints on its

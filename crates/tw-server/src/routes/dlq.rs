@@ -105,14 +105,12 @@ pub(crate) async fn replay(
         accepted += outcome.accepted;
         rejected += outcome.rejected.len();
     }
-    Ok(Json(
-        json!({
-            "replayed": entries.len(),
-            "accepted": accepted,
-            "rejected_again": rejected,
-            "not_replayed_truncated": truncated.iter().map(|e| e.id).collect::<Vec<_>>(),
-        }),
-    ))
+    Ok(Json(json!({
+        "replayed": entries.len(),
+        "accepted": accepted,
+        "rejected_again": rejected,
+        "not_replayed_truncated": truncated.iter().map(|e| e.id).collect::<Vec<_>>(),
+    })))
 }
 
 async fn read(

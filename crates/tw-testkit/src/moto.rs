@@ -4,20 +4,16 @@
 //! S3 tooling is written against. The one launcher of the workspace's S3 tests (the lake, the
 //! S3 watcher, the binary's end-to-end tests).
 //!
-//! The interpreter is `TIDEWATCH_TEST_PYTHON`, else the test venv `scripts/test.sh` builds
-//! (`$TIDEWATCH_TEST_VENV`, default `~/.cache/tidewatch/test-venv`), else `python3`. One
-//! without boto3 and moto's server fails the test with a message naming `scripts/test.sh`:
-//! never a skip.
-//!
-//! Compiled only with the `testing` feature, which crates enable in their dev-dependencies.
+//! The interpreter is [`crate::python::interpreter`]'s; one without boto3 and moto's server
+//! fails the test with a message naming `scripts/test.sh`: never a skip.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::S3Connection;
+use tw_s3::S3Connection;
 
 /// The access key and the secret key moto accepts (it accepts any; these are the tests').
 pub const KEY: &str = "testing";
@@ -26,35 +22,6 @@ pub const REGION: &str = "us-east-1";
 
 /// How long the server may take to serve, on a loaded machine too.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The test interpreter (see the module's documentation), checked to import boto3 and moto's
-/// server; panics saying how to get them otherwise.
-pub fn python() -> String {
-    let python = std::env::var("TIDEWATCH_TEST_PYTHON").unwrap_or_else(|_| {
-        let venv = std::env::var_os("TIDEWATCH_TEST_VENV")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(|home| PathBuf::from(home).join(".cache/tidewatch/test-venv"))
-            });
-        venv.map(|venv| venv.join("bin/python"))
-            .filter(|python| python.exists())
-            .map_or_else(|| "python3".to_string(), |p| p.display().to_string())
-    });
-    let probe = Command::new(&python)
-        .args(["-c", "import boto3, moto.server"])
-        .output();
-    let problem = match probe {
-        Ok(output) if output.status.success() => return python,
-        Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        Err(error) => error.to_string(),
-    };
-    panic!(
-        "this test needs boto3 and moto[server] for Python, which {python} cannot import: run \
-         scripts/test.sh (it builds the venv ~/.cache/tidewatch/test-venv with them), or set \
-         TIDEWATCH_TEST_PYTHON to a python that has them ({problem})"
-    )
-}
 
 /// moto's S3 server on a free port of 127.0.0.1, serving once started, killed on drop.
 pub struct Moto {
@@ -73,7 +40,7 @@ impl Moto {
     /// Starts a server with extra environment variables, e.g. `MOTO_S3_DEFAULT_MAX_KEYS`
     /// (keys per listing page) to make a few objects span several pages.
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
-        let python = python();
+        let python = crate::python::require(&["boto3", "moto.server"]);
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")

@@ -1,0 +1,10 @@
+//! Support shared by the workspace's tests, which test crates cannot share otherwise (a crate's
+//! `tests/common` is its own): the real Python clients of the test venv ([`python`]) and
+//! moto's S3 server ([`moto`]). Only ever a dev-dependency: the binary never builds it.
+//!
+//! Real components, not mocks: the clients are the ones users run (boto3, elasticsearch-py,
+//! DuckDB), and a missing one fails the test with a message naming `scripts/test.sh`, never a
+//! skip.
+
+pub mod moto;
+pub mod python;
