@@ -338,7 +338,11 @@ mod tests {
         assert!(letter.raw_base64);
         assert_eq!(letter.raw_truncated_from, Some(6000));
         let kept = letter.raw_bytes();
-        assert!(kept.len() > 2000 && kept.len() % 3 == 0, "{}", kept.len());
+        assert!(
+            kept.len() > 2000 && kept.len().is_multiple_of(3),
+            "{}",
+            kept.len()
+        );
         assert!(raw.starts_with(&kept));
     }
 }

@@ -2,7 +2,7 @@
 //! log's end, `tidewatch_consumer_failing` says 1, and its progress reports it unready once it
 //! has failed for longer than its threshold; all of it clears when the batch goes through.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -12,12 +12,10 @@ use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
     Unit,
 };
-use tw_core::{AppendRecord, Offset, StreamName, now_ms};
+use tw_core::{AppendRecord, StreamName, now_ms};
 use tw_log::{DiskLog, Log, LogConfig, OffsetStore};
-use tw_pipeline::{
-    Consumer, ConsumerError, DeadLetterQueue, EventBatch, RunnerConfig, StreamPartition, Unready,
-    spawn_consumer,
-};
+use tw_pipeline::{DeadLetterQueue, RunnerConfig, Unready, spawn_consumer};
+use tw_testkit::consumer::Flaky;
 
 /// The last value of every counter and gauge, by `name{label=value,...}` (labels in the order
 /// given).
@@ -103,48 +101,6 @@ fn values() -> &'static Values {
     })
 }
 
-/// Fails every batch while `broken` is set, like a lake whose disk is full.
-struct Flaky {
-    name: &'static str,
-    broken: Arc<AtomicBool>,
-    handled: BTreeMap<StreamPartition, Offset>,
-}
-
-impl Consumer for Flaky {
-    fn name(&self) -> &str {
-        self.name
-    }
-    fn start(
-        &mut self,
-        committed: &BTreeMap<StreamPartition, Offset>,
-    ) -> Result<(), ConsumerError> {
-        self.handled = committed.clone();
-        Ok(())
-    }
-    fn handle(&mut self, batch: &EventBatch) -> Result<(), ConsumerError> {
-        if self.broken.load(Ordering::Relaxed) {
-            return Err(ConsumerError {
-                consumer: self.name.into(),
-                message: "disk full".into(),
-            });
-        }
-        if let Some(last) = batch.records.last() {
-            self.handled
-                .insert((batch.stream.clone(), batch.partition), last.offset + 1);
-        }
-        Ok(())
-    }
-    fn tick(&mut self, _now_ms: i64) -> Result<(), ConsumerError> {
-        Ok(())
-    }
-    fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset> {
-        self.handled.clone()
-    }
-    fn flush(&mut self) -> Result<(), ConsumerError> {
-        Ok(())
-    }
-}
-
 /// `count` records received a minute ago.
 fn minute_old(count: usize) -> Vec<AppendRecord> {
     let received = now_ms() - 60_000;
@@ -177,11 +133,7 @@ async fn a_stuck_consumer_shows_growing_lag_and_failing_until_it_recovers() {
     let broken = Arc::new(AtomicBool::new(true));
     let stop = Arc::new(AtomicBool::new(false));
     let running = spawn_consumer(
-        Box::new(Flaky {
-            name: "stuck",
-            broken: broken.clone(),
-            handled: BTreeMap::new(),
-        }),
+        Flaky::boxed("stuck", broken.clone()),
         log.clone(),
         Arc::new(OffsetStore::open(dir.path().join("offsets")).unwrap()),
         DeadLetterQueue::open(log.clone()).unwrap(),
@@ -237,11 +189,7 @@ async fn a_failing_batch_of_a_deleted_stream_stops_counting_as_a_failure() {
     log.append(&stream, 0, minute_old(2)).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let running = spawn_consumer(
-        Box::new(Flaky {
-            name: "orphaned",
-            broken: Arc::new(AtomicBool::new(true)),
-            handled: BTreeMap::new(),
-        }),
+        Flaky::boxed("orphaned", Arc::new(AtomicBool::new(true))),
         log.clone(),
         Arc::new(OffsetStore::open(dir.path().join("offsets")).unwrap()),
         DeadLetterQueue::open(log.clone()).unwrap(),

@@ -66,60 +66,18 @@ fn readiness(consumers: &[(String, Arc<ConsumerProgress>)]) -> (StatusCode, Valu
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
     use bytes::Bytes;
-    use tw_core::{AppendRecord, Offset, StreamName};
+    use tw_core::{AppendRecord, StreamName};
     use tw_log::{DiskLog, Log, LogConfig, OffsetStore};
-    use tw_pipeline::{
-        Consumer, ConsumerError, DeadLetterQueue, EventBatch, RunnerConfig, StreamPartition,
-        spawn_consumer,
-    };
+    use tw_pipeline::{DeadLetterQueue, RunnerConfig, spawn_consumer};
+
+    use tw_testkit::consumer::Flaky;
 
     use super::*;
-
-    /// Fails every batch while `broken` is set, like a lake whose disk is full.
-    struct Flaky {
-        broken: Arc<AtomicBool>,
-        handled: BTreeMap<StreamPartition, Offset>,
-    }
-
-    impl Consumer for Flaky {
-        fn name(&self) -> &str {
-            "flaky"
-        }
-        fn start(
-            &mut self,
-            committed: &BTreeMap<StreamPartition, Offset>,
-        ) -> Result<(), ConsumerError> {
-            self.handled = committed.clone();
-            Ok(())
-        }
-        fn handle(&mut self, batch: &EventBatch) -> Result<(), ConsumerError> {
-            if self.broken.load(Ordering::Relaxed) {
-                return Err(ConsumerError {
-                    consumer: "flaky".into(),
-                    message: "disk full".into(),
-                });
-            }
-            if let Some(last) = batch.records.last() {
-                self.handled
-                    .insert((batch.stream.clone(), batch.partition), last.offset + 1);
-            }
-            Ok(())
-        }
-        fn tick(&mut self, _now_ms: i64) -> Result<(), ConsumerError> {
-            Ok(())
-        }
-        fn safe_offsets(&self) -> BTreeMap<StreamPartition, Offset> {
-            self.handled.clone()
-        }
-        fn flush(&mut self) -> Result<(), ConsumerError> {
-            Ok(())
-        }
-    }
 
     async fn wait_for(consumers: &[(String, Arc<ConsumerProgress>)], wanted: StatusCode) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -150,10 +108,7 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let threshold = Duration::from_secs(1);
         let running = spawn_consumer(
-            Box::new(Flaky {
-                broken: broken.clone(),
-                handled: BTreeMap::new(),
-            }),
+            Flaky::boxed("flaky", broken.clone()),
             log.clone(),
             Arc::new(OffsetStore::open(dir.path().join("offsets")).unwrap()),
             DeadLetterQueue::open(log.clone()).unwrap(),
