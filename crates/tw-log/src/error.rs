@@ -20,7 +20,10 @@ pub enum LogError {
         path: PathBuf,
     },
     /// A frame failed its CRC or length check where no torn tail can be (inside a sealed segment).
-    #[error("segment {segment} of {stream}/{partition} is corrupted at byte {position}")]
+    #[error(
+        "segment {segment} of {stream}/{partition} is corrupted at byte {position} (readable \
+         again from offset {resume_at})"
+    )]
     Corrupt {
         /// Stream name.
         stream: String,
@@ -30,6 +33,9 @@ pub enum LogError {
         segment: u64,
         /// Byte position of the bad frame inside the segment file.
         position: u64,
+        /// The first offset a read can continue from: the next segment's base (frames after a
+        /// bad one cannot be trusted to start where its length says), or the partition's end.
+        resume_at: u64,
     },
     /// The stream does not exist.
     #[error("stream {0} does not exist")]

@@ -84,7 +84,9 @@ pub trait Log: Send + Sync + 'static {
 
     /// Reads durable records starting at `from` (or at the first retained offset if `from` was
     /// deleted by retention), up to `max_records` records and about `max_bytes` payload bytes
-    /// (at least one record is returned when any is available). Empty at the end.
+    /// (at least one record is returned when any is available). Empty at the end. Damage on
+    /// disk ends a read at the records before it; a read starting at it fails with
+    /// [`LogError::Corrupt`], which says where reading can resume.
     fn read(
         &self,
         stream: &StreamName,

@@ -151,16 +151,19 @@ impl Partition {
         segments.iter().map(|s| s.durable_len()).sum()
     }
 
-    fn corrupt(&self, segment: &Segment, position: u64) -> LogError {
+    fn corrupt(&self, segment: &Segment, position: u64, resume_at: Offset) -> LogError {
         LogError::Corrupt {
             stream: self.stream.to_string(),
             partition: self.id,
             segment: segment.base,
             position,
+            resume_at,
         }
     }
 
-    /// Reads durable records from `from` (see [`crate::Log::read`]).
+    /// Reads durable records from `from` (see [`crate::Log::read`]). Damage ends a read: the
+    /// records before it are returned, and the next read, which starts at the damage, fails
+    /// with [`LogError::Corrupt`].
     pub(crate) fn read(
         &self,
         from: Offset,
@@ -180,8 +183,12 @@ impl Partition {
         for (i, segment) in segments.iter().enumerate() {
             if segment.base > next {
                 // The previous segment ended early: offsets in between are missing.
-                return Err(self.corrupt(&segments[i - 1], segments[i - 1].durable_len()));
+                let previous = &segments[i - 1];
+                let error = self.corrupt(previous, previous.durable_len(), segment.base);
+                return records_before(out, error);
             }
+            // Where a read past damage in this segment continues.
+            let resume_at = segments.get(i + 1).map_or(end, |s| s.base);
             let (mut expected, pos) = segment.seek(next);
             let limit = segment.durable_len();
             let mut cursor = segment.cursor(pos, limit);
@@ -189,11 +196,13 @@ impl Partition {
                 let (record, pos) =
                     match cursor.next().map_err(|e| LogError::io(&segment.path, e))? {
                         Step::End => break,
-                        Step::Fault(_, pos) => return Err(self.corrupt(segment, pos)),
+                        Step::Fault(_, pos) => {
+                            return records_before(out, self.corrupt(segment, pos, resume_at));
+                        }
                         Step::Frame(record, pos) => (record, pos),
                     };
                 if record.offset != expected {
-                    return Err(self.corrupt(segment, pos));
+                    return records_before(out, self.corrupt(segment, pos, resume_at));
                 }
                 expected += 1;
                 if record.offset < next {
@@ -236,6 +245,7 @@ impl Partition {
                 end
             });
         };
+        let resume_at = segments.get(after).map_or(end, |s| s.base);
         let (mut expected, pos) = candidate.seek_time(ingest_time_ms);
         let mut cursor = candidate.cursor(pos, candidate.durable_len());
         loop {
@@ -244,10 +254,10 @@ impl Partition {
                 .map_err(|e| LogError::io(&candidate.path, e))?
             {
                 Step::End => break,
-                Step::Fault(_, pos) => return Err(self.corrupt(candidate, pos)),
+                Step::Fault(_, pos) => return Err(self.corrupt(candidate, pos, resume_at)),
                 Step::Frame(record, pos) => {
                     if record.offset != expected {
-                        return Err(self.corrupt(candidate, pos));
+                        return Err(self.corrupt(candidate, pos, resume_at));
                     }
                     expected += 1;
                     if record.offset >= end {
@@ -327,4 +337,10 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>, LogError> {
         }
     }
     Ok(bases)
+}
+
+/// The records read before damage was found, or the damage itself when there are none (a read
+/// that starts at the damage).
+fn records_before(out: Vec<Record>, damage: LogError) -> Result<Vec<Record>, LogError> {
+    if out.is_empty() { Err(damage) } else { Ok(out) }
 }

@@ -270,15 +270,22 @@ fn corruption_inside_a_sealed_segment_is_reported_not_cut() {
         1,
         "the first record is fine"
     );
-    match log.read(&s, 0, 0, 100, usize::MAX) {
+    assert_eq!(
+        log.read(&s, 0, 0, 100, usize::MAX).unwrap().len(),
+        1,
+        "a read reaching the damage ends before it"
+    );
+    match log.read(&s, 0, 1, 100, usize::MAX) {
         Err(LogError::Corrupt {
             stream,
             partition: 0,
             segment: 0,
             position,
+            resume_at,
         }) => {
             assert_eq!(stream, "s");
             assert_eq!(position, ends[0] as u64);
+            assert_eq!(resume_at, ends.len() as u64, "the second segment's base");
         }
         other => panic!("expected corruption, got {other:?}"),
     }

@@ -73,6 +73,29 @@ impl PendingLetters {
         }
     }
 
+    /// Adds the letter of a range of records damage on disk makes unreadable (`from` up to
+    /// `resume_at`): one letter at `from`, without bytes, naming the range and the damage.
+    pub(crate) fn add_unreadable(
+        &mut self,
+        key: &StreamPartition,
+        from: Offset,
+        resume_at: Offset,
+        damage: &LogError,
+    ) {
+        let (stream, partition) = key;
+        self.add(vec![UnusableRecord {
+            stream: stream.clone(),
+            partition: *partition,
+            offset: from,
+            payload: bytes::Bytes::new(),
+            reason: format!(
+                "records {from} to {} of {stream}/{partition} cannot be read and were skipped: \
+                 {damage}",
+                resume_at - 1
+            ),
+        }]);
+    }
+
     /// Stores every pending letter durably (blocking until fsync). On failure they stay
     /// pending, to be stored by the next call.
     pub(crate) fn store(&mut self, dlq: &DeadLetterQueue) -> Result<(), DeadLetterWriteError> {

@@ -360,6 +360,10 @@ impl Runner {
             self.config.max_batch_bytes,
         ) {
             Ok(records) => records,
+            Err(damage @ LogError::Corrupt { resume_at, .. }) if resume_at > position => {
+                self.skip_damage(key, position, resume_at, &damage);
+                return Ok(None);
+            }
             Err(error) => return gone_or_fatal(error).map(|_| None),
         };
         let Some(first) = records.first() else {
@@ -378,6 +382,32 @@ impl Runner {
                 .increment(first.offset - position);
         }
         Ok(Some(records))
+    }
+
+    /// Moves a partition's position past damage on disk (a sealed log segment failing its
+    /// checks) once the dead-letter queue has the letter naming the unreadable records, so
+    /// that one damaged segment neither stops the consumer for good nor loses records
+    /// silently. Until the letter is stored the position stays, and the next poll finds the
+    /// damage again.
+    fn skip_damage(
+        &mut self,
+        key: StreamPartition,
+        position: Offset,
+        resume_at: Offset,
+        damage: &LogError,
+    ) {
+        tracing::error!(consumer = self.consumer.name(), stream = %key.0, partition = key.1, position, resume_at, %damage, "records on damaged disk cannot be read: skipping them, with a dead letter naming them");
+        self.letters
+            .add_unreadable(&key, position, resume_at, damage);
+        if let Err(error) = self.letters.store(&self.dlq) {
+            self.failed(Duty::Batch(key), &error.to_string());
+            return;
+        }
+        metrics::counter!("tidewatch_consumer_skipped_unreadable_total", "consumer" => self.consumer.name().to_string())
+            .increment(resume_at - position);
+        self.health.succeeded(&Duty::Batch(key.clone()));
+        self.positions.insert(key.clone(), resume_at);
+        self.progress.set(key, resume_at);
     }
 
     /// Reads a batch of every partition of `stream` and hands them over merged by receive
