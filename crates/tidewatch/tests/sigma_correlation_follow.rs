@@ -145,11 +145,10 @@ fn error_of(answer: &Value) -> String {
     answer["error"].as_str().unwrap_or_default().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_correlation_follows_an_edit_of_its_stored_base_rule() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), None, &[]);
-    // One partition: events reach detection in event-time order.
+/// A server whose `cloudtrail` stream has one partition: events reach detection in
+/// event-time order.
+async fn start_with_one_partition(dir: &std::path::Path) -> Server {
+    let server = Server::start(dir, None, &[]);
     let created = server
         .client
         .put(format!("{}/api/v1/streams/cloudtrail", server.url))
@@ -158,6 +157,13 @@ async fn a_correlation_follows_an_edit_of_its_stored_base_rule() {
         .await
         .unwrap();
     assert_eq!(created.status(), 200);
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correlation_follows_an_edit_of_its_stored_base_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_one_partition(dir.path()).await;
     let (status, answer) = server.post_rule(&base("ConsoleLogin")).await;
     assert_eq!(status, 201, "{answer}");
     let (status, answer) = server.post_rule(&correlation()).await;
@@ -328,16 +334,7 @@ async fn a_correlation_of_the_rules_dir_follows_its_base_rule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_correlation_posted_alone_refers_to_a_stored_rule_by_its_sigma_name() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), None, &[]);
-    // One partition: events reach detection in event-time order.
-    let created = server
-        .client
-        .put(format!("{}/api/v1/streams/cloudtrail", server.url))
-        .json(&json!({"partitions": 1, "event_time_field": "eventTime"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 200);
+    let server = start_with_one_partition(dir.path()).await;
 
     // Stored with its name, then referred to by it alone.
     let (status, answer) = server.post_rule(&named_base(BASE, "ConsoleLogin")).await;

@@ -26,16 +26,15 @@ pub(super) async fn delete_index_template(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let call = async {
-        let store = state.store().await?;
-        store
-            .delete(Kind::IndexTemplate, |stored| {
-                index_templates_to_delete(&name, stored)
-            })
-            .await?;
-        acknowledged()
-    };
-    guarded(&state, &headers, "delete_index_template", false, call).await
+    let select = |stored: &[&str]| index_templates_to_delete(&name, stored);
+    delete(
+        &state,
+        &headers,
+        Kind::IndexTemplate,
+        "delete_index_template",
+        select,
+    )
+    .await
 }
 
 /// `DELETE /_template/{name}`.
@@ -44,16 +43,15 @@ pub(super) async fn delete_legacy_template(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let call = async {
-        let store = state.store().await?;
-        store
-            .delete(Kind::LegacyTemplate, |stored| {
-                matching_pattern(&name, stored)
-            })
-            .await?;
-        acknowledged()
-    };
-    guarded(&state, &headers, "delete_template", false, call).await
+    let select = |stored: &[&str]| matching_pattern(&name, stored);
+    delete(
+        &state,
+        &headers,
+        Kind::LegacyTemplate,
+        "delete_template",
+        select,
+    )
+    .await
 }
 
 /// `DELETE /_ilm/policy/{name}`.
@@ -62,14 +60,31 @@ pub(super) async fn delete_policy(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    let select = |stored: &[&str]| policy_to_delete(&name, stored);
+    delete(
+        &state,
+        &headers,
+        Kind::IlmPolicy,
+        "delete_lifecycle",
+        select,
+    )
+    .await
+}
+
+/// Deletes the definitions of `kind` that `select` picks among the stored names, as the
+/// operation `operation` (its metric label), behind the same guard as every setup call.
+async fn delete(
+    state: &SetupState,
+    headers: &HeaderMap,
+    kind: Kind,
+    operation: &'static str,
+    select: impl FnOnce(&[&str]) -> Result<Vec<String>, SetupError>,
+) -> Response {
     let call = async {
-        let store = state.store().await?;
-        store
-            .delete(Kind::IlmPolicy, |stored| policy_to_delete(&name, stored))
-            .await?;
+        state.store().await?.delete(kind, select).await?;
         acknowledged()
     };
-    guarded(&state, &headers, "delete_lifecycle", false, call).await
+    guarded(state, headers, operation, false, call).await
 }
 
 /// The index templates `expression` deletes: a list of plain names that must all be stored, or
