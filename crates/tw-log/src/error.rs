@@ -34,7 +34,9 @@ pub enum LogError {
         /// Byte position of the bad frame inside the segment file.
         position: u64,
         /// The first offset a read can continue from: the next segment's base (frames after a
-        /// bad one cannot be trusted to start where its length says), or the partition's end.
+        /// bad one cannot be trusted to start where its length says). For damage in the last
+        /// (active) segment, whose later records are found only through the damage, the
+        /// offset the read stopped at: nothing can be skipped there.
         resume_at: u64,
     },
     /// The stream does not exist.

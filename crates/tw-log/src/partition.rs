@@ -187,8 +187,10 @@ impl Partition {
                 let error = self.corrupt(previous, previous.durable_len(), segment.base);
                 return records_before(out, error);
             }
-            // Where a read past damage in this segment continues.
-            let resume_at = segments.get(i + 1).map_or(end, |s| s.base);
+            // Where a read past damage in this segment continues: the next segment. Damage in
+            // the last (active) one has no such place (records still come after it, found
+            // only through it), so a read past it stays where it is.
+            let next_segment = segments.get(i + 1).map(|s| s.base);
             let (mut expected, pos) = segment.seek(next);
             let limit = segment.durable_len();
             let mut cursor = segment.cursor(pos, limit);
@@ -197,11 +199,13 @@ impl Partition {
                     match cursor.next().map_err(|e| LogError::io(&segment.path, e))? {
                         Step::End => break,
                         Step::Fault(_, pos) => {
+                            let resume_at = next_segment.unwrap_or(next);
                             return records_before(out, self.corrupt(segment, pos, resume_at));
                         }
                         Step::Frame(record, pos) => (record, pos),
                     };
                 if record.offset != expected {
+                    let resume_at = next_segment.unwrap_or(next);
                     return records_before(out, self.corrupt(segment, pos, resume_at));
                 }
                 expected += 1;
@@ -245,7 +249,7 @@ impl Partition {
                 end
             });
         };
-        let resume_at = segments.get(after).map_or(end, |s| s.base);
+        let next_segment = segments.get(after).map(|s| s.base);
         let (mut expected, pos) = candidate.seek_time(ingest_time_ms);
         let mut cursor = candidate.cursor(pos, candidate.durable_len());
         loop {
@@ -254,9 +258,13 @@ impl Partition {
                 .map_err(|e| LogError::io(&candidate.path, e))?
             {
                 Step::End => break,
-                Step::Fault(_, pos) => return Err(self.corrupt(candidate, pos, resume_at)),
+                Step::Fault(_, pos) => {
+                    let resume_at = next_segment.unwrap_or(expected);
+                    return Err(self.corrupt(candidate, pos, resume_at));
+                }
                 Step::Frame(record, pos) => {
                     if record.offset != expected {
+                        let resume_at = next_segment.unwrap_or(expected);
                         return Err(self.corrupt(candidate, pos, resume_at));
                     }
                     expected += 1;

@@ -297,6 +297,29 @@ fn corruption_inside_a_sealed_segment_is_reported_not_cut() {
     );
 }
 
+/// Damage in the active segment, found while the log runs: records after it are reached only
+/// through it, so a read starting at it cannot resume further on.
+#[test]
+fn damage_in_the_active_segment_offers_no_place_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stream("s");
+    let log = open(dir.path(), 1 << 20);
+    log.create_stream(&s, 1).unwrap();
+    for i in 0..5 {
+        append(&log, &s, 0, vec![record(i, 1, 100)]);
+    }
+    let file = segment_files(dir.path(), "s", 0).pop().unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let ends = frame_ends(&bytes);
+    bytes[ends[1] + 40] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    assert_eq!(log.read(&s, 0, 0, 100, usize::MAX).unwrap().len(), 2);
+    match log.read(&s, 0, 2, 100, usize::MAX) {
+        Err(LogError::Corrupt { resume_at, .. }) => assert_eq!(resume_at, 2),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
 #[test]
 fn records_with_empty_key_and_payload_round_trip() {
     let dir = tempfile::tempdir().unwrap();

@@ -104,6 +104,7 @@ pub fn spawn_consumer(
                 forget_backoff: RESTART_BACKOFF_MIN,
                 next_forget: Instant::now(),
                 restart_backoff: RESTART_BACKOFF_MIN,
+                damage_backoff: RETRY_BACKOFF_MIN,
             };
             if let Err(message) = runner.run() {
                 tracing::error!(consumer = %name, %message, "consumer stopped");
@@ -144,6 +145,9 @@ struct Runner {
     /// Pause before the next restart of a consumer that restarts after failures; doubles while
     /// failures repeat, reset by a handled batch.
     restart_backoff: Duration,
+    /// Pause after the queue refused the letter of records damage makes unreadable, before
+    /// the next poll finds the damage again; doubles while refusals repeat.
+    damage_backoff: Duration,
 }
 
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -401,8 +405,11 @@ impl Runner {
             .add_unreadable(&key, position, resume_at, damage);
         if let Err(error) = self.letters.store(&self.dlq) {
             self.failed(Duty::Batch(key), &error.to_string());
+            std::thread::sleep(self.damage_backoff);
+            self.damage_backoff = (self.damage_backoff * 2).min(RETRY_BACKOFF_MAX);
             return;
         }
+        self.damage_backoff = RETRY_BACKOFF_MIN;
         metrics::counter!("tidewatch_consumer_skipped_unreadable_total", "consumer" => self.consumer.name().to_string())
             .increment(resume_at - position);
         self.health.succeeded(&Duty::Batch(key.clone()));

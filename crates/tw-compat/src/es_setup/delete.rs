@@ -92,7 +92,8 @@ async fn delete(
 fn index_templates_to_delete(expression: &str, stored: &[&str]) -> Result<Vec<String>, SetupError> {
     let names: Vec<&str> = expression.split(',').filter(|n| !n.is_empty()).collect();
     if names.len() <= 1 {
-        return matching_pattern(expression, stored);
+        // `logs,` is `logs`, as ES splits it.
+        return matching_pattern(names.first().copied().unwrap_or(expression), stored);
     }
     // In a list a `*` is a literal character, which no stored name has: ES reports such a name
     // missing rather than expanding it.
@@ -151,6 +152,11 @@ mod tests {
         assert_eq!(delete("logs*").unwrap(), ["logs", "logs-app"]);
         assert_eq!(delete("*").unwrap(), STORED);
         assert_eq!(delete("metrics,logs").unwrap(), ["metrics", "logs"]);
+        assert_eq!(
+            delete("logs,").unwrap(),
+            ["logs"],
+            "an empty part is dropped"
+        );
         assert_eq!(missing(delete("nope")), "nope");
         assert_eq!(missing(delete("nope*")), "nope*");
         assert_eq!(

@@ -13,14 +13,15 @@
 //! GET answers is what a restart reads back.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use tw_core::{AppendRecord, StreamName, now_ms};
-use tw_log::Log;
+use tw_log::{Log, LogError};
 
 use super::error::SetupError;
 
@@ -103,7 +104,8 @@ pub struct SetupStore {
     log: Arc<dyn Log>,
     stream: StreamName,
     /// Held across the append of a PUT or DELETE so the map follows the log's order.
-    definitions: Mutex<BTreeMap<(Kind, String), Definition>>,
+    /// Shared with the task that finishes a write (see [`finish_write`]).
+    definitions: Arc<Mutex<BTreeMap<(Kind, String), Definition>>>,
 }
 
 impl SetupStore {
@@ -134,7 +136,7 @@ impl SetupStore {
         Ok(Self {
             log,
             stream,
-            definitions: Mutex::new(definitions),
+            definitions: Arc::new(Mutex::new(definitions)),
         })
     }
 
@@ -170,7 +172,7 @@ impl SetupStore {
         body: Value,
         only_if_absent: bool,
     ) -> Result<Put, SetupError> {
-        let mut definitions = self.definitions.lock().await;
+        let definitions = self.definitions.clone().lock_owned().await;
         let key = (kind, name.to_string());
         let previous = definitions.get(&key);
         if only_if_absent && previous.is_some() {
@@ -203,16 +205,19 @@ impl SetupStore {
             key: Bytes::new(),
             payload: Bytes::from(payload),
         };
-        self.log.append(&self.stream, 0, vec![record]).await?;
-        definitions.insert(
-            key,
-            Definition {
-                body: stored.body,
-                version: stored.version,
-                modified_ms: stored.modified_ms,
-            },
-        );
-        Ok(outcome)
+        let append = self.log.append(&self.stream, 0, vec![record]);
+        finish_write(definitions, append, move |definitions| {
+            definitions.insert(
+                key,
+                Definition {
+                    body: stored.body,
+                    version: stored.version,
+                    modified_ms: stored.modified_ms,
+                },
+            );
+            outcome
+        })
+        .await
     }
 
     /// Removes the definitions of `kind` that `select` picks from the stored names (given
@@ -224,7 +229,7 @@ impl SetupStore {
         kind: Kind,
         select: impl FnOnce(&[&str]) -> Result<Vec<String>, SetupError>,
     ) -> Result<Vec<String>, SetupError> {
-        let mut definitions = self.definitions.lock().await;
+        let definitions = self.definitions.clone().lock_owned().await;
         let stored: Vec<&str> = definitions
             .keys()
             .filter(|(k, _)| *k == kind)
@@ -250,12 +255,35 @@ impl SetupStore {
             key: Bytes::new(),
             payload: Bytes::from(payload),
         };
-        self.log.append(&self.stream, 0, vec![record]).await?;
-        for name in &deletion.names {
-            definitions.remove(&(kind, name.clone()));
-        }
-        Ok(deletion.names)
+        let append = self.log.append(&self.stream, 0, vec![record]);
+        finish_write(definitions, append, move |definitions| {
+            for name in &deletion.names {
+                definitions.remove(&(kind, name.clone()));
+            }
+            deletion.names
+        })
+        .await
     }
+}
+
+/// Waits for a write's append, then applies it to the definitions (still locked), in a task
+/// of its own: the log has the record as soon as the append is asked for, so the map must
+/// follow it even when the request that asked is dropped (a client timing out), or GET
+/// would answer other than what a restart reads back.
+async fn finish_write<T: Send + 'static>(
+    mut definitions: OwnedMutexGuard<BTreeMap<(Kind, String), Definition>>,
+    append: impl Future<Output = Result<Range<u64>, LogError>> + Send + 'static,
+    apply: impl FnOnce(&mut BTreeMap<(Kind, String), Definition>) -> T + Send + 'static,
+) -> Result<T, SetupError> {
+    tokio::spawn(async move {
+        append.await?;
+        Ok(apply(&mut definitions))
+    })
+    .await
+    .map_err(|e| SetupError::Stopped {
+        what: "storing a setup definition",
+        reason: e.to_string(),
+    })?
 }
 
 /// Applies one stored record to the definitions read so far.

@@ -80,10 +80,11 @@ pub(crate) async fn replay(
         }
     };
     // One ingest call per stream, one record per line: the ingest path reports per line again.
-    // A letter holding only the beginning of its record cannot give the record back.
-    let (entries, truncated): (Vec<_>, Vec<_>) = entries
-        .into_iter()
-        .partition(|entry| entry.letter.raw_truncated_from.is_none());
+    // A letter holding only the beginning of its record, or none of it (records damage on
+    // disk made unreadable), cannot give the record back.
+    let (entries, not_replayed): (Vec<_>, Vec<_>) = entries.into_iter().partition(|entry| {
+        entry.letter.raw_truncated_from.is_none() && !entry.letter.raw.is_empty()
+    });
     let mut by_stream: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for entry in &entries {
         let body = by_stream.entry(entry.letter.stream.clone()).or_default();
@@ -109,7 +110,7 @@ pub(crate) async fn replay(
         "replayed": entries.len(),
         "accepted": accepted,
         "rejected_again": rejected,
-        "not_replayed_truncated": truncated.iter().map(|e| e.id).collect::<Vec<_>>(),
+        "not_replayed": not_replayed.iter().map(|e| e.id).collect::<Vec<_>>(),
     })))
 }
 
