@@ -73,18 +73,32 @@ fn pair(event_name: &str, user: &str) -> Vec<String> {
         .collect()
 }
 
-async fn put_base(server: &Server, event_name: &str, who: &str) -> Value {
+/// Stores `rule` (YAML) as the new version of the base rule, by `who`.
+async fn put_base(server: &Server, rule: String, who: &str) -> Value {
     let response = server
         .client
         .put(format!("{}/api/v1/rules/{BASE}", server.url))
         .header("content-type", "application/yaml")
         .header("x-tidewatch-user", who)
-        .body(base(event_name))
+        .body(rule)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
+}
+
+/// Asks to delete the base rule: the answer's status and error message.
+async fn delete_base(server: &Server) -> (u16, String) {
+    let response = server
+        .client
+        .delete(format!("{}/api/v1/rules/{BASE}", server.url))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap_or_default();
+    (status, error_of(&answer))
 }
 
 /// The users the correlation alerted for.
@@ -180,7 +194,7 @@ async fn a_correlation_follows_an_edit_of_its_stored_base_rule() {
 
     // Edit the base rule: GetObject instead of ConsoleLogin. New events count per the new
     // condition; the old condition's no longer.
-    let answer = put_base(&server, "GetObject", "bob").await;
+    let answer = put_base(&server, base("GetObject"), "bob").await;
     let mut events = pair("ConsoleLogin", "bob");
     events.extend(pair("GetObject", "carol"));
     assert_eq!(server.send("cloudtrail", events.join("\n")).await.0, 200);
@@ -235,14 +249,8 @@ async fn a_correlation_follows_an_edit_of_its_stored_base_rule() {
     wait_for_alert(&server, "dave").await;
 
     // In use, the base rule is not deleted.
-    let refused = server
-        .client
-        .delete(format!("{}/api/v1/rules/{BASE}", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 409);
-    let message = refused.json::<Value>().await.unwrap()["error"].to_string();
+    let (status, message) = delete_base(&server).await;
+    assert_eq!(status, 409);
     assert!(message.contains(CORRELATION), "{message}");
     assert_eq!(server.get(&format!("/api/v1/rules/{BASE}")).await.0, 200);
 
@@ -251,7 +259,7 @@ async fn a_correlation_follows_an_edit_of_its_stored_base_rule() {
     let server = Server::start(dir.path(), None, &[]);
     let (_, stored) = server.get(&format!("/api/v1/rules/{CORRELATION}")).await;
     assert_eq!(stored["version"], 2, "{stored}");
-    let answer = put_base(&server, "DeleteObject", "erin").await;
+    let answer = put_base(&server, base("DeleteObject"), "erin").await;
     assert_eq!(
         answer["correlations_updated"],
         json!([CORRELATION]),
@@ -301,7 +309,7 @@ async fn a_correlation_of_the_rules_dir_follows_its_base_rule() {
     let server = Server::start(&data, None, &["--rules-dir", &rules_arg]);
     let loaded = correlation_match(&server).await;
     assert!(loaded.contains("ConsoleLogin"), "{loaded}");
-    let answer = put_base(&server, "GetObject", "bob").await;
+    let answer = put_base(&server, base("GetObject"), "bob").await;
     assert_eq!(
         answer["correlations_updated"],
         json!([CORRELATION]),
@@ -348,17 +356,7 @@ async fn a_correlation_posted_alone_refers_to_a_stored_rule_by_its_sigma_name() 
     wait_for_alert(&server, "alice").await;
 
     // An edit of the base rule reaches the correlation: GetObject counts, ConsoleLogin no more.
-    let response = server
-        .client
-        .put(format!("{}/api/v1/rules/{BASE}", server.url))
-        .header("content-type", "application/yaml")
-        .header("x-tidewatch-user", "bob")
-        .body(named_base(BASE, "GetObject"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+    let answer = put_base(&server, named_base(BASE, "GetObject"), "bob").await;
     assert_eq!(
         answer["correlations_updated"],
         json!([CORRELATION]),
@@ -385,14 +383,8 @@ async fn a_correlation_posted_alone_refers_to_a_stored_rule_by_its_sigma_name() 
     );
 
     // In use, the base rule is not deleted.
-    let refused = server
-        .client
-        .delete(format!("{}/api/v1/rules/{BASE}", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 409);
-    let message = error_of(&refused.json().await.unwrap());
+    let (status, message) = delete_base(&server).await;
+    assert_eq!(status, 409);
     assert!(message.contains(CORRELATION), "{message}");
 
     // A second rule with the same name: a new reference to the name is ambiguous, and refused
@@ -443,11 +435,5 @@ async fn a_correlation_of_the_rules_dir_refers_to_a_rule_of_another_file_by_name
     let condition = rule["match"].to_string();
     assert!(condition.contains("ConsoleLogin"), "{condition}");
     // It follows the rule it named: deleting that rule is refused.
-    let refused = server
-        .client
-        .delete(format!("{}/api/v1/rules/{BASE}", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 409);
+    assert_eq!(delete_base(&server).await.0, 409);
 }

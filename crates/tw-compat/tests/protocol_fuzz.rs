@@ -11,20 +11,7 @@ mod common;
 
 use common::{Answer, Server};
 use tw_compat::AuthConfig;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use tw_testkit::rng::Rng;
 
 /// Pieces of the protocols' own syntax, so that mutations reach past the first parse.
 const PIECES: [&str; 24] = [
@@ -63,7 +50,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
                 let end = (at + 1 + rng.below(16)).min(out.len());
                 out.drain(at.min(end)..end);
             }
-            1 => out.insert(at.min(out.len()), rng.next() as u8),
+            1 => out.insert(at.min(out.len()), rng.next_u64() as u8),
             2 => {
                 if at < out.len() {
                     out[at] ^= 1 << rng.below(8);

@@ -443,13 +443,8 @@ fn mutated_parquet_files_are_imported_or_refused_never_a_panic() {
         (0x9e37_79b9_7f4a_7c15_u64, 700),
         (0x1234_5678_9abc_def1, 2300),
     ] {
-        let mut state = seed;
-        let mut next = |below: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % below.max(1) as u64) as usize
-        };
+        let mut rng = tw_testkit::rng::Rng(seed);
+        let mut next = |below: usize| rng.below(below);
         for round in 0..rounds {
             let mut content = original.clone();
             for _ in 0..1 + next(3) {

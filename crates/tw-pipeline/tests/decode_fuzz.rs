@@ -10,20 +10,7 @@ use tw_pipeline::{
     BodySplitter, ContentEncoding, IngestError, IngestLimits, ParsedEvent, Rejection, decode_body,
     split_events, split_events_selecting,
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use tw_testkit::rng::Rng;
 
 const SEEDS: [&str; 6] = [
     "{\"a\":1,\"b\":[1,2,{\"c\":null}]}\n{\"d\":\"x\\u00e9\"}\n",
@@ -41,7 +28,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
         match rng.below(6) {
             0 if !out.is_empty() => {
                 let i = at.min(out.len() - 1);
-                out[i] = rng.next() as u8;
+                out[i] = rng.next_u64() as u8;
             }
             1 if !out.is_empty() => {
                 out.remove(at.min(out.len() - 1));

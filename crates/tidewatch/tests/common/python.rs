@@ -7,7 +7,6 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -29,27 +28,5 @@ pub async fn run(
 ) -> Value {
     let path = dir.join(name);
     std::fs::write(&path, script).expect("write script");
-    let mut command = Command::new(python);
-    command.arg(&path).args(args);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    // Python clients would pick up a developer's AWS profile or proxy otherwise.
-    command
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("NO_PROXY", "127.0.0.1,localhost");
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("join")
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{name} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{name} printed no JSON ({e}): {stdout}"))
+    tw_testkit::python::run_script(python, &path, args, env).await
 }
