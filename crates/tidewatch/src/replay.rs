@@ -88,6 +88,12 @@ pub async fn replay(
             ""
         }
     );
+    if let Some(unreadable) = result["unreadable"].as_u64().filter(|n| *n > 0) {
+        eprintln!(
+            "warning: {unreadable} stored records were stepped over: damage on disk made them \
+             unreadable (the server's log names them)"
+        );
+    }
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())
 }

@@ -7,7 +7,6 @@ mod common;
 use base64::Engine as _;
 use common::Server;
 use tw_compat::AuthConfig;
-use tw_core::{StreamConfig, StreamName};
 
 fn delivery(request_id: &str) -> String {
     let encode = |data: &str| base64::engine::general_purpose::STANDARD.encode(data);
@@ -51,16 +50,7 @@ fn numbers(server: &Server) -> Vec<u64> {
 async fn a_retry_after_a_partial_failure_stores_only_what_was_not_stored() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), AuthConfig::default()).await;
-    let name = StreamName::new("fh").unwrap();
-    let config = StreamConfig {
-        partitions: 2,
-        ..StreamConfig::default()
-    };
-    server
-        .ingestor
-        .registry()
-        .put(&name, config, false)
-        .unwrap();
+    server.create_stream("fh", 2);
     server
         .log
         .fail_appends_when(|stream, partition| stream.as_str() == "fh" && partition == 1);

@@ -19,7 +19,8 @@ pub enum LogError {
         /// The file being written.
         path: PathBuf,
     },
-    /// A frame failed its CRC or length check where no torn tail can be (inside a sealed segment).
+    /// A frame failed its CRC, length or offset check where no torn tail can be (below the
+    /// durable end of a running log, inside a sealed segment after a restart).
     #[error(
         "segment {segment} of {stream}/{partition} is corrupted at byte {position} (readable \
          again from offset {resume_at})"
@@ -33,10 +34,10 @@ pub enum LogError {
         segment: u64,
         /// Byte position of the bad frame inside the segment file.
         position: u64,
-        /// The first offset a read can continue from: the next segment's base (frames after a
-        /// bad one cannot be trusted to start where its length says). For damage in the last
-        /// (active) segment, whose later records are found only through the damage, the
-        /// offset the read stopped at: nothing can be skipped there.
+        /// The first offset a read can continue from, always past the offset that failed: the
+        /// next intact frame after the damage (found by scanning, since the bad frame's
+        /// length cannot be trusted), else the next segment's base or, for damage reaching the
+        /// end of the last segment, that segment's end.
         resume_at: u64,
     },
     /// The stream does not exist.

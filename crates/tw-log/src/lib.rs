@@ -8,6 +8,7 @@
 //! - an offset is never reused, also by a stream created again after a deletion (the log
 //!   keeps the deleted stream's end offsets in a tombstone);
 //! - every frame carries a length and a CRC32C; a torn or corrupted tail is cut on open;
+//!   damage elsewhere is never cut, and costs readers only the damaged records (`resync`);
 //! - an append resolves only after the group commit that covers it has fsynced, and readers
 //!   never see a record before it is durable (`end_offset` moves only after fsync);
 //! - retention deletes whole sealed segments, never the active one;
@@ -18,10 +19,11 @@
 //! Also here: [`OffsetStore`], the consumers' committed offsets, written atomically.
 //!
 //! Code map: `disk` (the [`DiskLog`] and its directory layout), `partition` (reads, time
-//! lookup, retention), `segment` (segment files, sparse index, recovery), `index_file`
-//! (persisted summaries of sealed segments), `writer` (the group commit thread), `frame` (the
-//! record frame), `offsets` ([`OffsetStore`]); with the `testing` feature, `testing` (a log
-//! that fails chosen appends, for the tests of other crates).
+//! lookup, retention), `segment` (segment files, sparse index, recovery), `resync` (the next
+//! intact frame after damage), `index_file` (persisted summaries of sealed segments), `writer`
+//! (the group commit thread), `frame` (the record frame), `offsets` ([`OffsetStore`]); with
+//! the `testing` feature, `testing` (a log that fails chosen appends, for the tests of other
+//! crates).
 
 mod disk;
 mod error;
@@ -30,6 +32,7 @@ mod fsutil;
 mod index_file;
 mod offsets;
 mod partition;
+mod resync;
 mod segment;
 #[cfg(feature = "testing")]
 pub mod testing;

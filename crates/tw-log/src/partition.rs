@@ -8,6 +8,7 @@ use tw_core::{Offset, PartitionId, Record, Retention, StreamName};
 
 use crate::LogError;
 use crate::fsutil::sync_dir;
+use crate::resync;
 use crate::segment::{self, Segment, Step};
 
 /// A partition of a stream.
@@ -187,42 +188,55 @@ impl Partition {
                 let error = self.corrupt(previous, previous.durable_len(), segment.base);
                 return records_before(out, error);
             }
-            // Where a read past damage in this segment continues: the next segment. Damage in
-            // the last (active) one has no such place (records still come after it, found
-            // only through it), so a read past it stays where it is.
-            let next_segment = segments.get(i + 1).map(|s| s.base);
-            let (mut expected, pos) = segment.seek(next);
+            // Read before the length, which the writer publishes first: every record below
+            // this end lies below that length.
+            let segment_end = segment.end_offset();
             let limit = segment.durable_len();
+            let (mut expected, pos) = segment.seek(next);
             let mut cursor = segment.cursor(pos, limit);
             loop {
-                let (record, pos) =
-                    match cursor.next().map_err(|e| LogError::io(&segment.path, e))? {
-                        Step::End => break,
-                        Step::Fault(_, pos) => {
-                            let resume_at = next_segment.unwrap_or(next);
-                            return records_before(out, self.corrupt(segment, pos, resume_at));
+                let damage_at = match cursor.next().map_err(|e| LogError::io(&segment.path, e))? {
+                    Step::End => break,
+                    Step::Fault(_, at) => at,
+                    Step::Frame(record, at) if record.offset != expected => at,
+                    Step::Frame(record, _) => {
+                        expected += 1;
+                        if record.offset < next {
+                            continue;
                         }
-                        Step::Frame(record, pos) => (record, pos),
-                    };
-                if record.offset != expected {
-                    let resume_at = next_segment.unwrap_or(next);
-                    return records_before(out, self.corrupt(segment, pos, resume_at));
-                }
-                expected += 1;
-                if record.offset < next {
-                    continue;
-                }
-                if record.offset >= end
-                    || (!out.is_empty() && bytes + record.payload.len() > max_bytes)
+                        if record.offset >= end
+                            || (!out.is_empty() && bytes + record.payload.len() > max_bytes)
+                        {
+                            return Ok(out);
+                        }
+                        bytes += record.payload.len();
+                        next = record.offset + 1;
+                        out.push(record);
+                        if out.len() >= max_records {
+                            return Ok(out);
+                        }
+                        continue;
+                    }
+                };
+                // Damage where the record `expected` should be: find where it ends.
+                let next_segment = segments.get(i + 1).map(|s| s.base);
+                let range = expected + 1..next_segment.unwrap_or(Offset::MAX);
+                let resume_at = match resync::next_intact_frame(segment, damage_at, limit, range)
+                    .map_err(|e| LogError::io(&segment.path, e))?
                 {
-                    return Ok(out);
-                }
-                bytes += record.payload.len();
-                next = record.offset + 1;
-                out.push(record);
-                if out.len() >= max_records {
-                    return Ok(out);
-                }
+                    // The damage lies wholly below what was asked for: read on after it.
+                    Some(found) if found.offset <= next => {
+                        expected = found.offset;
+                        cursor = segment.cursor(found.pos, limit);
+                        continue;
+                    }
+                    Some(found) => found.offset,
+                    // The damage reaches the end of the segment's durable bytes: reading
+                    // continues with the next segment or, in the active one, after its last
+                    // record (`next` itself is in the damage: it is below the end).
+                    None => next_segment.unwrap_or(segment_end.max(next + 1)),
+                };
+                return records_before(out, self.corrupt(segment, damage_at, resume_at));
             }
             if next >= end {
                 break;
@@ -249,24 +263,19 @@ impl Partition {
                 end
             });
         };
-        let next_segment = segments.get(after).map(|s| s.base);
+        let upper = segments.get(after).map_or(Offset::MAX, |s| s.base);
+        let limit = candidate.durable_len();
         let (mut expected, pos) = candidate.seek_time(ingest_time_ms);
-        let mut cursor = candidate.cursor(pos, candidate.durable_len());
+        let mut cursor = candidate.cursor(pos, limit);
         loop {
-            match cursor
+            let damage_at = match cursor
                 .next()
                 .map_err(|e| LogError::io(&candidate.path, e))?
             {
                 Step::End => break,
-                Step::Fault(_, pos) => {
-                    let resume_at = next_segment.unwrap_or(expected);
-                    return Err(self.corrupt(candidate, pos, resume_at));
-                }
-                Step::Frame(record, pos) => {
-                    if record.offset != expected {
-                        let resume_at = next_segment.unwrap_or(expected);
-                        return Err(self.corrupt(candidate, pos, resume_at));
-                    }
+                Step::Fault(_, at) => at,
+                Step::Frame(record, at) if record.offset != expected => at,
+                Step::Frame(record, _) => {
                     expected += 1;
                     if record.offset >= end {
                         return Ok(end);
@@ -274,7 +283,19 @@ impl Partition {
                     if record.ingest_time_ms >= ingest_time_ms {
                         return Ok(record.offset);
                     }
+                    continue;
                 }
+            };
+            // Damaged records have no readable time: the answer is among those after.
+            let range = expected + 1..upper;
+            match resync::next_intact_frame(candidate, damage_at, limit, range)
+                .map_err(|e| LogError::io(&candidate.path, e))?
+            {
+                Some(found) => {
+                    expected = found.offset;
+                    cursor = candidate.cursor(found.pos, limit);
+                }
+                None => break,
             }
         }
         Ok(match segments.get(after) {

@@ -4,8 +4,9 @@
 //! fsynced (rolls happen between group commits, never inside one), so every segment but the
 //! last is complete and immutable ("sealed" by the existence of a later segment; no marker is
 //! written). Only the last segment can have a torn tail, and only it is ever cut on open. A bad
-//! frame inside a sealed segment is real corruption: it is logged on open and reported as
-//! [`LogError::Corrupt`] to whoever reads it, never cut.
+//! frame inside a sealed segment is real corruption: it is logged on open, never cut, and
+//! reported as [`LogError::Corrupt`] to whoever reads the damaged records; the scan finds the
+//! next intact frame (`resync`) and indexes the records after the damage.
 //!
 //! When a segment is sealed its summary (sparse index, ingest-time bounds, end offset) is
 //! persisted beside it (`index_file`), so opening the log scans only the tail segments (and
@@ -23,6 +24,7 @@ use crate::LogError;
 use crate::frame::{self, FrameFault, HEADER_LEN};
 use crate::fsutil::sync_dir;
 use crate::index_file::{self, Summary};
+use crate::resync;
 
 /// A sparse index entry is added once at least this many bytes follow the previous one.
 pub(crate) const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -202,8 +204,9 @@ impl Segment {
     }
 
     /// Opens an existing segment, scans it, rebuilds its index and checks that it holds the
-    /// dense offsets from `base`. The tail segment (`is_tail`) is cut at its first bad frame;
-    /// a bad frame in a sealed segment is logged and left for readers to report.
+    /// dense offsets from `base`. Damage followed by intact frames is logged and left for
+    /// readers to report; damage reaching the end of the file is cut in the tail segment
+    /// (`is_tail`: a write torn by a crash) and left in a sealed one.
     pub(crate) fn recover(path: PathBuf, base: Offset, is_tail: bool) -> Result<Segment, LogError> {
         let file = OpenOptions::new()
             .read(true)
@@ -219,56 +222,66 @@ impl Segment {
         let mut scan = SegmentAppend::new(0);
         let mut expected = base;
         let mut cursor = segment.cursor(0, len);
+        let mut damaged = false;
         let fault = loop {
-            match cursor.next().map_err(|e| LogError::io(&segment.path, e))? {
+            let (reason, pos) = match cursor.next().map_err(|e| LogError::io(&segment.path, e))? {
                 Step::End => break None,
-                Step::Fault(fault, pos) => break Some((format!("{fault:?}"), pos)),
-                Step::Frame(record, pos) if record.offset != expected => {
-                    let reason = format!("offset {} where {expected} was expected", record.offset);
-                    break Some((reason, pos));
-                }
+                Step::Fault(fault, pos) => (format!("{fault:?}"), pos),
+                Step::Frame(record, pos) if record.offset != expected => (
+                    format!("offset {} where {expected} was expected", record.offset),
+                    pos,
+                ),
                 Step::Frame(record, pos) => {
                     scan.add(pos, &record);
                     expected += 1;
+                    continue;
                 }
-            }
+            };
+            let found = resync::next_intact_frame(&segment, pos, len, expected + 1..Offset::MAX)
+                .map_err(|e| LogError::io(&segment.path, e))?;
+            let Some(found) = found else {
+                // Damage up to the end of the file: in the tail segment, a write torn by a
+                // crash (cut below); in a sealed one, damage whose records are all lost.
+                if !is_tail {
+                    log_damage(&segment.path, pos, &reason, expected, None);
+                    damaged = true;
+                }
+                break is_tail.then_some((reason, pos));
+            };
+            // Intact frames after the damage: never cut (in the tail segment either, where
+            // they may be acknowledged records), but indexed, so that reads lose only the
+            // damaged records and reads starting after them never meet the damage.
+            log_damage(&segment.path, pos, &reason, expected, Some(found.offset));
+            damaged = true;
+            expected = found.offset;
+            cursor = segment.cursor(found.pos, len);
         };
         let mut valid_len = len;
-        let clean = fault.is_none();
         if let Some((reason, pos)) = fault {
-            if is_tail {
-                // A torn tail is the normal result of a crash mid-write: cut it, so appends
-                // continue right after the last complete record.
-                tracing::warn!(
-                    segment = %segment.path.display(),
-                    position = pos,
-                    bytes_cut = len - pos,
-                    reason,
-                    "cutting the torn tail of the log"
-                );
-                metrics::counter!("tidewatch_log_torn_bytes_cut_total").increment(len - pos);
-                segment
-                    .file
-                    .set_len(pos)
-                    .map_err(|e| LogError::io(&segment.path, e))?;
-                segment
-                    .file
-                    .sync_data()
-                    .map_err(|e| LogError::io(&segment.path, e))?;
-                valid_len = pos;
-            } else {
-                tracing::error!(
-                    segment = %segment.path.display(),
-                    position = pos,
-                    reason,
-                    "sealed log segment is corrupted; reads reaching it will fail"
-                );
-            }
+            // A torn tail is the normal result of a crash mid-write: cut it, so appends
+            // continue right after the last complete record.
+            tracing::warn!(
+                segment = %segment.path.display(),
+                position = pos,
+                bytes_cut = len - pos,
+                reason,
+                "cutting the torn tail of the log"
+            );
+            metrics::counter!("tidewatch_log_torn_bytes_cut_total").increment(len - pos);
+            segment
+                .file
+                .set_len(pos)
+                .map_err(|e| LogError::io(&segment.path, e))?;
+            segment
+                .file
+                .sync_data()
+                .map_err(|e| LogError::io(&segment.path, e))?;
+            valid_len = pos;
         }
         scan.new_len = valid_len;
         scan.end_offset = expected;
         segment.publish(&scan);
-        if !is_tail && clean {
+        if !is_tail && !damaged {
             index_file::store(&segment.path, &segment.summary());
         }
         Ok(segment)
@@ -281,6 +294,26 @@ impl Segment {
         index_file::remove(&self.path);
         Ok(())
     }
+}
+
+/// Logs damage found by the recovery scan: `first_unreadable` is the offset the damaged frame
+/// should hold, `readable_again_from` the offset of the next intact frame, if any.
+fn log_damage(
+    path: &Path,
+    position: u64,
+    reason: &str,
+    first_unreadable: Offset,
+    readable_again_from: Option<Offset>,
+) {
+    tracing::error!(
+        segment = %path.display(),
+        position,
+        reason,
+        first_unreadable,
+        readable_again_from,
+        "log segment is corrupted: reads of its damaged records will fail"
+    );
+    metrics::counter!("tidewatch_log_damaged_ranges_total").increment(1);
 }
 
 /// What one group commit (or the recovery scan) adds to a segment.

@@ -1,10 +1,12 @@
 //! Fault injection for tests of the stages above the log: [`FaultyLog`] wraps a real log and
 //! fails the appends and stream creations a test picks, as a full disk would, so a test can
-//! check what a stage stores, answers and retries when the log refuses part of its work.
+//! check what a stage stores, answers and retries when the log refuses part of its work; and
+//! [`damage_record`] flips a bit of one stored record on disk, as failing media would.
 //!
 //! Compiled only with the `testing` feature, which crates enable in their dev-dependencies.
 
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
@@ -234,4 +236,34 @@ mod tests {
         assert_eq!(appends.load(Ordering::SeqCst), 4);
         assert_eq!(log.end_offset(&s, 0).unwrap(), 2);
     }
+}
+
+/// Flips a bit in the payload of the record at `offset`, on disk, in the segment files of the
+/// partition directory `partition_dir` (`{log}/{stream}/{partition}`), walking the frames by
+/// their documented layout. Returns the damaged segment file and the frame's byte position
+/// in it. Panics when no frame holds `offset` (a test's mistake).
+pub fn damage_record(partition_dir: &Path, offset: Offset) -> (PathBuf, u64) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(partition_dir)
+        .expect("the partition directory")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    for file in files {
+        let mut bytes = std::fs::read(&file).expect("a segment file");
+        let mut pos = 0;
+        while pos + crate::frame::HEADER_LEN + 8 <= bytes.len() {
+            let body: [u8; 4] = bytes[pos..pos + 4].try_into().expect("4 bytes");
+            let end = pos + crate::frame::HEADER_LEN + u32::from_le_bytes(body) as usize;
+            let stored: [u8; 8] = bytes[pos + 8..pos + 16].try_into().expect("8 bytes");
+            if u64::from_le_bytes(stored) == offset {
+                // The last byte: payload (or key), covered by the CRC.
+                bytes[end - 1] ^= 1;
+                std::fs::write(&file, &bytes).expect("writing the segment file");
+                return (file, pos as u64);
+            }
+            pos = end;
+        }
+    }
+    panic!("no frame of offset {offset} in {}", partition_dir.display());
 }

@@ -1,5 +1,6 @@
-//! Recovery: a segment cut at every byte near its end, or with a corrupted tail byte, reopens
-//! with every complete record before the damage, and appends continue at the right offset.
+//! Recovery: a segment cut at every byte near its end, or with a corrupted last frame, reopens
+//! with every complete record before the damage, and appends continue at the right offset; a
+//! corrupted frame with intact frames after it costs only its own record.
 
 mod common;
 
@@ -110,23 +111,68 @@ fn truncation_at_every_byte_of_the_last_three_frames_keeps_every_complete_record
     }
 }
 
+/// A flipped byte in the last frame is a torn write: cut. In an earlier frame it is damage with
+/// intact (acknowledged) records after it: kept, and only the damaged record is lost.
 #[test]
-fn a_corrupted_byte_in_the_tail_is_cut() {
+fn a_corrupted_byte_in_the_tail_cuts_only_a_last_frame() {
     let original = tempfile::tempdir().unwrap();
     let records = write_log(original.path());
     let bytes = std::fs::read(segment_files(original.path(), "s", 0).pop().unwrap()).unwrap();
     let ends = frame_ends(&bytes);
-    // Every byte of the last two frames (header, offset, times, key, payload).
-    for at in ends[ends.len() - 3]..bytes.len() {
+    // Every byte of the last three frames (header, offset, times, key, payload).
+    for at in ends[ends.len() - 4]..bytes.len() {
         let copy = tempfile::tempdir().unwrap();
         copy_dir(original.path(), copy.path());
         let file = segment_files(copy.path(), "s", 0).pop().unwrap();
         let mut damaged = bytes.clone();
         damaged[at] ^= 0x5a;
         std::fs::write(&file, &damaged).unwrap();
-        let kept = ends.iter().filter(|e| **e <= at).count();
-        check_reopen(copy.path(), &records, kept, &format!("byte {at} flipped"));
+        let frame = ends.iter().filter(|e| **e <= at).count();
+        let ctx = format!("byte {at} flipped");
+        if frame + 1 == ends.len() {
+            check_reopen(copy.path(), &records, frame, &ctx);
+        } else {
+            check_hole(copy.path(), &records, frame as u64, &ctx);
+        }
     }
+}
+
+/// Reopens `dir` and checks that every record but `lost` reads back, that a read of `lost`
+/// reports the damage, and that appends continue after the last record.
+fn check_hole(dir: &Path, records: &[AppendRecord], lost: u64, ctx: &str) {
+    let s = stream("s");
+    let log = open(dir, 1 << 20);
+    assert_eq!(log.end_offset(&s, 0).unwrap(), RECORDS, "{ctx}: end offset");
+    let before = log.read(&s, 0, 0, 100, usize::MAX).unwrap();
+    assert_eq!(
+        before.len() as u64,
+        lost,
+        "{ctx}: records before the damage"
+    );
+    match log.read(&s, 0, lost, 100, usize::MAX) {
+        Err(tw_log::LogError::Corrupt { resume_at, .. }) => {
+            assert_eq!(resume_at, lost + 1, "{ctx}: resume")
+        }
+        other => panic!("{ctx}: expected corruption, got {other:?}"),
+    }
+    let after = log.read(&s, 0, lost + 1, 100, usize::MAX).unwrap();
+    let read: Vec<_> = before.iter().chain(&after).collect();
+    assert_eq!(read.len() as u64, RECORDS - 1, "{ctx}: records read");
+    assert!(
+        read.iter()
+            .all(|r| r.offset != lost && same(r, r.offset, &records[r.offset as usize])),
+        "{ctx}: content"
+    );
+    let range = append(&log, &s, 0, vec![record(777, 777, 33)]);
+    assert_eq!(range, RECORDS..RECORDS + 1, "{ctx}: next append offset");
+    drop(log);
+    let log = open(dir, 1 << 20);
+    let after = log.read(&s, 0, lost + 1, 100, usize::MAX).unwrap();
+    assert_eq!(
+        after.last().unwrap().offset,
+        RECORDS,
+        "{ctx}: after second reopen"
+    );
 }
 
 #[test]

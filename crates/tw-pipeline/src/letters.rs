@@ -83,16 +83,19 @@ impl PendingLetters {
         damage: &LogError,
     ) {
         let (stream, partition) = key;
+        let records = match resume_at - from {
+            1 => format!("record {from} of {stream}/{partition} cannot be read and was skipped"),
+            _ => format!(
+                "records {from} to {} of {stream}/{partition} cannot be read and were skipped",
+                resume_at - 1
+            ),
+        };
         self.add(vec![UnusableRecord {
             stream: stream.clone(),
             partition: *partition,
             offset: from,
             payload: bytes::Bytes::new(),
-            reason: format!(
-                "records {from} to {} of {stream}/{partition} cannot be read and were skipped: \
-                 {damage}",
-                resume_at - 1
-            ),
+            reason: format!("{records}: {damage}"),
         }]);
     }
 

@@ -388,10 +388,9 @@ impl Runner {
         Ok(Some(records))
     }
 
-    /// Moves a partition's position past damage on disk (a sealed log segment failing its
-    /// checks) once the dead-letter queue has the letter naming the unreadable records, so
-    /// that one damaged segment neither stops the consumer for good nor loses records
-    /// silently. Until the letter is stored the position stays, and the next poll finds the
+    /// Moves a partition's position past damage on disk (log frames failing their checks)
+    /// once the dead-letter queue has the letter naming the unreadable records, so that
+    /// damage neither stops the consumer for good nor loses records silently. Until the letter is stored the position stays, and the next poll finds the
     /// damage again.
     fn skip_damage(
         &mut self,

@@ -199,6 +199,20 @@ impl Server {
         }
     }
 
+    /// POSTs `body` as JSON to `path`; the status and the body as JSON (`Null` when it is
+    /// not JSON).
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// GETs `path`; the body as JSON (`Null` when it is not JSON).
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let (status, text) = self.get_text(path).await;

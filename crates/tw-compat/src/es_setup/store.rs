@@ -375,6 +375,38 @@ mod tests {
         );
     }
 
+    /// A request dropped while its append is in flight (a client timing out) still updates
+    /// the map once the append is stored: otherwise GET would answer other than what a
+    /// restart reads back from the log.
+    #[tokio::test]
+    async fn a_write_whose_request_is_dropped_still_finishes() {
+        let definitions = Arc::new(Mutex::new(BTreeMap::new()));
+        let (stored, append_done) = tokio::sync::oneshot::channel::<()>();
+        let append = async move {
+            append_done.await.unwrap();
+            Ok::<_, LogError>(0..1)
+        };
+        let guard = definitions.clone().lock_owned().await;
+        let key = (Kind::IlmPolicy, "p".to_string());
+        let write = finish_write(guard, append, {
+            let key = key.clone();
+            move |definitions| {
+                let definition = Definition {
+                    body: json!({}),
+                    version: 1,
+                    modified_ms: 1,
+                };
+                definitions.insert(key, definition);
+            }
+        });
+        // The request gives up before the append is stored.
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(20), write).await;
+        assert!(gave_up.is_err(), "the append was still in flight");
+        stored.send(()).unwrap();
+        let definitions = definitions.lock().await;
+        assert!(definitions.contains_key(&key), "the write finished");
+    }
+
     #[tokio::test]
     async fn definitions_survive_a_reopen_and_unchanged_puts_write_nothing() {
         let dir = tempfile::tempdir().unwrap();

@@ -137,19 +137,28 @@ pub(super) async fn get_records(
         .unwrap_or(MAX_GET_RECORDS)
         .clamp(1, MAX_GET_RECORDS);
     let log = state.log.clone();
-    let (records, end) = blocking(move || {
-        let records = log.read(
-            &name,
-            position.partition,
-            position.offset,
-            limit,
-            MAX_GET_BYTES,
-        )?;
-        let end = log.end_offset(&name, position.partition)?;
-        Ok((records, end))
+    let (shard, from) = (position.partition, position.offset);
+    let (records, next, end) = blocking(move || {
+        let (records, next) = match log.read(&name, shard, from, limit, MAX_GET_BYTES) {
+            Ok(records) => {
+                let next = records.last().map_or(from, |r| r.offset + 1);
+                (records, next)
+            }
+            // A shard reader has no dead-letter queue: it is told nothing but the iterator,
+            // which steps over what cannot be read, as the pipeline's consumers do (each of
+            // those stores a dead letter naming the range).
+            Err(damage @ tw_log::LogError::Corrupt { resume_at, .. }) => {
+                tracing::error!(stream = %name, shard, from, resume_at, %damage, "GetRecords steps over records on damaged disk");
+                metrics::counter!("tidewatch_kinesis_skipped_unreadable_total")
+                    .increment(resume_at.saturating_sub(from));
+                (Vec::new(), resume_at)
+            }
+            Err(error) => return Err(error),
+        };
+        let end = log.end_offset(&name, shard)?;
+        Ok((records, next, end))
     })
     .await?;
-    let next = records.last().map_or(position.offset, |r| r.offset + 1);
     let behind = match records.last() {
         Some(last) if next < end => (now - last.ingest_time_ms).max(0),
         _ => 0,

@@ -67,6 +67,16 @@ impl Server {
         }
     }
 
+    /// Creates `stream` with `partitions` partitions (else the defaults).
+    pub fn create_stream(&self, stream: &str, partitions: u32) {
+        let name = tw_core::StreamName::new(stream).unwrap();
+        let config = tw_core::StreamConfig {
+            partitions,
+            ..tw_core::StreamConfig::default()
+        };
+        self.ingestor.registry().put(&name, config, false).unwrap();
+    }
+
     /// Stops serving and waits until the log is released, so the directory can be reopened.
     pub async fn stop(self) {
         let Server {

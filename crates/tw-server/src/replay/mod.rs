@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tw_core::{Alert, FieldPath, FieldSelection, Record, StreamName, now_ms};
 use tw_detect::{CompiledRule, Engine, EngineConfig};
-use tw_log::Log;
+use tw_log::{Log, LogError};
 
 use crate::ApiError;
 
@@ -39,6 +39,9 @@ pub struct ReplayOutcome {
     pub evaluated: u64,
     /// Whether the replay stopped at [`MAX_REPLAY_EVENTS`] before the end of the range.
     pub truncated: bool,
+    /// Stored records stepped over because damage on disk made them unreadable (the log
+    /// names them; the consumers dead-letter them).
+    pub unreadable: u64,
 }
 
 fn engine_for(rule: Arc<CompiledRule>, config: &EngineConfig) -> Engine {
@@ -78,7 +81,7 @@ pub fn replay_events(
     ReplayOutcome {
         alerts,
         evaluated: events.len() as u64,
-        truncated: false,
+        ..ReplayOutcome::default()
     }
 }
 
@@ -103,10 +106,13 @@ struct Cursor {
     source: Source,
     buffered: VecDeque<Pending>,
     done: bool,
+    /// Records of the log stepped over as unreadable.
+    unreadable: u64,
 }
 
 impl Cursor {
-    /// Reads more when nothing is buffered; a log partition is done at its end or past `to`.
+    /// Reads until something is buffered or the cursor is done; a log partition is done at
+    /// its end or past `to`.
     fn refill(
         &mut self,
         log: &dyn Log,
@@ -114,9 +120,21 @@ impl Cursor {
         from: i64,
         to: i64,
     ) -> Result<(), ApiError> {
-        if !self.buffered.is_empty() || self.done {
-            return Ok(());
+        // A read can buffer nothing and still not be the end: its records were all before
+        // `from`, or it stepped over damage.
+        while self.buffered.is_empty() && !self.done {
+            self.read_more(log, stream, from, to)?;
         }
+        Ok(())
+    }
+
+    fn read_more(
+        &mut self,
+        log: &dyn Log,
+        stream: &StreamName,
+        from: i64,
+        to: i64,
+    ) -> Result<(), ApiError> {
         match &mut self.source {
             Source::Log {
                 partition,
@@ -127,7 +145,16 @@ impl Cursor {
                     self.done = true;
                     return Ok(());
                 }
-                let batch = log.read(stream, *partition, *next, READ_CHUNK, 4 << 20)?;
+                let batch = match log.read(stream, *partition, *next, READ_CHUNK, 4 << 20) {
+                    Ok(batch) => batch,
+                    Err(damage @ LogError::Corrupt { resume_at, .. }) => {
+                        tracing::warn!(%stream, partition, from = *next, resume_at, %damage, "the backtest steps over records on damaged disk");
+                        self.unreadable += resume_at.min(*end).saturating_sub(*next);
+                        *next = resume_at;
+                        return Ok(());
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 match batch.last() {
                     Some(last) => *next = last.offset + 1,
                     None => *next = *end,
@@ -192,6 +219,7 @@ pub fn replay_stored(
             source: Source::Lake(pages),
             buffered: VecDeque::new(),
             done: false,
+            unreadable: 0,
         });
     }
     for partition in 0..partitions.unwrap_or(0) {
@@ -206,6 +234,7 @@ pub fn replay_stored(
             },
             buffered: VecDeque::new(),
             done: false,
+            unreadable: 0,
         });
     }
     let mut engine = engine_for(rule, config);
@@ -275,6 +304,7 @@ pub fn replay_stored(
             break;
         }
     }
+    outcome.unreadable = cursors.iter().map(|c| c.unreadable).sum();
     outcome
         .alerts
         .extend(engine.finish(stream.as_str(), now_ms()));

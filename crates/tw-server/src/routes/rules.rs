@@ -230,6 +230,7 @@ fn result_json(rule_id: &str, outcome: &ReplayOutcome, took: std::time::Duration
         "rule_id": rule_id,
         "evaluated": outcome.evaluated,
         "truncated": outcome.truncated,
+        "unreadable": outcome.unreadable,
         "alerts": outcome.alerts,
         "took_ms": took.as_secs_f64() * 1000.0,
     })
