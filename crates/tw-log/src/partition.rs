@@ -220,7 +220,7 @@ impl Partition {
                 };
                 // Damage where the record `expected` should be: find where it ends.
                 let next_segment = segments.get(i + 1).map(|s| s.base);
-                let range = expected + 1..next_segment.unwrap_or(Offset::MAX);
+                let range = expected.saturating_add(1)..next_segment.unwrap_or(Offset::MAX);
                 let resume_at = match resync::next_intact_frame(segment, damage_at, limit, range)
                     .map_err(|e| LogError::io(&segment.path, e))?
                 {
@@ -287,7 +287,7 @@ impl Partition {
                 }
             };
             // Damaged records have no readable time: the answer is among those after.
-            let range = expected + 1..upper;
+            let range = expected.saturating_add(1)..upper;
             match resync::next_intact_frame(candidate, damage_at, limit, range)
                 .map_err(|e| LogError::io(&candidate.path, e))?
             {

@@ -2,9 +2,15 @@
 //!
 //! A bad frame's length cannot be trusted, so the frame after it is found by scanning: the
 //! first byte position from which a whole frame decodes (length in bounds, CRC32C matching)
-//! and whose stored offset lies in the range the damaged stretch can end at. A chance match
-//! needs both a CRC32C collision and an offset in that range, so a found frame is a real one.
-//! Readers then lose only the records whose bytes are damaged, not the rest of the segment.
+//! and whose stored offset lies in the range the damaged stretch can end at (after the damaged
+//! offset, below the next segment's base and below what the bytes left could hold). A chance
+//! match needs both a CRC32C collision and an offset in that narrow range; what it cannot tell
+//! apart is a whole frame with such an offset that a producer sent inside a damaged record's
+//! payload. Readers then lose only the records whose bytes are damaged, not the rest of the
+//! segment.
+//!
+//! Also here: telling a write torn by a crash from damage to stored records
+//! ([`looks_unwritten`]), which decides what the recovery of the last segment cuts.
 
 use std::ops::Range;
 
@@ -17,8 +23,11 @@ use crate::segment::{MAX_BODY_BYTES, Segment};
 /// Bytes scanned per read.
 const SCAN_CHUNK: usize = 256 * 1024;
 
-/// Bytes a position needs in view to be checked cheaply: the header and the stored offset.
-const PROBE_LEN: usize = HEADER_LEN + 8;
+/// Bytes a position needs in view to be checked cheaply: the header and the fixed body.
+const PROBE_LEN: usize = HEADER_LEN + BODY_FIXED;
+
+/// The smallest frame: header and fixed body, no key, no payload.
+const MIN_FRAME: usize = HEADER_LEN + BODY_FIXED;
 
 /// An intact frame found after damage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +40,18 @@ pub(crate) struct Resync {
 
 /// Scans `segment` from byte `from` (inclusive) to `limit` for the first intact frame whose
 /// offset lies in `offsets`. `None` when the damage reaches `limit`.
+///
+/// The range is narrowed to the offsets the bytes can hold (a frame takes at least
+/// [`MIN_FRAME`] bytes): on high-entropy bytes a wide range would let most positions pass the
+/// probe, each costing a read and a CRC of up to the rest of the segment.
 pub(crate) fn next_intact_frame(
     segment: &Segment,
     from: u64,
     limit: u64,
     offsets: Range<Offset>,
 ) -> std::io::Result<Option<Resync>> {
+    let fit = limit.saturating_sub(from) / MIN_FRAME as u64 + 1;
+    let offsets = offsets.start..offsets.end.min(offsets.start.saturating_add(fit));
     let mut start = from;
     let mut buf = Vec::new();
     while start + (HEADER_LEN + BODY_FIXED) as u64 <= limit {
@@ -52,9 +67,11 @@ pub(crate) fn next_intact_frame(
             let pos = start + at as u64;
             let body_len = u32::from_le_bytes(le_bytes(&buf, at)) as usize;
             let offset = u64::from_le_bytes(le_bytes(&buf, at + HEADER_LEN));
+            let key_len = u32::from_le_bytes(le_bytes(&buf, at + HEADER_LEN + 24)) as usize;
             let plausible = (BODY_FIXED..=MAX_BODY_BYTES).contains(&body_len)
                 && pos + (HEADER_LEN + body_len) as u64 <= limit
-                && offsets.contains(&offset);
+                && offsets.contains(&offset)
+                && key_len <= body_len - BODY_FIXED;
             if plausible && frame_is_intact(segment, pos, body_len, offset)? {
                 return Ok(Some(Resync { offset, pos }));
             }
@@ -87,4 +104,33 @@ fn le_bytes<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
     let mut out = [0; N];
     out.copy_from_slice(&buf[at..at + N]);
     out
+}
+
+/// The unit in which a crash can leave a write partly on disk: a page of the page cache.
+const PAGE: u64 = 4096;
+
+/// Whether the damaged stretch `[from, to)` of the last segment bears the mark of a write a
+/// crash left partly on disk (pages reach the disk in any order before the fsync, and a page
+/// that did not reads as zeros): zeros from `from` up to the next page boundary (the page of
+/// the first bad frame was not written), or a whole zero page. A flipped bit or a garbled
+/// stretch of stored records leaves neither: a frame never starts with a zero length, and a
+/// page of frames is never all zeros.
+pub(crate) fn looks_unwritten(segment: &Segment, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut page_start = from;
+    while page_start < to {
+        let page_end = (page_start / PAGE + 1) * PAGE;
+        if page_end > to {
+            return Ok(false);
+        }
+        let mut page = Vec::new();
+        let want = (page_end - page_start) as usize;
+        if tw_os::read_at_into(&segment.file, &mut page, want, page_start)? < want {
+            return Ok(false);
+        }
+        if page.iter().all(|b| *b == 0) {
+            return Ok(true);
+        }
+        page_start = page_end;
+    }
+    Ok(false)
 }

@@ -14,7 +14,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -66,6 +66,9 @@ pub(crate) struct Segment {
     /// Largest ingest time of any record (`i64::MIN` while empty).
     max_ingest_ms: AtomicI64,
     index: Mutex<Vec<IndexEntry>>,
+    /// Whether the recovery scan found damage: such a segment gets no persisted summary, so
+    /// that every start scans it and reports the damage again.
+    damaged: AtomicBool,
 }
 
 /// The file name of the segment starting at `base`.
@@ -107,6 +110,7 @@ impl Segment {
             first_ingest_ms: AtomicI64::new(i64::MAX),
             max_ingest_ms: AtomicI64::new(i64::MIN),
             index: Mutex::new(Vec::new()),
+            damaged: AtomicBool::new(false),
         }
     }
 
@@ -176,6 +180,11 @@ impl Segment {
         index.last().map_or(0, |e| e.pos)
     }
 
+    /// Whether the recovery scan found damage in this segment.
+    pub(crate) fn is_damaged(&self) -> bool {
+        self.damaged.load(Ordering::Acquire)
+    }
+
     /// What is known about the segment, for its persisted summary (once sealed).
     pub(crate) fn summary(&self) -> Summary {
         Summary {
@@ -237,8 +246,13 @@ impl Segment {
                     continue;
                 }
             };
-            let found = resync::next_intact_frame(&segment, pos, len, expected + 1..Offset::MAX)
-                .map_err(|e| LogError::io(&segment.path, e))?;
+            let found = resync::next_intact_frame(
+                &segment,
+                pos,
+                len,
+                expected.saturating_add(1)..Offset::MAX,
+            )
+            .map_err(|e| LogError::io(&segment.path, e))?;
             let Some(found) = found else {
                 // Damage up to the end of the file: in the tail segment, a write torn by a
                 // crash (cut below); in a sealed one, damage whose records are all lost.
@@ -248,8 +262,17 @@ impl Segment {
                 }
                 break is_tail.then_some((reason, pos));
             };
+            let unwritten = is_tail
+                && resync::looks_unwritten(&segment, pos, found.pos)
+                    .map_err(|e| LogError::io(&segment.path, e))?;
+            if unwritten {
+                // Pages of the last write reached the disk out of order before a crash: the
+                // frames after the hole are of that unacknowledged write too.
+                let reason = format!("{reason}, then pages a crash left unwritten");
+                break Some((reason, pos));
+            }
             // Intact frames after the damage: never cut (in the tail segment either, where
-            // they may be acknowledged records), but indexed, so that reads lose only the
+            // they are acknowledged records), but indexed, so that reads lose only the
             // damaged records and reads starting after them never meet the damage.
             log_damage(&segment.path, pos, &reason, expected, Some(found.offset));
             damaged = true;
@@ -281,6 +304,7 @@ impl Segment {
         scan.new_len = valid_len;
         scan.end_offset = expected;
         segment.publish(&scan);
+        segment.damaged.store(damaged, Ordering::Release);
         if !is_tail && !damaged {
             index_file::store(&segment.path, &segment.summary());
         }

@@ -203,7 +203,9 @@ impl Writer {
                     let segment = Arc::new(segment);
                     partition.push_segment(Arc::clone(&segment));
                     let sealed = std::mem::replace(&mut active.segment, segment);
-                    index_file::store(&sealed.path, &sealed.summary());
+                    if !sealed.is_damaged() {
+                        index_file::store(&sealed.path, &sealed.summary());
+                    }
                     active.len = 0;
                 }
                 Err(error) => return Err((group, error)),

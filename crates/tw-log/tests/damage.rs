@@ -186,3 +186,60 @@ fn damage_to_the_end_of_a_sealed_segment_resumes_at_the_next() {
     );
     assert_eq!(offsets(&log, &s, last + 1, 1), [last + 1]);
 }
+
+/// A last segment found damaged at start gets no persisted summary when it is sealed later, so
+/// every start scans it again and reports the damage (and indexes past it).
+#[test]
+fn a_damaged_segment_sealed_after_start_keeps_being_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    // One segment of a few records, still the last.
+    let s = write(dir.path(), 3, 500);
+    assert_eq!(segment_files(dir.path(), "s", 0).len(), 1);
+    let ends = damage(dir.path(), 0, |bytes, ends| bytes[ends[0] + 40] ^= 1);
+    {
+        let log = open(dir.path(), 500);
+        assert_eq!(corrupt_at(&log, &s, 1), (ends[0] as u64, 2));
+        // Appends roll the damaged segment: it is sealed now.
+        for i in 3..20 {
+            append(&log, &s, 0, vec![record(i, i as i64, 100)]);
+        }
+    }
+    let first = segment_files(dir.path(), "s", 0)[0].clone();
+    assert!(segment_files(dir.path(), "s", 0).len() >= 3);
+    assert!(
+        !first.with_extension("idx").exists(),
+        "no summary of a damaged segment"
+    );
+    let log = open(dir.path(), 500);
+    assert_eq!(corrupt_at(&log, &s, 1), (ends[0] as u64, 2));
+    let rest: Vec<Offset> = (2..20).collect();
+    assert_eq!(offsets(&log, &s, 2, 100), rest);
+}
+
+/// A frame inside a damaged record's payload (bytes a producer sent) is not taken for the next
+/// record when its offset is more than the bytes after the damage could hold. Regression: in
+/// the last segment any offset above the damaged one was accepted.
+#[test]
+fn a_frame_inside_a_damaged_payload_is_not_taken_for_the_next_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, s) = running(dir.path(), 2, 1 << 20);
+    // A whole frame, CRC and all, of offset 1,000,000, as the payload of record 2.
+    let mut body = Vec::new();
+    body.extend_from_slice(&1_000_000u64.to_le_bytes());
+    body.extend_from_slice(&[0; 16]);
+    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(b"{\"inner\":true}");
+    let mut inner = (body.len() as u32).to_le_bytes().to_vec();
+    inner.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    inner.extend_from_slice(&body);
+    let mut carrier = record(2, 2, 0);
+    carrier.payload = bytes::Bytes::from(inner);
+    append(&log, &s, 0, vec![carrier]);
+    for i in 3..6 {
+        append(&log, &s, 0, vec![record(i, i as i64, 100)]);
+    }
+    // Record 2's CRC: the scan from its start passes over the frame inside its payload.
+    let ends = damage(dir.path(), 0, |bytes, ends| bytes[ends[1] + 5] ^= 1);
+    assert_eq!(corrupt_at(&log, &s, 2), (ends[1] as u64, 3));
+    assert_eq!(offsets(&log, &s, 3, 100), [3, 4, 5]);
+}

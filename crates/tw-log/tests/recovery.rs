@@ -192,3 +192,42 @@ fn garbage_appended_after_the_last_frame_is_cut() {
     with_extra.push(record(777, 777, 33));
     check_reopen(dir.path(), &with_extra, RECORDS as usize + 1, "0xff tail");
 }
+
+/// Pages of the last write that a crash left unwritten (zeros) with later pages of it on disk:
+/// the frames after the hole are of that unacknowledged write too, and are cut with it.
+#[test]
+fn a_write_torn_across_pages_is_cut_at_its_first_hole() {
+    let original = tempfile::tempdir().unwrap();
+    let s = stream("s");
+    let records: Vec<AppendRecord> = (0..120).map(|i| record(i, i as i64, 100)).collect();
+    {
+        let log = open(original.path(), 1 << 20);
+        log.create_stream(&s, 1).unwrap();
+        for r in &records {
+            append(&log, &s, 0, vec![r.clone()]);
+        }
+    }
+    let bytes = std::fs::read(segment_files(original.path(), "s", 0).pop().unwrap()).unwrap();
+    let ends = frame_ends(&bytes);
+    assert!(bytes.len() > 3 * 4096, "{}", bytes.len());
+    // The frame holding byte `at`, and where it starts.
+    let frame_at = |at: usize| ends.iter().filter(|e| **e <= at).count();
+    let start_of = |frame: usize| if frame == 0 { 0 } else { ends[frame - 1] };
+    // A whole zero page: the frame it begins in is the first one cut.
+    let whole_page = 4096..8192;
+    // Zeros from a frame's start up to the page boundary: its page was not written.
+    let first_after = frame_at(4096 + 200) + 1;
+    let page_rest = start_of(first_after)..8192;
+    for (hole, kept) in [
+        (whole_page, frame_at(4096)),
+        (page_rest.clone(), first_after),
+    ] {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(original.path(), copy.path());
+        let mut damaged = bytes.clone();
+        damaged[hole.clone()].fill(0);
+        let file = segment_files(copy.path(), "s", 0).pop().unwrap();
+        std::fs::write(&file, &damaged).unwrap();
+        check_reopen(copy.path(), &records, kept, &format!("zeros at {hole:?}"));
+    }
+}
