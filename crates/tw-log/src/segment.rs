@@ -254,13 +254,19 @@ impl Segment {
             )
             .map_err(|e| LogError::io(&segment.path, e))?;
             let Some(found) = found else {
-                // Damage up to the end of the file: in the tail segment, a write torn by a
-                // crash (cut below); in a sealed one, damage whose records are all lost.
-                if !is_tail {
+                // Damage up to the end of the file. In the tail segment, a write torn by a
+                // crash is cut below; but a last frame of its whole announced length, not
+                // zeros, was written whole (and may be acknowledged): it keeps its offset, so
+                // the next append never reuses an offset a consumer may have passed.
+                let torn = is_tail && !self_contained_last_frame(&segment, pos, len)?;
+                if !torn {
                     log_damage(&segment.path, pos, &reason, expected, None);
                     damaged = true;
+                    if is_tail {
+                        expected += 1;
+                    }
                 }
-                break is_tail.then_some((reason, pos));
+                break torn.then_some((reason, pos));
             };
             let unwritten = is_tail
                 && resync::looks_unwritten(&segment, pos, found.pos)
@@ -318,6 +324,19 @@ impl Segment {
         index_file::remove(&self.path);
         Ok(())
     }
+}
+
+/// Whether the bad frame at `pos` is the last of the file in full: its announced length ends
+/// exactly at `len`, and its bytes hold no page a crash left unwritten.
+fn self_contained_last_frame(segment: &Segment, pos: u64, len: u64) -> Result<bool, LogError> {
+    let io = |e| LogError::io(&segment.path, e);
+    let mut header = Vec::new();
+    if tw_os::read_at_into(&segment.file, &mut header, 4, pos).map_err(io)? < 4 {
+        return Ok(false);
+    }
+    let body_len = frame::body_len(&header).map_or(0, |l| l as u64);
+    let whole = body_len >= frame::BODY_FIXED as u64 && pos + HEADER_LEN as u64 + body_len == len;
+    Ok(whole && !resync::looks_unwritten(segment, pos, len).map_err(io)?)
 }
 
 /// Logs damage found by the recovery scan: `first_unreadable` is the offset the damaged frame

@@ -161,6 +161,36 @@ impl Log for FaultyLog {
     }
 }
 
+/// Flips a bit in the payload of the record at `offset`, on disk, in the segment files of the
+/// partition directory `partition_dir` (`{log}/{stream}/{partition}`), walking the frames by
+/// their documented layout. Returns the damaged segment file and the frame's byte position
+/// in it. Panics when no frame holds `offset` (a test's mistake).
+pub fn damage_record(partition_dir: &Path, offset: Offset) -> (PathBuf, u64) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(partition_dir)
+        .expect("the partition directory")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    for file in files {
+        let mut bytes = std::fs::read(&file).expect("a segment file");
+        let mut pos = 0;
+        while pos + crate::frame::HEADER_LEN + 8 <= bytes.len() {
+            let body: [u8; 4] = bytes[pos..pos + 4].try_into().expect("4 bytes");
+            let end = pos + crate::frame::HEADER_LEN + u32::from_le_bytes(body) as usize;
+            let stored: [u8; 8] = bytes[pos + 8..pos + 16].try_into().expect("8 bytes");
+            if u64::from_le_bytes(stored) == offset {
+                // The last byte: payload (or key), covered by the CRC.
+                bytes[end - 1] ^= 1;
+                std::fs::write(&file, &bytes).expect("writing the segment file");
+                return (file, pos as u64);
+            }
+            pos = end;
+        }
+    }
+    panic!("no frame of offset {offset} in {}", partition_dir.display());
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -236,34 +266,4 @@ mod tests {
         assert_eq!(appends.load(Ordering::SeqCst), 4);
         assert_eq!(log.end_offset(&s, 0).unwrap(), 2);
     }
-}
-
-/// Flips a bit in the payload of the record at `offset`, on disk, in the segment files of the
-/// partition directory `partition_dir` (`{log}/{stream}/{partition}`), walking the frames by
-/// their documented layout. Returns the damaged segment file and the frame's byte position
-/// in it. Panics when no frame holds `offset` (a test's mistake).
-pub fn damage_record(partition_dir: &Path, offset: Offset) -> (PathBuf, u64) {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(partition_dir)
-        .expect("the partition directory")
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    for file in files {
-        let mut bytes = std::fs::read(&file).expect("a segment file");
-        let mut pos = 0;
-        while pos + crate::frame::HEADER_LEN + 8 <= bytes.len() {
-            let body: [u8; 4] = bytes[pos..pos + 4].try_into().expect("4 bytes");
-            let end = pos + crate::frame::HEADER_LEN + u32::from_le_bytes(body) as usize;
-            let stored: [u8; 8] = bytes[pos + 8..pos + 16].try_into().expect("8 bytes");
-            if u64::from_le_bytes(stored) == offset {
-                // The last byte: payload (or key), covered by the CRC.
-                bytes[end - 1] ^= 1;
-                std::fs::write(&file, &bytes).expect("writing the segment file");
-                return (file, pos as u64);
-            }
-            pos = end;
-        }
-    }
-    panic!("no frame of offset {offset} in {}", partition_dir.display());
 }

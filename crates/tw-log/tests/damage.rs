@@ -86,8 +86,8 @@ fn a_flipped_bit_in_a_sealed_segment_loses_only_its_record() {
 }
 
 /// The scan on open (a sealed segment without its persisted summary, as after a crash right
-/// after the roll) finds the damage too, and indexes what follows it: a read starting after
-/// the damage jumps over it.
+/// after the roll) finds the damage too and goes on past it: the segment keeps its end
+/// offset, and reads and time lookups after the damage succeed.
 #[test]
 fn damage_found_on_open_is_indexed_around() {
     let dir = tempfile::tempdir().unwrap();
