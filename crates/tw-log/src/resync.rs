@@ -112,25 +112,29 @@ const PAGE: u64 = 4096;
 /// Whether the damaged stretch `[from, to)` of the last segment bears the mark of a write a
 /// crash left partly on disk (pages reach the disk in any order before the fsync, and a page
 /// that did not reads as zeros): zeros from `from` up to the next page boundary (the page of
-/// the first bad frame was not written), or a whole zero page. A flipped bit or a garbled
-/// stretch of stored records leaves neither: a frame never starts with a zero length, and a
-/// page of frames is never all zeros.
-pub(crate) fn looks_unwritten(segment: &Segment, from: u64, to: u64) -> std::io::Result<bool> {
-    let mut page_start = from;
-    while page_start < to {
-        let page_end = (page_start / PAGE + 1) * PAGE;
-        if page_end > to {
-            return Ok(false);
+/// the first bad frame was not written), a whole zero page, or, when `to` is the end of the
+/// file (`to_is_end`), zeros from a page boundary to it. A flipped bit or a garbled stretch of
+/// stored records leaves none of these: a frame never starts with a zero length, and a page of
+/// frames (JSON text and headers) is never all zeros.
+pub(crate) fn looks_unwritten(
+    segment: &Segment,
+    from: u64,
+    to: u64,
+    to_is_end: bool,
+) -> std::io::Result<bool> {
+    let mut start = from;
+    while start < to {
+        let end = ((start / PAGE + 1) * PAGE).min(to);
+        let counts = end % PAGE == 0 || (to_is_end && start % PAGE == 0);
+        if counts {
+            let mut bytes = Vec::new();
+            let want = (end - start) as usize;
+            let filled = tw_os::read_at_into(&segment.file, &mut bytes, want, start)?;
+            if filled == want && bytes.iter().all(|b| *b == 0) {
+                return Ok(true);
+            }
         }
-        let mut page = Vec::new();
-        let want = (page_end - page_start) as usize;
-        if tw_os::read_at_into(&segment.file, &mut page, want, page_start)? < want {
-            return Ok(false);
-        }
-        if page.iter().all(|b| *b == 0) {
-            return Ok(true);
-        }
-        page_start = page_end;
+        start = end;
     }
     Ok(false)
 }

@@ -269,7 +269,7 @@ impl Segment {
                 break torn.then_some((reason, pos));
             };
             let unwritten = is_tail
-                && resync::looks_unwritten(&segment, pos, found.pos)
+                && resync::looks_unwritten(&segment, pos, found.pos, false)
                     .map_err(|e| LogError::io(&segment.path, e))?;
             if unwritten {
                 // Pages of the last write reached the disk out of order before a crash: the
@@ -336,7 +336,7 @@ fn self_contained_last_frame(segment: &Segment, pos: u64, len: u64) -> Result<bo
     }
     let body_len = frame::body_len(&header).map_or(0, |l| l as u64);
     let whole = body_len >= frame::BODY_FIXED as u64 && pos + HEADER_LEN as u64 + body_len == len;
-    Ok(whole && !resync::looks_unwritten(segment, pos, len).map_err(io)?)
+    Ok(whole && !resync::looks_unwritten(segment, pos, len, true).map_err(io)?)
 }
 
 /// Logs damage found by the recovery scan: `first_unreadable` is the offset the damaged frame

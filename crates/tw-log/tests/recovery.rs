@@ -201,7 +201,9 @@ fn garbage_appended_after_the_last_frame_is_cut() {
 fn a_write_torn_across_pages_is_cut_at_its_first_hole() {
     let original = tempfile::tempdir().unwrap();
     let s = stream("s");
-    let records: Vec<AppendRecord> = (0..120).map(|i| record(i, i as i64, 100)).collect();
+    // The last record spans a page boundary.
+    let mut records: Vec<AppendRecord> = (0..120).map(|i| record(i, i as i64, 100)).collect();
+    records.push(record(120, 120, 6000));
     {
         let log = open(original.path(), 1 << 20);
         log.create_stream(&s, 1).unwrap();
@@ -220,9 +222,14 @@ fn a_write_torn_across_pages_is_cut_at_its_first_hole() {
     // Zeros from a frame's start up to the page boundary: its page was not written.
     let first_after = frame_at(4096 + 200) + 1;
     let page_rest = start_of(first_after)..8192;
+    // Zeros from a page boundary to the end, inside the last record (written whole in length
+    // but not in content): it is cut, where a flipped bit in it would not be.
+    let last_page = (bytes.len() / 4096 * 4096)..bytes.len();
+    assert!(start_of(ends.len() - 1) < last_page.start);
     for (hole, kept) in [
         (whole_page, frame_at(4096)),
         (page_rest.clone(), first_after),
+        (last_page, ends.len() - 1),
     ] {
         let copy = tempfile::tempdir().unwrap();
         copy_dir(original.path(), copy.path());
