@@ -125,7 +125,7 @@ pub(crate) fn looks_unwritten(
     let mut start = from;
     while start < to {
         let end = ((start / PAGE + 1) * PAGE).min(to);
-        let counts = end % PAGE == 0 || (to_is_end && start % PAGE == 0);
+        let counts = end.is_multiple_of(PAGE) || (to_is_end && start.is_multiple_of(PAGE));
         if counts {
             let mut bytes = Vec::new();
             let want = (end - start) as usize;
