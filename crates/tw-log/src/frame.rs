@@ -81,15 +81,15 @@ pub(crate) fn decode(
     if bytes.len() < HEADER_LEN + len {
         return Err(FrameFault::Short);
     }
-    let crc = u32::from_le_bytes(read4(bytes, 4));
+    let crc = u32::from_le_bytes(bytes_at(bytes, 4));
     let body = &bytes[HEADER_LEN..HEADER_LEN + len];
     if crc32c::crc32c(body) != crc {
         return Err(FrameFault::BadCrc);
     }
-    let offset = u64::from_le_bytes(read8(body, 0));
-    let ingest_time_ms = i64::from_le_bytes(read8(body, 8));
-    let event_time_ms = i64::from_le_bytes(read8(body, 16));
-    let key_len = u32::from_le_bytes(read4(body, 24)) as usize;
+    let offset = u64::from_le_bytes(bytes_at(body, 0));
+    let ingest_time_ms = i64::from_le_bytes(bytes_at(body, 8));
+    let event_time_ms = i64::from_le_bytes(bytes_at(body, 16));
+    let key_len = u32::from_le_bytes(bytes_at(body, 24)) as usize;
     if key_len > len - BODY_FIXED {
         return Err(FrameFault::BadKeyLength);
     }
@@ -106,15 +106,10 @@ pub(crate) fn decode(
     Ok((record, HEADER_LEN + len))
 }
 
-fn read4(bytes: &[u8], at: usize) -> [u8; 4] {
-    let mut out = [0; 4];
-    out.copy_from_slice(&bytes[at..at + 4]);
-    out
-}
-
-fn read8(bytes: &[u8], at: usize) -> [u8; 8] {
-    let mut out = [0; 8];
-    out.copy_from_slice(&bytes[at..at + 8]);
+/// The `N` bytes of `bytes` at `at`, for a `from_le_bytes` (the caller checked the length).
+pub(crate) fn bytes_at<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0; N];
+    out.copy_from_slice(&bytes[at..at + N]);
     out
 }
 

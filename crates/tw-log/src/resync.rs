@@ -65,9 +65,9 @@ pub(crate) fn next_intact_frame(
         let positions = (filled - PROBE_LEN + 1).min(SCAN_CHUNK);
         for at in 0..positions {
             let pos = start + at as u64;
-            let body_len = u32::from_le_bytes(le_bytes(&buf, at)) as usize;
-            let offset = u64::from_le_bytes(le_bytes(&buf, at + HEADER_LEN));
-            let key_len = u32::from_le_bytes(le_bytes(&buf, at + HEADER_LEN + 24)) as usize;
+            let body_len = u32::from_le_bytes(frame::bytes_at(&buf, at)) as usize;
+            let offset = u64::from_le_bytes(frame::bytes_at(&buf, at + HEADER_LEN));
+            let key_len = u32::from_le_bytes(frame::bytes_at(&buf, at + HEADER_LEN + 24)) as usize;
             let plausible = (BODY_FIXED..=MAX_BODY_BYTES).contains(&body_len)
                 && pos + (HEADER_LEN + body_len) as u64 <= limit
                 && offsets.contains(&offset)
@@ -98,12 +98,6 @@ fn frame_is_intact(
     }
     let frame = Bytes::from(frame);
     Ok(frame::decode(&frame, 0, MAX_BODY_BYTES).is_ok_and(|(record, _)| record.offset == offset))
-}
-
-fn le_bytes<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
-    let mut out = [0; N];
-    out.copy_from_slice(&buf[at..at + N]);
-    out
 }
 
 /// The unit in which a crash can leave a write partly on disk: a page of the page cache.

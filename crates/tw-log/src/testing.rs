@@ -13,6 +13,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tw_core::{AppendRecord, Offset, PartitionId, Record, Retention, StreamName};
 
+use crate::frame::{HEADER_LEN, bytes_at};
 use crate::{Log, LogError};
 
 type AppendPredicate = Arc<dyn Fn(&StreamName, PartitionId) -> bool + Send + Sync>;
@@ -175,11 +176,9 @@ pub fn damage_record(partition_dir: &Path, offset: Offset) -> (PathBuf, u64) {
     for file in files {
         let mut bytes = std::fs::read(&file).expect("a segment file");
         let mut pos = 0;
-        while pos + crate::frame::HEADER_LEN + 8 <= bytes.len() {
-            let body: [u8; 4] = bytes[pos..pos + 4].try_into().expect("4 bytes");
-            let end = pos + crate::frame::HEADER_LEN + u32::from_le_bytes(body) as usize;
-            let stored: [u8; 8] = bytes[pos + 8..pos + 16].try_into().expect("8 bytes");
-            if u64::from_le_bytes(stored) == offset {
+        while pos + HEADER_LEN + 8 <= bytes.len() {
+            let end = pos + HEADER_LEN + u32::from_le_bytes(bytes_at(&bytes, pos)) as usize;
+            if u64::from_le_bytes(bytes_at(&bytes, pos + HEADER_LEN)) == offset {
                 // The last byte: payload (or key), covered by the CRC.
                 bytes[end - 1] ^= 1;
                 std::fs::write(&file, &bytes).expect("writing the segment file");
