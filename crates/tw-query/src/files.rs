@@ -8,7 +8,9 @@
 //! partition values (so files are still pruned) but does not turn into a path prefix.
 //!
 //! The wrapper also turns bounds on `_time` into bounds on the hour directories, so the
-//! usual `WHERE _time > now() - INTERVAL '1 hour'` lists and opens only the last hours' files.
+//! usual `WHERE _time > now() - INTERVAL '1 hour'` lists and opens only the last hours' files,
+//! and has the scan read the columns of per-value string predicates as dictionaries
+//! (`dictionary_read.rs`).
 
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::dictionary_read::{per_value_columns, read_as_dictionaries};
 use crate::table::PARTITION_COLUMNS;
 
 /// The event-time column the lake partitions by.
@@ -102,7 +105,9 @@ impl TableProvider for HiveFiles {
             .with_filters(Some(&filters))
             .with_limit(args.limit())
             .with_statistics_requests(args.statistics_requests());
-        self.inner.scan_with_args(state, args).await
+        let scan = self.inner.scan_with_args(state, args).await?.into_inner();
+        let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+        Ok(read_as_dictionaries(scan, per_value_columns(given)?, metadata_cache)?.into())
     }
 }
 

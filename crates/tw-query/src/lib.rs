@@ -25,6 +25,7 @@
 
 mod catalog;
 mod config;
+mod dictionary_read;
 mod encode;
 mod engine;
 mod error;

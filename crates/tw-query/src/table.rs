@@ -124,7 +124,7 @@ fn with_partition_columns(data: &Schema) -> SchemaRef {
 /// A ListingTable over `{location}year=/month=/day=/hour=/*.parquet` reading with
 /// `data_schema`: columns a file lacks read as NULL and narrower file types are cast to the
 /// union type.
-fn listing_table(
+pub(crate) fn listing_table(
     ctx: &SessionContext,
     location: &str,
     data_schema: &SchemaRef,
@@ -147,7 +147,11 @@ fn listing_table(
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(Arc::clone(data_schema));
-    Ok(Arc::new(HiveFiles::new(ListingTable::try_new(config)?)))
+    // The engine's statistics cache (checked against each file's size and mtime): without it
+    // every query would convert every file's footer into statistics again while planning.
+    let table = ListingTable::try_new(config)?
+        .with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache());
+    Ok(Arc::new(HiveFiles::new(table)))
 }
 
 /// Reshapes a hot batch to the table schema: columns matched by name and cast, missing ones

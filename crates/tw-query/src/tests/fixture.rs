@@ -57,6 +57,21 @@ impl FixtureLake {
         batch: &RecordBatch,
         row_group_rows: usize,
     ) -> PathBuf {
+        let properties = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(row_group_rows))
+            .build();
+        self.write_file_with(stream, ymdh, file, batch, properties)
+    }
+
+    /// [`Self::write_file`] with the writer's `properties`.
+    pub fn write_file_with(
+        &self,
+        stream: &str,
+        ymdh: (i32, u32, u32, u32),
+        file: &str,
+        batch: &RecordBatch,
+        properties: WriterProperties,
+    ) -> PathBuf {
         let (y, m, d, h) = ymdh;
         let dir = self
             .root()
@@ -64,11 +79,9 @@ impl FixtureLake {
             .join(format!("year={y:04}/month={m:02}/day={d:02}/hour={h:02}"));
         std::fs::create_dir_all(&dir).expect("partition dir");
         let path = dir.join(file);
-        let props = WriterProperties::builder()
-            .set_max_row_group_row_count(Some(row_group_rows))
-            .build();
         let out = std::fs::File::create(&path).expect("parquet file");
-        let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props)).expect("writer");
+        let mut writer =
+            ArrowWriter::try_new(out, batch.schema(), Some(properties)).expect("writer");
         writer.write(batch).expect("write");
         writer.close().expect("close");
         path

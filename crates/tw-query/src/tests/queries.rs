@@ -635,6 +635,114 @@ async fn like_filters_answer_per_distinct_value() {
     assert!(!text.contains("_per_value("), "{text}");
 }
 
+/// A column under a per-value predicate is read as a dictionary where a file keeps one for it
+/// on every page (`dictionary_read.rs`) and as views elsewhere: over a dictionary-encoded
+/// file, a file written without dictionaries (as the flush writes some columns) and hot rows,
+/// filters, groups and the values returned are those of the rows.
+#[tokio::test]
+async fn per_value_columns_read_as_dictionaries_where_files_keep_them() {
+    let agents = [
+        Some("Mozilla/5.0 (X11; Kali Linux x86_64)"),
+        None,
+        Some("aws-cli/2.15.0"),
+        Some("curl/8.5.0 kali"),
+        Some(""),
+    ];
+    let t = ms(2024, 3, 1, 9);
+    let file = |first: usize, rows: usize, shift: usize| {
+        let column: Vec<Option<&str>> = (0..rows).map(|i| agents[(i + shift) % 5]).collect();
+        let times: Vec<i64> = (0..rows as i64).map(|i| t + i).collect();
+        let offsets: Vec<i64> = (first as i64..(first + rows) as i64).collect();
+        (
+            column.clone(),
+            batch(&times, 0, &offsets, vec![utf8("userAgent", &column)]),
+        )
+    };
+    let (first, with_dictionary) = file(0, 3000, 0);
+    let (second, without_dictionary) = file(3000, 2000, 2);
+    let hot_rows = batch(
+        &[t + 9000, t + 9001],
+        0,
+        &[5000, 5001],
+        vec![utf8("userAgent", &[Some("KALI hot"), None])],
+    );
+    let mut lake = FixtureLake::new();
+    lake.write_file(
+        "web",
+        (2024, 3, 1, 9),
+        "p000-00000000000000000000-00000000000000002999.parquet",
+        &with_dictionary,
+        3000,
+    );
+    lake.write_file_with(
+        "web",
+        (2024, 3, 1, 9),
+        "p000-00000000000000003000-00000000000000004999.parquet",
+        &without_dictionary,
+        parquet::file::properties::WriterProperties::builder()
+            .set_dictionary_enabled(false)
+            .build(),
+    );
+    lake.stream(
+        "web",
+        Some(with_dictionary.schema()),
+        hot(vec![hot_rows], &[(0, 5000)]),
+    );
+    let engine = lake.engine(QueryConfig::default());
+    let all: Vec<Option<&str>> = first
+        .into_iter()
+        .chain(second)
+        .chain([Some("KALI hot"), None])
+        .collect();
+    let kali = |agent: &str| agent.to_lowercase().contains("kali");
+    let matching = all.iter().flatten().filter(|agent| kali(agent)).count();
+    let not_matching = all.iter().flatten().count() - matching;
+    for (sql, expected) in [
+        (
+            "SELECT count(*) AS n FROM web WHERE userAgent ILIKE '%kali%'",
+            matching,
+        ),
+        (
+            "SELECT count(*) AS n FROM web WHERE lower(userAgent) NOT LIKE '%kali%'",
+            not_matching,
+        ),
+        (
+            "SELECT count(*) AS n FROM web WHERE userAgent ~* 'k[a4]li' AND userAgent <> 'curl/8.5.0 kali'",
+            all.iter()
+                .flatten()
+                .filter(|agent| kali(agent) && **agent != "curl/8.5.0 kali")
+                .count(),
+        ),
+    ] {
+        assert_eq!(
+            rows(&engine, sql).await,
+            vec![json!({"n": expected})],
+            "{sql}"
+        );
+    }
+    // The values come back as the strings they are, grouped across both kinds of file.
+    let mut groups: Vec<(&str, usize)> = Vec::new();
+    for agent in all.iter().flatten().filter(|agent| kali(agent)) {
+        match groups.iter_mut().find(|(seen, _)| seen == agent) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((agent, 1)),
+        }
+    }
+    groups.sort();
+    let expected: Vec<serde_json::Value> = groups
+        .iter()
+        .map(|(agent, n)| json!({"userAgent": agent, "n": n}))
+        .collect();
+    assert_eq!(
+        rows(
+            &engine,
+            "SELECT userAgent, count(*) AS n FROM web WHERE userAgent ILIKE '%kali%' GROUP BY userAgent ORDER BY userAgent"
+        )
+        .await,
+        expected
+    );
+}
+
 /// `count(*) GROUP BY` one string column counts per distinct value of each batch
 /// (`per_value/count.rs`): the same groups and counts over two dictionary-encoded files (NULL
 /// and empty string included) and hot rows, for repeating and for unique values; other
