@@ -207,6 +207,47 @@ mod tests {
 
     use super::*;
 
+    /// A file's statistics are computed once per engine, not once per query: a later table
+    /// over the same files (each query builds its own) finds them in the engine's cache.
+    #[tokio::test]
+    async fn file_statistics_are_kept_across_tables() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hour = dir.path().join("year=2024/month=03/day=01/hour=09");
+        std::fs::create_dir_all(&hour).expect("hour dir");
+        let batch = RecordBatch::try_from_iter([(
+            "n",
+            Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+        )])
+        .expect("batch");
+        let file = std::fs::File::create(hour.join("a.parquet")).expect("file");
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+
+        let ctx = SessionContext::new();
+        let location = format!("{}/", dir.path().display());
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        for _ in 0..2 {
+            let table = listing_table(&ctx, &location, &schema).expect("table");
+            let rows = ctx
+                .read_table(table)
+                .expect("frame")
+                .count()
+                .await
+                .expect("counted");
+            assert_eq!(rows, 3);
+        }
+        let cache = ctx
+            .runtime_env()
+            .cache_manager
+            .get_file_statistic_cache()
+            .expect("the default statistics cache");
+        let entries = cache.list_entries();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert!(entries.values().all(|entry| entry.hits >= 1), "{entries:?}");
+    }
+
     #[test]
     fn schemas_merge_and_widen() {
         let file = Schema::new(vec![
