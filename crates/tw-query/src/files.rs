@@ -10,7 +10,7 @@
 //! The wrapper also turns bounds on `_time` into bounds on the hour directories, so the
 //! usual `WHERE _time > now() - INTERVAL '1 hour'` lists and opens only the last hours' files,
 //! and has the scan read the columns of per-value string predicates as dictionaries
-//! (`dictionary_read.rs`).
+//! (`dictionary_read/`).
 
 use std::sync::Arc;
 

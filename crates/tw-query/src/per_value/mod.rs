@@ -9,7 +9,7 @@
 //! `ILIKE '%kali%'` with one — can be answered per distinct view and spread to the rows: at
 //! 10M CloudTrail events that is a few hundred evaluations per batch instead of 8,192.
 //!
-//! [`PerValuePredicates`] (here) is the logical optimizer rule that puts this in place: in filters
+//! [`PerValuePredicates`] is the logical optimizer rule that puts this in place: in filters
 //! (`WHERE`, and the copies pushed into table scans and from there into the Parquet reader) it
 //! replaces `LIKE`, `ILIKE`, the regex operators `~ ~* !~ !~*` and their negations that have
 //! a literal pattern by [`PerValuePredicate`], which answers with the very kernel DataFusion
@@ -21,7 +21,7 @@
 //! whose values hardly repeat (plain-encoded pages, hot rows, a sparse column whose present
 //! values are all different) falls back to the kernel row by row, usually after hashing its
 //! first few hundred non-NULL rows. Where the scan reads the column as the file's dictionary
-//! (`dictionary_read.rs`), the predicate answers the dictionary's entries instead, once per
+//! (`dictionary_read/`), the predicate answers the dictionary's entries instead, once per
 //! dictionary, and each row looks up its key's answer. The same distinct views (`distinct.rs`)
 //! serve the security functions (`functions/`) and the per-value count
 //! ([`CountPerValueRule`]).

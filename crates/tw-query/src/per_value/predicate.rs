@@ -88,7 +88,7 @@ struct KnownAnswers {
 /// Values remembered per predicate and query; past this, new values are tested per batch.
 const MAX_KNOWN_ANSWERS: usize = 65_536;
 
-/// The answers for the last few dictionaries seen (`dictionary_read.rs`), by their values:
+/// The answers for the last few dictionaries seen (`dictionary_read/`), by their values:
 /// the Parquet reader hands every batch of one column chunk the very same dictionary values,
 /// so each chunk's dictionary is answered once, whatever its size.
 #[derive(Default)]
@@ -293,7 +293,7 @@ impl ScalarUDFImpl for PerValuePredicate {
         let [value, pattern] = args.args.as_slice() else {
             return internal_err!("{} takes 2 arguments, got {}", self.name(), args.args.len());
         };
-        // A column read as a dictionary (`dictionary_read.rs`): its entries answered, then
+        // A column read as a dictionary (`dictionary_read/`): its entries answered, then
         // spread to the rows by key (NULL keys give NULL).
         if let (ColumnarValue::Array(values), ColumnarValue::Scalar(pattern)) = (value, pattern)
             && let Some(dictionary) = values.as_any_dictionary_opt()
@@ -336,26 +336,28 @@ mod tests {
     }
 
     fn per_value(operator: Operator, values: &StringViewArray, pattern: &str) -> BooleanArray {
-        invoke(&PerValuePredicate::new(operator, None), values, pattern)
+        invoke(
+            &PerValuePredicate::new(operator, None),
+            Arc::new(values.clone()),
+            pattern,
+        )
     }
 
-    fn invoke(udf: &PerValuePredicate, values: &StringViewArray, pattern: &str) -> BooleanArray {
+    /// `udf` called as DataFusion calls it, on a batch of `values` (views or a dictionary).
+    fn invoke(udf: &PerValuePredicate, values: ArrayRef, pattern: &str) -> BooleanArray {
+        let rows = values.len();
         let args = ScalarFunctionArgs {
             args: vec![
-                ColumnarValue::Array(Arc::new(values.clone())),
+                ColumnarValue::Array(values),
                 ColumnarValue::Scalar(ScalarValue::Utf8View(Some(pattern.to_string()))),
             ],
             arg_fields: vec![],
-            number_rows: values.len(),
-            return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
-                "answer",
-                DataType::Boolean,
-                true,
-            )),
+            number_rows: rows,
+            return_field: Arc::new(Field::new("answer", DataType::Boolean, true)),
             config_options: Arc::default(),
         };
         udf.invoke_with_args(args)
-            .and_then(|answer| answer.into_array(values.len()))
+            .and_then(|answer| answer.into_array(rows))
             .expect("per value")
             .as_boolean()
             .clone()
@@ -427,7 +429,7 @@ mod tests {
             (&first, "%kali%"),
         ] {
             assert_eq!(
-                invoke(&udf, column, pattern),
+                invoke(&udf, Arc::new(column.clone()), pattern),
                 row_by_row(Operator::ILikeMatch, column, pattern),
                 "{pattern}"
             );
@@ -456,20 +458,7 @@ mod tests {
             (column.slice(300, 300), "%kali%"),
             (column.slice(0, 300), "%cli"),
         ] {
-            let args = ScalarFunctionArgs {
-                args: vec![
-                    ColumnarValue::Array(Arc::new(batch.clone())),
-                    ColumnarValue::Scalar(ScalarValue::Utf8View(Some(pattern.to_string()))),
-                ],
-                arg_fields: vec![],
-                number_rows: batch.len(),
-                return_field: Arc::new(Field::new("answer", DataType::Boolean, true)),
-                config_options: Arc::default(),
-            };
-            let answers = udf
-                .invoke_with_args(args)
-                .and_then(|answer| answer.into_array(batch.len()))
-                .expect("answers");
+            let answers = invoke(&udf, Arc::new(batch.clone()), pattern);
             let views = cast(&batch, &DataType::Utf8View).expect("views");
             let expected = udf
                 .row_by_row(
@@ -478,7 +467,7 @@ mod tests {
                 )
                 .and_then(|answer| answer.into_array(batch.len()))
                 .expect("row by row");
-            assert_eq!(answers.as_boolean(), expected.as_boolean(), "{pattern}");
+            assert_eq!(&answers, expected.as_boolean(), "{pattern}");
         }
         let remembered = udf.dictionaries.lock().expect("not poisoned");
         assert_eq!(remembered.0.len(), 2, "one dictionary, two patterns");

@@ -636,7 +636,7 @@ async fn like_filters_answer_per_distinct_value() {
 }
 
 /// A column under a per-value predicate is read as a dictionary where a file keeps one for it
-/// on every page (`dictionary_read.rs`) and as views elsewhere: over a dictionary-encoded
+/// on every page (`dictionary_read/`) and as views elsewhere: over a dictionary-encoded
 /// file, a file written without dictionaries (as the flush writes some columns) and hot rows,
 /// filters, groups and the values returned are those of the rows.
 #[tokio::test]
