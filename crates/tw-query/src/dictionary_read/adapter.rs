@@ -15,10 +15,22 @@ use datafusion::physical_expr_adapter::{
 
 use super::is_per_value;
 
-/// DataFusion's expression adapter, then the cast of a dictionary column taken back where a
-/// per-value predicate tests it: the predicate answers per dictionary entry.
+/// An expression adapter (DataFusion's unless the scan had another), then the cast of a
+/// dictionary column taken back where a per-value predicate tests it: the predicate answers
+/// per dictionary entry.
 #[derive(Debug)]
-pub(super) struct PerValueAdapterFactory;
+pub(super) struct PerValueAdapterFactory {
+    inner: Arc<dyn PhysicalExprAdapterFactory>,
+}
+
+impl PerValueAdapterFactory {
+    /// Around the scan's adapter `inner`, or DataFusion's default when it has none.
+    pub(super) fn around(inner: Option<Arc<dyn PhysicalExprAdapterFactory>>) -> Self {
+        Self {
+            inner: inner.unwrap_or_else(|| Arc::new(DefaultPhysicalExprAdapterFactory)),
+        }
+    }
+}
 
 impl PhysicalExprAdapterFactory for PerValueAdapterFactory {
     fn create(
@@ -26,7 +38,8 @@ impl PhysicalExprAdapterFactory for PerValueAdapterFactory {
         logical_file_schema: SchemaRef,
         physical_file_schema: SchemaRef,
     ) -> Result<Arc<dyn PhysicalExprAdapter>> {
-        let inner = DefaultPhysicalExprAdapterFactory
+        let inner = self
+            .inner
             .create(logical_file_schema, Arc::clone(&physical_file_schema))?;
         Ok(Arc::new(PerValueAdapter {
             inner,
@@ -66,7 +79,9 @@ impl PhysicalExprAdapter for PerValueAdapter {
 }
 
 impl PerValueAdapter {
-    /// The column of `expr` = `CAST(column AS …)` when the file holds it as a dictionary.
+    /// The column of `expr` = `CAST(column AS <string>)` when the file holds it as a
+    /// dictionary of strings. (Only string to string: any other cast could fail or change
+    /// values, which the predicate's answers must not hide.)
     fn cast_dictionary_column(
         &self,
         expr: &Arc<dyn PhysicalExpr>,
@@ -74,7 +89,18 @@ impl PerValueAdapter {
         let cast = expr.downcast_ref::<CastExpr>()?;
         let column = cast.expr().downcast_ref::<Column>()?;
         let field = self.physical_file_schema.fields().get(column.index())?;
-        (field.name() == column.name() && matches!(field.data_type(), DataType::Dictionary(_, _)))
+        let string_dictionary = matches!(
+            field.data_type(),
+            DataType::Dictionary(_, values) if is_string(values)
+        );
+        (field.name() == column.name() && string_dictionary && is_string(cast.cast_type()))
             .then(|| Arc::clone(cast.expr()))
     }
+}
+
+fn is_string(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
 }

@@ -45,7 +45,11 @@ impl DictionaryHints {
         columns: BTreeSet<String>,
         metadata_cache: Arc<FileMetadataCache>,
     ) -> Self {
-        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        // Each name with its length first: names may hold any character, the comma too.
+        let names: Vec<String> = columns
+            .iter()
+            .map(|name| format!("{}.{name}", name.len()))
+            .collect();
         Self {
             inner,
             cache_suffix: format!(":dictionaries:{}", names.join(",")),
@@ -92,7 +96,7 @@ struct HintedReader {
 
 impl HintedReader {
     /// The hinted metadata cached for this file, if it is still valid and holds the page
-    /// index whenever `metadata` does.
+    /// index (column and offset index) whenever `metadata` does.
     fn cached(&self, metadata: &ParquetMetaData) -> Option<Arc<ParquetMetaData>> {
         let entry = self.metadata_cache.get(&self.cache_key)?;
         let hinted = entry
@@ -100,7 +104,8 @@ impl HintedReader {
             .as_any()
             .downcast_ref::<CachedParquetMetaData>()?
             .parquet_metadata();
-        let has_page_index = hinted.column_index().is_some() || metadata.column_index().is_none();
+        let has_page_index = (hinted.column_index().is_some() || metadata.column_index().is_none())
+            && (hinted.offset_index().is_some() || metadata.offset_index().is_none());
         (entry.is_valid_for(&self.file) && has_page_index).then(|| Arc::clone(hinted))
     }
 }
@@ -126,12 +131,16 @@ impl AsyncFileReader for HintedReader {
             if let Some(hinted) = self.cached(&metadata) {
                 return Ok(hinted);
             }
-            let hinted = with_dictionary_hints(metadata, &self.columns)?;
-            let entry = CachedFileMetadataEntry::new(
-                self.file.clone(),
-                Arc::new(CachedParquetMetaData::new(Arc::clone(&hinted))),
-            );
-            self.metadata_cache.put(&self.cache_key, entry);
+            let hinted = with_dictionary_hints(Arc::clone(&metadata), &self.columns)?;
+            // A file with no column to hint is cheap to check again, and caching its own
+            // metadata a second time would only take room from other files' footers.
+            if !Arc::ptr_eq(&hinted, &metadata) {
+                let entry = CachedFileMetadataEntry::new(
+                    self.file.clone(),
+                    Arc::new(CachedParquetMetaData::new(Arc::clone(&hinted))),
+                );
+                self.metadata_cache.put(&self.cache_key, entry);
+            }
             Ok(hinted)
         }
         .boxed()
@@ -186,7 +195,6 @@ pub(crate) fn with_dictionary_hints(
     if !hinted_any {
         return Ok(metadata);
     }
-    let hinted = Schema::new_with_metadata(fields, schema.metadata().clone());
     let mut key_values: Vec<KeyValue> = file
         .key_value_metadata()
         .into_iter()
@@ -194,6 +202,15 @@ pub(crate) fn with_dictionary_hints(
         .filter(|pair| pair.key != ARROW_SCHEMA_META_KEY)
         .cloned()
         .collect();
+    // The converted schema's metadata holds the file's key-value pairs too; the reader adds
+    // those itself, so the hint keeps only what came from the original hint.
+    let hint_metadata = schema
+        .metadata()
+        .iter()
+        .filter(|(key, _)| !key_values.iter().any(|pair| &pair.key == *key))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    let hinted = Schema::new_with_metadata(fields, hint_metadata);
     key_values.push(KeyValue::new(
         ARROW_SCHEMA_META_KEY.to_string(),
         encode_arrow_schema(&hinted),

@@ -105,7 +105,9 @@ pub(crate) fn read_as_dictionaries(
         )));
     let config = FileScanConfigBuilder::from(config.clone())
         .with_source(Arc::new(source))
-        .with_expr_adapter(Some(Arc::new(PerValueAdapterFactory)))
+        .with_expr_adapter(Some(Arc::new(PerValueAdapterFactory::around(
+            config.expr_adapter_factory.clone(),
+        ))))
         .build();
     Ok(DataSourceExec::from_data_source(config))
 }

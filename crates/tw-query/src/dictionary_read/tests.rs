@@ -148,7 +148,7 @@ fn per_value_predicates_get_the_dictionary_other_expressions_a_cast() {
         Arc::new(equal),
     ));
 
-    let rewritten = PerValueAdapterFactory
+    let rewritten = PerValueAdapterFactory::around(None)
         .create(logical, Arc::clone(&physical))
         .and_then(|adapter| adapter.rewrite(expr))
         .expect("rewrite");
@@ -262,7 +262,7 @@ async fn lake_scans_read_per_value_columns_as_dictionaries() {
         .get_file_metadata_cache()
         .list_entries()
         .into_iter()
-        .filter(|(key, _)| key.as_ref().ends_with("a.parquet:dictionaries:agent"))
+        .filter(|(key, _)| key.as_ref().ends_with("a.parquet:dictionaries:5.agent"))
         .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
     assert!(cached[0].1.hits >= 1);

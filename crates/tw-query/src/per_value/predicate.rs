@@ -94,9 +94,9 @@ const MAX_KNOWN_ANSWERS: usize = 65_536;
 #[derive(Default)]
 struct RememberedDictionaries(Vec<(ScalarValue, ArrayData, ArrayRef)>);
 
-/// Dictionaries remembered per predicate: a few per thread of the query, each reading its
-/// own file.
-const REMEMBERED_DICTIONARIES: usize = 8;
+/// Dictionaries remembered per predicate and thread of the query: each thread reads its own
+/// file, and each row group of a file has its own dictionary.
+const DICTIONARIES_PER_THREAD: usize = 4;
 
 impl std::fmt::Debug for RememberedDictionaries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,23 +151,33 @@ impl PerValuePredicate {
     }
 
     /// The answers for every entry of `values`, a dictionary's values, remembered for the
-    /// next batches of the same dictionary.
-    fn answer_dictionary(&self, values: &ArrayRef, pattern: &ScalarValue) -> Result<ArrayRef> {
+    /// next batches of the same dictionary (up to `capacity` dictionaries, the least recently
+    /// used forgotten first).
+    fn answer_dictionary(
+        &self,
+        values: &ArrayRef,
+        pattern: &ScalarValue,
+        capacity: usize,
+    ) -> Result<ArrayRef> {
         let data = values.to_data();
-        let remembered = |dictionaries: &RememberedDictionaries| {
+        let position = |dictionaries: &RememberedDictionaries| {
             dictionaries
                 .0
                 .iter()
-                .find(|(seen_pattern, seen, _)| seen_pattern == pattern && seen.ptr_eq(&data))
-                .map(|(_, _, answers)| Arc::clone(answers))
+                .position(|(seen_pattern, seen, _)| seen_pattern == pattern && seen.ptr_eq(&data))
         };
-        if let Some(answers) = remembered(
-            &self
+        {
+            let mut dictionaries = self
                 .dictionaries
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        ) {
-            return Ok(answers);
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = position(&dictionaries) {
+                // The most recently used last: forgetting takes the first.
+                let entry = dictionaries.0.remove(at);
+                let answers = Arc::clone(&entry.2);
+                dictionaries.0.push(entry);
+                return Ok(answers);
+            }
         }
         // Answered outside the lock, as for values (`answer_distinct`).
         let answers = self.answer_distinct(cast(values, &DataType::Utf8View)?, pattern)?;
@@ -175,16 +185,20 @@ impl PerValuePredicate {
             .dictionaries
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if dictionaries.0.len() == REMEMBERED_DICTIONARIES {
-            dictionaries.0.remove(0);
+        // Another thread may have answered the same dictionary meanwhile.
+        if position(&dictionaries).is_none() {
+            if dictionaries.0.len() >= capacity.max(1) {
+                dictionaries.0.remove(0);
+            }
+            dictionaries
+                .0
+                .push((pattern.clone(), data, Arc::clone(&answers)));
         }
-        dictionaries
-            .0
-            .push((pattern.clone(), data, Arc::clone(&answers)));
         Ok(answers)
     }
 
-    /// The answers for `distinct` (non-NULL values, each once), from memory where known.
+    /// The answers for `distinct` (each value once; NULL answered NULL), from memory where
+    /// known.
     fn answer_distinct(&self, distinct: ArrayRef, pattern: &ScalarValue) -> Result<ArrayRef> {
         let Some(values) = distinct.as_string_view_opt() else {
             return internal_err!("{}: distinct values are not string views", self.name());
@@ -200,7 +214,13 @@ impl PerValuePredicate {
                 };
             }
             for (index, value) in values.iter().enumerate() {
-                let answer = value.and_then(|value| known.answers.get(value).copied());
+                // A NULL value (a dictionary may hold one) is answered NULL, never tested nor
+                // remembered: its slot's bytes are no value's.
+                let Some(value) = value else {
+                    answers.push(None);
+                    continue;
+                };
+                let answer = known.answers.get(value).copied();
                 if answer.is_none() {
                     unknown.push(index as u32);
                 }
@@ -298,7 +318,12 @@ impl ScalarUDFImpl for PerValuePredicate {
         if let (ColumnarValue::Array(values), ColumnarValue::Scalar(pattern)) = (value, pattern)
             && let Some(dictionary) = values.as_any_dictionary_opt()
         {
-            let answers = self.answer_dictionary(dictionary.values(), pattern)?;
+            let threads = args.config_options.execution.target_partitions;
+            let answers = self.answer_dictionary(
+                dictionary.values(),
+                pattern,
+                DICTIONARIES_PER_THREAD * threads,
+            )?;
             return Ok(ColumnarValue::Array(take(
                 answers.as_ref(),
                 dictionary.keys(),
@@ -318,7 +343,9 @@ impl ScalarUDFImpl for PerValuePredicate {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{BooleanArray, DictionaryArray, StringArray, StringViewArray};
+    use datafusion::arrow::array::{
+        BooleanArray, DictionaryArray, Int32Array, StringArray, StringViewArray,
+    };
     use datafusion::arrow::datatypes::Int32Type;
 
     use super::super::distinct::tests::dictionary_like_views;
@@ -471,6 +498,24 @@ mod tests {
         }
         let remembered = udf.dictionaries.lock().expect("not poisoned");
         assert_eq!(remembered.0.len(), 2, "one dictionary, two patterns");
+    }
+
+    #[test]
+    fn dictionaries_holding_a_null_value_answer_it_null() {
+        // Parquet's dictionaries never hold NULL, Arrow's may: a NULL entry must not stand for
+        // the empty string, before or after it.
+        let values = StringArray::from(vec![Some(""), Some("kali"), None]);
+        let keys = Int32Array::from(vec![Some(2), Some(0), None, Some(1), Some(0), Some(2)]);
+        let column = DictionaryArray::try_new(keys, Arc::new(values)).expect("dictionary");
+        let udf = PerValuePredicate::new(Operator::NotILikeMatch, None);
+        for _ in 0..2 {
+            let answers = invoke(&udf, Arc::new(column.clone()), "%kali%");
+            let expected =
+                BooleanArray::from(vec![None, Some(true), None, Some(false), Some(true), None]);
+            assert_eq!(answers, expected);
+        }
+        let known = udf.known.lock().expect("not poisoned");
+        assert_eq!(known.answers.get(""), Some(&Some(true)));
     }
 
     #[test]
