@@ -150,7 +150,7 @@ impl AsyncFileReader for HintedReader {
 /// `metadata` whose Arrow schema hint says `Dictionary(Int32, Utf8)` for each of `columns`
 /// that is a top-level string column dictionary-encoded on every data page of the file;
 /// `metadata` itself when none is.
-pub(crate) fn with_dictionary_hints(
+pub(super) fn with_dictionary_hints(
     metadata: Arc<ParquetMetaData>,
     columns: &BTreeSet<String>,
 ) -> parquet::errors::Result<Arc<ParquetMetaData>> {

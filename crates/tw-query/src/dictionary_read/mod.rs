@@ -42,7 +42,7 @@ use self::hints::DictionaryHints;
 use crate::per_value::PerValuePredicate;
 
 /// The type a chosen column is read as.
-pub(crate) fn dictionary_type() -> DataType {
+fn dictionary_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
@@ -64,7 +64,7 @@ pub(crate) fn per_value_columns(filters: &[Expr]) -> Result<BTreeSet<String>> {
     Ok(columns)
 }
 
-pub(crate) fn is_per_value(function: &ScalarUDF) -> bool {
+fn is_per_value(function: &ScalarUDF) -> bool {
     let inner: &dyn Any = function.inner().as_ref();
     inner.downcast_ref::<PerValuePredicate>().is_some()
 }
