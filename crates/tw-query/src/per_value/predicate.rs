@@ -313,29 +313,25 @@ impl ScalarUDFImpl for PerValuePredicate {
         let [value, pattern] = args.args.as_slice() else {
             return internal_err!("{} takes 2 arguments, got {}", self.name(), args.args.len());
         };
-        // A column read as a dictionary (`dictionary_read/`): its entries answered, then
-        // spread to the rows by key (NULL keys give NULL).
-        if let (ColumnarValue::Array(values), ColumnarValue::Scalar(pattern)) = (value, pattern)
-            && let Some(dictionary) = values.as_any_dictionary_opt()
-        {
-            let threads = args.config_options.execution.target_partitions;
-            let answers = self.answer_dictionary(
-                dictionary.values(),
-                pattern,
-                DICTIONARIES_PER_THREAD * threads,
-            )?;
-            return Ok(ColumnarValue::Array(take(
-                answers.as_ref(),
-                dictionary.keys(),
-                None,
-            )?));
-        }
-        if let (ColumnarValue::Array(values), ColumnarValue::Scalar(pattern)) = (value, pattern)
-            && let Some(views) = values.as_string_view_opt()
-            && let Some(answers) =
-                per_distinct_value(views, |distinct| self.answer_distinct(distinct, pattern))?
-        {
-            return Ok(ColumnarValue::Array(answers));
+        if let (ColumnarValue::Array(values), ColumnarValue::Scalar(pattern)) = (value, pattern) {
+            // A column read as a dictionary (`dictionary_read/`): its entries answered, then
+            // spread to the rows by key (NULL keys give NULL).
+            if let Some(dictionary) = values.as_any_dictionary_opt() {
+                let threads = args.config_options.execution.target_partitions;
+                let answers = self.answer_dictionary(
+                    dictionary.values(),
+                    pattern,
+                    DICTIONARIES_PER_THREAD * threads,
+                )?;
+                let answers = take(answers.as_ref(), dictionary.keys(), None)?;
+                return Ok(ColumnarValue::Array(answers));
+            }
+            if let Some(views) = values.as_string_view_opt()
+                && let Some(answers) =
+                    per_distinct_value(views, |distinct| self.answer_distinct(distinct, pattern))?
+            {
+                return Ok(ColumnarValue::Array(answers));
+            }
         }
         self.row_by_row(value, pattern)
     }
